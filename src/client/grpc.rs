@@ -1,0 +1,181 @@
+//! Client of the gRPC door, translating envelopes to and from protobuf.
+
+use std::net::SocketAddr;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{ClientError, Closed, Incoming};
+use crate::proto::json::{json_to_value, value_to_json};
+use crate::proto::v1::{self as pb, client_event, server_event, signaling_client::SignalingClient};
+
+/// Requests queued towards the server before `send` waits.
+const SEND_BUFFER: usize = 64;
+
+/// A client of the gRPC `Connect` stream.
+#[derive(Debug)]
+pub struct GrpcClient {
+    requests: Option<mpsc::Sender<pb::ClientEvent>>,
+    events: Streaming<pb::ServerEvent>,
+}
+
+impl GrpcClient {
+    /// Connects to `http://{address}` and opens one `Connect` stream.
+    pub async fn connect(address: SocketAddr) -> Result<GrpcClient, ClientError> {
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| ClientError::Unencodable(e.to_string()))?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        GrpcClient::open(channel).await
+    }
+
+    /// Opens a `Connect` stream on an existing channel.
+    pub async fn open(channel: Channel) -> Result<GrpcClient, ClientError> {
+        let (requests, outgoing) = mpsc::channel(SEND_BUFFER);
+        let mut client = SignalingClient::new(channel);
+        let response = client.connect(ReceiverStream::new(outgoing)).await?;
+        Ok(GrpcClient {
+            requests: Some(requests),
+            events: response.into_inner(),
+        })
+    }
+
+    /// Sends an envelope, converted to a `ClientEvent`.
+    pub async fn send(&mut self, envelope: &Value) -> Result<(), ClientError> {
+        let event = envelope_to_client_event(envelope)?;
+        self.send_event(event).await
+    }
+
+    /// Sends a raw `ClientEvent` (for bad-input tests).
+    pub async fn send_event(&mut self, event: pb::ClientEvent) -> Result<(), ClientError> {
+        let requests = self.requests.as_ref().ok_or(ClientError::Closed)?;
+        requests.send(event).await.map_err(|_| ClientError::Closed)
+    }
+
+    /// The next event, or the end of the stream.
+    pub async fn recv(&mut self) -> Result<Incoming, ClientError> {
+        match self.events.message().await {
+            Ok(Some(event)) => Ok(Incoming::Event(server_event_to_envelope(event))),
+            Ok(None) => Ok(Incoming::Closed(Closed::Grpc(
+                tonic::Code::Ok,
+                String::new(),
+            ))),
+            Err(status) => Ok(Incoming::Closed(Closed::Grpc(
+                status.code(),
+                status.message().to_owned(),
+            ))),
+        }
+    }
+
+    /// Half-closes the request stream and waits for the server to end the
+    /// response stream.
+    pub async fn close(mut self) {
+        self.requests = None;
+        while let Ok(Some(_)) = self.events.message().await {}
+    }
+}
+
+fn unencodable(what: &str) -> ClientError {
+    ClientError::Unencodable(what.to_owned())
+}
+
+/// Envelope → `ClientEvent`.
+pub fn envelope_to_client_event(envelope: &Value) -> Result<pb::ClientEvent, ClientError> {
+    use client_event::Event as E;
+    let name = envelope
+        .get("event")
+        .and_then(Value::as_str)
+        .ok_or_else(|| unencodable("missing event"))?;
+    let data = envelope.get("data").cloned().unwrap_or(Value::Null);
+    let id = envelope.get("id").and_then(Value::as_u64).unwrap_or(0);
+    let event = match name {
+        "register" => {
+            let uid = data
+                .get("uid")
+                .and_then(Value::as_str)
+                .ok_or_else(|| unencodable("register.uid"))?
+                .to_owned();
+            let role = match data.get("type") {
+                Some(t) if t == 0 || t == "web" => pb::Role::Web,
+                Some(t) if t == 1 || t == "app" => pb::Role::App,
+                _ => pb::Role::Unspecified,
+            };
+            E::Register(pb::Register {
+                uid,
+                role: role as i32,
+            })
+        }
+        "syncto" => E::Syncto(json_to_value(&data)),
+        "message" => E::Message(json_to_value(&data)),
+        "export" => E::Export(json_to_value(&data)),
+        "exception" => E::Exception(json_to_value(&data)),
+        "transfile" => E::Transfile(pb::Transfile {
+            size: data.get("size").and_then(Value::as_u64).unwrap_or(0),
+            name: data
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        }),
+        "ctrlSendSpeed" => E::CtrlSendSpeed(pb::CtrlSendSpeed {
+            bytes_received: data
+                .as_u64()
+                .ok_or_else(|| unencodable("ctrlSendSpeed data"))?,
+        }),
+        "ipaddr" => E::Ipaddr(pb::IpAddrRequest {}),
+        other => return Err(unencodable(other)),
+    };
+    Ok(pb::ClientEvent {
+        id,
+        event: Some(event),
+    })
+}
+
+fn json_of(value: &prost_types::Value) -> Value {
+    value_to_json(value).unwrap_or(Value::Null)
+}
+
+fn role_json(role: i32) -> (Value, Value) {
+    match pb::Role::try_from(role) {
+        Ok(pb::Role::Web) => (json!("web"), json!(0)),
+        Ok(pb::Role::App) => (json!("app"), json!(1)),
+        _ => (Value::Null, Value::Null),
+    }
+}
+
+/// `ServerEvent` → envelope, in the shapes of the WebSocket door.
+pub fn server_event_to_envelope(event: pb::ServerEvent) -> Value {
+    use server_event::Event as E;
+    let Some(event) = event.event else {
+        return json!({"event": "unknown"});
+    };
+    match event {
+        E::Welcome(w) => json!({"event": "welcome", "data": {"message": w.message, "id": w.id}}),
+        E::Registered(r) => {
+            let (role, seed_type) = role_json(r.role);
+            json!({"event": "registered", "data": {
+                "uid": r.uid, "role": role, "type": seed_type, "peerPresent": r.peer_present}})
+        }
+        E::Syncfrom(_) => json!({"event": "syncfrom"}),
+        E::Syncto(v) => json!({"event": "syncto", "data": json_of(&v)}),
+        E::Message(v) => json!({"event": "message", "data": json_of(&v)}),
+        E::Export(v) => json!({"event": "export", "data": json_of(&v)}),
+        E::Exception(v) => json!({"event": "exception", "data": json_of(&v)}),
+        E::Transfile(t) => json!({"event": "transfile", "data": {"size": t.size, "name": t.name}}),
+        E::CtrlSendSpeed(c) => json!({"event": "ctrlSendSpeed", "data": c.bytes_received}),
+        E::Ipaddr(a) => json!({"event": "ipaddr", "data": a.addresses}),
+        E::Byebye(_) => json!({"event": "byebye"}),
+        E::Ack(a) => json!({"event": "ack", "id": a.id}),
+        E::Error(e) => {
+            let mut out = json!({"event": "error", "data": {"code": e.code, "message": e.message}});
+            if e.id != 0 {
+                out["id"] = json!(e.id);
+            }
+            out
+        }
+    }
+}

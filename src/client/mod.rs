@@ -1,0 +1,150 @@
+//! The client side of every door, in one place: tests, examples and the
+//! load generator all speak to the gateway through [`Client`].
+//!
+//! A client works in the JSON envelope form of the WebSocket door
+//! (`{"event", "data", "id"}`) whatever door it uses, so one scenario can run
+//! over every door: the gRPC client converts envelopes to `ClientEvent`s and
+//! `ServerEvent`s back to envelopes.
+
+mod grpc;
+mod ws;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde_json::Value;
+
+pub use grpc::GrpcClient;
+pub use ws::WsClient;
+
+/// Which door a client uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Door {
+    /// The JSON WebSocket at `/ws`.
+    Ws,
+    /// The gRPC `Connect` stream.
+    Grpc,
+}
+
+impl Door {
+    /// Every door.
+    pub const ALL: [Door; 2] = [Door::Ws, Door::Grpc];
+}
+
+impl fmt::Display for Door {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Door::Ws => "ws",
+            Door::Grpc => "grpc",
+        })
+    }
+}
+
+/// How the server ended a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// A WebSocket close frame (code and reason), or `None` for a close
+    /// without a frame.
+    WebSocket(Option<(u16, String)>),
+    /// The gRPC stream ended with this status (`Ok` for a clean end).
+    Grpc(tonic::Code, String),
+}
+
+/// What a client receives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Incoming {
+    /// An event, as a JSON envelope.
+    Event(Value),
+    /// The connection ended.
+    Closed(Closed),
+}
+
+/// Client failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// WebSocket failure.
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    /// gRPC transport failure.
+    #[error("grpc transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// gRPC status at stream start.
+    #[error("grpc status: {0}")]
+    Status(#[from] tonic::Status),
+    /// The envelope cannot be expressed on this door.
+    #[error("cannot encode envelope for this door: {0}")]
+    Unencodable(String),
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+}
+
+/// A connected client on any door.
+#[derive(Debug)]
+pub enum Client {
+    /// Over `/ws`.
+    Ws(WsClient),
+    /// Over gRPC.
+    Grpc(GrpcClient),
+}
+
+impl Client {
+    /// Connects to the gateway at `address` through `door`.
+    pub async fn connect(door: Door, address: SocketAddr) -> Result<Client, ClientError> {
+        Ok(match door {
+            Door::Ws => Client::Ws(WsClient::connect(address).await?),
+            Door::Grpc => Client::Grpc(GrpcClient::connect(address).await?),
+        })
+    }
+
+    /// The door this client uses.
+    pub fn door(&self) -> Door {
+        match self {
+            Client::Ws(_) => Door::Ws,
+            Client::Grpc(_) => Door::Grpc,
+        }
+    }
+
+    /// Sends one envelope `{"event", "data", "id"}`.
+    pub async fn send(&mut self, envelope: &Value) -> Result<(), ClientError> {
+        match self {
+            Client::Ws(client) => client.send(envelope).await,
+            Client::Grpc(client) => client.send(envelope).await,
+        }
+    }
+
+    /// Receives the next event or the end of the connection.
+    pub async fn recv(&mut self) -> Result<Incoming, ClientError> {
+        match self {
+            Client::Ws(client) => client.recv().await,
+            Client::Grpc(client) => client.recv().await,
+        }
+    }
+
+    /// Ends the session cleanly (close frame / half-close) and waits for the
+    /// server to finish the connection.
+    pub async fn close(self) {
+        match self {
+            Client::Ws(client) => client.close().await,
+            Client::Grpc(client) => client.close().await,
+        }
+    }
+
+    /// Drops the connection abruptly, without a close handshake.
+    pub fn abort(self) {
+        drop(self);
+    }
+}
+
+/// Builds an envelope.
+pub fn envelope(event: &str, data: Option<Value>, id: Option<u64>) -> Value {
+    let mut object = serde_json::Map::new();
+    object.insert("event".into(), Value::String(event.into()));
+    if let Some(data) = data {
+        object.insert("data".into(), data);
+    }
+    if let Some(id) = id {
+        object.insert("id".into(), Value::from(id));
+    }
+    Value::Object(object)
+}

@@ -1,0 +1,68 @@
+//! Client of the JSON WebSocket door.
+
+use std::net::SocketAddr;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::{ClientError, Closed, Incoming};
+
+/// A client of `/ws`.
+#[derive(Debug)]
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    /// Connects to `ws://{address}/ws`.
+    pub async fn connect(address: SocketAddr) -> Result<WsClient, ClientError> {
+        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws")).await?;
+        Ok(WsClient { socket })
+    }
+
+    /// Connects to any URL (for query strings and headers).
+    pub async fn connect_url(url: &str) -> Result<WsClient, ClientError> {
+        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(WsClient { socket })
+    }
+
+    /// Sends an envelope as a text frame.
+    pub async fn send(&mut self, envelope: &Value) -> Result<(), ClientError> {
+        self.send_raw(Message::text(envelope.to_string())).await
+    }
+
+    /// Sends any WebSocket message (for bad-input tests).
+    pub async fn send_raw(&mut self, message: Message) -> Result<(), ClientError> {
+        self.socket.send(message).await?;
+        Ok(())
+    }
+
+    /// The next event, or the close.
+    pub async fn recv(&mut self) -> Result<Incoming, ClientError> {
+        loop {
+            match self.socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(text.as_str())
+                        .map_err(|e| ClientError::Unencodable(e.to_string()))?;
+                    return Ok(Incoming::Event(value));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Ok(Incoming::Closed(Closed::WebSocket(
+                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    )));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Ok(Incoming::Closed(Closed::WebSocket(None))),
+            }
+        }
+    }
+
+    /// Sends a close frame and waits for the server's.
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+        while let Some(Ok(_)) = self.socket.next().await {}
+    }
+}

@@ -1,0 +1,113 @@
+//! Command line and environment configuration, parsed once into [`Config`].
+//!
+//! Every flag also reads an environment variable (`SIGNALGATE_...`); the
+//! flag wins when both are given. Defaults are named constants.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The seed server's port, kept so that existing clients find us.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:3186";
+/// Largest accepted message on every door, in bytes.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Events a session may have queued before it counts as a slow consumer.
+pub const DEFAULT_OUTBOX_CAPACITY: usize = 256;
+/// Initial WebSocket read buffer per connection.
+pub const DEFAULT_WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+/// WebSocket bytes buffered before a write reaches the socket.
+pub const DEFAULT_WS_WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// How long shutdown waits for sessions to close, in seconds.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+
+/// `signalgate [OPTIONS] [COMMAND]`.
+#[derive(Debug, Parser)]
+#[command(name = "signalgate", version, about)]
+pub struct Cli {
+    /// What to run; the gateway when omitted.
+    #[command(subcommand)]
+    pub command: Option<CliCommand>,
+    /// Gateway settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands besides serving.
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Run the gateway (the default).
+    Serve,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything the gateway needs to start.
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// Address to listen on (gRPC, WebSocket and HTTP share it).
+    #[arg(long, env = "SIGNALGATE_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// IPv4 address(es) to answer `ipaddr` with, instead of the machine's
+    /// non-loopback interface addresses. Repeat or separate with commas.
+    #[arg(long, env = "SIGNALGATE_ADVERTISE_IP", value_delimiter = ',')]
+    pub advertise_ip: Vec<Ipv4Addr>,
+
+    /// Largest accepted message on every door, in bytes.
+    #[arg(long, env = "SIGNALGATE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// Events a session may have queued before it is closed as a slow consumer.
+    #[arg(long, env = "SIGNALGATE_OUTBOX_CAPACITY", default_value_t = DEFAULT_OUTBOX_CAPACITY)]
+    pub outbox_capacity: usize,
+
+    /// Initial WebSocket read buffer per connection, in bytes.
+    #[arg(long, env = "SIGNALGATE_WS_READ_BUFFER_BYTES", default_value_t = DEFAULT_WS_READ_BUFFER_BYTES)]
+    pub ws_read_buffer_bytes: usize,
+
+    /// WebSocket bytes buffered before a write reaches the socket.
+    #[arg(long, env = "SIGNALGATE_WS_WRITE_BUFFER_BYTES", default_value_t = DEFAULT_WS_WRITE_BUFFER_BYTES)]
+    pub ws_write_buffer_bytes: usize,
+
+    /// Seconds to wait for sessions to close on shutdown.
+    #[arg(long, env = "SIGNALGATE_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
+    pub shutdown_grace_secs: u64,
+
+    /// Log format (`RUST_LOG` sets the level, default `info`).
+    #[arg(long, env = "SIGNALGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+impl Default for Config {
+    /// The defaults, as if no flag and no variable were given.
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 3186))),
+            advertise_ip: Vec::new(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
+            ws_read_buffer_bytes: DEFAULT_WS_READ_BUFFER_BYTES,
+            ws_write_buffer_bytes: DEFAULT_WS_WRITE_BUFFER_BYTES,
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            log_format: LogFormat::Text,
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! What a client can ask the server to do, independent of the door it uses.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::error::Rejection;
+use super::payload::JsonPayload;
+
+/// Longest accepted uid, in bytes.
+pub const MAX_UID_BYTES: usize = 128;
+
+/// The two sides of a pairing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The browser side (the seed's type 0).
+    Web,
+    /// The mobile app side (the seed's type 1).
+    App,
+}
+
+impl Role {
+    /// The other side of the pairing.
+    pub const fn peer(self) -> Role {
+        match self {
+            Role::Web => Role::App,
+            Role::App => Role::Web,
+        }
+    }
+
+    /// `"web"` or `"app"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Web => "web",
+            Role::App => "app",
+        }
+    }
+
+    /// The seed's numeric type: 0 for web, 1 for app.
+    pub const fn seed_type(self) -> u8 {
+        match self {
+            Role::Web => 0,
+            Role::App => 1,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A validated user id: 1 to [`MAX_UID_BYTES`] bytes, no control characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Uid(Arc<str>);
+
+impl Uid {
+    /// Validates a uid.
+    pub fn new(text: &str) -> Result<Uid, Rejection> {
+        if text.is_empty() {
+            return Err(Rejection::bad_request("uid must not be empty"));
+        }
+        if text.len() > MAX_UID_BYTES {
+            return Err(Rejection::bad_request(format!(
+                "uid must be at most {MAX_UID_BYTES} bytes"
+            )));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(Rejection::bad_request(
+                "uid must not contain control characters",
+            ));
+        }
+        Ok(Uid(Arc::from(text)))
+    }
+
+    /// The uid text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A client-chosen request id (positive). Requests that carry one are
+/// answered with `ack` or `error` carrying the same id.
+pub type RequestId = u64;
+
+/// A file announcement (`transfile`): only size and name travel, as in the seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileOffer {
+    /// File size in bytes.
+    pub size: u64,
+    /// File name.
+    pub name: String,
+}
+
+/// Which relayed event this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RelayKind {
+    /// `syncto` (app → web only).
+    SyncTo,
+    /// `message`.
+    Message,
+    /// `export`.
+    Export,
+    /// `exception`.
+    Exception,
+    /// `transfile`.
+    Transfile,
+    /// `ctrlSendSpeed`.
+    CtrlSendSpeed,
+}
+
+impl RelayKind {
+    /// The seed's event name, e.g. `"ctrlSendSpeed"`.
+    pub const fn event_name(self) -> &'static str {
+        match self {
+            RelayKind::SyncTo => "syncto",
+            RelayKind::Message => "message",
+            RelayKind::Export => "export",
+            RelayKind::Exception => "exception",
+            RelayKind::Transfile => "transfile",
+            RelayKind::CtrlSendSpeed => "ctrlSendSpeed",
+        }
+    }
+}
+
+/// An event relayed to the peer, with its payload.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Relay {
+    /// App → web synchronisation data (any JSON).
+    SyncTo(JsonPayload),
+    /// Signaling message (any JSON): offers, answers, ICE candidates.
+    Message(JsonPayload),
+    /// Export data (any JSON).
+    Export(JsonPayload),
+    /// Exception report (any JSON).
+    Exception(JsonPayload),
+    /// File announcement.
+    Transfile(FileOffer),
+    /// Bytes received so far, for the sender's pacing.
+    CtrlSendSpeed(u64),
+}
+
+impl Relay {
+    /// Which relayed event this is.
+    pub fn kind(&self) -> RelayKind {
+        match self {
+            Relay::SyncTo(_) => RelayKind::SyncTo,
+            Relay::Message(_) => RelayKind::Message,
+            Relay::Export(_) => RelayKind::Export,
+            Relay::Exception(_) => RelayKind::Exception,
+            Relay::Transfile(_) => RelayKind::Transfile,
+            Relay::CtrlSendSpeed(_) => RelayKind::CtrlSendSpeed,
+        }
+    }
+}
+
+/// What a client asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Bind this session to (uid, role).
+    Register {
+        /// The user id both sides share.
+        uid: Uid,
+        /// Which side this session is.
+        role: Role,
+    },
+    /// Send an event to the peer.
+    Relay(Relay),
+    /// Ask for the server's addresses.
+    IpAddr,
+}
+
+/// A command with its optional request id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// The request id, when the client wants an `ack`.
+    pub id: Option<RequestId>,
+    /// What is asked.
+    pub command: Command,
+}

@@ -1,0 +1,135 @@
+//! Error codes (the `code` of an `error` event) and the reasons a session ends.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The machine-readable code of an `error` event. The string forms are part
+/// of the protocol (docs/PROTOCOL.md) and never change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// Malformed request: invalid JSON, unknown event, missing or bad field.
+    BadRequest,
+    /// The request needs a registered session.
+    NotRegistered,
+    /// `register` on a session that is already registered.
+    AlreadyRegistered,
+    /// A relay while the other role of the uid is absent.
+    NoPeer,
+    /// The request is not allowed for this session's role (`syncto` from web).
+    WrongRole,
+    /// A newer session registered the same (uid, role); this one is closed.
+    Replaced,
+    /// A message exceeded the size limit.
+    MessageTooLarge,
+    /// A session could not keep up with the events addressed to it. The slow
+    /// session is closed with this code, and the sender of every event that
+    /// could not be queued receives it too.
+    SlowConsumer,
+    /// The server is shutting down; the session is closed.
+    ShuttingDown,
+    /// The server failed in a way that is not the client's fault.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in the order of docs/PROTOCOL.md.
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::BadRequest,
+        ErrorCode::NotRegistered,
+        ErrorCode::AlreadyRegistered,
+        ErrorCode::NoPeer,
+        ErrorCode::WrongRole,
+        ErrorCode::Replaced,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::SlowConsumer,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Internal,
+    ];
+
+    /// The wire form, e.g. `"NO_PEER"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::NotRegistered => "NOT_REGISTERED",
+            ErrorCode::AlreadyRegistered => "ALREADY_REGISTERED",
+            ErrorCode::NoPeer => "NO_PEER",
+            ErrorCode::WrongRole => "WRONG_ROLE",
+            ErrorCode::Replaced => "REPLACED",
+            ErrorCode::MessageTooLarge => "MESSAGE_TOO_LARGE",
+            ErrorCode::SlowConsumer => "SLOW_CONSUMER",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    /// Parses the wire form.
+    pub fn parse(text: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == text)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request the core (or a door's decoder) refused: a code and a
+/// human-readable explanation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Rejection {
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
+    /// What went wrong, for people.
+    pub message: Cow<'static, str>,
+}
+
+impl Rejection {
+    /// A rejection with the given code and message.
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A `BAD_REQUEST` rejection.
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Rejection::new(ErrorCode::BadRequest, message)
+    }
+}
+
+/// Why a session ended. Every end goes through [`crate::core::Session::end`]
+/// (or its drop guard) with one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The client ended the session cleanly (close frame, half-close,
+    /// Socket.IO disconnect packet).
+    ClientClosed,
+    /// The connection went away without a clean close (reset, EOF, cancelled
+    /// stream, write failure).
+    ConnectionLost,
+    /// The client broke the protocol in a way that ends the session (binary
+    /// frame on the JSON door, invalid UTF-8, oversized message).
+    ProtocolViolation(ErrorCode),
+    /// The server closed the session: replaced, slow consumer or shutdown.
+    Closed(ErrorCode),
+}
+
+impl EndReason {
+    /// A short label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            EndReason::ClientClosed => "client_closed",
+            EndReason::ConnectionLost => "connection_lost",
+            EndReason::ProtocolViolation(_) => "protocol_violation",
+            EndReason::Closed(ErrorCode::Replaced) => "replaced",
+            EndReason::Closed(ErrorCode::SlowConsumer) => "slow_consumer",
+            EndReason::Closed(ErrorCode::ShuttingDown) => "shutdown",
+            EndReason::Closed(_) => "closed",
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! What the server can say to a session, independent of the door.
+
+use std::borrow::Cow;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use super::command::{Relay, RequestId, Role, Uid};
+use super::error::{ErrorCode, Rejection};
+use super::session::SessionId;
+
+/// The greeting text of `welcome`, as the seed sends it.
+pub const WELCOME_MESSAGE: &str = "Welcome!";
+
+/// An event addressed to one session.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// First event of every session.
+    Welcome {
+        /// The session's id.
+        session_id: SessionId,
+    },
+    /// Answer to `register`.
+    Registered {
+        /// The registered uid.
+        uid: Uid,
+        /// The registered role.
+        role: Role,
+        /// Whether the other role of the uid is present.
+        peer_present: bool,
+    },
+    /// Both roles are present: the app should start synchronising.
+    SyncFrom,
+    /// An event relayed from the peer.
+    Relayed(Relay),
+    /// The server's addresses.
+    IpAddrs(Arc<[Ipv4Addr]>),
+    /// The peer left.
+    ByeBye,
+    /// The request with this id took effect.
+    Ack {
+        /// The request id.
+        id: RequestId,
+    },
+    /// A request failed, or the session is being closed.
+    Error {
+        /// What went wrong.
+        code: ErrorCode,
+        /// Explanation for people.
+        message: Cow<'static, str>,
+        /// The failed request's id, if it had one.
+        id: Option<RequestId>,
+    },
+}
+
+impl Event {
+    /// An `error` event for a rejection.
+    pub fn error(rejection: Rejection, id: Option<RequestId>) -> Event {
+        Event::Error {
+            code: rejection.code,
+            message: rejection.message,
+            id,
+        }
+    }
+
+    /// The last event a session receives when the server closes it.
+    pub fn farewell(code: ErrorCode) -> Event {
+        let message = match code {
+            ErrorCode::Replaced => "a newer session registered the same uid and role",
+            ErrorCode::SlowConsumer => "the session could not keep up with its events",
+            ErrorCode::ShuttingDown => "the server is shutting down",
+            ErrorCode::MessageTooLarge => "message exceeds the size limit",
+            _ => "the session was closed",
+        };
+        Event::Error {
+            code,
+            message: Cow::Borrowed(message),
+            id: None,
+        }
+    }
+
+    /// The protocol name of the event, as JSON doors spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Welcome { .. } => "welcome",
+            Event::Registered { .. } => "registered",
+            Event::SyncFrom => "syncfrom",
+            Event::Relayed(relay) => relay.kind().event_name(),
+            Event::IpAddrs(_) => "ipaddr",
+            Event::ByeBye => "byebye",
+            Event::Ack { .. } => "ack",
+            Event::Error { .. } => "error",
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The protocol-neutral core: every rule of the seed's semantics lives here,
+//! once. Nothing in this module knows about tonic, axum, Socket.IO or the
+//! generated protobuf types; the doors translate their wire formats into
+//! [`Request`]s and render [`Event`]s back.
+//!
+//! - [`command`]: what a client can ask for.
+//! - [`event`]: what the server can say to a session.
+//! - [`error`]: error codes and the reasons a session ends.
+//! - [`payload`]: relayed JSON kept as text, validated once.
+//! - [`session`]: a session's identity, bounded outbox and kill switch.
+//! - [`registry`]: the pairing registry interface and its in-memory implementation.
+//! - [`hub`]: register / replace / relay / disconnect, the only place the rules live.
+
+pub mod command;
+pub mod error;
+pub mod event;
+pub mod hub;
+pub mod payload;
+pub mod registry;
+pub mod session;
+
+pub use command::{Command, FileOffer, Relay, RelayKind, Request, RequestId, Role, Uid};
+pub use error::{EndReason, ErrorCode, Rejection};
+pub use event::Event;
+pub use hub::{Census, Hub, HubConfig, Session};
+pub use payload::JsonPayload;
+pub use registry::{InMemoryRegistry, Registry};
+pub use session::{DoorKind, SessionId, SessionLink};

@@ -1,0 +1,246 @@
+//! The pairing registry: which session holds each (uid, role).
+//!
+//! [`Registry`] is the interface the hub talks to; [`InMemoryRegistry`] is
+//! the embedded default. A multi-node implementation (Redis) implements the
+//! same trait: its operations are few and coarse so that each one can be
+//! made atomic across nodes.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::command::{Role, Uid};
+use super::error::ErrorCode;
+use super::event::Event;
+use super::session::{DeliveryError, SessionHandle, SessionId};
+
+/// A session a registry operation pointed at: the peer to notify or relay to.
+#[derive(Clone, Debug)]
+pub struct Peer(Arc<SessionHandle>);
+
+impl Peer {
+    /// A peer living in this process.
+    pub fn local(handle: Arc<SessionHandle>) -> Peer {
+        Peer(handle)
+    }
+
+    /// The peer's session id.
+    pub fn id(&self) -> SessionId {
+        self.0.id()
+    }
+
+    /// Queues an event for the peer without waiting.
+    pub fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
+        self.0.deliver(event)
+    }
+}
+
+/// What [`Registry::bind`] did.
+#[derive(Clone, Debug)]
+pub struct Bound {
+    /// The session holding the other role of the uid, if any.
+    pub peer: Option<Peer>,
+    /// Whether an older session held this (uid, role) and was told `REPLACED`.
+    pub replaced: bool,
+}
+
+/// Why a relay cannot be routed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The sender no longer holds its (uid, role): it was replaced.
+    #[error("this session no longer holds its uid and role")]
+    NotOwner,
+    /// The other role of the uid is absent.
+    #[error("the peer is not connected")]
+    NoPeer,
+    /// The registry could not be consulted.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// A failure of the registry itself (not of the request).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The backing store cannot be reached.
+    #[error("pairing registry unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// How much the registry holds (for leak checks and metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegistryCensus {
+    /// Uids with at least one role bound.
+    pub uids: usize,
+    /// Bound (uid, role) slots.
+    pub bound_sessions: usize,
+    /// Uids with both roles bound.
+    pub pairs: usize,
+}
+
+/// The pairing registry. Every operation that touches both roles of a uid is
+/// atomic; no implementation may hold a lock across an `.await`.
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    /// Binds (uid, role) to `session`. An older session holding the same
+    /// (uid, role) is replaced: the registry kills it with `REPLACED`.
+    async fn bind(
+        &self,
+        uid: &Uid,
+        role: Role,
+        session: &Arc<SessionHandle>,
+    ) -> Result<Bound, RegistryError>;
+
+    /// Frees (uid, role) if `session` still holds it, and returns the peer
+    /// to tell. Never evicts a successor: a replaced session's unbind is a
+    /// no-op returning `None`.
+    async fn unbind(
+        &self,
+        uid: &Uid,
+        role: Role,
+        session: SessionId,
+    ) -> Result<Option<Peer>, RegistryError>;
+
+    /// The peer of `session`, which must still hold (uid, role).
+    async fn peer_of(&self, uid: &Uid, role: Role, session: SessionId) -> Result<Peer, RouteError>;
+
+    /// Current size of the registry.
+    fn census(&self) -> RegistryCensus;
+}
+
+const SHARDS: usize = 16;
+
+/// Both roles of one uid.
+#[derive(Default)]
+struct Pair {
+    web: Option<Arc<SessionHandle>>,
+    app: Option<Arc<SessionHandle>>,
+}
+
+impl Pair {
+    fn slot(&mut self, role: Role) -> &mut Option<Arc<SessionHandle>> {
+        match role {
+            Role::Web => &mut self.web,
+            Role::App => &mut self.app,
+        }
+    }
+
+    fn holds(&mut self, role: Role, session: SessionId) -> bool {
+        self.slot(role).as_ref().map(|h| h.id()) == Some(session)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.web.is_none() && self.app.is_none()
+    }
+}
+
+/// The embedded registry: sharded maps behind `std::sync::Mutex`es.
+///
+/// A blocking mutex is right here: every critical section is a few map
+/// operations and never awaits, so an async mutex would only add cost.
+pub struct InMemoryRegistry {
+    hasher: RandomState,
+    shards: Box<[Mutex<HashMap<Uid, Pair>>]>,
+}
+
+impl Default for InMemoryRegistry {
+    fn default() -> Self {
+        InMemoryRegistry {
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+impl InMemoryRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn shard(&self, uid: &Uid) -> MutexGuard<'_, HashMap<Uid, Pair>> {
+        let index = (self.hasher.hash_one(uid) as usize) % self.shards.len();
+        // A poisoned shard only means another thread panicked mid-operation;
+        // the map itself is still consistent (each operation is a few inserts
+        // and removes), so keep serving.
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl Registry for InMemoryRegistry {
+    async fn bind(
+        &self,
+        uid: &Uid,
+        role: Role,
+        session: &Arc<SessionHandle>,
+    ) -> Result<Bound, RegistryError> {
+        let (previous, peer) = {
+            let mut shard = self.shard(uid);
+            let pair = shard.entry(uid.clone()).or_default();
+            let previous = pair.slot(role).replace(Arc::clone(session));
+            (previous, pair.slot(role.peer()).clone())
+        };
+        let replaced = match previous {
+            Some(old) if old.id() != session.id() => {
+                old.kill(ErrorCode::Replaced);
+                true
+            }
+            _ => false,
+        };
+        Ok(Bound {
+            peer: peer.map(Peer::local),
+            replaced,
+        })
+    }
+
+    async fn unbind(
+        &self,
+        uid: &Uid,
+        role: Role,
+        session: SessionId,
+    ) -> Result<Option<Peer>, RegistryError> {
+        let mut shard = self.shard(uid);
+        let Some(pair) = shard.get_mut(uid) else {
+            return Ok(None);
+        };
+        if !pair.holds(role, session) {
+            return Ok(None);
+        }
+        *pair.slot(role) = None;
+        let peer = pair.slot(role.peer()).clone();
+        if pair.is_empty() {
+            shard.remove(uid);
+        }
+        Ok(peer.map(Peer::local))
+    }
+
+    async fn peer_of(&self, uid: &Uid, role: Role, session: SessionId) -> Result<Peer, RouteError> {
+        let mut shard = self.shard(uid);
+        let pair = shard.get_mut(uid).ok_or(RouteError::NotOwner)?;
+        if !pair.holds(role, session) {
+            return Err(RouteError::NotOwner);
+        }
+        pair.slot(role.peer())
+            .clone()
+            .map(Peer::local)
+            .ok_or(RouteError::NoPeer)
+    }
+
+    fn census(&self) -> RegistryCensus {
+        let mut census = RegistryCensus::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            census.uids += shard.len();
+            for pair in shard.values() {
+                let bound = usize::from(pair.web.is_some()) + usize::from(pair.app.is_some());
+                census.bound_sessions += bound;
+                census.pairs += usize::from(bound == 2);
+            }
+        }
+        census
+    }
+}

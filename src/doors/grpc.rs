@@ -1,0 +1,259 @@
+//! The gRPC door: `signalgate.v1.Signaling/Connect`, one bidirectional
+//! stream per session.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Status, Streaming};
+
+use crate::core::{
+    Command, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, JsonPayload, Rejection, Relay,
+    Request, RequestId, Role, Session, SessionLink, Uid,
+};
+use crate::proto::json::{json_to_value, value_to_json};
+use crate::proto::v1::{self as pb, client_event, server_event};
+
+/// Events buffered between a session's task and tonic, on top of the outbox.
+const STREAM_BUFFER: usize = 16;
+
+/// How long the door waits to hand a final error and status to tonic.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The tonic service: opens a core session per `Connect` stream.
+#[derive(Clone, Debug)]
+pub struct GrpcDoor {
+    hub: Hub,
+}
+
+impl GrpcDoor {
+    /// The door over `hub`.
+    pub fn new(hub: Hub) -> Self {
+        GrpcDoor { hub }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::signaling_server::Signaling for GrpcDoor {
+    type ConnectStream = ReceiverStream<Result<pb::ServerEvent, Status>>;
+
+    async fn connect(
+        &self,
+        request: tonic::Request<Streaming<pb::ClientEvent>>,
+    ) -> Result<tonic::Response<Self::ConnectStream>, Status> {
+        if self.hub.is_shutting_down() {
+            return Err(status_for(ErrorCode::ShuttingDown));
+        }
+        let (session, link) = self.hub.open(DoorKind::Grpc);
+        let (outgoing, stream) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(serve(request.into_inner(), session, link, outgoing));
+        Ok(tonic::Response::new(ReceiverStream::new(stream)))
+    }
+}
+
+type Outgoing = mpsc::Sender<Result<pb::ServerEvent, Status>>;
+
+async fn serve(
+    inbound: Streaming<pb::ClientEvent>,
+    session: Session,
+    link: SessionLink,
+    outgoing: Outgoing,
+) {
+    let (reason, session) = pump(inbound, session, link, &outgoing).await;
+    session.end(reason).await;
+}
+
+async fn pump(
+    mut inbound: Streaming<pb::ClientEvent>,
+    mut session: Session,
+    mut link: SessionLink,
+    outgoing: &Outgoing,
+) -> (EndReason, Session) {
+    let reason = loop {
+        tokio::select! {
+            biased;
+            () = link.killed() => {
+                let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
+                finish_with(outgoing, Event::farewell(code), status_for(code)).await;
+                break EndReason::Closed(code);
+            }
+            () = outgoing.closed() => break EndReason::ConnectionLost,
+            event = link.next_event() => {
+                let Some(event) = event else { break EndReason::ConnectionLost };
+                tokio::select! {
+                    biased;
+                    // The loop's first branch sends the farewell.
+                    () = link.killed() => {}
+                    sent = outgoing.send(Ok(encode_event(&event))) => {
+                        if sent.is_err() {
+                            break EndReason::ConnectionLost;
+                        }
+                    }
+                }
+            }
+            message = inbound.message() => match message {
+                Ok(Some(message)) => match decode_event(message) {
+                    Ok(request) => session.handle(request).await,
+                    Err((id, rejection)) => session.reject(id, rejection),
+                },
+                // Half-close: the client ended the session cleanly.
+                Ok(None) => break EndReason::ClientClosed,
+                Err(status) => match violation(&status) {
+                    Some(rejection) => {
+                        let code = rejection.code;
+                        let status = Status::new(status.code(), rejection.message.to_string());
+                        finish_with(outgoing, Event::error(rejection, None), status).await;
+                        break EndReason::ProtocolViolation(code);
+                    }
+                    None => break EndReason::ConnectionLost,
+                },
+            },
+        }
+    };
+    (reason, session)
+}
+
+/// Sends a last event and the final status, if the client is still there.
+async fn finish_with(outgoing: &Outgoing, last: Event, status: Status) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let _ = outgoing.send(Ok(encode_event(&last))).await;
+        let _ = outgoing.send(Err(status)).await;
+    })
+    .await;
+}
+
+/// The gRPC status a session ends with when the server closes it.
+fn status_for(code: ErrorCode) -> Status {
+    let grpc_code = match code {
+        ErrorCode::Replaced => Code::Aborted,
+        ErrorCode::SlowConsumer => Code::ResourceExhausted,
+        ErrorCode::ShuttingDown => Code::Unavailable,
+        ErrorCode::MessageTooLarge => Code::ResourceExhausted,
+        ErrorCode::BadRequest => Code::InvalidArgument,
+        _ => Code::Internal,
+    };
+    Status::new(grpc_code, code.as_str())
+}
+
+/// A stream error caused by the client's bytes (rather than by the
+/// connection going away).
+fn violation(status: &Status) -> Option<Rejection> {
+    match status.code() {
+        Code::OutOfRange | Code::ResourceExhausted => Some(Rejection::new(
+            ErrorCode::MessageTooLarge,
+            "message exceeds the size limit",
+        )),
+        Code::Internal if status.message().contains("decode") => Some(Rejection::bad_request(
+            "the message is not a valid ClientEvent",
+        )),
+        _ => None,
+    }
+}
+
+type DecodeFailure = (Option<RequestId>, Rejection);
+
+/// `ClientEvent` → core request.
+fn decode_event(message: pb::ClientEvent) -> Result<Request, DecodeFailure> {
+    let id = (message.id != 0).then_some(message.id);
+    let fail = |rejection| (id, rejection);
+    let event = message
+        .event
+        .ok_or_else(|| fail(Rejection::bad_request("ClientEvent has no event set")))?;
+    let command = match event {
+        client_event::Event::Register(register) => {
+            let uid = Uid::new(&register.uid).map_err(fail)?;
+            let role = match pb::Role::try_from(register.role) {
+                Ok(pb::Role::Web) => Role::Web,
+                Ok(pb::Role::App) => Role::App,
+                _ => {
+                    return Err(fail(Rejection::bad_request(
+                        "role must be ROLE_WEB or ROLE_APP",
+                    )));
+                }
+            };
+            Command::Register { uid, role }
+        }
+        client_event::Event::Syncto(value) => {
+            Command::Relay(Relay::SyncTo(payload(&value).map_err(fail)?))
+        }
+        client_event::Event::Message(value) => {
+            Command::Relay(Relay::Message(payload(&value).map_err(fail)?))
+        }
+        client_event::Event::Export(value) => {
+            Command::Relay(Relay::Export(payload(&value).map_err(fail)?))
+        }
+        client_event::Event::Exception(value) => {
+            Command::Relay(Relay::Exception(payload(&value).map_err(fail)?))
+        }
+        client_event::Event::Transfile(file) => Command::Relay(Relay::Transfile(FileOffer {
+            size: file.size,
+            name: file.name,
+        })),
+        client_event::Event::CtrlSendSpeed(speed) => {
+            Command::Relay(Relay::CtrlSendSpeed(speed.bytes_received))
+        }
+        client_event::Event::Ipaddr(_) => Command::IpAddr,
+    };
+    Ok(Request { id, command })
+}
+
+fn payload(value: &prost_types::Value) -> Result<JsonPayload, Rejection> {
+    let json = value_to_json(value).map_err(|e| Rejection::bad_request(e.to_string()))?;
+    JsonPayload::from_value(&json)
+}
+
+fn value(payload: &JsonPayload) -> prost_types::Value {
+    json_to_value(&payload.to_value())
+}
+
+fn role(role: Role) -> i32 {
+    match role {
+        Role::Web => pb::Role::Web as i32,
+        Role::App => pb::Role::App as i32,
+    }
+}
+
+/// Core event → `ServerEvent`.
+fn encode_event(event: &Event) -> pb::ServerEvent {
+    use server_event::Event as Out;
+    let out = match event {
+        Event::Welcome { session_id } => Out::Welcome(pb::Welcome {
+            message: crate::core::event::WELCOME_MESSAGE.to_owned(),
+            id: session_id.to_string(),
+        }),
+        Event::Registered {
+            uid,
+            role: registered_role,
+            peer_present,
+        } => Out::Registered(pb::Registered {
+            uid: uid.to_string(),
+            role: role(*registered_role),
+            peer_present: *peer_present,
+        }),
+        Event::SyncFrom => Out::Syncfrom(pb::SyncFrom {}),
+        Event::Relayed(relay) => match relay {
+            Relay::SyncTo(p) => Out::Syncto(value(p)),
+            Relay::Message(p) => Out::Message(value(p)),
+            Relay::Export(p) => Out::Export(value(p)),
+            Relay::Exception(p) => Out::Exception(value(p)),
+            Relay::Transfile(offer) => Out::Transfile(pb::Transfile {
+                size: offer.size,
+                name: offer.name.clone(),
+            }),
+            Relay::CtrlSendSpeed(bytes) => Out::CtrlSendSpeed(pb::CtrlSendSpeed {
+                bytes_received: *bytes,
+            }),
+        },
+        Event::IpAddrs(addresses) => Out::Ipaddr(pb::IpAddrs {
+            addresses: addresses.iter().map(ToString::to_string).collect(),
+        }),
+        Event::ByeBye => Out::Byebye(pb::ByeBye {}),
+        Event::Ack { id } => Out::Ack(pb::Ack { id: *id }),
+        Event::Error { code, message, id } => Out::Error(pb::Error {
+            code: code.as_str().to_owned(),
+            message: message.to_string(),
+            id: id.unwrap_or(0),
+        }),
+    };
+    pb::ServerEvent { event: Some(out) }
+}

@@ -1,0 +1,308 @@
+//! The JSON envelope `{"event": NAME, "data": ANY, "id": N}` of the WebSocket
+//! door: decoding client frames into requests and rendering events.
+//!
+//! Only the envelope is parsed; relayed `data` stays raw JSON text end to end.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::core::{
+    Command, Event, FileOffer, JsonPayload, Rejection, Relay, Request, RequestId, Role, Uid,
+};
+
+/// A client frame before its `data` is interpreted.
+#[derive(Deserialize)]
+struct IncomingEnvelope<'a> {
+    #[serde(borrow, default)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+}
+
+/// A frame that could not be turned into a request: the rejection and the
+/// request id, when the frame had a readable one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeFailure {
+    /// The id to put on the `error` event.
+    pub id: Option<RequestId>,
+    /// What was wrong.
+    pub rejection: Rejection,
+}
+
+/// Decodes one text frame of the WebSocket door.
+pub fn decode_frame(text: &str) -> Result<Request, DecodeFailure> {
+    let envelope: IncomingEnvelope<'_> = serde_json::from_str(text).map_err(|e| DecodeFailure {
+        id: None,
+        rejection: Rejection::bad_request(format!(
+            "a frame must be one JSON object {{\"event\", \"data\", \"id\"}}: {e}"
+        )),
+    })?;
+    let id = match envelope.id {
+        None => None,
+        Some(raw) => Some(parse_request_id(raw).map_err(|rejection| DecodeFailure {
+            id: None,
+            rejection,
+        })?),
+    };
+    let event = envelope.event.ok_or_else(|| DecodeFailure {
+        id,
+        rejection: Rejection::bad_request("missing \"event\""),
+    })?;
+    let command = decode_command(&event, envelope.data)
+        .map_err(|rejection| DecodeFailure { id, rejection })?;
+    Ok(Request { id, command })
+}
+
+fn parse_request_id(raw: &RawValue) -> Result<RequestId, Rejection> {
+    match serde_json::from_str::<u64>(raw.get()) {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(Rejection::bad_request("\"id\" must be a positive integer")),
+    }
+}
+
+/// Interprets an event name and its data (shared by every JSON-speaking door).
+pub fn decode_command(event: &str, data: Option<&RawValue>) -> Result<Command, Rejection> {
+    let payload = || data.map_or_else(|| Ok(JsonPayload::null()), JsonPayload::from_raw);
+    Ok(match event {
+        "register" => decode_register(data)?,
+        "syncto" => Command::Relay(Relay::SyncTo(payload()?)),
+        "message" => Command::Relay(Relay::Message(payload()?)),
+        "export" => Command::Relay(Relay::Export(payload()?)),
+        "exception" => Command::Relay(Relay::Exception(payload()?)),
+        "transfile" => Command::Relay(Relay::Transfile(decode_transfile(data)?)),
+        "ctrlSendSpeed" => Command::Relay(Relay::CtrlSendSpeed(decode_byte_count(data)?)),
+        "ipaddr" => Command::IpAddr,
+        other => {
+            return Err(Rejection::bad_request(format!(
+                "unknown event {:?}",
+                truncate(other, 64)
+            )));
+        }
+    })
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
+}
+
+#[derive(Deserialize)]
+struct RegisterData {
+    uid: serde_json::Value,
+    #[serde(rename = "type")]
+    role: serde_json::Value,
+}
+
+fn decode_register(data: Option<&RawValue>) -> Result<Command, Rejection> {
+    let data = data.ok_or_else(|| Rejection::bad_request("register needs {\"uid\", \"type\"}"))?;
+    let RegisterData { uid, role } = serde_json::from_str(data.get())
+        .map_err(|_| Rejection::bad_request("register needs {\"uid\", \"type\"}"))?;
+    let uid = match &uid {
+        serde_json::Value::String(s) => Uid::new(s)?,
+        // The seed's clients sometimes send numeric uids; keep their text.
+        serde_json::Value::Number(n) => Uid::new(&n.to_string())?,
+        _ => return Err(Rejection::bad_request("uid must be a string")),
+    };
+    let role = decode_role(&role)?;
+    Ok(Command::Register { uid, role })
+}
+
+/// Accepts the seed's numeric types (0 web, 1 app) and the names.
+fn decode_role(value: &serde_json::Value) -> Result<Role, Rejection> {
+    match value {
+        serde_json::Value::Number(n) if n.as_u64() == Some(0) => Ok(Role::Web),
+        serde_json::Value::Number(n) if n.as_u64() == Some(1) => Ok(Role::App),
+        serde_json::Value::String(s) if s == "web" => Ok(Role::Web),
+        serde_json::Value::String(s) if s == "app" => Ok(Role::App),
+        _ => Err(Rejection::bad_request(
+            "type must be 0 or \"web\", 1 or \"app\"",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct TransfileData {
+    size: serde_json::Number,
+    name: String,
+}
+
+fn decode_transfile(data: Option<&RawValue>) -> Result<FileOffer, Rejection> {
+    const SHAPE: &str = "transfile needs {\"size\": bytes, \"name\": string}";
+    let data = data.ok_or_else(|| Rejection::bad_request(SHAPE))?;
+    let TransfileData { size, name } =
+        serde_json::from_str(data.get()).map_err(|_| Rejection::bad_request(SHAPE))?;
+    let size = whole_number(&size).ok_or_else(|| Rejection::bad_request(SHAPE))?;
+    Ok(FileOffer { size, name })
+}
+
+fn decode_byte_count(data: Option<&RawValue>) -> Result<u64, Rejection> {
+    const SHAPE: &str = "ctrlSendSpeed needs a byte count (a non-negative whole number)";
+    let data = data.ok_or_else(|| Rejection::bad_request(SHAPE))?;
+    let number: serde_json::Number =
+        serde_json::from_str(data.get()).map_err(|_| Rejection::bad_request(SHAPE))?;
+    whole_number(&number).ok_or_else(|| Rejection::bad_request(SHAPE))
+}
+
+/// A non-negative whole number (`1024` or `1024.0`), as JavaScript sends them.
+fn whole_number(number: &serde_json::Number) -> Option<u64> {
+    if let Some(n) = number.as_u64() {
+        return Some(n);
+    }
+    let float = number.as_f64()?;
+    (float >= 0.0 && float.fract() == 0.0 && float <= 9_007_199_254_740_992.0)
+        .then_some(float as u64)
+}
+
+#[derive(Serialize)]
+struct OutgoingEnvelope<'a, D: Serialize> {
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<D>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<RequestId>,
+}
+
+fn render<D: Serialize>(event: &str, data: Option<D>, id: Option<RequestId>) -> String {
+    serde_json::to_string(&OutgoingEnvelope { event, data, id })
+        // Serializing these envelopes cannot fail: all keys are strings.
+        .unwrap_or_else(|_| {
+            String::from(
+                r#"{"event":"error","data":{"code":"INTERNAL","message":"encoding failed"}}"#,
+            )
+        })
+}
+
+#[derive(Serialize)]
+struct WelcomeData<'a> {
+    message: &'a str,
+    id: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisteredData<'a> {
+    uid: &'a str,
+    role: &'static str,
+    #[serde(rename = "type")]
+    seed_type: u8,
+    peer_present: bool,
+}
+
+#[derive(Serialize)]
+struct ErrorData<'a> {
+    code: &'static str,
+    message: &'a str,
+}
+
+/// Renders an event as the text of one WebSocket frame.
+pub fn encode_event(event: &Event) -> String {
+    let name = event.name();
+    match event {
+        Event::Welcome { session_id } => render(
+            name,
+            Some(WelcomeData {
+                message: crate::core::event::WELCOME_MESSAGE,
+                id: session_id.to_string(),
+            }),
+            None,
+        ),
+        Event::Registered {
+            uid,
+            role,
+            peer_present,
+        } => render(
+            name,
+            Some(RegisteredData {
+                uid: uid.as_str(),
+                role: role.as_str(),
+                seed_type: role.seed_type(),
+                peer_present: *peer_present,
+            }),
+            None,
+        ),
+        Event::SyncFrom | Event::ByeBye => render::<()>(name, None, None),
+        Event::Relayed(relay) => match relay {
+            Relay::SyncTo(p) | Relay::Message(p) | Relay::Export(p) | Relay::Exception(p) => {
+                render(name, Some(p.as_raw()), None)
+            }
+            Relay::Transfile(offer) => render(
+                name,
+                Some(serde_json::json!({"size": offer.size, "name": offer.name})),
+                None,
+            ),
+            Relay::CtrlSendSpeed(bytes) => render(name, Some(bytes), None),
+        },
+        Event::IpAddrs(addresses) => render(name, Some(addresses.as_ref()), None),
+        Event::Ack { id } => render::<()>(name, None, Some(*id)),
+        Event::Error { code, message, id } => render(
+            name,
+            Some(ErrorData {
+                code: code.as_str(),
+                message,
+            }),
+            *id,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ErrorCode;
+
+    #[test]
+    fn register_accepts_seed_and_named_types() {
+        for (text, role) in [
+            (
+                r#"{"event":"register","data":{"uid":"u","type":0}}"#,
+                Role::Web,
+            ),
+            (
+                r#"{"event":"register","data":{"uid":"u","type":"app"}}"#,
+                Role::App,
+            ),
+        ] {
+            let request = decode_frame(text).expect("decodes");
+            assert_eq!(
+                request.command,
+                Command::Register {
+                    uid: Uid::new("u").expect("uid"),
+                    role
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn bad_id_is_rejected_without_echo() {
+        let failure = decode_frame(r#"{"event":"ipaddr","id":-3}"#).expect_err("rejects");
+        assert_eq!(failure.id, None);
+        assert_eq!(failure.rejection.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn unknown_event_keeps_the_id() {
+        let failure = decode_frame(r#"{"event":"nope","id":9}"#).expect_err("rejects");
+        assert_eq!(failure.id, Some(9));
+    }
+
+    #[test]
+    fn relayed_data_passes_through_untouched() {
+        let text = r#"{"event":"message","data":{"b":[1,2.5,"é"],"a":null}}"#;
+        let request = decode_frame(text).expect("decodes");
+        let Command::Relay(relay) = request.command else {
+            panic!("not a relay")
+        };
+        let rendered = encode_event(&Event::Relayed(relay));
+        assert_eq!(
+            rendered,
+            r#"{"event":"message","data":{"b":[1,2.5,"é"],"a":null}}"#
+        );
+    }
+}

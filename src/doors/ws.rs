@@ -1,0 +1,224 @@
+//! The JSON WebSocket door at `/ws`: one text frame, one JSON envelope.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite;
+
+use super::json::{decode_frame, encode_event};
+use crate::core::{DoorKind, EndReason, ErrorCode, Event, Hub, Rejection, Session, SessionLink};
+
+/// Settings of the WebSocket door.
+#[derive(Clone, Debug)]
+pub struct WsConfig {
+    /// Largest accepted message (and frame), in bytes.
+    pub max_message_bytes: usize,
+    /// Initial read buffer per connection (tungstenite's default is 128 KiB).
+    pub read_buffer_bytes: usize,
+    /// Bytes buffered before a write reaches the socket (flushed per batch anyway).
+    pub write_buffer_bytes: usize,
+}
+
+/// State shared by every `/ws` connection.
+#[derive(Clone, Debug)]
+pub struct WsDoor {
+    hub: Hub,
+    config: WsConfig,
+}
+
+/// Close codes of the JSON WebSocket door (docs/PROTOCOL.md).
+pub mod close_code {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The server is going away (shutdown).
+    pub const GOING_AWAY: u16 = 1001;
+    /// A binary frame on the JSON door.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A text frame that is not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A message over the size limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// An unexpected server error.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// A newer session registered the same (uid, role).
+    pub const REPLACED: u16 = 4001;
+    /// The session could not keep up with its events.
+    pub const SLOW_CONSUMER: u16 = 4002;
+}
+
+/// The close code for a session the server ends with `code`.
+fn close_code_for(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::Replaced => close_code::REPLACED,
+        ErrorCode::SlowConsumer => close_code::SLOW_CONSUMER,
+        ErrorCode::ShuttingDown => close_code::GOING_AWAY,
+        ErrorCode::MessageTooLarge => close_code::MESSAGE_TOO_BIG,
+        _ => close_code::INTERNAL_ERROR,
+    }
+}
+
+impl WsDoor {
+    /// The door over `hub`.
+    pub fn new(hub: Hub, config: WsConfig) -> Self {
+        WsDoor { hub, config }
+    }
+}
+
+/// `GET /ws`: upgrades and serves one session.
+pub async fn upgrade(State(door): State<WsDoor>, upgrade: WebSocketUpgrade) -> Response {
+    let config = &door.config;
+    upgrade
+        .read_buffer_size(config.read_buffer_bytes)
+        .write_buffer_size(config.write_buffer_bytes)
+        // The outbox bounds what can queue; this only guards a stuck socket.
+        .max_write_buffer_size(config.write_buffer_bytes + 4 * config.max_message_bytes)
+        .max_message_size(config.max_message_bytes)
+        .max_frame_size(config.max_message_bytes)
+        .on_upgrade(move |socket| serve(socket, door.hub))
+}
+
+/// How long the door spends on the closing handshake of a session it ends.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A client error that ends the session, with its close code.
+#[derive(Clone, Copy, Debug)]
+enum Violation {
+    BinaryFrame,
+    InvalidUtf8,
+    TooLarge,
+}
+
+impl Violation {
+    fn rejection(self) -> Rejection {
+        match self {
+            Violation::BinaryFrame => {
+                Rejection::bad_request("binary frames are not accepted; send JSON text frames")
+            }
+            Violation::InvalidUtf8 => Rejection::bad_request("text frame is not valid UTF-8"),
+            Violation::TooLarge => {
+                Rejection::new(ErrorCode::MessageTooLarge, "message exceeds the size limit")
+            }
+        }
+    }
+
+    fn close_code(self) -> u16 {
+        match self {
+            Violation::BinaryFrame => close_code::UNSUPPORTED_DATA,
+            Violation::InvalidUtf8 => close_code::INVALID_PAYLOAD,
+            Violation::TooLarge => close_code::MESSAGE_TOO_BIG,
+        }
+    }
+}
+
+/// What the read side asks the loop to do after a frame.
+enum Step {
+    Continue,
+    End(EndReason),
+    Violation(Violation),
+}
+
+async fn serve(socket: WebSocket, hub: Hub) {
+    let (session, link) = hub.open(DoorKind::WebSocket);
+    let (reason, session) = pump(socket, session, link).await;
+    session.end(reason).await;
+}
+
+/// Runs the session until it ends; returns why.
+async fn pump(
+    socket: WebSocket,
+    mut session: Session,
+    mut link: SessionLink,
+) -> (EndReason, Session) {
+    let (mut sink, mut stream) = socket.split();
+    let reason = loop {
+        tokio::select! {
+            biased;
+            () = link.killed() => {
+                let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
+                let farewell = Message::Text(encode_event(&Event::farewell(code)).into());
+                let closing = close(close_code_for(code), code.as_str());
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                    let _ = sink.feed(farewell).await;
+                    let _ = sink.send(closing).await;
+                }).await;
+                break EndReason::Closed(code);
+            }
+            event = link.next_event() => {
+                let Some(event) = event else { break EndReason::ConnectionLost };
+                if write_batch(&mut sink, &mut link, event).await.is_err() {
+                    break EndReason::ConnectionLost;
+                }
+            }
+            frame = stream.next() => match read_frame(frame, &mut session).await {
+                Step::Continue => {}
+                Step::End(reason) => break reason,
+                Step::Violation(violation) => {
+                    let rejection = violation.rejection();
+                    let code = rejection.code;
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                        // What the session already queued, then the error, then the close.
+                        while let Some(event) = link.try_next_event() {
+                            let _ = sink.feed(Message::Text(encode_event(&event).into())).await;
+                        }
+                        let error = Message::Text(encode_event(&Event::error(rejection, None)).into());
+                        let _ = sink.feed(error).await;
+                        let _ = sink.send(close(violation.close_code(), code.as_str())).await;
+                    }).await;
+                    break EndReason::ProtocolViolation(code);
+                }
+            },
+        }
+    };
+    (reason, session)
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+/// Writes `first` and everything else already queued, then flushes once.
+async fn write_batch<S>(sink: &mut S, link: &mut SessionLink, first: Event) -> Result<(), S::Error>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    sink.feed(Message::Text(encode_event(&first).into()))
+        .await?;
+    while let Some(event) = link.try_next_event() {
+        sink.feed(Message::Text(encode_event(&event).into()))
+            .await?;
+    }
+    sink.flush().await
+}
+
+async fn read_frame(frame: Option<Result<Message, axum::Error>>, session: &mut Session) -> Step {
+    match frame {
+        Some(Ok(Message::Text(text))) => {
+            match decode_frame(text.as_str()) {
+                Ok(request) => session.handle(request).await,
+                Err(failure) => session.reject(failure.id, failure.rejection),
+            }
+            Step::Continue
+        }
+        Some(Ok(Message::Binary(_))) => Step::Violation(Violation::BinaryFrame),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Continue,
+        Some(Ok(Message::Close(_))) => Step::End(EndReason::ClientClosed),
+        Some(Err(error)) => classify(error),
+        None => Step::End(EndReason::ConnectionLost),
+    }
+}
+
+/// Maps a read error to how the session ends.
+fn classify(error: axum::Error) -> Step {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Step::Violation(Violation::TooLarge),
+        Some(tungstenite::Error::Utf8(_)) => Step::Violation(Violation::InvalidUtf8),
+        _ => Step::End(EndReason::ConnectionLost),
+    }
+}

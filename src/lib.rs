@@ -1,0 +1,31 @@
+//! signalgate: a signaling gateway for WebRTC peer-to-peer apps.
+//!
+//! A browser ("web") and a native app ("app") register under the same uid;
+//! the gateway pairs them and relays their signaling. Three doors share one
+//! pairing registry: a gRPC bidirectional stream, a JSON WebSocket and (soon)
+//! Socket.IO.
+//!
+//! # Layout
+//! - [`config`]: flags and environment variables → one plain [`config::Config`].
+//! - [`server`]: the composition root: one port, every door, shutdown.
+//! - [`core`]: protocol-neutral sessions, registry and rules (no wire types).
+//! - [`doors`]: thin adapters from each wire protocol to the core.
+//! - [`proto`]: generated gRPC types and `google.protobuf.Value` ⇄ JSON.
+//! - [`client`]: the client side of every door, used by tests and tools.
+//! - [`net`]: the machine's addresses, for `ipaddr`.
+//! - [`telemetry`]: log setup.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod core;
+pub mod doors;
+pub mod net;
+pub mod proto;
+pub mod server;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::Gateway;

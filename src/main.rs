@@ -1,0 +1,49 @@
+//! `signalgate`: parse the configuration, start logging, serve until a signal.
+
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use signalgate::config::{Cli, CliCommand};
+use signalgate::{Gateway, telemetry};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None | Some(CliCommand::Serve) => serve(cli.config).await,
+    }
+}
+
+async fn serve(config: signalgate::Config) -> anyhow::Result<()> {
+    telemetry::init(config.log_format);
+    let listener = TcpListener::bind(config.listen).await?;
+    let gateway = Gateway::new(config)?;
+    gateway.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,79 @@
+//! The generated gRPC types of `proto/signalgate/v1/signaling.proto`, the
+//! encoded descriptor set served by reflection, and the conversions between
+//! `google.protobuf.Value` and JSON that the gRPC door and the gRPC client
+//! both need.
+
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("signalgate.v1");
+}
+
+/// The encoded `FileDescriptorSet` of the contract, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("signalgate_descriptor");
+
+/// `google.protobuf.Value` ⇄ JSON.
+pub mod json {
+    use prost_types::{ListValue, Struct, Value, value::Kind};
+    use serde_json::{Map, Number, Value as Json};
+
+    /// Largest integer a double holds exactly (2^53).
+    const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+    /// A `google.protobuf.Value` with no JSON form (NaN or an infinity).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    #[error("numbers must be finite to travel as JSON")]
+    pub struct NonFiniteNumber;
+
+    /// Converts a protobuf value into JSON. An unset kind becomes `null`;
+    /// whole numbers within ±2^53 become JSON integers.
+    pub fn value_to_json(value: &Value) -> Result<Json, NonFiniteNumber> {
+        Ok(match &value.kind {
+            None | Some(Kind::NullValue(_)) => Json::Null,
+            Some(Kind::BoolValue(b)) => Json::Bool(*b),
+            Some(Kind::StringValue(s)) => Json::String(s.clone()),
+            Some(Kind::NumberValue(n)) => number_to_json(*n)?,
+            Some(Kind::ListValue(list)) => Json::Array(
+                list.values
+                    .iter()
+                    .map(value_to_json)
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some(Kind::StructValue(object)) => Json::Object(
+                object
+                    .fields
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), value_to_json(v)?)))
+                    .collect::<Result<Map<_, _>, _>>()?,
+            ),
+        })
+    }
+
+    fn number_to_json(n: f64) -> Result<Json, NonFiniteNumber> {
+        if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
+            // Exact: the value is a whole number within the safe range.
+            return Ok(Json::Number(Number::from(n as i64)));
+        }
+        Number::from_f64(n).map(Json::Number).ok_or(NonFiniteNumber)
+    }
+
+    /// Converts JSON into a protobuf value. Numbers become doubles, as in
+    /// JavaScript.
+    pub fn json_to_value(json: &Json) -> Value {
+        let kind = match json {
+            Json::Null => Kind::NullValue(0),
+            Json::Bool(b) => Kind::BoolValue(*b),
+            Json::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+            Json::String(s) => Kind::StringValue(s.clone()),
+            Json::Array(items) => Kind::ListValue(ListValue {
+                values: items.iter().map(json_to_value).collect(),
+            }),
+            Json::Object(map) => Kind::StructValue(Struct {
+                fields: map
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json_to_value(v)))
+                    .collect(),
+            }),
+        };
+        Value { kind: Some(kind) }
+    }
+}

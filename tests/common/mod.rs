@@ -1,0 +1,250 @@
+//! Shared test harness: the real gateway on 127.0.0.1:0 and real clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use signalgate::client::{Client, Closed, Door, Incoming, envelope};
+use signalgate::core::{Census, Hub};
+use signalgate::{Config, Gateway};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a test waits for an expected event.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a test listens to assert that nothing arrives.
+pub const SILENCE: Duration = Duration::from_millis(200);
+
+/// A gateway serving on an ephemeral port for the length of a test.
+pub struct TestGateway {
+    pub address: SocketAddr,
+    pub hub: Hub,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// The configuration tests start from: loopback, ephemeral port, a fixed
+/// `ipaddr` answer.
+pub fn test_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        advertise_ip: vec![
+            "192.0.2.10".parse().expect("ip"),
+            "198.51.100.7".parse().expect("ip"),
+        ],
+        shutdown_grace_secs: 5,
+        ..Config::default()
+    }
+}
+
+impl TestGateway {
+    pub async fn start() -> TestGateway {
+        TestGateway::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> TestGateway {
+        let listener = TcpListener::bind(config.listen).await.expect("bind");
+        let address = listener.local_addr().expect("local address");
+        let gateway = Gateway::new(config).expect("gateway");
+        let hub = gateway.hub();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        TestGateway {
+            address,
+            hub,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Connects a client and consumes its `welcome`.
+    pub async fn connect(&self, door: Door) -> TestClient {
+        let client = Client::connect(door, self.address).await.expect("connect");
+        let mut client = TestClient { client, door };
+        let welcome = client.expect("welcome").await;
+        assert_eq!(welcome["message"], "Welcome!");
+        assert!(welcome["id"].as_str().is_some_and(|id| !id.is_empty()));
+        client
+    }
+
+    pub fn census(&self) -> Census {
+        self.hub.census()
+    }
+
+    /// Waits until no session and no uid is left (cleanup runs in the
+    /// background after a disconnect), failing with what leaked.
+    pub async fn assert_empty(&self) {
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let census = self.census();
+            if census.is_empty() {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("the gateway still holds state: {census:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the gateway and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("gateway stops in time");
+            result.expect("gateway task").expect("gateway serve");
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A client with assertion helpers.
+pub struct TestClient {
+    pub client: Client,
+    pub door: Door,
+}
+
+impl TestClient {
+    pub async fn send(&mut self, event: &str, data: Option<Value>, id: Option<u64>) {
+        self.client
+            .send(&envelope(event, data, id))
+            .await
+            .unwrap_or_else(|e| panic!("{} send {event}: {e}", self.door));
+    }
+
+    /// The next thing received, whatever it is.
+    pub async fn next(&mut self) -> Incoming {
+        tokio::time::timeout(EVENT_TIMEOUT, self.client.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{}: nothing received within {EVENT_TIMEOUT:?}", self.door))
+            .expect("receive")
+    }
+
+    /// The next event as an envelope; fails on a close.
+    pub async fn next_event(&mut self) -> Value {
+        match self.next().await {
+            Incoming::Event(value) => value,
+            Incoming::Closed(closed) => {
+                panic!("{}: closed ({closed:?}) instead of an event", self.door)
+            }
+        }
+    }
+
+    /// The next event must be `name`; returns its data (null if absent).
+    pub async fn expect(&mut self, name: &str) -> Value {
+        let event = self.next_event().await;
+        assert_eq!(
+            event["event"], name,
+            "{}: expected {name}, got {event}",
+            self.door
+        );
+        event.get("data").cloned().unwrap_or(Value::Null)
+    }
+
+    /// The next event must be `ack {id}`.
+    pub async fn expect_ack(&mut self, id: u64) {
+        let event = self.next_event().await;
+        assert_eq!(
+            event,
+            json!({"event": "ack", "id": id}),
+            "{}: expected ack",
+            self.door
+        );
+    }
+
+    /// The next event must be an `error` with `code` (and `id`).
+    pub async fn expect_error(&mut self, code: &str, id: Option<u64>) -> Value {
+        let event = self.next_event().await;
+        assert_eq!(
+            event["event"], "error",
+            "{}: expected error {code}, got {event}",
+            self.door
+        );
+        assert_eq!(event["data"]["code"], code, "{}: got {event}", self.door);
+        assert!(
+            event["data"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "error messages explain themselves: {event}"
+        );
+        assert_eq!(
+            event.get("id").and_then(Value::as_u64),
+            id,
+            "{}: error id in {event}",
+            self.door
+        );
+        event
+    }
+
+    /// The connection must end now; returns how.
+    pub async fn expect_closed(&mut self) -> Closed {
+        match self.next().await {
+            Incoming::Closed(closed) => closed,
+            Incoming::Event(event) => panic!("{}: expected the end, got {event}", self.door),
+        }
+    }
+
+    /// Nothing may arrive for a short while.
+    pub async fn expect_silence(&mut self) {
+        if let Ok(received) = tokio::time::timeout(SILENCE, self.client.recv()).await {
+            panic!("{}: expected silence, got {received:?}", self.door);
+        }
+    }
+
+    /// Registers and returns the `registered` data.
+    pub async fn register(&mut self, uid: &str, role: &str) -> Value {
+        let seed_type = if role == "web" { 0 } else { 1 };
+        self.send(
+            "register",
+            Some(json!({"uid": uid, "type": seed_type})),
+            None,
+        )
+        .await;
+        let registered = self.expect("registered").await;
+        assert_eq!(registered["uid"], uid);
+        assert_eq!(registered["role"], role);
+        assert_eq!(registered["type"], seed_type);
+        registered
+    }
+
+    pub async fn close(self) {
+        self.client.close().await;
+    }
+
+    pub fn abort(self) {
+        self.client.abort();
+    }
+}
+
+/// A web and an app client of `uid`, registered and paired (the app's
+/// `syncfrom` consumed).
+pub async fn paired(
+    gateway: &TestGateway,
+    uid: &str,
+    web_door: Door,
+    app_door: Door,
+) -> (TestClient, TestClient) {
+    let mut web = gateway.connect(web_door).await;
+    let mut app = gateway.connect(app_door).await;
+    let registered = web.register(uid, "web").await;
+    assert_eq!(registered["peerPresent"], false);
+    let registered = app.register(uid, "app").await;
+    assert_eq!(registered["peerPresent"], true);
+    app.expect("syncfrom").await;
+    (web, app)
+}
