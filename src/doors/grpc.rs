@@ -59,34 +59,43 @@ async fn serve(
     link: SessionLink,
     outgoing: Outgoing,
 ) {
-    let (reason, session) = pump(inbound, session, link, &outgoing).await;
+    let (reason, session, last_words) = pump(inbound, session, link, &outgoing).await;
+    // Free the role and tell the peer first: a stuck stream must not delay it.
     session.end(reason).await;
+    if let Some((event, status)) = last_words {
+        finish_with(&outgoing, event, status).await;
+    }
 }
+
+/// The last event and the status a stream ends with.
+type LastWords = Option<(Event, Status)>;
 
 async fn pump(
     mut inbound: Streaming<pb::ClientEvent>,
     mut session: Session,
     mut link: SessionLink,
     outgoing: &Outgoing,
-) -> (EndReason, Session) {
-    let reason = loop {
+) -> (EndReason, Session, LastWords) {
+    loop {
         tokio::select! {
             biased;
             () = link.killed() => {
                 let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
-                finish_with(outgoing, Event::farewell(code), status_for(code)).await;
-                break EndReason::Closed(code);
+                return (EndReason::Closed(code), session, Some((Event::farewell(code), status_for(code))));
             }
-            () = outgoing.closed() => break EndReason::ConnectionLost,
+            () = outgoing.closed() => return (EndReason::ConnectionLost, session, None),
             event = link.next_event() => {
-                let Some(event) = event else { break EndReason::ConnectionLost };
+                let Some(event) = event else {
+                    return (EndReason::ConnectionLost, session, None);
+                };
+                let killed = link.killed();
                 tokio::select! {
                     biased;
-                    // The loop's first branch sends the farewell.
-                    () = link.killed() => {}
+                    // The loop's first branch handles the kill.
+                    () = killed => {}
                     sent = outgoing.send(Ok(encode_event(&event))) => {
                         if sent.is_err() {
-                            break EndReason::ConnectionLost;
+                            return (EndReason::ConnectionLost, session, None);
                         }
                     }
                 }
@@ -97,20 +106,18 @@ async fn pump(
                     Err((id, rejection)) => session.reject(id, rejection),
                 },
                 // Half-close: the client ended the session cleanly.
-                Ok(None) => break EndReason::ClientClosed,
+                Ok(None) => return (EndReason::ClientClosed, session, None),
                 Err(status) => match violation(&status) {
-                    Some(rejection) => {
+                    Some((rejection, grpc_code)) => {
                         let code = rejection.code;
-                        let status = Status::new(status.code(), rejection.message.to_string());
-                        finish_with(outgoing, Event::error(rejection, None), status).await;
-                        break EndReason::ProtocolViolation(code);
+                        let status = Status::new(grpc_code, rejection.message.to_string());
+                        return (EndReason::ProtocolViolation(code), session, Some((Event::error(rejection, None), status)));
                     }
-                    None => break EndReason::ConnectionLost,
+                    None => return (EndReason::ConnectionLost, session, None),
                 },
             },
         }
-    };
-    (reason, session)
+    }
 }
 
 /// Sends a last event and the final status, if the client is still there.
@@ -136,15 +143,18 @@ fn status_for(code: ErrorCode) -> Status {
 }
 
 /// A stream error caused by the client's bytes (rather than by the
-/// connection going away).
-fn violation(status: &Status) -> Option<Rejection> {
+/// connection going away): the rejection and the status the stream ends with.
+fn violation(status: &Status) -> Option<(Rejection, Code)> {
     match status.code() {
-        Code::OutOfRange | Code::ResourceExhausted => Some(Rejection::new(
-            ErrorCode::MessageTooLarge,
-            "message exceeds the size limit",
+        // tonic's decode limit.
+        Code::OutOfRange => Some((
+            Rejection::new(ErrorCode::MessageTooLarge, "message exceeds the size limit"),
+            Code::OutOfRange,
         )),
-        Code::Internal if status.message().contains("decode") => Some(Rejection::bad_request(
-            "the message is not a valid ClientEvent",
+        // prost could not decode the bytes.
+        Code::Internal if status.message().contains("decode") => Some((
+            Rejection::bad_request("the message is not a valid ClientEvent"),
+            Code::InvalidArgument,
         )),
         _ => None,
     }

@@ -122,57 +122,81 @@ enum Step {
 
 async fn serve(socket: WebSocket, hub: Hub) {
     let (session, link) = hub.open(DoorKind::WebSocket);
-    let (reason, session) = pump(socket, session, link).await;
+    let (mut sink, mut stream) = socket.split();
+    let (reason, session, last_words) = pump(&mut sink, &mut stream, session, link).await;
+    // Free the role and tell the peer first: a stuck socket must not delay it.
     session.end(reason).await;
+    if !last_words.is_empty() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            for message in last_words {
+                if sink.feed(message).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.flush().await;
+        })
+        .await;
+    }
 }
 
-/// Runs the session until it ends; returns why.
-async fn pump(
-    socket: WebSocket,
+/// Runs the session until it ends; returns why, and the frames to send
+/// before the connection closes.
+async fn pump<S, R>(
+    sink: &mut S,
+    stream: &mut R,
     mut session: Session,
     mut link: SessionLink,
-) -> (EndReason, Session) {
-    let (mut sink, mut stream) = socket.split();
-    let reason = loop {
+) -> (EndReason, Session, Vec<Message>)
+where
+    S: futures_util::Sink<Message> + Unpin,
+    R: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    loop {
         tokio::select! {
             biased;
             () = link.killed() => {
                 let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
-                let farewell = Message::Text(encode_event(&Event::farewell(code)).into());
-                let closing = close(close_code_for(code), code.as_str());
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                    let _ = sink.feed(farewell).await;
-                    let _ = sink.send(closing).await;
-                }).await;
-                break EndReason::Closed(code);
+                let last_words = vec![
+                    Message::Text(encode_event(&Event::farewell(code)).into()),
+                    close(close_code_for(code), code.as_str()),
+                ];
+                return (EndReason::Closed(code), session, last_words);
             }
             event = link.next_event() => {
-                let Some(event) = event else { break EndReason::ConnectionLost };
-                if write_batch(&mut sink, &mut link, event).await.is_err() {
-                    break EndReason::ConnectionLost;
+                let Some(event) = event else {
+                    return (EndReason::ConnectionLost, session, Vec::new());
+                };
+                let killed = link.killed();
+                tokio::select! {
+                    biased;
+                    // A write stuck on a full socket must not hide a kill:
+                    // the loop's first branch handles it.
+                    () = killed => {}
+                    written = write_batch(sink, &mut link, event) => {
+                        if written.is_err() {
+                            return (EndReason::ConnectionLost, session, Vec::new());
+                        }
+                    }
                 }
             }
             frame = stream.next() => match read_frame(frame, &mut session).await {
                 Step::Continue => {}
-                Step::End(reason) => break reason,
+                Step::End(reason) => return (reason, session, Vec::new()),
                 Step::Violation(violation) => {
                     let rejection = violation.rejection();
                     let code = rejection.code;
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                        // What the session already queued, then the error, then the close.
-                        while let Some(event) = link.try_next_event() {
-                            let _ = sink.feed(Message::Text(encode_event(&event).into())).await;
-                        }
-                        let error = Message::Text(encode_event(&Event::error(rejection, None)).into());
-                        let _ = sink.feed(error).await;
-                        let _ = sink.send(close(violation.close_code(), code.as_str())).await;
-                    }).await;
-                    break EndReason::ProtocolViolation(code);
+                    // What the session already queued, then the error, then the close.
+                    let mut last_words = Vec::new();
+                    while let Some(event) = link.try_next_event() {
+                        last_words.push(Message::Text(encode_event(&event).into()));
+                    }
+                    last_words.push(Message::Text(encode_event(&Event::error(rejection, None)).into()));
+                    last_words.push(close(violation.close_code(), code.as_str()));
+                    return (EndReason::ProtocolViolation(code), session, last_words);
                 }
             },
         }
-    };
-    (reason, session)
+    }
 }
 
 fn close(code: u16, reason: &'static str) -> Message {

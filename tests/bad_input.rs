@@ -1,0 +1,407 @@
+//! Bad input over each door: every case gets its exact error (or close code
+//! or status), the process keeps serving, an unrelated pair keeps relaying,
+//! and nothing leaks.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestClient, TestGateway, paired};
+use serde_json::json;
+use signalgate::client::{Client, Closed, Door, GrpcClient, Incoming, WsClient};
+use signalgate::proto::v1::{self as pb, client_event};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+/// A well-behaved pair that must keep relaying while others misbehave.
+async fn bystanders(gateway: &TestGateway) -> (TestClient, TestClient) {
+    paired(gateway, "bystander", Door::Ws, Door::Grpc).await
+}
+
+async fn still_relaying(web: &mut TestClient, app: &mut TestClient) {
+    web.send("message", Some(json!({"still": "here"})), None)
+        .await;
+    assert_eq!(app.expect("message").await, json!({"still": "here"}));
+    app.send("message", Some(json!(1)), None).await;
+    assert_eq!(web.expect("message").await, json!(1));
+}
+
+async fn finish(gateway: TestGateway, web: TestClient, mut app: TestClient) {
+    web.close().await;
+    app.expect("byebye").await;
+    app.close().await;
+    gateway.assert_empty().await;
+}
+
+/// A raw WebSocket client (to send arbitrary frames), its welcome consumed.
+async fn ws(gateway: &TestGateway) -> WsClient {
+    let mut raw = WsClient::connect(gateway.address).await.expect("connect");
+    match raw.recv().await.expect("welcome") {
+        Incoming::Event(event) => assert_eq!(event["event"], "welcome"),
+        other => panic!("{other:?}"),
+    }
+    raw
+}
+
+async fn next_error(raw: &mut WsClient) -> serde_json::Value {
+    match tokio::time::timeout(common::EVENT_TIMEOUT, raw.recv())
+        .await
+        .expect("in time")
+        .expect("recv")
+    {
+        Incoming::Event(event) => {
+            assert_eq!(event["event"], "error", "{event}");
+            event
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+async fn next_close(raw: &mut WsClient) -> Option<(u16, String)> {
+    match tokio::time::timeout(common::EVENT_TIMEOUT, raw.recv())
+        .await
+        .expect("in time")
+        .expect("recv")
+    {
+        Incoming::Closed(Closed::WebSocket(frame)) => frame,
+        other => panic!("expected a close, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_malformed_frames_get_bad_request_and_the_session_survives() {
+    let gateway = TestGateway::start().await;
+    let (mut web, mut app) = bystanders(&gateway).await;
+    let mut raw = ws(&gateway).await;
+    let cases: &[(&str, Option<u64>)] = &[
+        ("not json", None),
+        ("[1, 2]", None),
+        ("\"register\"", None),
+        ("{\"data\": 1}", None),
+        ("{\"data\": 1, \"id\": 4}", Some(4)),
+        ("{\"event\": \"fly\", \"id\": 5}", Some(5)),
+        ("{\"event\": 17}", None),
+        ("{\"event\": \"ipaddr\", \"id\": 0}", None),
+        ("{\"event\": \"ipaddr\", \"id\": -1}", None),
+        ("{\"event\": \"ipaddr\", \"id\": 1.5}", None),
+        ("{\"event\": \"ipaddr\", \"id\": \"7\"}", None),
+        ("{\"event\": \"register\", \"id\": 8}", Some(8)),
+        (
+            "{\"event\": \"register\", \"data\": \"alice\", \"id\": 9}",
+            Some(9),
+        ),
+        (
+            "{\"event\": \"register\", \"data\": {\"uid\": \"a\"}, \"id\": 10}",
+            Some(10),
+        ),
+        (
+            "{\"event\": \"register\", \"data\": {\"uid\": {}, \"type\": 0}, \"id\": 11}",
+            Some(11),
+        ),
+        (
+            "{\"event\": \"register\", \"data\": {\"uid\": \"a\", \"type\": 2}, \"id\": 12}",
+            Some(12),
+        ),
+        (
+            "{\"event\": \"register\", \"data\": {\"uid\": \"a\", \"type\": \"admin\"}, \"id\": 13}",
+            Some(13),
+        ),
+        (
+            "{\"event\": \"transfile\", \"data\": {\"size\": 10}, \"id\": 14}",
+            Some(14),
+        ),
+        (
+            "{\"event\": \"transfile\", \"data\": {\"size\": -1, \"name\": \"x\"}, \"id\": 15}",
+            Some(15),
+        ),
+        (
+            "{\"event\": \"ctrlSendSpeed\", \"data\": \"fast\", \"id\": 16}",
+            Some(16),
+        ),
+        (
+            "{\"event\": \"ctrlSendSpeed\", \"data\": -5, \"id\": 17}",
+            Some(17),
+        ),
+        (
+            "{\"event\": \"ctrlSendSpeed\", \"data\": 1.5, \"id\": 18}",
+            Some(18),
+        ),
+        ("{\"event\": \"ctrlSendSpeed\", \"id\": 19}", Some(19)),
+    ];
+    for (text, id) in cases {
+        raw.send_raw(Message::text(*text)).await.expect("send");
+        let error = next_error(&mut raw).await;
+        assert_eq!(error["data"]["code"], "BAD_REQUEST", "{text}: {error}");
+        assert_eq!(
+            error.get("id").and_then(|v| v.as_u64()),
+            *id,
+            "{text}: {error}"
+        );
+    }
+    // The session is still usable: it registers and pairs.
+    raw.send(&json!({"event": "register", "data": {"uid": "recovered", "type": 1}}))
+        .await
+        .expect("send");
+    match raw.recv().await.expect("recv") {
+        Incoming::Event(event) => assert_eq!(event["event"], "registered"),
+        other => panic!("{other:?}"),
+    }
+    still_relaying(&mut web, &mut app).await;
+    raw.close().await;
+    finish(gateway, web, app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_binary_frame_is_refused_with_1003() {
+    let gateway = TestGateway::start().await;
+    let (mut web, mut app) = bystanders(&gateway).await;
+    let mut raw = ws(&gateway).await;
+    raw.send_raw(Message::binary(vec![1u8, 2, 3]))
+        .await
+        .expect("send");
+    let error = next_error(&mut raw).await;
+    assert_eq!(error["data"]["code"], "BAD_REQUEST");
+    let (code, _) = next_close(&mut raw).await.expect("close frame");
+    assert_eq!(code, 1003);
+    still_relaying(&mut web, &mut app).await;
+    finish(gateway, web, app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_oversized_message_is_refused_with_1009() {
+    let gateway = TestGateway::start().await;
+    let (mut web, mut app) = bystanders(&gateway).await;
+    let mut raw = ws(&gateway).await;
+    let big = json!({"event": "message", "data": "x".repeat(64 * 1024)}).to_string();
+    raw.send_raw(Message::text(big)).await.expect("send");
+    let error = next_error(&mut raw).await;
+    assert_eq!(error["data"]["code"], "MESSAGE_TOO_LARGE");
+    let (code, _) = next_close(&mut raw).await.expect("close frame");
+    assert_eq!(code, 1009);
+    still_relaying(&mut web, &mut app).await;
+    finish(gateway, web, app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_message_just_under_the_limit_is_relayed() {
+    let gateway = TestGateway::start().await;
+    let (mut web, mut app) = paired(&gateway, "big", Door::Ws, Door::Ws).await;
+    let envelope_overhead = json!({"event": "message", "data": ""}).to_string().len();
+    let data = "y".repeat(64 * 1024 - envelope_overhead);
+    web.send("message", Some(json!(data)), None).await;
+    assert_eq!(app.expect("message").await, json!(data));
+    finish(gateway, web, app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_invalid_utf8_is_refused_with_1007() {
+    let gateway = TestGateway::start().await;
+    let (mut web, mut app) = bystanders(&gateway).await;
+    let mut raw = ws(&gateway).await;
+    let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    raw.send_raw(Message::Frame(frame)).await.expect("send");
+    let error = next_error(&mut raw).await;
+    assert_eq!(error["data"]["code"], "BAD_REQUEST");
+    let (code, _) = next_close(&mut raw).await.expect("close frame");
+    assert_eq!(code, 1007);
+    still_relaying(&mut web, &mut app).await;
+    finish(gateway, web, app).await;
+}
+
+async fn grpc_raw(gateway: &TestGateway) -> GrpcClient {
+    let mut client = GrpcClient::connect(gateway.address).await.expect("connect");
+    match client.recv().await.expect("welcome") {
+        Incoming::Event(event) => assert_eq!(event["event"], "welcome"),
+        other => panic!("{other:?}"),
+    }
+    client
+}
+
+async fn grpc_next(client: &mut GrpcClient) -> Incoming {
+    tokio::time::timeout(common::EVENT_TIMEOUT, client.recv())
+        .await
+        .expect("in time")
+        .expect("recv")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_malformed_events_get_bad_request_and_the_session_survives() {
+    let gateway = TestGateway::start().await;
+    let (mut web, mut app) = bystanders(&gateway).await;
+    let mut client = grpc_raw(&gateway).await;
+    let nan = prost_types::Value {
+        kind: Some(prost_types::value::Kind::NumberValue(f64::NAN)),
+    };
+    let cases = [
+        pb::ClientEvent { id: 1, event: None },
+        pb::ClientEvent {
+            id: 2,
+            event: Some(client_event::Event::Register(pb::Register {
+                uid: "a".into(),
+                role: 0,
+            })),
+        },
+        pb::ClientEvent {
+            id: 3,
+            event: Some(client_event::Event::Register(pb::Register {
+                uid: "a".into(),
+                role: 7,
+            })),
+        },
+        pb::ClientEvent {
+            id: 4,
+            event: Some(client_event::Event::Register(pb::Register {
+                uid: String::new(),
+                role: 1,
+            })),
+        },
+        pb::ClientEvent {
+            id: 5,
+            event: Some(client_event::Event::Message(nan)),
+        },
+    ];
+    for case in cases {
+        let id = case.id;
+        client.send_event(case).await.expect("send");
+        match grpc_next(&mut client).await {
+            Incoming::Event(event) => {
+                assert_eq!(event["event"], "error", "{event}");
+                assert_eq!(event["data"]["code"], "BAD_REQUEST", "{event}");
+                assert_eq!(event["id"], id, "{event}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    client
+        .send(&json!({"event": "register", "data": {"uid": "recovered", "type": 0}}))
+        .await
+        .expect("send");
+    match grpc_next(&mut client).await {
+        Incoming::Event(event) => assert_eq!(event["event"], "registered"),
+        other => panic!("{other:?}"),
+    }
+    still_relaying(&mut web, &mut app).await;
+    client.close().await;
+    finish(gateway, web, app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_oversized_message_ends_the_stream_with_out_of_range() {
+    let gateway = TestGateway::start().await;
+    let (mut web, mut app) = bystanders(&gateway).await;
+    let mut client = grpc_raw(&gateway).await;
+    client
+        .send(&json!({"event": "message", "data": "x".repeat(64 * 1024)}))
+        .await
+        .expect("send");
+    match grpc_next(&mut client).await {
+        Incoming::Event(event) => assert_eq!(event["data"]["code"], "MESSAGE_TOO_LARGE", "{event}"),
+        other => panic!("{other:?}"),
+    }
+    match grpc_next(&mut client).await {
+        Incoming::Closed(Closed::Grpc(code, _)) => assert_eq!(code, tonic::Code::OutOfRange),
+        other => panic!("{other:?}"),
+    }
+    still_relaying(&mut web, &mut app).await;
+    drop(client);
+    finish(gateway, web, app).await;
+}
+
+/// Bytes that are not a `ClientEvent`: field 2 (`register`, a message) sent
+/// as a varint.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotAClientEvent {
+    #[prost(uint64, tag = "2")]
+    register: u64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_undecodable_bytes_end_the_stream_with_invalid_argument() {
+    let gateway = TestGateway::start().await;
+    let (mut web, mut app) = bystanders(&gateway).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gateway.address))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender
+        .send(NotAClientEvent { register: 5 })
+        .await
+        .expect("queue");
+    let codec = tonic_prost::ProstCodec::<NotAClientEvent, pb::ServerEvent>::default();
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/signalgate.v1.Signaling/Connect");
+    let response = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver)),
+            path,
+            codec,
+        )
+        .await
+        .expect("stream opens");
+    let mut events = response.into_inner();
+    let welcome = events.message().await.expect("ok").expect("welcome");
+    assert!(matches!(
+        welcome.event,
+        Some(pb::server_event::Event::Welcome(_))
+    ));
+    let error = events.message().await.expect("ok").expect("error event");
+    match error.event {
+        Some(pb::server_event::Event::Error(error)) => assert_eq!(error.code, "BAD_REQUEST"),
+        other => panic!("{other:?}"),
+    }
+    let status = events
+        .message()
+        .await
+        .expect_err("stream ends with a status");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    still_relaying(&mut web, &mut app).await;
+    drop(sender);
+    finish(gateway, web, app).await;
+}
+
+async fn http_get(gateway: &TestGateway, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(gateway.address)
+        .await
+        .expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .expect("in time")
+        .expect("read");
+    response
+}
+
+#[tokio::test]
+async fn http_paths() {
+    let gateway = TestGateway::start().await;
+    let health = http_get(&gateway, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with("ok\n"), "{health}");
+    let missing = http_get(&gateway, "/nope").await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    // /ws without an upgrade is refused, not served.
+    let plain = http_get(&gateway, "/ws").await;
+    assert!(!plain.starts_with("HTTP/1.1 2"), "{plain}");
+    gateway.assert_empty().await;
+}
+
+#[tokio::test]
+async fn client_door_matches_its_constructor() {
+    let gateway = TestGateway::start().await;
+    for door in Door::ALL {
+        let client = Client::connect(door, gateway.address)
+            .await
+            .expect("connect");
+        assert_eq!(client.door(), door);
+        client.abort();
+    }
+    gateway.assert_empty().await;
+}

@@ -1,0 +1,88 @@
+//! Session lifecycle beyond the happy path: slow consumers and shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestGateway, paired, test_config};
+use serde_json::json;
+use signalgate::Config;
+use signalgate::client::{Closed, Door, Incoming};
+
+/// A reader that never reads is closed as a slow consumer; its peer is told
+/// about every event that could not be queued, then gets `byebye`.
+async fn slow_consumer(slow_door: Door) {
+    let gateway = TestGateway::start_with(Config {
+        outbox_capacity: 8,
+        ..test_config()
+    })
+    .await;
+    let (mut web, app) = paired(&gateway, "flood", Door::Ws, slow_door).await;
+    let chunk = "z".repeat(60 * 1024);
+    let mut refused = None;
+    // The app never reads: socket buffers fill, then its outbox, then the gateway gives up.
+    for id in 1..=2000u64 {
+        web.send("message", Some(json!(chunk)), Some(id)).await;
+        let event = web.next_event().await;
+        if event["event"] == "error" {
+            assert_eq!(event["data"]["code"], "SLOW_CONSUMER", "{event}");
+            assert_eq!(event["id"], id);
+            refused = Some(id);
+            break;
+        }
+        assert_eq!(event, json!({"event": "ack", "id": id}));
+    }
+    assert!(refused.is_some(), "the flood was never refused");
+    web.expect("byebye").await;
+    web.send("message", Some(json!("after")), Some(99_999))
+        .await;
+    web.expect_error("NO_PEER", Some(99_999)).await;
+    // The slow session is gone from the registry even though its client never read.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while gateway.census().registry.bound_sessions != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            gateway.census()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    app.abort();
+    web.close().await;
+    gateway.assert_empty().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_ws_consumer_is_closed() {
+    slow_consumer(Door::Ws).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_grpc_consumer_is_closed() {
+    slow_consumer(Door::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_every_session_with_shutting_down() {
+    let gateway = TestGateway::start().await;
+    let (mut web_a, mut app_a) = paired(&gateway, "s1", Door::Ws, Door::Grpc).await;
+    let (mut web_b, mut app_b) = paired(&gateway, "s2", Door::Grpc, Door::Ws).await;
+    let mut idle = gateway.connect(Door::Ws).await;
+    let hub = gateway.hub.clone();
+    let stopping = tokio::spawn(gateway.stop());
+    for client in [&mut web_a, &mut app_a, &mut web_b, &mut app_b, &mut idle] {
+        let error = client.next_event().await;
+        assert_eq!(error["event"], "error", "{error}");
+        assert_eq!(error["data"]["code"], "SHUTTING_DOWN", "{error}");
+        match client.next().await {
+            Incoming::Closed(Closed::WebSocket(Some((code, _)))) => assert_eq!(code, 1001),
+            Incoming::Closed(Closed::Grpc(code, _)) => assert_eq!(code, tonic::Code::Unavailable),
+            other => panic!("{other:?}"),
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("shutdown within the grace period")
+        .expect("stop task");
+    assert!(hub.census().is_empty(), "{:?}", hub.census());
+}
