@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# grpcurl against a real gateway: reflection lists and describes the
+# service, health answers, and two Connect streams driven from stdin pair,
+# relay and say byebye.
+set -euo pipefail
+binary=$1
+source "$(dirname "$0")/../lib/gateway.sh"
+start_gateway "$binary"
+target="127.0.0.1:$PORT"
+
+services=$(grpcurl -plaintext "$target" list)
+echo "$services"
+grep -qx 'signalgate.v1.Signaling' <<<"$services" || fail "service not listed by reflection"
+grep -qx 'grpc.health.v1.Health' <<<"$services" || fail "health not listed"
+grpcurl -plaintext "$target" describe signalgate.v1.Signaling | tee /dev/stderr | grep -q 'rpc Connect' \
+  || fail "Connect not described"
+grpcurl -plaintext "$target" describe google.protobuf.Value >/dev/null || fail "imports not served"
+grpcurl -plaintext -d '{"service":"signalgate.v1.Signaling"}' "$target" grpc.health.v1.Health/Check \
+  | grep -q SERVING || fail "health check"
+
+web_out=$(mktemp)
+# The web session stays open (stdin held by sleep) while the app comes and goes.
+( printf '%s\n' '{"id": 1, "register": {"uid": "grpcurl-demo", "role": "ROLE_WEB"}}'; sleep 4 ) \
+  | grpcurl -plaintext -d @ "$target" signalgate.v1.Signaling/Connect >"$web_out" &
+web_pid=$!
+sleep 1
+app_out=$( ( printf '%s\n' \
+    '{"id": 1, "register": {"uid": "grpcurl-demo", "role": "ROLE_APP"}}' \
+    '{"id": 2, "message": {"sdp": "v=0", "candidates": [1, 2.5, "x"]}}' \
+    '{"id": 3, "ipaddr": {}}'; sleep 1 ) \
+  | grpcurl -plaintext -d @ "$target" signalgate.v1.Signaling/Connect )
+wait "$web_pid"
+echo "--- app stream"; echo "$app_out"
+echo "--- web stream"; cat "$web_out"
+
+python3 - "$web_out" <<PY
+import json, sys
+
+def stream(text):
+    decoder, events, i = json.JSONDecoder(), [], 0
+    text = text.strip()
+    while i < len(text):
+        event, i = decoder.raw_decode(text, i)
+        events.append(event)
+        while i < len(text) and text[i].isspace():
+            i += 1
+    return events
+
+app = stream('''$app_out''')
+web = stream(open(sys.argv[1]).read())
+names = lambda events: [next(iter(e)) for e in events]
+assert names(app) == ["welcome", "registered", "syncfrom", "ack", "ack", "ipaddr", "ack"], names(app)
+assert app[1]["registered"]["peerPresent"] is True, app[1]
+assert app[5]["ipaddr"]["addresses"] == ["192.0.2.10"], app[5]
+assert names(web) == ["welcome", "registered", "ack", "message", "byebye"], names(web)
+assert web[3]["message"] == {"sdp": "v=0", "candidates": [1, 2.5, "x"]}, web[3]
+print("grpcurl streams paired, relayed and said byebye")
+PY
