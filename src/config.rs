@@ -82,6 +82,17 @@ pub struct Config {
     #[arg(long, env = "SIGNALGATE_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
 
+    /// Origin allowed to use the browser doors (`/ws`, `/socket.io/`);
+    /// repeat for several, `*` is a wildcard (`http://localhost:*`). Default:
+    /// every origin. Requests without an Origin header (native apps) are
+    /// always allowed.
+    #[arg(
+        long = "allowed-origin",
+        env = "SIGNALGATE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
     /// Log format (`RUST_LOG` sets the level, default `info`).
     #[arg(long, env = "SIGNALGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -107,6 +118,7 @@ impl Default for Config {
             ws_read_buffer_bytes: DEFAULT_WS_READ_BUFFER_BYTES,
             ws_write_buffer_bytes: DEFAULT_WS_WRITE_BUFFER_BYTES,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            allowed_origins: Vec::new(),
             log_format: LogFormat::Text,
         }
     }

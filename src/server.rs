@@ -23,6 +23,8 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::core::{Census, Hub, HubConfig, InMemoryRegistry, Registry};
 use crate::doors::grpc::GrpcDoor;
+use crate::doors::origin::{self, OriginPolicy};
+use crate::doors::socketio::{self, SocketIoConfig};
 use crate::doors::ws::{self, WsConfig, WsDoor};
 use crate::net::address_source;
 use crate::proto::{FILE_DESCRIPTOR_SET, v1::signaling_server::SignalingServer};
@@ -35,6 +37,10 @@ const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
 /// How long a client may take to send its HTTP/1 request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Engine.IO ping interval (Socket.IO door).
+const SOCKETIO_PING_INTERVAL: Duration = Duration::from_secs(25);
+/// Engine.IO ping timeout (Socket.IO door).
+const SOCKETIO_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pause after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -92,7 +98,7 @@ impl Gateway {
             .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
-        info!(address = %listener.local_addr()?, "signalgate listening (gRPC, /ws, /healthz)");
+        info!(address = %listener.local_addr()?, "signalgate listening (gRPC, /ws, /socket.io/, /healthz)");
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -177,9 +183,32 @@ fn build_router(hub: &Hub, config: &Config) -> anyhow::Result<Router> {
             write_buffer_bytes: config.ws_write_buffer_bytes,
         },
     );
-    let router = Router::new()
+    let origins = OriginPolicy::new(&config.allowed_origins);
+    if origins.allows_all() {
+        info!("browser doors accept every Origin (set --allowed-origin to restrict them)");
+    } else {
+        info!(origins = ?config.allowed_origins, "browser doors accept only the allowed origins");
+    }
+    let socketio = socketio::router(
+        hub.clone(),
+        &SocketIoConfig {
+            max_message_bytes: config.max_message_bytes,
+            ping_interval: SOCKETIO_PING_INTERVAL,
+            ping_timeout: SOCKETIO_PING_TIMEOUT,
+            max_buffered_packets: config.outbox_capacity,
+        },
+    )
+    .layer(origins.cors_layer());
+    let browser_doors = Router::new()
         .route("/ws", get(ws::upgrade))
         .with_state(ws_door)
+        .merge(socketio)
+        .layer(axum::middleware::from_fn_with_state(
+            origins,
+            origin::enforce,
+        ));
+    let router = Router::new()
+        .merge(browser_doors)
         .route("/healthz", get(healthz));
     let router = grpc_route(router, signaling);
     let router = grpc_route(router, health);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{TestClient, TestGateway, paired};
 use serde_json::json;
-use signalgate::client::{Client, Closed, Door, GrpcClient, Incoming, WsClient};
+use signalgate::client::{Client, Closed, Door, GrpcClient, Incoming, SocketIoClient, WsClient};
 use signalgate::proto::v1::{self as pb, client_event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -403,5 +403,216 @@ async fn client_door_matches_its_constructor() {
         assert_eq!(client.door(), door);
         client.abort();
     }
+    gateway.assert_empty().await;
+}
+
+/// A raw Socket.IO client, its welcome consumed.
+async fn socketio_raw(gateway: &TestGateway) -> SocketIoClient {
+    let mut client = SocketIoClient::connect(gateway.address)
+        .await
+        .expect("connect");
+    match client.recv().await.expect("welcome") {
+        Incoming::Event(event) => assert_eq!(event["event"], "welcome"),
+        other => panic!("{other:?}"),
+    }
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_malformed_events_get_bad_request_and_the_session_survives() {
+    let gateway = TestGateway::start().await;
+    let (mut web, mut app) = bystanders(&gateway).await;
+    let mut client = socketio_raw(&gateway).await;
+    // With an acknowledgement id the error arrives through the callback;
+    // without one as an `error` event.
+    let cases: &[(&str, Option<u64>)] = &[
+        (r#"421["register"]"#, Some(1)),
+        (r#"422["register",{"uid":"a","type":9}]"#, Some(2)),
+        (r#"423["fly",{}]"#, Some(3)),
+        (r#"424["ctrlSendSpeed","fast"]"#, Some(4)),
+        (r#"425["transfile",{"name":"x"}]"#, Some(5)),
+        (r#"42["register",{"uid":""}]"#, None),
+        (r#"42["nope"]"#, None),
+    ];
+    for (packet, id) in cases {
+        client.send_raw(Message::text(*packet)).await.expect("send");
+        match tokio::time::timeout(common::EVENT_TIMEOUT, client.recv())
+            .await
+            .expect("in time")
+            .expect("recv")
+        {
+            Incoming::Event(event) => {
+                assert_eq!(event["event"], "error", "{packet}: {event}");
+                assert_eq!(event["data"]["code"], "BAD_REQUEST", "{packet}: {event}");
+                assert_eq!(
+                    event.get("id").and_then(|v| v.as_u64()),
+                    *id,
+                    "{packet}: {event}"
+                );
+            }
+            other => panic!("{packet}: {other:?}"),
+        }
+    }
+    // A binary attachment is refused: JSON only.
+    client
+        .send_raw(Message::text(
+            r#"451-6["message",{"_placeholder":true,"num":0}]"#,
+        ))
+        .await
+        .expect("send");
+    client
+        .send_raw(Message::binary(vec![1u8, 2, 3]))
+        .await
+        .expect("send");
+    match tokio::time::timeout(common::EVENT_TIMEOUT, client.recv())
+        .await
+        .expect("in time")
+        .expect("recv")
+    {
+        Incoming::Event(event) => {
+            assert_eq!(event["data"]["code"], "BAD_REQUEST", "{event}");
+            assert_eq!(event["id"], 6, "{event}");
+        }
+        other => panic!("{other:?}"),
+    }
+    client
+        .send(&json!({"event": "register", "data": {"uid": "recovered", "type": 1}, "id": 7}))
+        .await
+        .expect("send");
+    for expected in ["registered", "ack"] {
+        match client.recv().await.expect("recv") {
+            Incoming::Event(event) => assert_eq!(event["event"], expected, "{event}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    still_relaying(&mut web, &mut app).await;
+    client.close().await;
+    finish(gateway, web, app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_oversized_message_closes_the_transport() {
+    let gateway = TestGateway::start().await;
+    let (mut web, mut app) = bystanders(&gateway).await;
+    let mut client = socketio_raw(&gateway).await;
+    let big = format!(r#"42["message","{}"]"#, "x".repeat(64 * 1024));
+    client.send_raw(Message::text(big)).await.expect("send");
+    match tokio::time::timeout(common::EVENT_TIMEOUT, client.recv())
+        .await
+        .expect("in time")
+        .expect("recv")
+    {
+        Incoming::Closed(Closed::SocketIo(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    still_relaying(&mut web, &mut app).await;
+    finish(gateway, web, app).await;
+}
+
+/// Sends a raw HTTP request; returns the response head (and, for a closed
+/// connection, the body).
+async fn http_request(gateway: &TestGateway, request: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(gateway.address)
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("in time")
+            .expect("read");
+        response.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        if read == 0 || response_complete(&text) {
+            return text;
+        }
+    }
+}
+
+/// Whether `text` holds a whole response: the head, and the body its
+/// Content-Length announces (a 101 has none).
+fn response_complete(text: &str) -> bool {
+    let Some(head_end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let head = text[..head_end].to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    text.len() >= head_end + 4 + length
+}
+
+fn upgrade_request(path: &str, origin: Option<&str>) -> String {
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{origin}\r\n"
+    )
+}
+
+#[tokio::test]
+async fn foreign_origins_are_refused_on_the_browser_doors() {
+    let gateway = TestGateway::start_with(signalgate::Config {
+        allowed_origins: vec![
+            "https://app.example.com".into(),
+            "http://localhost:*".into(),
+        ],
+        ..common::test_config()
+    })
+    .await;
+    // Cross-site WebSocket hijacking: a foreign page's upgrade gets 403.
+    let refused = http_request(
+        &gateway,
+        &upgrade_request("/ws", Some("https://evil.example")),
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    let refused = http_request(
+        &gateway,
+        &upgrade_request(
+            "/socket.io/?EIO=4&transport=websocket",
+            Some("https://evil.example"),
+        ),
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    let polling =
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: test\r\nConnection: close\r\n";
+    let refused = http_request(
+        &gateway,
+        &format!("{polling}Origin: https://evil.example\r\n\r\n"),
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    // Allowed origins (exact and wildcard) and native clients (no Origin) get in.
+    for origin in [
+        Some("https://app.example.com"),
+        Some("http://localhost:5173"),
+        None,
+    ] {
+        let accepted = http_request(&gateway, &upgrade_request("/ws", origin)).await;
+        assert!(
+            accepted.starts_with("HTTP/1.1 101"),
+            "{origin:?}: {accepted}"
+        );
+    }
+    let allowed = http_request(
+        &gateway,
+        &format!("{polling}Origin: https://app.example.com\r\n\r\n"),
+    )
+    .await;
+    assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
+    assert!(
+        allowed
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin: https://app.example.com"),
+        "{allowed}"
+    );
     gateway.assert_empty().await;
 }

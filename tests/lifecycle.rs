@@ -63,20 +63,29 @@ async fn slow_grpc_consumer_is_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_socketio_consumer_is_closed() {
+    slow_consumer(Door::SocketIo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_every_session_with_shutting_down() {
     let gateway = TestGateway::start().await;
     let (mut web_a, mut app_a) = paired(&gateway, "s1", Door::Ws, Door::Grpc).await;
     let (mut web_b, mut app_b) = paired(&gateway, "s2", Door::Grpc, Door::Ws).await;
+    let (mut web_c, mut app_c) = paired(&gateway, "s3", Door::SocketIo, Door::SocketIo).await;
     let mut idle = gateway.connect(Door::Ws).await;
     let hub = gateway.hub.clone();
     let stopping = tokio::spawn(gateway.stop());
-    for client in [&mut web_a, &mut app_a, &mut web_b, &mut app_b, &mut idle] {
+    for client in [
+        &mut web_a, &mut app_a, &mut web_b, &mut app_b, &mut web_c, &mut app_c, &mut idle,
+    ] {
         let error = client.next_event().await;
         assert_eq!(error["event"], "error", "{error}");
         assert_eq!(error["data"]["code"], "SHUTTING_DOWN", "{error}");
         match client.next().await {
             Incoming::Closed(Closed::WebSocket(Some((code, _)))) => assert_eq!(code, 1001),
             Incoming::Closed(Closed::Grpc(code, _)) => assert_eq!(code, tonic::Code::Unavailable),
+            Incoming::Closed(Closed::SocketIo(how)) => assert_eq!(how, "server disconnect"),
             other => panic!("{other:?}"),
         }
     }

@@ -7,6 +7,7 @@
 //! `ServerEvent`s back to envelopes.
 
 mod grpc;
+mod socketio;
 mod ws;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use serde_json::Value;
 
 pub use grpc::GrpcClient;
+pub use socketio::SocketIoClient;
 pub use ws::WsClient;
 
 /// Which door a client uses.
@@ -24,11 +26,13 @@ pub enum Door {
     Ws,
     /// The gRPC `Connect` stream.
     Grpc,
+    /// Socket.IO (Engine.IO 4, websocket transport).
+    SocketIo,
 }
 
 impl Door {
     /// Every door.
-    pub const ALL: [Door; 2] = [Door::Ws, Door::Grpc];
+    pub const ALL: [Door; 3] = [Door::Ws, Door::Grpc, Door::SocketIo];
 }
 
 impl fmt::Display for Door {
@@ -36,6 +40,7 @@ impl fmt::Display for Door {
         f.write_str(match self {
             Door::Ws => "ws",
             Door::Grpc => "grpc",
+            Door::SocketIo => "socketio",
         })
     }
 }
@@ -48,6 +53,8 @@ pub enum Closed {
     WebSocket(Option<(u16, String)>),
     /// The gRPC stream ended with this status (`Ok` for a clean end).
     Grpc(tonic::Code, String),
+    /// The Socket.IO session ended (server disconnect or transport close).
+    SocketIo(String),
 }
 
 /// What a client receives.
@@ -86,6 +93,8 @@ pub enum Client {
     Ws(WsClient),
     /// Over gRPC.
     Grpc(GrpcClient),
+    /// Over Socket.IO.
+    SocketIo(SocketIoClient),
 }
 
 impl Client {
@@ -94,6 +103,7 @@ impl Client {
         Ok(match door {
             Door::Ws => Client::Ws(WsClient::connect(address).await?),
             Door::Grpc => Client::Grpc(GrpcClient::connect(address).await?),
+            Door::SocketIo => Client::SocketIo(SocketIoClient::connect(address).await?),
         })
     }
 
@@ -102,6 +112,7 @@ impl Client {
         match self {
             Client::Ws(_) => Door::Ws,
             Client::Grpc(_) => Door::Grpc,
+            Client::SocketIo(_) => Door::SocketIo,
         }
     }
 
@@ -110,6 +121,7 @@ impl Client {
         match self {
             Client::Ws(client) => client.send(envelope).await,
             Client::Grpc(client) => client.send(envelope).await,
+            Client::SocketIo(client) => client.send(envelope).await,
         }
     }
 
@@ -118,6 +130,7 @@ impl Client {
         match self {
             Client::Ws(client) => client.recv().await,
             Client::Grpc(client) => client.recv().await,
+            Client::SocketIo(client) => client.recv().await,
         }
     }
 
@@ -127,6 +140,7 @@ impl Client {
         match self {
             Client::Ws(client) => client.close().await,
             Client::Grpc(client) => client.close().await,
+            Client::SocketIo(client) => client.close().await,
         }
     }
 

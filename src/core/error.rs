@@ -25,6 +25,9 @@ pub enum ErrorCode {
     /// session is closed with this code, and the sender of every event that
     /// could not be queued receives it too.
     SlowConsumer,
+    /// The client sends faster than it is allowed or than its session is
+    /// served; the request was not processed.
+    RateLimited,
     /// The server is shutting down; the session is closed.
     ShuttingDown,
     /// The server failed in a way that is not the client's fault.
@@ -33,7 +36,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of docs/PROTOCOL.md.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::BadRequest,
         ErrorCode::NotRegistered,
         ErrorCode::AlreadyRegistered,
@@ -42,6 +45,7 @@ impl ErrorCode {
         ErrorCode::Replaced,
         ErrorCode::MessageTooLarge,
         ErrorCode::SlowConsumer,
+        ErrorCode::RateLimited,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
     ];
@@ -57,6 +61,7 @@ impl ErrorCode {
             ErrorCode::Replaced => "REPLACED",
             ErrorCode::MessageTooLarge => "MESSAGE_TOO_LARGE",
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
+            ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Internal => "INTERNAL",
         }

@@ -177,6 +177,17 @@ impl SessionLink {
         self.handle.kill_switch.clone().cancelled_owned()
     }
 
+    /// Whether the server has closed the session.
+    pub fn is_killed(&self) -> bool {
+        self.handle.is_killed()
+    }
+
+    /// Closes the session from the door's side (e.g. the transport's own
+    /// send buffer is full: [`ErrorCode::SlowConsumer`]).
+    pub fn kill(&self, reason: ErrorCode) {
+        self.handle.kill(reason);
+    }
+
     /// Why the server closed the session, once it has.
     pub fn kill_reason(&self) -> Option<ErrorCode> {
         self.handle.kill_reason()

@@ -4,6 +4,7 @@
 //! Only the envelope is parsed; relayed `data` stays raw JSON text end to end.
 
 use std::borrow::Cow;
+use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -160,95 +161,118 @@ fn whole_number(number: &serde_json::Number) -> Option<u64> {
 }
 
 #[derive(Serialize)]
-struct OutgoingEnvelope<'a, D: Serialize> {
+struct OutgoingEnvelope<'a> {
     event: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<D>,
+    data: Option<EventData<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<RequestId>,
 }
 
-fn render<D: Serialize>(event: &str, data: Option<D>, id: Option<RequestId>) -> String {
-    serde_json::to_string(&OutgoingEnvelope { event, data, id })
-        // Serializing these envelopes cannot fail: all keys are strings.
-        .unwrap_or_else(|_| {
-            String::from(
-                r#"{"event":"error","data":{"code":"INTERNAL","message":"encoding failed"}}"#,
-            )
-        })
-}
-
+/// The `data` of a server event in the JSON doors' shapes (shared by the
+/// WebSocket and Socket.IO doors).
 #[derive(Serialize)]
-struct WelcomeData<'a> {
-    message: &'a str,
-    id: String,
+#[serde(untagged)]
+pub enum EventData<'a> {
+    /// `welcome`: `{"message", "id"}`.
+    Welcome {
+        /// The greeting.
+        message: &'static str,
+        /// The session id.
+        id: String,
+    },
+    /// `registered`: `{"uid", "role", "type", "peerPresent"}`.
+    Registered {
+        /// The uid.
+        uid: &'a str,
+        /// `"web"` or `"app"`.
+        role: &'static str,
+        /// The seed's type: 0 web, 1 app.
+        #[serde(rename = "type")]
+        seed_type: u8,
+        /// Whether the peer is present.
+        #[serde(rename = "peerPresent")]
+        peer_present: bool,
+    },
+    /// Relayed JSON, passed through as text.
+    Raw(&'a RawValue),
+    /// `transfile`: `{"size", "name"}`.
+    File {
+        /// Bytes.
+        size: u64,
+        /// File name.
+        name: &'a str,
+    },
+    /// `ctrlSendSpeed`: a number.
+    Count(u64),
+    /// `ipaddr`: a list of addresses.
+    Addresses(&'a [Ipv4Addr]),
+    /// `error`: `{"code", "message"}`.
+    Error {
+        /// The error code.
+        code: &'static str,
+        /// The explanation.
+        message: &'a str,
+    },
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RegisteredData<'a> {
-    uid: &'a str,
-    role: &'static str,
-    #[serde(rename = "type")]
-    seed_type: u8,
-    peer_present: bool,
-}
-
-#[derive(Serialize)]
-struct ErrorData<'a> {
-    code: &'static str,
-    message: &'a str,
-}
-
-/// Renders an event as the text of one WebSocket frame.
-pub fn encode_event(event: &Event) -> String {
-    let name = event.name();
-    match event {
-        Event::Welcome { session_id } => render(
-            name,
-            Some(WelcomeData {
-                message: crate::core::event::WELCOME_MESSAGE,
-                id: session_id.to_string(),
-            }),
-            None,
-        ),
+/// The data of `event`, or `None` for events without data (`syncfrom`,
+/// `byebye`, `ack`).
+pub fn event_data(event: &Event) -> Option<EventData<'_>> {
+    Some(match event {
+        Event::Welcome { session_id } => EventData::Welcome {
+            message: crate::core::event::WELCOME_MESSAGE,
+            id: session_id.to_string(),
+        },
         Event::Registered {
             uid,
             role,
             peer_present,
-        } => render(
-            name,
-            Some(RegisteredData {
-                uid: uid.as_str(),
-                role: role.as_str(),
-                seed_type: role.seed_type(),
-                peer_present: *peer_present,
-            }),
-            None,
-        ),
-        Event::SyncFrom | Event::ByeBye => render::<()>(name, None, None),
+        } => EventData::Registered {
+            uid: uid.as_str(),
+            role: role.as_str(),
+            seed_type: role.seed_type(),
+            peer_present: *peer_present,
+        },
+        Event::SyncFrom | Event::ByeBye | Event::Ack { .. } => return None,
         Event::Relayed(relay) => match relay {
             Relay::SyncTo(p) | Relay::Message(p) | Relay::Export(p) | Relay::Exception(p) => {
-                render(name, Some(p.as_raw()), None)
+                EventData::Raw(p.as_raw())
             }
-            Relay::Transfile(offer) => render(
-                name,
-                Some(serde_json::json!({"size": offer.size, "name": offer.name})),
-                None,
-            ),
-            Relay::CtrlSendSpeed(bytes) => render(name, Some(bytes), None),
+            Relay::Transfile(offer) => EventData::File {
+                size: offer.size,
+                name: &offer.name,
+            },
+            Relay::CtrlSendSpeed(bytes) => EventData::Count(*bytes),
         },
-        Event::IpAddrs(addresses) => render(name, Some(addresses.as_ref()), None),
-        Event::Ack { id } => render::<()>(name, None, Some(*id)),
-        Event::Error { code, message, id } => render(
-            name,
-            Some(ErrorData {
-                code: code.as_str(),
-                message,
-            }),
-            *id,
-        ),
+        Event::IpAddrs(addresses) => EventData::Addresses(addresses),
+        Event::Error { code, message, .. } => EventData::Error {
+            code: code.as_str(),
+            message,
+        },
+    })
+}
+
+/// The request id an event answers (`ack` and `error`).
+pub fn event_request_id(event: &Event) -> Option<RequestId> {
+    match event {
+        Event::Ack { id } => Some(*id),
+        Event::Error { id, .. } => *id,
+        _ => None,
     }
+}
+
+/// Renders an event as the text of one WebSocket frame.
+pub fn encode_event(event: &Event) -> String {
+    let envelope = OutgoingEnvelope {
+        event: event.name(),
+        data: event_data(event),
+        id: event_request_id(event),
+    };
+    // Serializing these envelopes cannot fail: every key is a string.
+    serde_json::to_string(&envelope).unwrap_or_else(|_| {
+        String::from(r#"{"event":"error","data":{"code":"INTERNAL","message":"encoding failed"}}"#)
+    })
 }
 
 #[cfg(test)]

@@ -3,9 +3,13 @@
 //! [`crate::core::Event`]s back, and maps errors in one place.
 //!
 //! - [`json`]: the JSON envelope shared by the WebSocket door (decode/encode).
+//! - [`origin`]: the Origin allowlist and CORS shared by the browser doors.
 //! - [`ws`]: the JSON WebSocket at `/ws` (axum).
 //! - [`grpc`]: the `signalgate.v1.Signaling/Connect` bidirectional stream (tonic).
+//! - [`socketio`]: Socket.IO 2.x/4.x at `/socket.io/` (socketioxide), the seed's wire shapes.
 
 pub mod grpc;
 pub mod json;
+pub mod origin;
+pub mod socketio;
 pub mod ws;

@@ -1,0 +1,161 @@
+//! A minimal Socket.IO client (Engine.IO 4, websocket transport, namespace
+//! `/`), enough to run the scenario suite and the load generator over the
+//! Socket.IO door. The npm socket.io-client is tested separately
+//! (tests/node).
+
+use std::net::SocketAddr;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::{ClientError, Closed, Incoming};
+
+/// A Socket.IO client of signalgate's `/socket.io/`.
+#[derive(Debug)]
+pub struct SocketIoClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+fn protocol_error(what: impl Into<String>) -> ClientError {
+    ClientError::Unencodable(what.into())
+}
+
+impl SocketIoClient {
+    /// Connects over the websocket transport and joins the namespace `/`.
+    pub async fn connect(address: SocketAddr) -> Result<SocketIoClient, ClientError> {
+        let url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket");
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
+        // Engine.IO open packet: `0{"sid": ..., "pingInterval": ...}`.
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) if text.starts_with('0') => {}
+            other => {
+                return Err(protocol_error(format!(
+                    "expected an open packet, got {other:?}"
+                )));
+            }
+        }
+        socket.send(Message::text("40")).await?;
+        Ok(SocketIoClient { socket })
+    }
+
+    /// Emits `envelope.event` with `envelope.data`; an `id` becomes the
+    /// Socket.IO acknowledgement id.
+    pub async fn send(&mut self, envelope: &Value) -> Result<(), ClientError> {
+        let event = envelope
+            .get("event")
+            .and_then(Value::as_str)
+            .ok_or_else(|| protocol_error("missing event"))?;
+        let arguments = match envelope.get("data") {
+            Some(data) => json!([event, data]),
+            None => json!([event]),
+        };
+        let ack = envelope
+            .get("id")
+            .and_then(Value::as_u64)
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        self.socket
+            .send(Message::text(format!("42{ack}{arguments}")))
+            .await?;
+        Ok(())
+    }
+
+    /// Sends a raw Engine.IO text packet (for bad-input tests).
+    pub async fn send_raw(&mut self, message: Message) -> Result<(), ClientError> {
+        self.socket.send(message).await?;
+        Ok(())
+    }
+
+    /// The next event (acknowledgements become `ack`/`error` envelopes with
+    /// the id), or the end of the session.
+    pub async fn recv(&mut self) -> Result<Incoming, ClientError> {
+        loop {
+            let text = match self.socket.next().await {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(frame))) => {
+                    let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                    return Ok(Incoming::Closed(Closed::SocketIo(format!(
+                        "transport closed {reason}"
+                    ))));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => {
+                    return Ok(Incoming::Closed(Closed::SocketIo("transport lost".into())));
+                }
+            };
+            let text = text.as_str();
+            match text.as_bytes().first() {
+                // Engine.IO ping → pong.
+                Some(b'2') => {
+                    if self.socket.send(Message::text("3")).await.is_err() {
+                        return Ok(Incoming::Closed(Closed::SocketIo("transport lost".into())));
+                    }
+                    continue;
+                }
+                // Engine.IO close.
+                Some(b'1') => {
+                    return Ok(Incoming::Closed(Closed::SocketIo("engine closed".into())));
+                }
+                Some(b'4') => {}
+                _ => continue,
+            }
+            let packet = &text[1..];
+            match packet.as_bytes().first() {
+                // CONNECT acknowledgement.
+                Some(b'0') => continue,
+                // Namespace DISCONNECT from the server.
+                Some(b'1') => {
+                    return Ok(Incoming::Closed(Closed::SocketIo(
+                        "server disconnect".into(),
+                    )));
+                }
+                Some(b'2') => return Ok(Incoming::Event(event_packet(&packet[1..])?)),
+                Some(b'3') => return Ok(Incoming::Event(ack_packet(&packet[1..])?)),
+                _ => return Err(protocol_error(format!("unexpected packet {text}"))),
+            }
+        }
+    }
+
+    /// Sends a namespace disconnect and closes the transport.
+    pub async fn close(mut self) {
+        let _ = self.socket.send(Message::text("41")).await;
+        let _ = self.socket.close(None).await;
+        while let Some(Ok(_)) = self.socket.next().await {}
+    }
+}
+
+/// `["name", data]` → envelope.
+fn event_packet(body: &str) -> Result<Value, ClientError> {
+    let arguments: Vec<Value> =
+        serde_json::from_str(body).map_err(|e| protocol_error(format!("event packet: {e}")))?;
+    let mut arguments = arguments.into_iter();
+    let name = arguments
+        .next()
+        .and_then(|name| name.as_str().map(str::to_owned))
+        .ok_or_else(|| protocol_error("event without a name"))?;
+    Ok(match arguments.next() {
+        Some(data) => json!({"event": name, "data": data}),
+        None => json!({"event": name}),
+    })
+}
+
+/// `<id>[{"ok": bool, "error": {...}}]` → `ack` or `error` envelope.
+fn ack_packet(body: &str) -> Result<Value, ClientError> {
+    let split = body
+        .find('[')
+        .ok_or_else(|| protocol_error("ack without arguments"))?;
+    let id: u64 = body[..split]
+        .parse()
+        .map_err(|_| protocol_error("ack without an id"))?;
+    let arguments: Vec<Value> =
+        serde_json::from_str(&body[split..]).map_err(|e| protocol_error(format!("ack: {e}")))?;
+    let reply = arguments.into_iter().next().unwrap_or(Value::Null);
+    Ok(if reply["ok"] == true {
+        json!({"event": "ack", "id": id})
+    } else {
+        json!({"event": "error", "data": reply["error"], "id": id})
+    })
+}

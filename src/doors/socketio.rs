@@ -1,0 +1,363 @@
+//! The Socket.IO door at `/socket.io/` (socketioxide): the seed server's
+//! clients, Socket.IO 2.x (Engine.IO 3) and 3.x/4.x (Engine.IO 4), over
+//! websocket or HTTP long-polling, unchanged.
+//!
+//! socketioxide runs every event handler as its own task, which would lose
+//! the order of a client's events. So the door does its work in an
+//! extractor ([`Enqueued`]), which socketioxide calls synchronously in
+//! packet order, and hands each packet to the session's one task.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::ser::SerializeTuple;
+use serde_json::value::RawValue;
+use socketioxide::SocketIo;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::handler::{FromMessage, FromMessageParts};
+use socketioxide::socket::{DisconnectReason, Socket};
+use socketioxide::{SendError, SocketError};
+use socketioxide_core::Value as PacketValue;
+use tokio::sync::mpsc;
+
+use super::json::{EventData, decode_command, event_data, event_request_id};
+use crate::core::{
+    DoorKind, EndReason, ErrorCode, Event, Hub, Rejection, Request, RequestId, Session, SessionLink,
+};
+
+/// Packets a session may have waiting for its task before the client is
+/// told to slow down.
+const INBOX_CAPACITY: usize = 256;
+
+/// Settings of the Socket.IO door.
+#[derive(Clone, Debug)]
+pub struct SocketIoConfig {
+    /// Largest accepted message, in bytes.
+    pub max_message_bytes: usize,
+    /// Engine.IO ping interval.
+    pub ping_interval: Duration,
+    /// How long a ping may go unanswered before the connection is dropped.
+    pub ping_timeout: Duration,
+    /// Packets socketioxide buffers per socket before an emit fails (the
+    /// session is then closed as a slow consumer).
+    pub max_buffered_packets: usize,
+}
+
+/// The path Socket.IO clients use by default.
+pub const PATH: &str = "/socket.io/";
+
+/// A router serving Socket.IO at [`PATH`], namespace `/`, over `hub`.
+pub fn router(hub: Hub, config: &SocketIoConfig) -> axum::Router {
+    let max_message = u64::try_from(config.max_message_bytes).unwrap_or(u64::MAX);
+    let (service, io) = SocketIo::builder()
+        .ping_interval(config.ping_interval)
+        .ping_timeout(config.ping_timeout)
+        .max_payload(max_message)
+        .ws_max_message_size(config.max_message_bytes)
+        .ws_max_frame_size(config.max_message_bytes)
+        .ws_read_buffer_size(4 * 1024)
+        .max_buffer_size(config.max_buffered_packets)
+        .build_svc();
+    io.ns("/", move |socket: SocketRef| {
+        let hub = hub.clone();
+        async move { accept(socket, hub) }
+    });
+    axum::Router::new().route_service(PATH, service)
+}
+
+/// What the socketioxide callbacks hand to a session's task.
+enum Inbound {
+    /// An event packet, with the client's acknowledgement callback if any.
+    Packet {
+        value: PacketValue,
+        ack: Option<AckSender>,
+    },
+    /// The socket disconnected.
+    Disconnected(DisconnectReason),
+}
+
+/// Where a socket's packets go: stored in the socket's extensions.
+#[derive(Clone)]
+struct Inbox(mpsc::Sender<Inbound>);
+
+fn accept(socket: SocketRef, hub: Hub) {
+    let (session, link) = hub.open(DoorKind::SocketIo);
+    let (inbox, packets) = mpsc::channel(INBOX_CAPACITY);
+    socket.extensions.insert(Inbox(inbox.clone()));
+    socket.on_fallback(async |_: Enqueued| {});
+    socket.on_disconnect(async move |reason: DisconnectReason| {
+        // Sent after every packet that arrived before the disconnect.
+        let _ = inbox.send(Inbound::Disconnected(reason)).await;
+    });
+    tokio::spawn(serve(socket, session, link, packets));
+}
+
+/// An extractor whose only job is to queue the packet for the session task,
+/// in arrival order (extractors run before socketioxide spawns the handler).
+pub struct Enqueued;
+
+impl FromMessage<LocalAdapter> for Enqueued {
+    type Error = Infallible;
+
+    fn from_message(
+        socket: Arc<Socket<LocalAdapter>>,
+        mut value: PacketValue,
+        ack_id: Option<i64>,
+    ) -> Result<Self, Infallible> {
+        let Some(Inbox(inbox)) = socket.extensions.get::<Inbox>() else {
+            return Ok(Enqueued);
+        };
+        let ack = match ack_id {
+            Some(_) => AckSender::from_message_parts(&socket, &mut value, &ack_id).ok(),
+            None => None,
+        };
+        if let Err(mpsc::error::TrySendError::Full(Inbound::Packet { ack, .. })) =
+            inbox.try_send(Inbound::Packet { value, ack })
+        {
+            // The client sends faster than its session is served: refuse,
+            // never drop silently.
+            let rejection = Rejection::new(
+                ErrorCode::RateLimited,
+                "too many events in flight; this one was not processed",
+            );
+            match ack {
+                Some(ack) => {
+                    let _ = ack.send(&AckReply::failed(&rejection));
+                }
+                None => {
+                    let event = Event::error(rejection, None);
+                    let _ = socket.emit("error", &event_data(&event));
+                }
+            }
+        }
+        Ok(Enqueued)
+    }
+}
+
+/// What an acknowledgement callback receives.
+#[derive(Serialize)]
+struct AckReply<'a> {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<EventData<'a>>,
+}
+
+impl<'a> AckReply<'a> {
+    fn done() -> Self {
+        AckReply {
+            ok: true,
+            error: None,
+        }
+    }
+
+    fn failed(rejection: &'a Rejection) -> Self {
+        AckReply {
+            ok: false,
+            error: Some(EventData::Error {
+                code: rejection.code.as_str(),
+                message: &rejection.message,
+            }),
+        }
+    }
+}
+
+/// Serializes as "no arguments": `["syncfrom"]`, as the seed emits it.
+struct NoArguments;
+
+impl Serialize for NoArguments {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_tuple(0)?.end()
+    }
+}
+
+async fn serve(
+    socket: SocketRef,
+    session: Session,
+    link: SessionLink,
+    packets: mpsc::Receiver<Inbound>,
+) {
+    let (reason, session, farewell) = pump(&socket, session, link, packets).await;
+    session.end(reason).await;
+    if let Some(code) = farewell {
+        let _ = socket.emit("error", &event_data(&Event::farewell(code)));
+        let _ = socket.disconnect();
+    }
+}
+
+/// The acknowledgement callbacks of requests in flight, by the request id
+/// the door gave them (Socket.IO clients do not send ids of their own).
+#[derive(Default)]
+struct PendingAcks {
+    next_id: RequestId,
+    callbacks: HashMap<RequestId, AckSender>,
+}
+
+impl PendingAcks {
+    fn track(&mut self, ack: Option<AckSender>) -> Option<RequestId> {
+        let ack = ack?;
+        self.next_id += 1;
+        self.callbacks.insert(self.next_id, ack);
+        Some(self.next_id)
+    }
+}
+
+async fn pump(
+    socket: &SocketRef,
+    mut session: Session,
+    mut link: SessionLink,
+    mut packets: mpsc::Receiver<Inbound>,
+) -> (EndReason, Session, Option<ErrorCode>) {
+    let mut acks = PendingAcks::default();
+    loop {
+        tokio::select! {
+            biased;
+            () = link.killed() => {
+                let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
+                return (EndReason::Closed(code), session, Some(code));
+            }
+            event = link.next_event() => {
+                let Some(event) = event else {
+                    return (EndReason::ConnectionLost, session, None);
+                };
+                if emit(socket, &mut acks, &link, &event).await.is_err() {
+                    // Killed while waiting (the first branch says why) or gone.
+                    if !link.is_killed() {
+                        return (EndReason::ConnectionLost, session, None);
+                    }
+                }
+            }
+            inbound = packets.recv() => match inbound {
+                Some(Inbound::Packet { value, ack }) => {
+                    let id = acks.track(ack);
+                    match decode_packet(&value) {
+                        Ok(command) => session.handle(Request { id, command }).await,
+                        Err(rejection) => session.reject(id, rejection),
+                    }
+                }
+                Some(Inbound::Disconnected(reason)) => {
+                    return (end_reason(reason), session, None);
+                }
+                None => return (EndReason::ConnectionLost, session, None),
+            },
+        }
+    }
+}
+
+fn end_reason(reason: DisconnectReason) -> EndReason {
+    match reason {
+        // A disconnect packet, or the client closing its transport.
+        DisconnectReason::ClientNSDisconnect | DisconnectReason::TransportClose => {
+            EndReason::ClientClosed
+        }
+        DisconnectReason::PacketParsingError => EndReason::ProtocolViolation(ErrorCode::BadRequest),
+        DisconnectReason::ClosingServer => EndReason::Closed(ErrorCode::ShuttingDown),
+        _ => EndReason::ConnectionLost,
+    }
+}
+
+/// Packet → command. The packet text is `["event", data, ...]`; `data`
+/// stays raw JSON.
+fn decode_packet(value: &PacketValue) -> Result<crate::core::Command, Rejection> {
+    let (text, attachments) = match value {
+        PacketValue::Str(text, attachments) => (text.as_str(), attachments),
+        PacketValue::Bytes(_) => {
+            return Err(Rejection::bad_request("binary packets are not accepted"));
+        }
+    };
+    if attachments.as_ref().is_some_and(|a| !a.is_empty()) {
+        return Err(Rejection::bad_request(
+            "binary attachments are not accepted; send JSON",
+        ));
+    }
+    let arguments: Vec<&RawValue> =
+        serde_json::from_str(text).map_err(|_| Rejection::bad_request("malformed event packet"))?;
+    let (event, data) = match arguments.as_slice() {
+        [event, rest @ ..] => (event, rest.first().copied()),
+        [] => return Err(Rejection::bad_request("event packet without a name")),
+    };
+    let event: &str = serde_json::from_str(event.get())
+        .map_err(|_| Rejection::bad_request("event name must be a string"))?;
+    decode_command(event, data)
+}
+
+/// Why an event could not be emitted.
+struct Undeliverable;
+
+/// How long to wait before retrying an emit into socketioxide's full buffer.
+const FULL_BUFFER_RETRY: Duration = Duration::from_millis(5);
+
+/// Emits once there is room in socketioxide's per-socket buffer, so that a
+/// slow client backs up into the session's outbox, where the core's
+/// slow-consumer policy applies as on every door. Gives up when the session
+/// is killed or the socket is closed.
+async fn patiently(
+    link: &SessionLink,
+    mut attempt: impl FnMut() -> Result<(), SendError>,
+) -> Result<(), Undeliverable> {
+    loop {
+        match attempt() {
+            Ok(()) => return Ok(()),
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                if link.is_killed() {
+                    return Err(Undeliverable);
+                }
+                tokio::time::sleep(FULL_BUFFER_RETRY).await;
+            }
+            Err(SendError::Socket(SocketError::Closed)) => return Err(Undeliverable),
+            Err(SendError::Serialize(error)) => {
+                // Our own shapes always serialize; keep serving if one did not.
+                tracing::error!(%error, "cannot encode a Socket.IO event");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Emits one event in the seed's shapes; answers an acknowledgement
+/// callback instead when the event concludes a request that had one.
+async fn emit(
+    socket: &SocketRef,
+    acks: &mut PendingAcks,
+    link: &SessionLink,
+    event: &Event,
+) -> Result<(), Undeliverable> {
+    if let Some(id) = event_request_id(event)
+        && let Some(ack) = acks.callbacks.remove(&id)
+    {
+        let sent = match event {
+            Event::Error { code, message, .. } => {
+                ack.send(&AckReply::failed(&Rejection::new(*code, message.clone())))
+            }
+            _ => ack.send(&AckReply::done()),
+        };
+        // An acknowledgement is consumed by a failed send and cannot wait
+        // for room: a client too slow to take the answers to its own
+        // requests is a slow consumer.
+        return match sent {
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                link.kill(ErrorCode::SlowConsumer);
+                Err(Undeliverable)
+            }
+            Err(SendError::Socket(SocketError::Closed)) => Err(Undeliverable),
+            _ => Ok(()),
+        };
+    }
+    match (event, event_data(event)) {
+        // Acks for requests without a callback: nothing to say.
+        (Event::Ack { .. }, _) => Ok(()),
+        // The seed emits one `ipaddr` per address.
+        (Event::IpAddrs(addresses), _) => {
+            for address in addresses.iter() {
+                let address = address.to_string();
+                patiently(link, || socket.emit("ipaddr", &address)).await?;
+            }
+            Ok(())
+        }
+        (_, Some(data)) => patiently(link, || socket.emit(event.name(), &data)).await,
+        (_, None) => patiently(link, || socket.emit(event.name(), &NoArguments)).await,
+    }
+}
