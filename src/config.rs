@@ -18,8 +18,33 @@ pub const DEFAULT_OUTBOX_CAPACITY: usize = 256;
 pub const DEFAULT_WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 /// WebSocket bytes buffered before a write reaches the socket.
 pub const DEFAULT_WS_WRITE_BUFFER_BYTES: usize = 8 * 1024;
-/// How long shutdown waits for sessions to close, in seconds.
-pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// How long shutdown waits for sessions to close.
+pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
+/// How long an abruptly disconnected session is held for a resume.
+pub const DEFAULT_RESUME_WINDOW: &str = "30s";
+/// Most events a session retains for a resume.
+pub const DEFAULT_RESUME_BUFFER_EVENTS: usize = 256;
+/// Most bytes a session retains for a resume.
+pub const DEFAULT_RESUME_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Parses `250ms`, `30s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms, 2m or 1h"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "ms" => Ok(Duration::from_millis(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        "h" => Ok(Duration::from_secs(number * 3600)),
+        _ => Err(format!("{text:?} has an unknown unit (use ms, s, m or h)")),
+    }
+}
 
 /// `signalgate [OPTIONS] [COMMAND]`.
 #[derive(Debug, Parser)]
@@ -78,9 +103,22 @@ pub struct Config {
     #[arg(long, env = "SIGNALGATE_WS_WRITE_BUFFER_BYTES", default_value_t = DEFAULT_WS_WRITE_BUFFER_BYTES)]
     pub ws_write_buffer_bytes: usize,
 
-    /// Seconds to wait for sessions to close on shutdown.
-    #[arg(long, env = "SIGNALGATE_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
-    pub shutdown_grace_secs: u64,
+    /// How long shutdown waits for sessions to close (e.g. `10s`).
+    #[arg(long, env = "SIGNALGATE_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE, value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// How long a session whose connection dropped abruptly is held for a
+    /// resume (`0` disables resumption).
+    #[arg(long, env = "SIGNALGATE_RESUME_WINDOW", default_value = DEFAULT_RESUME_WINDOW, value_parser = parse_duration)]
+    pub resume_window: Duration,
+
+    /// Most events a session retains for a resume.
+    #[arg(long, env = "SIGNALGATE_RESUME_BUFFER_EVENTS", default_value_t = DEFAULT_RESUME_BUFFER_EVENTS)]
+    pub resume_buffer_events: usize,
+
+    /// Most bytes a session retains for a resume.
+    #[arg(long, env = "SIGNALGATE_RESUME_BUFFER_BYTES", default_value_t = DEFAULT_RESUME_BUFFER_BYTES)]
+    pub resume_buffer_bytes: usize,
 
     /// Origin allowed to use the browser doors (`/ws`, `/socket.io/`);
     /// repeat for several, `*` is a wildcard (`http://localhost:*`). Default:
@@ -98,13 +136,6 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
-impl Config {
-    /// The shutdown grace period.
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.shutdown_grace_secs)
-    }
-}
-
 impl Default for Config {
     /// The defaults, as if no flag and no variable were given.
     fn default() -> Self {
@@ -117,9 +148,38 @@ impl Default for Config {
             outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
             ws_read_buffer_bytes: DEFAULT_WS_READ_BUFFER_BYTES,
             ws_write_buffer_bytes: DEFAULT_WS_WRITE_BUFFER_BYTES,
-            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            shutdown_grace: Duration::from_secs(10),
+            resume_window: Duration::from_secs(30),
+            resume_buffer_events: DEFAULT_RESUME_BUFFER_EVENTS,
+            resume_buffer_bytes: DEFAULT_RESUME_BUFFER_BYTES,
             allowed_origins: Vec::new(),
             log_format: LogFormat::Text,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_flags() {
+        let parsed = Cli::try_parse_from(["signalgate"]).expect("parses");
+        let defaults = Config::default();
+        assert_eq!(parsed.config.listen, defaults.listen);
+        assert_eq!(parsed.config.shutdown_grace, defaults.shutdown_grace);
+        assert_eq!(parsed.config.resume_window, defaults.resume_window);
+        assert_eq!(parsed.config.max_message_bytes, defaults.max_message_bytes);
     }
 }

@@ -21,7 +21,7 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::core::{Census, Hub, HubConfig, InMemoryRegistry, Registry};
+use crate::core::{Census, Hub, HubConfig, InMemoryRegistry, Registry, ResumeLimits};
 use crate::doors::grpc::GrpcDoor;
 use crate::doors::origin::{self, OriginPolicy};
 use crate::doors::socketio::{self, SocketIoConfig};
@@ -64,6 +64,11 @@ impl Gateway {
             HubConfig {
                 outbox_capacity: config.outbox_capacity,
                 addresses: address_source(&config.advertise_ip),
+                resume: ResumeLimits {
+                    window: config.resume_window,
+                    max_events: config.resume_buffer_events,
+                    max_bytes: config.resume_buffer_bytes,
+                },
             },
         );
         let router = build_router(&hub, &config)?;
@@ -130,7 +135,7 @@ impl Gateway {
         drop(listener);
         info!("shutting down: closing every session");
         self.hub.shutdown();
-        let grace = self.config.shutdown_grace();
+        let grace = self.config.shutdown_grace;
         let drained = tokio::time::timeout(grace, async {
             graceful.shutdown().await;
             wait_for_sessions(&self.hub).await;

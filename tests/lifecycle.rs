@@ -30,7 +30,8 @@ async fn slow_consumer(slow_door: Door) {
             refused = Some(id);
             break;
         }
-        assert_eq!(event, json!({"event": "ack", "id": id}));
+        assert_eq!(event["event"], "ack", "{event}");
+        assert_eq!(event["id"], id, "{event}");
     }
     assert!(refused.is_some(), "the flood was never refused");
     web.expect("byebye").await;

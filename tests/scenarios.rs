@@ -44,7 +44,7 @@ across_doors!(
     newer_web_replaces_older,
     newer_app_replaces_older,
     clean_disconnect_sends_byebye,
-    abrupt_disconnect_sends_byebye,
+    abrupt_disconnect_holds_the_session_then_byebye,
     ipaddr_lists_advertised_addresses,
     every_error_code,
 );
@@ -310,14 +310,25 @@ async fn clean_disconnect_sends_byebye(web_door: Door, app_door: Door) {
     gateway.assert_empty().await;
 }
 
-async fn abrupt_disconnect_sends_byebye(web_door: Door, app_door: Door) {
-    let gateway = TestGateway::start().await;
+async fn abrupt_disconnect_holds_the_session_then_byebye(web_door: Door, app_door: Door) {
+    let gateway = TestGateway::start_with(signalgate::Config {
+        resume_window: std::time::Duration::from_millis(300),
+        ..common::test_config()
+    })
+    .await;
     let (web, mut app) = paired(&gateway, "ivan", web_door, app_door).await;
     web.abort();
+    // The web may come back: its role stays taken for the window.
+    app.expect("peer_away").await;
+    assert_eq!(gateway.census().away_sessions, 1);
+    app.send("message", Some(json!("queued for the web")), Some(8))
+        .await;
+    app.expect_ack(8).await;
+    // Nobody resumed it: the pairing ends.
     app.expect("byebye").await;
     app.send("message", Some(json!("hello?")), Some(9)).await;
     app.expect_error("NO_PEER", Some(9)).await;
-    app.abort();
+    app.close().await;
     gateway.assert_empty().await;
 }
 

@@ -1,6 +1,9 @@
 //! Client of the gRPC door, translating envelopes to and from protobuf.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use hyper_util::rt::TokioIo;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -20,17 +23,33 @@ const SEND_BUFFER: usize = 64;
 pub struct GrpcClient {
     requests: Option<mpsc::Sender<pb::ClientEvent>>,
     events: Streaming<pb::ServerEvent>,
+    /// A second handle on the TCP socket, to cut it abruptly.
+    socket: Option<std::net::TcpStream>,
 }
 
 impl GrpcClient {
-    /// Connects to `http://{address}` and opens one `Connect` stream.
+    /// Connects to `http://{address}` on a connection of its own and opens
+    /// one `Connect` stream.
     pub async fn connect(address: SocketAddr) -> Result<GrpcClient, ClientError> {
+        let socket_slot = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&socket_slot);
+        let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
+            let slot = Arc::clone(&slot);
+            async move {
+                let stream = tokio::net::TcpStream::connect(address).await?;
+                stream.set_nodelay(true)?;
+                let stream = stream.into_std()?;
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(stream.try_clone()?);
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::TcpStream::from_std(stream)?))
+            }
+        });
         let channel = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| ClientError::Unencodable(e.to_string()))?
-            .tcp_nodelay(true)
-            .connect()
+            .connect_with_connector(connector)
             .await?;
-        GrpcClient::open(channel).await
+        let mut client = GrpcClient::open(channel).await?;
+        client.socket = socket_slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Ok(client)
     }
 
     /// Opens a `Connect` stream on an existing channel.
@@ -41,7 +60,16 @@ impl GrpcClient {
         Ok(GrpcClient {
             requests: Some(requests),
             events: response.into_inner(),
+            socket: None,
         })
+    }
+
+    /// Cuts the TCP connection without ending the stream (as a phone that
+    /// loses its network): the server sees the connection vanish.
+    pub fn abort(self) {
+        if let Some(socket) = &self.socket {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// Sends an envelope, converted to a `ClientEvent`.
@@ -127,6 +155,17 @@ pub fn envelope_to_client_event(envelope: &Value) -> Result<pb::ClientEvent, Cli
                 .ok_or_else(|| unencodable("ctrlSendSpeed data"))?,
         }),
         "ipaddr" => E::Ipaddr(pb::IpAddrRequest {}),
+        "resume" => E::Resume(pb::Resume {
+            token: data
+                .get("token")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            last_seq: data
+                .get("last_seq")
+                .and_then(Value::as_u64)
+                .unwrap_or_default(),
+        }),
         other => return Err(unencodable(other)),
     };
     Ok(pb::ClientEvent {
@@ -149,12 +188,35 @@ fn role_json(role: i32) -> (Value, Value) {
 
 /// `ServerEvent` → envelope, in the shapes of the WebSocket door.
 pub fn server_event_to_envelope(event: pb::ServerEvent) -> Value {
+    let seq = event.seq;
+    let mut envelope = event_to_envelope(event.event);
+    if seq != 0 {
+        envelope["seq"] = json!(seq);
+    }
+    envelope
+}
+
+fn event_to_envelope(event: Option<server_event::Event>) -> Value {
     use server_event::Event as E;
-    let Some(event) = event.event else {
+    let Some(event) = event else {
         return json!({"event": "unknown"});
     };
     match event {
-        E::Welcome(w) => json!({"event": "welcome", "data": {"message": w.message, "id": w.id}}),
+        E::Welcome(w) => {
+            let mut data = json!({"message": w.message, "id": w.id});
+            if !w.resume_token.is_empty() {
+                data["resumeToken"] = json!(w.resume_token);
+            }
+            json!({"event": "welcome", "data": data})
+        }
+        E::Resumed(r) => {
+            let (role, seed_type) = role_json(r.role);
+            json!({"event": "resumed", "data": {
+                "id": r.id, "uid": r.uid, "role": role, "type": seed_type,
+                "resumeToken": r.resume_token, "replayed": r.replayed}})
+        }
+        E::PeerAway(_) => json!({"event": "peer_away"}),
+        E::PeerBack(_) => json!({"event": "peer_back"}),
         E::Registered(r) => {
             let (role, seed_type) = role_json(r.role);
             json!({"event": "registered", "data": {

@@ -144,9 +144,13 @@ impl Client {
         }
     }
 
-    /// Drops the connection abruptly, without a close handshake.
+    /// Drops the connection abruptly, without a close handshake (no
+    /// close frame, no half-close, no disconnect packet).
     pub fn abort(self) {
-        drop(self);
+        match self {
+            Client::Grpc(client) => client.abort(),
+            other => drop(other),
+        }
     }
 }
 

@@ -26,7 +26,8 @@ fn protocol_error(what: impl Into<String>) -> ClientError {
 impl SocketIoClient {
     /// Connects over the websocket transport and joins the namespace `/`.
     pub async fn connect(address: SocketAddr) -> Result<SocketIoClient, ClientError> {
-        let url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket");
+        // `resume=1`: the resume token in `welcome` and `{"seq"}` on events.
+        let url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket&resume=1");
         let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
         // Engine.IO open packet: `0{"sid": ..., "pingInterval": ...}`.
         match socket.next().await {
@@ -48,15 +49,15 @@ impl SocketIoClient {
             .get("event")
             .and_then(Value::as_str)
             .ok_or_else(|| protocol_error("missing event"))?;
-        let arguments = match envelope.get("data") {
-            Some(data) => json!([event, data]),
-            None => json!([event]),
+        let id = envelope.get("id").and_then(Value::as_u64);
+        // With an id: `[event, data|null, {"id"}]`, the id also being the
+        // acknowledgement id.
+        let arguments = match (envelope.get("data"), id) {
+            (data, Some(id)) => json!([event, data.unwrap_or(&Value::Null), {"id": id}]),
+            (Some(data), None) => json!([event, data]),
+            (None, None) => json!([event]),
         };
-        let ack = envelope
-            .get("id")
-            .and_then(Value::as_u64)
-            .map(|id| id.to_string())
-            .unwrap_or_default();
+        let ack = id.map(|id| id.to_string()).unwrap_or_default();
         self.socket
             .send(Message::text(format!("42{ack}{arguments}")))
             .await?;
@@ -127,19 +128,35 @@ impl SocketIoClient {
     }
 }
 
-/// `["name", data]` → envelope.
+/// `["name", data?, {"seq": N}?]` → envelope. Every event but `welcome`
+/// and `resumed` ends with the `{"seq"}` argument (the client connected
+/// with `resume=1`).
 fn event_packet(body: &str) -> Result<Value, ClientError> {
-    let arguments: Vec<Value> =
+    let mut arguments: Vec<Value> =
         serde_json::from_str(body).map_err(|e| protocol_error(format!("event packet: {e}")))?;
-    let mut arguments = arguments.into_iter();
+    if arguments.is_empty() {
+        return Err(protocol_error("event without a name"));
+    }
     let name = arguments
-        .next()
-        .and_then(|name| name.as_str().map(str::to_owned))
-        .ok_or_else(|| protocol_error("event without a name"))?;
-    Ok(match arguments.next() {
+        .remove(0)
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| protocol_error("event name is not a string"))?;
+    let seq = if name == "welcome" || name == "resumed" {
+        None
+    } else {
+        arguments
+            .pop()
+            .and_then(|last| last.get("seq").and_then(Value::as_u64))
+    };
+    let mut envelope = match arguments.into_iter().next() {
         Some(data) => json!({"event": name, "data": data}),
         None => json!({"event": name}),
-    })
+    };
+    if let Some(seq) = seq {
+        envelope["seq"] = json!(seq);
+    }
+    Ok(envelope)
 }
 
 /// `<id>[{"ok": bool, "error": {...}}]` → `ack` or `error` envelope.

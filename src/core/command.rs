@@ -147,6 +147,17 @@ pub enum Relay {
 }
 
 impl Relay {
+    /// Size of the payload in bytes (for memory accounting).
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Relay::SyncTo(p) | Relay::Message(p) | Relay::Export(p) | Relay::Exception(p) => {
+                p.len()
+            }
+            Relay::Transfile(offer) => offer.name.len() + 8,
+            Relay::CtrlSendSpeed(_) => 8,
+        }
+    }
+
     /// Which relayed event this is.
     pub fn kind(&self) -> RelayKind {
         match self {
@@ -174,6 +185,13 @@ pub enum Command {
     Relay(Relay),
     /// Ask for the server's addresses.
     IpAddr,
+    /// Take over a session whose connection dropped (instead of `register`).
+    Resume {
+        /// The session's resume token.
+        token: String,
+        /// The highest sequence number the client received from it.
+        last_seq: u64,
+    },
 }
 
 /// A command with its optional request id.
@@ -183,4 +201,20 @@ pub struct Request {
     pub id: Option<RequestId>,
     /// What is asked.
     pub command: Command,
+    /// Whether `id` was chosen by the client and so identifies the request
+    /// across connections: after a resume, a re-sent request with such an
+    /// id is recognised and acknowledged without being applied twice. Ids a
+    /// door makes up (Socket.IO acknowledgement callbacks) are not.
+    pub client_chosen_id: bool,
+}
+
+impl Request {
+    /// A request whose id (if any) the client chose.
+    pub fn new(id: Option<RequestId>, command: Command) -> Self {
+        Request {
+            id,
+            command,
+            client_chosen_id: true,
+        }
+    }
 }

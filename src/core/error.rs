@@ -25,6 +25,9 @@ pub enum ErrorCode {
     /// session is closed with this code, and the sender of every event that
     /// could not be queued receives it too.
     SlowConsumer,
+    /// `resume` failed: unknown, expired, spent or replaced token, or the
+    /// missed events are no longer retained. Register afresh.
+    ResumeFailed,
     /// The client sends faster than it is allowed or than its session is
     /// served; the request was not processed.
     RateLimited,
@@ -36,7 +39,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of docs/PROTOCOL.md.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadRequest,
         ErrorCode::NotRegistered,
         ErrorCode::AlreadyRegistered,
@@ -45,6 +48,7 @@ impl ErrorCode {
         ErrorCode::Replaced,
         ErrorCode::MessageTooLarge,
         ErrorCode::SlowConsumer,
+        ErrorCode::ResumeFailed,
         ErrorCode::RateLimited,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
@@ -61,6 +65,7 @@ impl ErrorCode {
             ErrorCode::Replaced => "REPLACED",
             ErrorCode::MessageTooLarge => "MESSAGE_TOO_LARGE",
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
+            ErrorCode::ResumeFailed => "RESUME_FAILED",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Internal => "INTERNAL",
@@ -115,13 +120,16 @@ pub enum EndReason {
     /// Socket.IO disconnect packet).
     ClientClosed,
     /// The connection went away without a clean close (reset, EOF, cancelled
-    /// stream, write failure).
+    /// stream, write failure, failed heartbeat). A registered session is
+    /// then held away for the resume window instead of ending.
     ConnectionLost,
     /// The client broke the protocol in a way that ends the session (binary
     /// frame on the JSON door, invalid UTF-8, oversized message).
     ProtocolViolation(ErrorCode),
     /// The server closed the session: replaced, slow consumer or shutdown.
     Closed(ErrorCode),
+    /// The session was away and nobody resumed it within the window.
+    ResumeWindowExpired,
 }
 
 impl EndReason {
@@ -135,6 +143,7 @@ impl EndReason {
             EndReason::Closed(ErrorCode::SlowConsumer) => "slow_consumer",
             EndReason::Closed(ErrorCode::ShuttingDown) => "shutdown",
             EndReason::Closed(_) => "closed",
+            EndReason::ResumeWindowExpired => "resume_window_expired",
         }
     }
 }

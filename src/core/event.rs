@@ -14,11 +14,32 @@ pub const WELCOME_MESSAGE: &str = "Welcome!";
 /// An event addressed to one session.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// First event of every session.
+    /// First event of every connection.
     Welcome {
         /// The session's id.
         session_id: SessionId,
+        /// The secret that lets a new connection take this session over
+        /// (`None` when resumption is disabled). Never logged.
+        resume_token: Option<Arc<str>>,
     },
+    /// A resume succeeded: this connection now serves the session below;
+    /// the events it missed follow.
+    Resumed {
+        /// The resumed session's id.
+        session_id: SessionId,
+        /// Its uid.
+        uid: Uid,
+        /// Its role.
+        role: Role,
+        /// A fresh resume token (the one used is spent).
+        resume_token: Arc<str>,
+        /// How many missed events follow.
+        replayed: usize,
+    },
+    /// The peer's connection dropped; it may come back within the window.
+    PeerAway,
+    /// The peer is back (resumed, or replaced by a new session).
+    PeerBack,
     /// Answer to `register`.
     Registered {
         /// The registered uid.
@@ -69,6 +90,7 @@ impl Event {
             ErrorCode::SlowConsumer => "the session could not keep up with its events",
             ErrorCode::ShuttingDown => "the server is shutting down",
             ErrorCode::MessageTooLarge => "message exceeds the size limit",
+            ErrorCode::RateLimited => "the session kept sending faster than allowed",
             _ => "the session was closed",
         };
         Event::Error {
@@ -82,6 +104,9 @@ impl Event {
     pub fn name(&self) -> &'static str {
         match self {
             Event::Welcome { .. } => "welcome",
+            Event::Resumed { .. } => "resumed",
+            Event::PeerAway => "peer_away",
+            Event::PeerBack => "peer_back",
             Event::Registered { .. } => "registered",
             Event::SyncFrom => "syncfrom",
             Event::Relayed(relay) => relay.kind().event_name(),

@@ -1,12 +1,14 @@
-//! The rules: register, replace, relay, disconnect. Every door funnels its
-//! sessions through [`Hub::open`] and [`Session`]; nothing else decides what
-//! a request means.
+//! The rules: register, replace, relay, resume, disconnect. Every door
+//! funnels its connections through [`Hub::open`] and [`Session`]; nothing
+//! else decides what a request means.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
+use base64::Engine as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -14,7 +16,10 @@ use super::command::{Command, Relay, Request, RequestId, Role, Uid};
 use super::error::{EndReason, ErrorCode, Rejection};
 use super::event::Event;
 use super::registry::{Registry, RegistryCensus, RouteError};
-use super::session::{DeliveryError, DoorKind, SessionHandle, SessionId, SessionLink};
+use super::session::{
+    Attachment, Delivery, DeliveryError, DoorKind, Phase, ResumeLimits, SessionHandle, SessionId,
+    SessionLink, lock,
+};
 
 /// Where the answer to `ipaddr` comes from.
 pub type AddressSource = Arc<dyn Fn() -> Arc<[Ipv4Addr]> + Send + Sync>;
@@ -22,16 +27,19 @@ pub type AddressSource = Arc<dyn Fn() -> Arc<[Ipv4Addr]> + Send + Sync>;
 /// Settings the rules need.
 #[derive(Clone)]
 pub struct HubConfig {
-    /// Capacity of each session's outbox, in events.
+    /// Capacity of each connection's outbox, in events.
     pub outbox_capacity: usize,
     /// Produces the addresses sent in answer to `ipaddr`.
     pub addresses: AddressSource,
+    /// Session resumption: window and retention bounds.
+    pub resume: ResumeLimits,
 }
 
 impl fmt::Debug for HubConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HubConfig")
             .field("outbox_capacity", &self.outbox_capacity)
+            .field("resume", &self.resume)
             .finish_non_exhaustive()
     }
 }
@@ -39,8 +47,10 @@ impl fmt::Debug for HubConfig {
 /// How many sessions are live and what the registry holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Census {
-    /// Sessions opened and not yet ended (registered or not).
+    /// Sessions not yet ended (attached or away).
     pub open_sessions: usize,
+    /// Sessions whose connection dropped, waiting for a resume.
+    pub away_sessions: usize,
     /// The registry's view.
     pub registry: RegistryCensus,
 }
@@ -57,6 +67,9 @@ struct Shared {
     config: HubConfig,
     shutdown: CancellationToken,
     open_sessions: AtomicUsize,
+    away_sessions: AtomicUsize,
+    /// Resume token → session. Tokens are secrets: never logged.
+    resume_tokens: Mutex<HashMap<Arc<str>, Weak<SessionHandle>>>,
 }
 
 /// The entry point of the core: a cheap, cloneable handle shared by every door.
@@ -73,6 +86,12 @@ impl fmt::Debug for Hub {
     }
 }
 
+/// 256 random bits, URL-safe.
+fn new_resume_token() -> Arc<str> {
+    let bytes: [u8; 32] = rand::random();
+    Arc::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
 impl Hub {
     /// A hub over `registry`.
     pub fn new(registry: Arc<dyn Registry>, config: HubConfig) -> Hub {
@@ -82,6 +101,8 @@ impl Hub {
                 config,
                 shutdown: CancellationToken::new(),
                 open_sessions: AtomicUsize::new(0),
+                away_sessions: AtomicUsize::new(0),
+                resume_tokens: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -90,20 +111,29 @@ impl Hub {
     /// to submit requests and the [`SessionLink`] to write events. `welcome`
     /// is already queued.
     pub fn open(&self, door: DoorKind) -> (Session, SessionLink) {
+        let config = &self.shared.config;
         let (handle, link) = SessionHandle::new(
             door,
-            self.shared.config.outbox_capacity,
+            config.outbox_capacity,
+            config.resume,
             &self.shared.shutdown,
         );
         self.shared.open_sessions.fetch_add(1, Ordering::Relaxed);
+        let resume_token = config.resume.enabled().then(|| {
+            let token = new_resume_token();
+            handle.state().resume_token = Some(Arc::clone(&token));
+            lock(&self.shared.resume_tokens).insert(Arc::clone(&token), Arc::downgrade(&handle));
+            token
+        });
         let session = Session {
             hub: self.clone(),
+            attachment: Arc::clone(link.attachment()),
             handle,
-            binding: None,
             ended: false,
         };
         session.reply(Event::Welcome {
             session_id: session.id(),
+            resume_token,
         });
         (session, link)
     }
@@ -112,6 +142,7 @@ impl Hub {
     pub fn census(&self) -> Census {
         Census {
             open_sessions: self.shared.open_sessions.load(Ordering::Relaxed),
+            away_sessions: self.shared.away_sessions.load(Ordering::Relaxed),
             registry: self.shared.registry.census(),
         }
     }
@@ -125,24 +156,149 @@ impl Hub {
     pub fn is_shutting_down(&self) -> bool {
         self.shared.shutdown.is_cancelled()
     }
+
+    fn forget_token(&self, token: Option<Arc<str>>) {
+        if let Some(token) = token {
+            lock(&self.shared.resume_tokens).remove(&token);
+        }
+    }
+
+    /// Detaches a connection from its session. A clean end ends the
+    /// session; an abrupt one holds a registered session away for the
+    /// resume window. A connection superseded by a resume changes nothing.
+    async fn detach(
+        &self,
+        handle: Arc<SessionHandle>,
+        attachment: Arc<Attachment>,
+        reason: EndReason,
+    ) {
+        let limits = self.shared.config.resume;
+        let away = {
+            let mut state = handle.state();
+            match &state.attachment {
+                Some(current) if Arc::ptr_eq(current, &attachment) => {}
+                // Resumed elsewhere, or already ended.
+                _ => return,
+            }
+            state.attachment = None;
+            let hold = reason == EndReason::ConnectionLost
+                && limits.enabled()
+                && state.binding.is_some()
+                && matches!(state.phase, Phase::Open)
+                && !self.is_shutting_down();
+            if hold {
+                let wake = CancellationToken::new();
+                state.away_generation += 1;
+                let generation = state.away_generation;
+                state.phase = Phase::Away {
+                    wake: wake.clone(),
+                    generation,
+                };
+                state
+                    .binding
+                    .clone()
+                    .map(|binding| (wake, generation, binding))
+            } else {
+                None
+            }
+        };
+        let Some((wake, generation, (uid, role))) = away else {
+            self.terminate(&handle, reason).await;
+            return;
+        };
+        self.shared.away_sessions.fetch_add(1, Ordering::Relaxed);
+        info!(session = %handle.id(), %uid, %role, door = attachment.door().as_str(), window_secs = limits.window.as_secs(), "away");
+        if let Ok(peer) = self.shared.registry.peer_of(&uid, role, handle.id()).await {
+            let _ = peer.deliver(Event::PeerAway);
+        }
+        tokio::spawn(self.clone().watch_away(handle, wake, generation));
+    }
+
+    /// Ends an away session when its window passes, unless it is resumed first.
+    async fn watch_away(
+        self,
+        handle: Arc<SessionHandle>,
+        wake: CancellationToken,
+        generation: u64,
+    ) {
+        tokio::select! {
+            () = tokio::time::sleep(self.shared.config.resume.window) => {}
+            () = wake.cancelled() => {}
+            () = self.shared.shutdown.cancelled() => {}
+        }
+        let reason = {
+            let state = handle.state();
+            match &state.phase {
+                // Still away from the same drop (a resume replaces the phase,
+                // a later drop starts a new generation with its own watcher).
+                Phase::Away {
+                    generation: current,
+                    ..
+                } if *current == generation => match state.end_reason {
+                    Some(code) => EndReason::Closed(code),
+                    None if self.is_shutting_down() => EndReason::Closed(ErrorCode::ShuttingDown),
+                    None => EndReason::ResumeWindowExpired,
+                },
+                _ => return,
+            }
+        };
+        self.terminate(&handle, reason).await;
+    }
+
+    /// The one ending of every session: frees its role, tells the peer
+    /// `byebye`, forgets its token.
+    async fn terminate(&self, handle: &Arc<SessionHandle>, reason: EndReason) {
+        let (binding, token, was_away, door) = {
+            let mut state = handle.state();
+            if matches!(state.phase, Phase::Ended) {
+                return;
+            }
+            let was_away = matches!(state.phase, Phase::Away { .. });
+            state.phase = Phase::Ended;
+            state.retained.clear();
+            state.retained_bytes = 0;
+            let door = state.attachment.take().map(|a| a.door());
+            (
+                state.binding.take(),
+                state.resume_token.take(),
+                was_away,
+                door,
+            )
+        };
+        if was_away {
+            self.shared.away_sessions.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.forget_token(token);
+        let id = handle.id();
+        let door = door.map_or("none", DoorKind::as_str);
+        match binding {
+            Some((uid, role)) => match self.shared.registry.unbind(&uid, role, id).await {
+                Ok(peer) => {
+                    let peer_told = peer.is_some_and(|peer| peer.deliver(Event::ByeBye).is_ok());
+                    info!(session = %id, %uid, %role, door, reason = reason.label(), peer_told, "disconnected");
+                }
+                Err(error) => {
+                    warn!(session = %id, %uid, %role, door, %error, "disconnected, but the registry could not be updated");
+                }
+            },
+            None => {
+                tracing::debug!(session = %id, door, reason = reason.label(), "unregistered session ended");
+            }
+        }
+        self.shared.open_sessions.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
-/// The (uid, role) a session registered as.
-#[derive(Clone, Debug)]
-struct Binding {
-    uid: Uid,
-    role: Role,
-}
-
-/// One client session, owned by the door task that serves its connection.
+/// One client connection's view of its session, owned by the door task
+/// that serves it.
 ///
-/// Dropping a session without calling [`Session::end`] still cleans it up
-/// (as [`EndReason::ConnectionLost`]): whatever ends a connection, its role
-/// is freed and its peer told.
+/// Dropping it without calling [`Session::end`] still detaches it (as
+/// [`EndReason::ConnectionLost`]): whatever ends a connection, its session
+/// is held away or ended, and its peer told.
 pub struct Session {
     hub: Hub,
     handle: Arc<SessionHandle>,
-    binding: Option<Binding>,
+    attachment: Arc<Attachment>,
     ended: bool,
 }
 
@@ -150,7 +306,6 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("id", &self.handle.id())
-            .field("binding", &self.binding)
             .finish_non_exhaustive()
     }
 }
@@ -162,14 +317,28 @@ impl Session {
     }
 
     /// The registered uid and role, if registered.
-    pub fn registration(&self) -> Option<(&Uid, Role)> {
-        self.binding.as_ref().map(|b| (&b.uid, b.role))
+    pub fn registration(&self) -> Option<(Uid, Role)> {
+        self.handle.state().binding.clone()
     }
 
     /// Carries out one request. Every outcome, success or failure, is queued
     /// as events on this session's own outbox (`ack` / `error` last).
     pub async fn handle(&mut self, request: Request) {
-        let Request { id, command } = request;
+        let Request {
+            id,
+            command,
+            client_chosen_id,
+        } = request;
+        if let Some(id) = id.filter(|_| client_chosen_id) {
+            let mut state = self.handle.state();
+            if id <= state.resend_horizon {
+                // Seen before the resume: acknowledged, not applied again.
+                drop(state);
+                self.reply(Event::Ack { id });
+                return;
+            }
+            state.highest_request_id = state.highest_request_id.max(id);
+        }
         let outcome = match command {
             Command::Register { uid, role } => self.register(uid, role).await,
             Command::Relay(relay) => self.relay(relay).await,
@@ -178,6 +347,7 @@ impl Session {
                 self.reply(Event::IpAddrs(addresses));
                 Ok(())
             }
+            Command::Resume { token, last_seq } => self.resume(&token, last_seq).await,
         };
         self.conclude(id, outcome);
     }
@@ -187,11 +357,13 @@ impl Session {
         self.reply(Event::error(rejection, id));
     }
 
-    /// Ends the session: frees its role and tells the peer `byebye`.
+    /// Detaches this connection: a clean end ends the session and tells the
+    /// peer `byebye`; an abrupt one holds the session away for a resume.
     pub async fn end(mut self, reason: EndReason) {
         self.ended = true;
-        let binding = self.binding.take();
-        finish(self.hub.clone(), Arc::clone(&self.handle), binding, reason).await;
+        let handle = Arc::clone(&self.handle);
+        let attachment = Arc::clone(&self.attachment);
+        self.hub.detach(handle, attachment, reason).await;
     }
 
     fn conclude(&self, id: Option<RequestId>, outcome: Result<(), Rejection>) {
@@ -209,13 +381,10 @@ impl Session {
     }
 
     async fn register(&mut self, uid: Uid, role: Role) -> Result<(), Rejection> {
-        if let Some(binding) = &self.binding {
+        if let Some((uid, role)) = self.registration() {
             return Err(Rejection::new(
                 ErrorCode::AlreadyRegistered,
-                format!(
-                    "this session is already registered as {} {}",
-                    binding.role, binding.uid
-                ),
+                format!("this session is already registered as {role} {uid}"),
             ));
         }
         if self.hub.is_shutting_down() {
@@ -231,15 +400,34 @@ impl Session {
             .bind(&uid, role, &self.handle)
             .await
             .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))?;
-        let door = self.handle.door().as_str();
-        info!(session = %self.id(), %uid, %role, door, replaced = bound.replaced, "registered");
+        self.handle.state().binding = Some((uid.clone(), role));
+        let replaced_away = match &bound.replaced {
+            Some(old) => {
+                let was_away = old.is_away();
+                old.kill(ErrorCode::Replaced);
+                was_away
+            }
+            None => false,
+        };
+        let door = self.attachment.door().as_str();
+        info!(session = %self.id(), %uid, %role, door, replaced = bound.replaced.is_some(), "registered");
         self.reply(Event::Registered {
             uid: uid.clone(),
             role,
             peer_present: bound.peer.is_some(),
         });
         if let Some(peer) = &bound.peer {
-            info!(%uid, web = %pick(role, self.id(), peer.id()).0, app = %pick(role, self.id(), peer.id()).1, "paired");
+            let (web, app) = match role {
+                Role::Web => (self.id(), peer.id()),
+                Role::App => (peer.id(), self.id()),
+            };
+            info!(%uid, %web, %app, "paired");
+            if peer.is_away() {
+                self.reply(Event::PeerAway);
+            }
+            if replaced_away {
+                let _ = peer.deliver(Event::PeerBack);
+            }
             match role {
                 Role::App => self.reply(Event::SyncFrom),
                 Role::Web => {
@@ -247,18 +435,17 @@ impl Session {
                 }
             }
         }
-        self.binding = Some(Binding { uid, role });
         Ok(())
     }
 
     async fn relay(&self, relay: Relay) -> Result<(), Rejection> {
-        let binding = self.binding.as_ref().ok_or_else(|| {
+        let (uid, role) = self.registration().ok_or_else(|| {
             Rejection::new(
                 ErrorCode::NotRegistered,
                 "register before sending relayed events",
             )
         })?;
-        if matches!(relay, Relay::SyncTo(_)) && binding.role != Role::App {
+        if matches!(relay, Relay::SyncTo(_)) && role != Role::App {
             return Err(Rejection::new(
                 ErrorCode::WrongRole,
                 "syncto goes from app to web only",
@@ -268,7 +455,7 @@ impl Session {
             .hub
             .shared
             .registry
-            .peer_of(&binding.uid, binding.role, self.id())
+            .peer_of(&uid, role, self.id())
             .await
             .map_err(|e| match e {
                 RouteError::NoPeer => {
@@ -283,18 +470,122 @@ impl Session {
         peer.deliver(Event::Relayed(relay)).map_err(|e| match e {
             DeliveryError::SlowConsumer => Rejection::new(
                 ErrorCode::SlowConsumer,
-                "the peer could not keep up and was disconnected; the event was not delivered",
+                "the peer could not take the event and was disconnected; the event was not delivered",
             ),
             DeliveryError::Gone => Rejection::new(ErrorCode::NoPeer, "the peer is not connected"),
         })
     }
-}
 
-/// (web id, app id) given this session's role.
-fn pick(role: Role, me: SessionId, peer: SessionId) -> (SessionId, SessionId) {
-    match role {
-        Role::Web => (me, peer),
-        Role::App => (peer, me),
+    /// Moves this connection onto the session that `token` belongs to.
+    async fn resume(&mut self, token: &str, last_seq: u64) -> Result<(), Rejection> {
+        let failed = |why: &'static str| Rejection::new(ErrorCode::ResumeFailed, why);
+        if self.registration().is_some() {
+            return Err(Rejection::new(
+                ErrorCode::AlreadyRegistered,
+                "resume takes the place of register on a new connection",
+            ));
+        }
+        let target = lock(&self.hub.shared.resume_tokens)
+            .get(token)
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| failed("unknown, expired, spent or replaced resume token"))?;
+        if Arc::ptr_eq(&target, &self.handle) {
+            return Err(failed("a connection cannot resume its own session"));
+        }
+        let new_token = new_resume_token();
+        let (old_token, my_token, was_away, uid, role, replayed) = {
+            // Two sessions at once: lock in id order so that two crossing
+            // resumes cannot deadlock.
+            let (mut mine, mut theirs) = if self.handle.id() < target.id() {
+                let mine = self.handle.state();
+                (mine, target.state())
+            } else {
+                let theirs = target.state();
+                (self.handle.state(), theirs)
+            };
+            if matches!(theirs.phase, Phase::Ended) || theirs.end_reason.is_some() {
+                return Err(failed("the session has ended"));
+            }
+            let Some((uid, role)) = theirs.binding.clone() else {
+                return Err(failed("the session was never registered"));
+            };
+            if last_seq > theirs.last_seq {
+                return Err(failed("last_seq is ahead of anything the session was sent"));
+            }
+            if last_seq < theirs.evicted_through {
+                return Err(failed("events after last_seq are no longer retained"));
+            }
+            let Some(attachment) = mine.attachment.take() else {
+                return Err(failed("this connection is closing"));
+            };
+            mine.phase = Phase::Ended;
+            let my_token = mine.resume_token.take();
+            if let Some(stale) = theirs.attachment.replace(Arc::clone(&attachment)) {
+                // The session's old connection is still half-open: this
+                // one takes over.
+                stale.kill(ErrorCode::Replaced);
+            }
+            let was_away = match std::mem::replace(&mut theirs.phase, Phase::Open) {
+                Phase::Away { wake, .. } => {
+                    wake.cancel();
+                    true
+                }
+                _ => false,
+            };
+            let old_token = theirs.resume_token.replace(Arc::clone(&new_token));
+            theirs.resend_horizon = theirs.highest_request_id;
+            let missed: Vec<Delivery> = theirs
+                .retained
+                .iter()
+                .filter(|delivery| delivery.seq.is_some_and(|seq| seq > last_seq))
+                .cloned()
+                .collect();
+            let replayed = missed.len();
+            let resumed = Delivery {
+                seq: None,
+                event: Arc::new(Event::Resumed {
+                    session_id: target.id(),
+                    uid: uid.clone(),
+                    role,
+                    resume_token: Arc::clone(&new_token),
+                    replayed,
+                }),
+            };
+            attachment.set_preface(std::iter::once(resumed).chain(missed));
+            (old_token, my_token, was_away, uid, role, replayed)
+        };
+        {
+            let mut tokens = lock(&self.hub.shared.resume_tokens);
+            for spent in [old_token, my_token].into_iter().flatten() {
+                tokens.remove(&spent);
+            }
+            tokens.insert(new_token, Arc::downgrade(&target));
+        }
+        if was_away {
+            self.hub
+                .shared
+                .away_sessions
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        // The connection's own provisional session is consumed.
+        self.hub
+            .shared
+            .open_sessions
+            .fetch_sub(1, Ordering::Relaxed);
+        self.handle = target;
+        let door = self.attachment.door().as_str();
+        info!(session = %self.id(), %uid, %role, door, replayed, was_away, "resumed");
+        if was_away
+            && let Ok(peer) = self
+                .hub
+                .shared
+                .registry
+                .peer_of(&uid, role, self.id())
+                .await
+        {
+            let _ = peer.deliver(Event::PeerBack);
+        }
+        Ok(())
     }
 }
 
@@ -306,14 +597,14 @@ impl Drop for Session {
         self.ended = true;
         let hub = self.hub.clone();
         let handle = Arc::clone(&self.handle);
-        let binding = self.binding.take();
-        let reason = match handle.kill_reason() {
+        let attachment = Arc::clone(&self.attachment);
+        let reason = match attachment.kill_reason() {
             Some(code) => EndReason::Closed(code),
             None => EndReason::ConnectionLost,
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(finish(hub, handle, binding, reason));
+                runtime.spawn(async move { hub.detach(handle, attachment, reason).await });
             }
             Err(_) => {
                 // No runtime left (process exit): nothing to notify anyway.
@@ -321,28 +612,4 @@ impl Drop for Session {
             }
         }
     }
-}
-
-/// The one cleanup path of every session.
-async fn finish(hub: Hub, handle: Arc<SessionHandle>, binding: Option<Binding>, reason: EndReason) {
-    let door = handle.door().as_str();
-    let id = handle.id();
-    match binding {
-        Some(Binding { uid, role }) => match hub.shared.registry.unbind(&uid, role, id).await {
-            Ok(peer) => {
-                let peer_told = match peer {
-                    Some(peer) => peer.deliver(Event::ByeBye).is_ok(),
-                    None => false,
-                };
-                info!(session = %id, %uid, %role, door, reason = reason.label(), peer_told, "disconnected");
-            }
-            Err(e) => {
-                warn!(session = %id, %uid, %role, door, error = %e, "disconnected, but the registry could not be updated");
-            }
-        },
-        None => {
-            tracing::debug!(session = %id, door, reason = reason.label(), "unregistered session ended");
-        }
-    }
-    hub.shared.open_sessions.fetch_sub(1, Ordering::Relaxed);
 }

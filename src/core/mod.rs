@@ -7,9 +7,9 @@
 //! - [`event`]: what the server can say to a session.
 //! - [`error`]: error codes and the reasons a session ends.
 //! - [`payload`]: relayed JSON kept as text, validated once.
-//! - [`session`]: a session's identity, bounded outbox and kill switch.
+//! - [`session`]: a session's state: sequence numbers, resume buffer, attachment.
 //! - [`registry`]: the pairing registry interface and its in-memory implementation.
-//! - [`hub`]: register / replace / relay / disconnect, the only place the rules live.
+//! - [`hub`]: register / replace / relay / resume / disconnect, the only place the rules live.
 
 pub mod command;
 pub mod error;
@@ -25,4 +25,4 @@ pub use event::Event;
 pub use hub::{Census, Hub, HubConfig, Session};
 pub use payload::JsonPayload;
 pub use registry::{InMemoryRegistry, Registry};
-pub use session::{DoorKind, SessionId, SessionLink};
+pub use session::{Delivery, DoorKind, ResumeLimits, SessionId, SessionLink};

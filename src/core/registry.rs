@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::command::{Role, Uid};
-use super::error::ErrorCode;
 use super::event::Event;
 use super::session::{DeliveryError, SessionHandle, SessionId};
 
@@ -35,6 +34,11 @@ impl Peer {
     pub fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
         self.0.deliver(event)
     }
+
+    /// Whether the peer's connection dropped and it waits for a resume.
+    pub fn is_away(&self) -> bool {
+        self.0.is_away()
+    }
 }
 
 /// What [`Registry::bind`] did.
@@ -42,8 +46,9 @@ impl Peer {
 pub struct Bound {
     /// The session holding the other role of the uid, if any.
     pub peer: Option<Peer>,
-    /// Whether an older session held this (uid, role) and was told `REPLACED`.
-    pub replaced: bool,
+    /// The older session that held this (uid, role) and lost it; the
+    /// caller tells it `REPLACED`.
+    pub replaced: Option<Arc<SessionHandle>>,
 }
 
 /// Why a relay cannot be routed.
@@ -84,7 +89,7 @@ pub struct RegistryCensus {
 #[async_trait]
 pub trait Registry: Send + Sync + 'static {
     /// Binds (uid, role) to `session`. An older session holding the same
-    /// (uid, role) is replaced: the registry kills it with `REPLACED`.
+    /// (uid, role) loses it and is returned, for the caller to close.
     async fn bind(
         &self,
         uid: &Uid,
@@ -184,13 +189,7 @@ impl Registry for InMemoryRegistry {
             let previous = pair.slot(role).replace(Arc::clone(session));
             (previous, pair.slot(role.peer()).clone())
         };
-        let replaced = match previous {
-            Some(old) if old.id() != session.id() => {
-                old.kill(ErrorCode::Replaced);
-                true
-            }
-            _ => false,
-        };
+        let replaced = previous.filter(|old| old.id() != session.id());
         Ok(Bound {
             peer: peer.map(Peer::local),
             replaced,

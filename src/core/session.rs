@@ -1,15 +1,25 @@
-//! A session's identity, its bounded outbox and its kill switch.
+//! A session's state: identity, registration, the events it was sent (with
+//! their sequence numbers, retained for resumption) and the connection it is
+//! attached to, if any.
 //!
-//! The registry and the hub hold an `Arc<SessionHandle>`; the door that owns
-//! the connection holds the matching [`SessionLink`] and writes whatever
-//! arrives on it to the wire.
+//! A session outlives its connections. The registry and the hub hold an
+//! `Arc<SessionHandle>`; the door serving a connection holds the matching
+//! [`SessionLink`] (the receiving end of the attachment's bounded outbox)
+//! and writes whatever arrives on it. When a connection drops abruptly the
+//! session goes *away* (no attachment) for the resume window and keeps
+//! retaining events; `resume` attaches a new connection, possibly on
+//! another door.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::command::{Role, Uid};
 use super::error::ErrorCode;
 use super::event::Event;
 
@@ -35,7 +45,7 @@ impl fmt::Display for SessionId {
     }
 }
 
-/// The door a session came through (for logs and metrics).
+/// The door a connection came through (for logs and metrics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DoorKind {
     /// The gRPC bidirectional stream.
@@ -60,7 +70,8 @@ impl DoorKind {
 /// Why an event could not be handed to a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryError {
-    /// The session's outbox was full: it has been closed as a slow consumer.
+    /// The session could not take the event (its outbox, or its resume
+    /// buffer while away, was full): it has been closed as a slow consumer.
     #[error("the receiving session could not keep up and was closed")]
     SlowConsumer,
     /// The session has ended.
@@ -68,82 +79,58 @@ pub enum DeliveryError {
     Gone,
 }
 
-/// The shared side of a live session: where events for it are queued.
-#[derive(Debug)]
-pub struct SessionHandle {
-    id: SessionId,
-    door: DoorKind,
-    outbox: mpsc::Sender<Event>,
-    kill_switch: CancellationToken,
-    kill_reason: OnceLock<ErrorCode>,
+/// An event on its way to a client, with its sequence number (`None` for
+/// the connection-level `welcome` and `resumed`).
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The per-session sequence number.
+    pub seq: Option<u64>,
+    /// The event.
+    pub event: Arc<Event>,
 }
 
-impl SessionHandle {
-    /// A handle and the door-side link for a new session. `capacity` bounds
-    /// the outbox; `parent` is the server-wide shutdown token.
-    pub(crate) fn new(
-        door: DoorKind,
-        capacity: usize,
-        parent: &CancellationToken,
-    ) -> (Arc<SessionHandle>, SessionLink) {
-        let (outbox, events) = mpsc::channel(capacity.max(1));
-        let kill_switch = parent.child_token();
-        let handle = Arc::new(SessionHandle {
-            id: SessionId::random(),
-            door,
-            outbox,
-            kill_switch,
-            kill_reason: OnceLock::new(),
-        });
-        let link = SessionLink {
-            events,
-            handle: Arc::clone(&handle),
-        };
-        (handle, link)
-    }
+/// Bounds of what a session keeps for resumption.
+#[derive(Clone, Copy, Debug)]
+pub struct ResumeLimits {
+    /// How long an abruptly disconnected session is held away; zero
+    /// disables resumption.
+    pub window: Duration,
+    /// Most events retained per session.
+    pub max_events: usize,
+    /// Most bytes (estimated) retained per session.
+    pub max_bytes: usize,
+}
 
-    /// The session id.
-    pub fn id(&self) -> SessionId {
-        self.id
+impl ResumeLimits {
+    /// Whether sessions can be resumed at all.
+    pub fn enabled(&self) -> bool {
+        !self.window.is_zero()
     }
+}
 
-    /// The door the session uses.
-    pub fn door(&self) -> DoorKind {
-        self.door
-    }
+/// One connection serving a session: its outbox, its kill switch, and the
+/// events to write before the outbox (the replay of a resume).
+#[derive(Debug)]
+pub(crate) struct Attachment {
+    outbox: mpsc::Sender<Delivery>,
+    kill_switch: CancellationToken,
+    kill_reason: OnceLock<ErrorCode>,
+    door: DoorKind,
+    preface: Mutex<VecDeque<Delivery>>,
+    has_preface: AtomicBool,
+}
 
-    /// Queues an event without waiting. A full outbox closes the session as a
-    /// slow consumer (the documented policy: one slow reader never stalls
-    /// another session and never grows memory).
-    pub fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
-        match self.outbox.try_send(event) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kill(ErrorCode::SlowConsumer);
-                Err(DeliveryError::SlowConsumer)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(DeliveryError::Gone),
-        }
-    }
-
-    /// Closes the session from the server side. The first reason wins.
-    pub fn kill(&self, reason: ErrorCode) {
+impl Attachment {
+    pub(crate) fn kill(&self, reason: ErrorCode) {
         let _ = self.kill_reason.set(reason);
         self.kill_switch.cancel();
     }
 
-    /// Whether the session has been told to close.
-    pub fn is_killed(&self) -> bool {
-        self.kill_switch.is_cancelled()
-    }
-
-    /// The reason the session was killed, if it was.
-    pub fn kill_reason(&self) -> Option<ErrorCode> {
+    pub(crate) fn kill_reason(&self) -> Option<ErrorCode> {
         if !self.kill_switch.is_cancelled() {
             return None;
         }
-        // A cancelled token without a reason was cancelled by its parent:
-        // the server is shutting down.
+        // Cancelled without a reason: by the parent, the server's shutdown.
         Some(
             self.kill_reason
                 .get()
@@ -151,45 +138,281 @@ impl SessionHandle {
                 .unwrap_or(ErrorCode::ShuttingDown),
         )
     }
+
+    pub(crate) fn door(&self) -> DoorKind {
+        self.door
+    }
+
+    /// Queues events that the door writes before anything in the outbox.
+    pub(crate) fn set_preface(&self, events: impl IntoIterator<Item = Delivery>) {
+        lock(&self.preface).extend(events);
+        self.has_preface.store(true, Ordering::Release);
+    }
 }
 
-/// The door's side of a session: the events to write and the kill switch to
-/// watch.
+/// Where a session is in its life.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Attached to a connection (or not yet registered).
+    Open,
+    /// Its connection dropped abruptly; held for the resume window. The
+    /// token is cancelled to cut the wait short (resume, replacement,
+    /// overflow, shutdown).
+    Away {
+        wake: CancellationToken,
+        generation: u64,
+    },
+    /// Over: unbound, peer told.
+    Ended,
+}
+
+/// The mutable state of a session, behind one short-held mutex.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) attachment: Option<Arc<Attachment>>,
+    pub(crate) binding: Option<(Uid, Role)>,
+    pub(crate) phase: Phase,
+    /// Why the session must end, once decided while it was away.
+    pub(crate) end_reason: Option<ErrorCode>,
+    pub(crate) resume_token: Option<Arc<str>>,
+    /// The last sequence number given out.
+    pub(crate) last_seq: u64,
+    /// Sequenced events kept for a resume, oldest first.
+    pub(crate) retained: VecDeque<Delivery>,
+    pub(crate) retained_bytes: usize,
+    /// The highest sequence number dropped from `retained` (a resume from
+    /// before it cannot be served).
+    pub(crate) evicted_through: u64,
+    /// Counts the session's drops (tells a stale away-watcher from the
+    /// current one).
+    pub(crate) away_generation: u64,
+    /// The highest request id seen.
+    pub(crate) highest_request_id: u64,
+    /// Request ids up to this one were seen before the last resume: a
+    /// request with such an id is a re-send, acknowledged but not applied.
+    pub(crate) resend_horizon: u64,
+}
+
+/// Locks a mutex, recovering from poisoning: every critical section in the
+/// core leaves its data consistent, so a panic elsewhere is no reason to
+/// stop serving.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Estimated memory of a retained event, for the byte bound.
+fn estimated_bytes(event: &Event) -> usize {
+    const OVERHEAD: usize = 96;
+    OVERHEAD
+        + match event {
+            Event::Relayed(relay) => relay.payload_len(),
+            Event::Error { message, .. } => message.len(),
+            Event::IpAddrs(addresses) => addresses.len() * 16,
+            _ => 0,
+        }
+}
+
+/// The shared side of a session: what the registry and peers hold.
+#[derive(Debug)]
+pub struct SessionHandle {
+    id: SessionId,
+    limits: ResumeLimits,
+    state: Mutex<State>,
+}
+
+impl SessionHandle {
+    /// A session attached to a new connection, and the door's link to it.
+    /// `capacity` bounds the outbox; `shutdown` is the server-wide token.
+    pub(crate) fn new(
+        door: DoorKind,
+        capacity: usize,
+        limits: ResumeLimits,
+        shutdown: &CancellationToken,
+    ) -> (Arc<SessionHandle>, SessionLink) {
+        let (outbox, events) = mpsc::channel(capacity.max(1));
+        let attachment = Arc::new(Attachment {
+            outbox,
+            kill_switch: shutdown.child_token(),
+            kill_reason: OnceLock::new(),
+            door,
+            preface: Mutex::new(VecDeque::new()),
+            has_preface: AtomicBool::new(false),
+        });
+        let handle = Arc::new(SessionHandle {
+            id: SessionId::random(),
+            limits,
+            state: Mutex::new(State {
+                attachment: Some(Arc::clone(&attachment)),
+                binding: None,
+                phase: Phase::Open,
+                end_reason: None,
+                resume_token: None,
+                last_seq: 0,
+                retained: VecDeque::new(),
+                retained_bytes: 0,
+                evicted_through: 0,
+                away_generation: 0,
+                highest_request_id: 0,
+                resend_horizon: 0,
+            }),
+        });
+        (handle, SessionLink { events, attachment })
+    }
+
+    /// The session id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Queues an event without waiting, numbering and retaining it.
+    ///
+    /// Attached: a full outbox closes the session as a slow consumer (one
+    /// slow reader never stalls another session or grows memory). Away: the
+    /// event waits in the resume buffer; if it does not fit, the session is
+    /// ended as a slow consumer and the sender told.
+    pub fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
+        let mut state = self.state();
+        if matches!(state.phase, Phase::Ended) {
+            return Err(DeliveryError::Gone);
+        }
+        let sequenced = !matches!(event, Event::Welcome { .. } | Event::Resumed { .. });
+        let seq = sequenced.then(|| {
+            state.last_seq += 1;
+            state.last_seq
+        });
+        let delivery = Delivery {
+            seq,
+            event: Arc::new(event),
+        };
+        let retain = sequenced && self.limits.enabled();
+        if retain {
+            let bytes = estimated_bytes(&delivery.event);
+            let away = matches!(state.phase, Phase::Away { .. });
+            let overflows = state.retained.len() + 1 > self.limits.max_events
+                || state.retained_bytes + bytes > self.limits.max_bytes;
+            if away && overflows {
+                state.last_seq -= 1;
+                Self::end_while_away(&mut state, ErrorCode::SlowConsumer);
+                return Err(DeliveryError::SlowConsumer);
+            }
+            state.retained_bytes += bytes;
+            state.retained.push_back(delivery.clone());
+            while state.retained.len() > self.limits.max_events
+                || state.retained_bytes > self.limits.max_bytes
+            {
+                let Some(oldest) = state.retained.pop_front() else {
+                    break;
+                };
+                state.retained_bytes -= estimated_bytes(&oldest.event);
+                state.evicted_through = oldest.seq.unwrap_or(state.evicted_through);
+            }
+        }
+        let Some(attachment) = &state.attachment else {
+            // Away: retained above, delivered on resume.
+            return Ok(());
+        };
+        match attachment.outbox.try_send(delivery) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                attachment.kill(ErrorCode::SlowConsumer);
+                Err(DeliveryError::SlowConsumer)
+            }
+            // The connection is going; a retained event survives it.
+            Err(mpsc::error::TrySendError::Closed(_)) if retain => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(DeliveryError::Gone),
+        }
+    }
+
+    /// Closes the session from the server side (`REPLACED`, ...). The first
+    /// reason wins. An attached session's connection is closed; an away
+    /// session ends at once.
+    pub fn kill(&self, reason: ErrorCode) {
+        let mut state = self.state();
+        match (&state.attachment, &state.phase) {
+            (Some(attachment), _) => attachment.kill(reason),
+            (None, Phase::Away { .. }) => Self::end_while_away(&mut state, reason),
+            _ => {}
+        }
+    }
+
+    /// Marks an away session for ending and wakes its watcher.
+    fn end_while_away(state: &mut State, reason: ErrorCode) {
+        if state.end_reason.is_none() {
+            state.end_reason = Some(reason);
+        }
+        if let Phase::Away { wake, .. } = &state.phase {
+            wake.cancel();
+        }
+    }
+
+    /// Whether the session is away (dropped, waiting for a resume).
+    pub fn is_away(&self) -> bool {
+        matches!(self.state().phase, Phase::Away { .. })
+    }
+}
+
+/// The door's side of a connection: the events to write and the kill switch
+/// to watch.
 #[derive(Debug)]
 pub struct SessionLink {
-    events: mpsc::Receiver<Event>,
-    handle: Arc<SessionHandle>,
+    events: mpsc::Receiver<Delivery>,
+    attachment: Arc<Attachment>,
 }
 
 impl SessionLink {
-    /// The next queued event. Never returns `None` while the session lives.
-    pub async fn next_event(&mut self) -> Option<Event> {
+    /// The next event to write: a resume's replay first, then the outbox.
+    pub async fn next_event(&mut self) -> Option<Delivery> {
+        if let Some(delivery) = self.take_preface() {
+            return Some(delivery);
+        }
         self.events.recv().await
     }
 
-    /// A queued event if one is ready (for batching writes).
-    pub fn try_next_event(&mut self) -> Option<Event> {
-        self.events.try_recv().ok()
+    /// An event if one is ready (for batching writes).
+    pub fn try_next_event(&mut self) -> Option<Delivery> {
+        self.take_preface().or_else(|| self.events.try_recv().ok())
     }
 
-    /// Resolves when the server closes the session.
+    fn take_preface(&self) -> Option<Delivery> {
+        if !self.attachment.has_preface.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut preface = lock(&self.attachment.preface);
+        let next = preface.pop_front();
+        if preface.is_empty() {
+            self.attachment.has_preface.store(false, Ordering::Release);
+        }
+        next
+    }
+
+    /// Resolves when the server closes this connection.
     pub fn killed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.handle.kill_switch.clone().cancelled_owned()
+        self.attachment.kill_switch.clone().cancelled_owned()
     }
 
-    /// Whether the server has closed the session.
+    /// Whether the server has closed this connection.
     pub fn is_killed(&self) -> bool {
-        self.handle.is_killed()
+        self.attachment.kill_switch.is_cancelled()
     }
 
-    /// Closes the session from the door's side (e.g. the transport's own
+    /// Closes the connection from the door's side (e.g. the transport's own
     /// send buffer is full: [`ErrorCode::SlowConsumer`]).
     pub fn kill(&self, reason: ErrorCode) {
-        self.handle.kill(reason);
+        self.attachment.kill(reason);
     }
 
-    /// Why the server closed the session, once it has.
+    /// Why the server closed the connection, once it has.
     pub fn kill_reason(&self) -> Option<ErrorCode> {
-        self.handle.kill_reason()
+        self.attachment.kill_reason()
+    }
+
+    pub(crate) fn attachment(&self) -> &Arc<Attachment> {
+        &self.attachment
     }
 }

@@ -93,7 +93,7 @@ async fn pump(
                     biased;
                     // The loop's first branch handles the kill.
                     () = killed => {}
-                    sent = outgoing.send(Ok(encode_event(&event))) => {
+                    sent = outgoing.send(Ok(encode_event(&event.event, event.seq))) => {
                         if sent.is_err() {
                             return (EndReason::ConnectionLost, session, None);
                         }
@@ -123,7 +123,7 @@ async fn pump(
 /// Sends a last event and the final status, if the client is still there.
 async fn finish_with(outgoing: &Outgoing, last: Event, status: Status) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        let _ = outgoing.send(Ok(encode_event(&last))).await;
+        let _ = outgoing.send(Ok(encode_event(&last, None))).await;
         let _ = outgoing.send(Err(status)).await;
     })
     .await;
@@ -203,8 +203,12 @@ fn decode_event(message: pb::ClientEvent) -> Result<Request, DecodeFailure> {
             Command::Relay(Relay::CtrlSendSpeed(speed.bytes_received))
         }
         client_event::Event::Ipaddr(_) => Command::IpAddr,
+        client_event::Event::Resume(resume) => Command::Resume {
+            token: resume.token,
+            last_seq: resume.last_seq,
+        },
     };
-    Ok(Request { id, command })
+    Ok(Request::new(id, command))
 }
 
 fn payload(value: &prost_types::Value) -> Result<JsonPayload, Rejection> {
@@ -224,13 +228,32 @@ fn role(role: Role) -> i32 {
 }
 
 /// Core event → `ServerEvent`.
-fn encode_event(event: &Event) -> pb::ServerEvent {
+fn encode_event(event: &Event, seq: Option<u64>) -> pb::ServerEvent {
     use server_event::Event as Out;
     let out = match event {
-        Event::Welcome { session_id } => Out::Welcome(pb::Welcome {
+        Event::Welcome {
+            session_id,
+            resume_token,
+        } => Out::Welcome(pb::Welcome {
             message: crate::core::event::WELCOME_MESSAGE.to_owned(),
             id: session_id.to_string(),
+            resume_token: resume_token.as_deref().unwrap_or_default().to_owned(),
         }),
+        Event::Resumed {
+            session_id,
+            uid,
+            role: resumed_role,
+            resume_token,
+            replayed,
+        } => Out::Resumed(pb::Resumed {
+            id: session_id.to_string(),
+            uid: uid.to_string(),
+            role: role(*resumed_role),
+            resume_token: resume_token.to_string(),
+            replayed: u64::try_from(*replayed).unwrap_or(u64::MAX),
+        }),
+        Event::PeerAway => Out::PeerAway(pb::PeerAway {}),
+        Event::PeerBack => Out::PeerBack(pb::PeerBack {}),
         Event::Registered {
             uid,
             role: registered_role,
@@ -265,5 +288,8 @@ fn encode_event(event: &Event) -> pb::ServerEvent {
             id: id.unwrap_or(0),
         }),
     };
-    pb::ServerEvent { event: Some(out) }
+    pb::ServerEvent {
+        seq: seq.unwrap_or(0),
+        event: Some(out),
+    }
 }

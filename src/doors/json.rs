@@ -55,7 +55,7 @@ pub fn decode_frame(text: &str) -> Result<Request, DecodeFailure> {
     })?;
     let command = decode_command(&event, envelope.data)
         .map_err(|rejection| DecodeFailure { id, rejection })?;
-    Ok(Request { id, command })
+    Ok(Request::new(id, command))
 }
 
 fn parse_request_id(raw: &RawValue) -> Result<RequestId, Rejection> {
@@ -77,6 +77,7 @@ pub fn decode_command(event: &str, data: Option<&RawValue>) -> Result<Command, R
         "transfile" => Command::Relay(Relay::Transfile(decode_transfile(data)?)),
         "ctrlSendSpeed" => Command::Relay(Relay::CtrlSendSpeed(decode_byte_count(data)?)),
         "ipaddr" => Command::IpAddr,
+        "resume" => decode_resume(data)?,
         other => {
             return Err(Rejection::bad_request(format!(
                 "unknown event {:?}",
@@ -128,6 +129,21 @@ fn decode_role(value: &serde_json::Value) -> Result<Role, Rejection> {
 }
 
 #[derive(Deserialize)]
+struct ResumeData {
+    token: String,
+    #[serde(alias = "lastSeq")]
+    last_seq: u64,
+}
+
+fn decode_resume(data: Option<&RawValue>) -> Result<Command, Rejection> {
+    const SHAPE: &str = "resume needs {\"token\": string, \"last_seq\": number}";
+    let data = data.ok_or_else(|| Rejection::bad_request(SHAPE))?;
+    let ResumeData { token, last_seq } =
+        serde_json::from_str(data.get()).map_err(|_| Rejection::bad_request(SHAPE))?;
+    Ok(Command::Resume { token, last_seq })
+}
+
+#[derive(Deserialize)]
 struct TransfileData {
     size: serde_json::Number,
     name: String,
@@ -167,6 +183,8 @@ struct OutgoingEnvelope<'a> {
     data: Option<EventData<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<RequestId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
 }
 
 /// The `data` of a server event in the JSON doors' shapes (shared by the
@@ -174,12 +192,32 @@ struct OutgoingEnvelope<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 pub enum EventData<'a> {
-    /// `welcome`: `{"message", "id"}`.
+    /// `welcome`: `{"message", "id", "resumeToken"}`.
     Welcome {
         /// The greeting.
         message: &'static str,
         /// The session id.
         id: String,
+        /// The resume token, when resumption is on (and, on Socket.IO, asked for).
+        #[serde(rename = "resumeToken", skip_serializing_if = "Option::is_none")]
+        resume_token: Option<&'a str>,
+    },
+    /// `resumed`: `{"id", "uid", "role", "type", "resumeToken", "replayed"}`.
+    Resumed {
+        /// The session id.
+        id: String,
+        /// The uid.
+        uid: &'a str,
+        /// `"web"` or `"app"`.
+        role: &'static str,
+        /// The seed's type.
+        #[serde(rename = "type")]
+        seed_type: u8,
+        /// The next resume token.
+        #[serde(rename = "resumeToken")]
+        resume_token: &'a str,
+        /// How many missed events follow.
+        replayed: usize,
     },
     /// `registered`: `{"uid", "role", "type", "peerPresent"}`.
     Registered {
@@ -217,12 +255,30 @@ pub enum EventData<'a> {
 }
 
 /// The data of `event`, or `None` for events without data (`syncfrom`,
-/// `byebye`, `ack`).
+/// `byebye`, `ack`, `peer_away`, `peer_back`).
 pub fn event_data(event: &Event) -> Option<EventData<'_>> {
     Some(match event {
-        Event::Welcome { session_id } => EventData::Welcome {
+        Event::Welcome {
+            session_id,
+            resume_token,
+        } => EventData::Welcome {
             message: crate::core::event::WELCOME_MESSAGE,
             id: session_id.to_string(),
+            resume_token: resume_token.as_deref(),
+        },
+        Event::Resumed {
+            session_id,
+            uid,
+            role,
+            resume_token,
+            replayed,
+        } => EventData::Resumed {
+            id: session_id.to_string(),
+            uid: uid.as_str(),
+            role: role.as_str(),
+            seed_type: role.seed_type(),
+            resume_token,
+            replayed: *replayed,
         },
         Event::Registered {
             uid,
@@ -234,7 +290,9 @@ pub fn event_data(event: &Event) -> Option<EventData<'_>> {
             seed_type: role.seed_type(),
             peer_present: *peer_present,
         },
-        Event::SyncFrom | Event::ByeBye | Event::Ack { .. } => return None,
+        Event::SyncFrom | Event::ByeBye | Event::Ack { .. } | Event::PeerAway | Event::PeerBack => {
+            return None;
+        }
         Event::Relayed(relay) => match relay {
             Relay::SyncTo(p) | Relay::Message(p) | Relay::Export(p) | Relay::Exception(p) => {
                 EventData::Raw(p.as_raw())
@@ -262,12 +320,14 @@ pub fn event_request_id(event: &Event) -> Option<RequestId> {
     }
 }
 
-/// Renders an event as the text of one WebSocket frame.
-pub fn encode_event(event: &Event) -> String {
+/// Renders an event (with its sequence number) as the text of one
+/// WebSocket frame.
+pub fn encode_event(event: &Event, seq: Option<u64>) -> String {
     let envelope = OutgoingEnvelope {
         event: event.name(),
         data: event_data(event),
         id: event_request_id(event),
+        seq,
     };
     // Serializing these envelopes cannot fail: every key is a string.
     serde_json::to_string(&envelope).unwrap_or_else(|_| {
@@ -279,6 +339,31 @@ pub fn encode_event(event: &Event) -> String {
 mod tests {
     use super::*;
     use crate::core::ErrorCode;
+
+    #[test]
+    fn resume_accepts_both_spellings_of_last_seq() {
+        for text in [
+            r#"{"event":"resume","data":{"token":"t","last_seq":4}}"#,
+            r#"{"event":"resume","data":{"token":"t","lastSeq":4}}"#,
+        ] {
+            let request = decode_frame(text).expect("decodes");
+            assert_eq!(
+                request.command,
+                Command::Resume {
+                    token: "t".into(),
+                    last_seq: 4
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn sequenced_events_carry_seq() {
+        assert_eq!(
+            encode_event(&Event::PeerAway, Some(7)),
+            r#"{"event":"peer_away","seq":7}"#
+        );
+    }
 
     #[test]
     fn register_accepts_seed_and_named_types() {
@@ -323,7 +408,7 @@ mod tests {
         let Command::Relay(relay) = request.command else {
             panic!("not a relay")
         };
-        let rendered = encode_event(&Event::Relayed(relay));
+        let rendered = encode_event(&Event::Relayed(relay), None);
         assert_eq!(
             rendered,
             r#"{"event":"message","data":{"b":[1,2.5,"é"],"a":null}}"#

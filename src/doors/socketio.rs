@@ -26,7 +26,8 @@ use tokio::sync::mpsc;
 
 use super::json::{EventData, decode_command, event_data, event_request_id};
 use crate::core::{
-    DoorKind, EndReason, ErrorCode, Event, Hub, Rejection, Request, RequestId, Session, SessionLink,
+    Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Rejection, Request, RequestId, Session,
+    SessionLink,
 };
 
 /// Packets a session may have waiting for its task before the client is
@@ -130,7 +131,7 @@ impl FromMessage<LocalAdapter> for Enqueued {
                 }
                 None => {
                     let event = Event::error(rejection, None);
-                    let _ = socket.emit("error", &event_data(&event));
+                    let _ = emit_unsequenced(&socket, &event);
                 }
             }
         }
@@ -183,25 +184,47 @@ async fn serve(
     let (reason, session, farewell) = pump(&socket, session, link, packets).await;
     session.end(reason).await;
     if let Some(code) = farewell {
-        let _ = socket.emit("error", &event_data(&Event::farewell(code)));
+        let _ = emit_unsequenced(&socket, &Event::farewell(code));
         let _ = socket.disconnect();
     }
 }
 
-/// The acknowledgement callbacks of requests in flight, by the request id
-/// the door gave them (Socket.IO clients do not send ids of their own).
-#[derive(Default)]
+/// Request ids the door makes up for acknowledgement callbacks start here,
+/// far above any id a client may choose (clients use at most 2^53).
+const DOOR_ID_BASE: RequestId = 1 << 62;
+
+/// The acknowledgement callbacks of requests in flight, by request id.
 struct PendingAcks {
-    next_id: RequestId,
+    next_door_id: RequestId,
     callbacks: HashMap<RequestId, AckSender>,
 }
 
+impl Default for PendingAcks {
+    fn default() -> Self {
+        PendingAcks {
+            next_door_id: DOOR_ID_BASE,
+            callbacks: HashMap::new(),
+        }
+    }
+}
+
 impl PendingAcks {
-    fn track(&mut self, ack: Option<AckSender>) -> Option<RequestId> {
-        let ack = ack?;
-        self.next_id += 1;
-        self.callbacks.insert(self.next_id, ack);
-        Some(self.next_id)
+    /// The request id for a packet: the client's own (from the trailing
+    /// `{"id"}` argument of a resumption client, which identifies re-sends
+    /// across connections) or one made up for its callback.
+    fn track(&mut self, ack: Option<AckSender>, client_id: Option<RequestId>) -> Option<RequestId> {
+        let id = match client_id {
+            Some(id) => id,
+            None if ack.is_some() => {
+                self.next_door_id += 1;
+                self.next_door_id
+            }
+            None => return None,
+        };
+        if let Some(ack) = ack {
+            self.callbacks.insert(id, ack);
+        }
+        Some(id)
     }
 }
 
@@ -212,6 +235,7 @@ async fn pump(
     mut packets: mpsc::Receiver<Inbound>,
 ) -> (EndReason, Session, Option<ErrorCode>) {
     let mut acks = PendingAcks::default();
+    let with_seq = wants_resumption(socket);
     loop {
         tokio::select! {
             biased;
@@ -223,7 +247,7 @@ async fn pump(
                 let Some(event) = event else {
                     return (EndReason::ConnectionLost, session, None);
                 };
-                if emit(socket, &mut acks, &link, &event).await.is_err() {
+                if emit(socket, &mut acks, &link, &event, with_seq).await.is_err() {
                     // Killed while waiting (the first branch says why) or gone.
                     if !link.is_killed() {
                         return (EndReason::ConnectionLost, session, None);
@@ -231,13 +255,17 @@ async fn pump(
                 }
             }
             inbound = packets.recv() => match inbound {
-                Some(Inbound::Packet { value, ack }) => {
-                    let id = acks.track(ack);
-                    match decode_packet(&value) {
-                        Ok(command) => session.handle(Request { id, command }).await,
-                        Err(rejection) => session.reject(id, rejection),
+                Some(Inbound::Packet { value, ack }) => match decode_packet(&value, with_seq) {
+                    Ok((command, client_id)) => {
+                        let request = Request {
+                            id: acks.track(ack, client_id),
+                            command,
+                            client_chosen_id: client_id.is_some(),
+                        };
+                        session.handle(request).await;
                     }
-                }
+                    Err(rejection) => session.reject(acks.track(ack, None), rejection),
+                },
                 Some(Inbound::Disconnected(reason)) => {
                     return (end_reason(reason), session, None);
                 }
@@ -259,9 +287,21 @@ fn end_reason(reason: DisconnectReason) -> EndReason {
     }
 }
 
-/// Packet → command. The packet text is `["event", data, ...]`; `data`
-/// stays raw JSON.
-fn decode_packet(value: &PacketValue) -> Result<crate::core::Command, Rejection> {
+/// The trailing argument a resumption client may add to a request:
+/// `{"id": N}`, its own request id.
+#[derive(serde::Deserialize)]
+struct RequestMeta {
+    id: RequestId,
+}
+
+/// Packet → command (and the client's own request id). The packet text is
+/// `["event", data, {"id": N}?]`; `data` stays raw JSON. The trailing id is
+/// read only from resumption clients (`resume=1`): seed clients' extra
+/// arguments are ignored as the seed ignored them.
+fn decode_packet(
+    value: &PacketValue,
+    resumption_client: bool,
+) -> Result<(crate::core::Command, Option<RequestId>), Rejection> {
     let (text, attachments) = match value {
         PacketValue::Str(text, attachments) => (text.as_str(), attachments),
         PacketValue::Bytes(_) => {
@@ -275,13 +315,29 @@ fn decode_packet(value: &PacketValue) -> Result<crate::core::Command, Rejection>
     }
     let arguments: Vec<&RawValue> =
         serde_json::from_str(text).map_err(|_| Rejection::bad_request("malformed event packet"))?;
-    let (event, data) = match arguments.as_slice() {
-        [event, rest @ ..] => (event, rest.first().copied()),
+    let (event, data, meta) = match arguments.as_slice() {
+        [event, rest @ ..] => (event, rest.first().copied(), rest.get(1).copied()),
         [] => return Err(Rejection::bad_request("event packet without a name")),
     };
     let event: &str = serde_json::from_str(event.get())
         .map_err(|_| Rejection::bad_request("event name must be a string"))?;
-    decode_command(event, data)
+    let client_id = match meta.filter(|_| resumption_client) {
+        Some(meta) => Some(
+            serde_json::from_str::<RequestMeta>(meta.get())
+                .ok()
+                .filter(|meta| meta.id > 0 && meta.id < DOOR_ID_BASE)
+                .ok_or_else(|| {
+                    Rejection::bad_request(
+                        "the argument after data must be {\"id\": positive integer}",
+                    )
+                })?
+                .id,
+        ),
+        None => None,
+    };
+    // A null placeholder before the id argument means "no data".
+    let data = data.filter(|raw| !(meta.is_some() && raw.get() == "null"));
+    Ok((decode_command(event, data)?, client_id))
 }
 
 /// Why an event could not be emitted.
@@ -317,14 +373,51 @@ async fn patiently(
     }
 }
 
+/// Whether the client asked for resumption (query `resume=1`): only then
+/// does it get the resume token in `welcome` and a trailing `{"seq": N}`
+/// argument on sequenced events, so that seed clients see the seed's exact
+/// shapes.
+fn wants_resumption<A: socketioxide::adapter::Adapter>(socket: &Socket<A>) -> bool {
+    socket
+        .req_parts()
+        .uri
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair == "resume=1"))
+}
+
+/// The trailing argument that carries a sequence number (empty for the
+/// door's own unsequenced errors), for clients that asked for resumption.
+#[derive(Serialize)]
+struct SeqArgument {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+}
+
+/// Emits an event that is not part of the session's sequence (the door's
+/// own errors), with an empty trailing argument for resumption clients.
+fn emit_unsequenced<A: socketioxide::adapter::Adapter>(
+    socket: &Socket<A>,
+    event: &Event,
+) -> Result<(), SendError> {
+    let data = event_data(event);
+    if wants_resumption(socket) {
+        socket.emit(event.name(), &(&data, SeqArgument { seq: None }))
+    } else {
+        socket.emit(event.name(), &data)
+    }
+}
+
 /// Emits one event in the seed's shapes; answers an acknowledgement
 /// callback instead when the event concludes a request that had one.
 async fn emit(
     socket: &SocketRef,
     acks: &mut PendingAcks,
     link: &SessionLink,
-    event: &Event,
+    delivery: &Delivery,
+    with_seq: bool,
 ) -> Result<(), Undeliverable> {
+    let event = delivery.event.as_ref();
+    let seq = with_seq.then_some(SeqArgument { seq: delivery.seq });
     if let Some(id) = event_request_id(event)
         && let Some(ack) = acks.callbacks.remove(&id)
     {
@@ -353,11 +446,31 @@ async fn emit(
         (Event::IpAddrs(addresses), _) => {
             for address in addresses.iter() {
                 let address = address.to_string();
-                patiently(link, || socket.emit("ipaddr", &address)).await?;
+                match &seq {
+                    Some(seq) => {
+                        patiently(link, || socket.emit("ipaddr", &(&address, seq))).await?
+                    }
+                    None => patiently(link, || socket.emit("ipaddr", &address)).await?,
+                }
             }
             Ok(())
         }
-        (_, Some(data)) => patiently(link, || socket.emit(event.name(), &data)).await,
-        (_, None) => patiently(link, || socket.emit(event.name(), &NoArguments)).await,
+        // The resume token only for clients that asked for resumption.
+        (Event::Welcome { session_id, .. }, _) if !with_seq => {
+            let seed_welcome = Event::Welcome {
+                session_id: *session_id,
+                resume_token: None,
+            };
+            let data = event_data(&seed_welcome);
+            patiently(link, || socket.emit("welcome", &data)).await
+        }
+        (_, Some(data)) => match &seq {
+            Some(seq) => patiently(link, || socket.emit(event.name(), &(&data, seq))).await,
+            None => patiently(link, || socket.emit(event.name(), &data)).await,
+        },
+        (_, None) => match &seq {
+            Some(seq) => patiently(link, || socket.emit(event.name(), &(seq,))).await,
+            None => patiently(link, || socket.emit(event.name(), &NoArguments)).await,
+        },
     }
 }

@@ -9,7 +9,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite;
 
 use super::json::{decode_frame, encode_event};
-use crate::core::{DoorKind, EndReason, ErrorCode, Event, Hub, Rejection, Session, SessionLink};
+use crate::core::{
+    Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Rejection, Session, SessionLink,
+};
 
 /// Settings of the WebSocket door.
 #[derive(Clone, Debug)]
@@ -157,7 +159,7 @@ where
             () = link.killed() => {
                 let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
                 let last_words = vec![
-                    Message::Text(encode_event(&Event::farewell(code)).into()),
+                    Message::Text(encode_event(&Event::farewell(code), None).into()),
                     close(close_code_for(code), code.as_str()),
                 ];
                 return (EndReason::Closed(code), session, last_words);
@@ -187,10 +189,10 @@ where
                     let code = rejection.code;
                     // What the session already queued, then the error, then the close.
                     let mut last_words = Vec::new();
-                    while let Some(event) = link.try_next_event() {
-                        last_words.push(Message::Text(encode_event(&event).into()));
+                    while let Some(delivery) = link.try_next_event() {
+                        last_words.push(text_frame(&delivery));
                     }
-                    last_words.push(Message::Text(encode_event(&Event::error(rejection, None)).into()));
+                    last_words.push(Message::Text(encode_event(&Event::error(rejection, None), None).into()));
                     last_words.push(close(violation.close_code(), code.as_str()));
                     return (EndReason::ProtocolViolation(code), session, last_words);
                 }
@@ -206,16 +208,22 @@ fn close(code: u16, reason: &'static str) -> Message {
     }))
 }
 
+fn text_frame(delivery: &Delivery) -> Message {
+    Message::Text(encode_event(&delivery.event, delivery.seq).into())
+}
+
 /// Writes `first` and everything else already queued, then flushes once.
-async fn write_batch<S>(sink: &mut S, link: &mut SessionLink, first: Event) -> Result<(), S::Error>
+async fn write_batch<S>(
+    sink: &mut S,
+    link: &mut SessionLink,
+    first: Delivery,
+) -> Result<(), S::Error>
 where
     S: futures_util::Sink<Message> + Unpin,
 {
-    sink.feed(Message::Text(encode_event(&first).into()))
-        .await?;
-    while let Some(event) = link.try_next_event() {
-        sink.feed(Message::Text(encode_event(&event).into()))
-            .await?;
+    sink.feed(text_frame(&first)).await?;
+    while let Some(delivery) = link.try_next_event() {
+        sink.feed(text_frame(&delivery)).await?;
     }
     sink.flush().await
 }

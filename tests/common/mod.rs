@@ -34,7 +34,7 @@ pub fn test_config() -> Config {
             "192.0.2.10".parse().expect("ip"),
             "198.51.100.7".parse().expect("ip"),
         ],
-        shutdown_grace_secs: 5,
+        shutdown_grace: Duration::from_secs(5),
         ..Config::default()
     }
 }
@@ -64,10 +64,16 @@ impl TestGateway {
     /// Connects a client and consumes its `welcome`.
     pub async fn connect(&self, door: Door) -> TestClient {
         let client = Client::connect(door, self.address).await.expect("connect");
-        let mut client = TestClient { client, door };
+        let mut client = TestClient {
+            client,
+            door,
+            welcome: Value::Null,
+            last_seq: 0,
+        };
         let welcome = client.expect("welcome").await;
         assert_eq!(welcome["message"], "Welcome!");
         assert!(welcome["id"].as_str().is_some_and(|id| !id.is_empty()));
+        client.welcome = welcome;
         client
     }
 
@@ -117,6 +123,10 @@ impl Drop for TestGateway {
 pub struct TestClient {
     pub client: Client,
     pub door: Door,
+    /// The data of the `welcome` this connection received.
+    pub welcome: Value,
+    /// The highest `seq` received (what a resume sends as `last_seq`).
+    pub last_seq: u64,
 }
 
 impl TestClient {
@@ -129,10 +139,30 @@ impl TestClient {
 
     /// The next thing received, whatever it is.
     pub async fn next(&mut self) -> Incoming {
-        tokio::time::timeout(EVENT_TIMEOUT, self.client.recv())
+        let incoming = tokio::time::timeout(EVENT_TIMEOUT, self.client.recv())
             .await
             .unwrap_or_else(|_| panic!("{}: nothing received within {EVENT_TIMEOUT:?}", self.door))
-            .expect("receive")
+            .expect("receive");
+        if let Incoming::Event(event) = &incoming
+            && event["event"] == "resumed"
+        {
+            // From here on the connection carries the resumed session's sequence.
+            self.last_seq = 0;
+        }
+        if let Incoming::Event(event) = &incoming
+            && let Some(seq) = event.get("seq").and_then(Value::as_u64)
+        {
+            // Non-decreasing: Socket.IO splits one `ipaddr` event (one seq)
+            // into an emit per address.
+            assert!(
+                seq >= self.last_seq,
+                "{}: seq went back from {} in {event}",
+                self.door,
+                self.last_seq
+            );
+            self.last_seq = seq;
+        }
+        incoming
     }
 
     /// The next event as an envelope; fails on a close.
@@ -160,9 +190,13 @@ impl TestClient {
     pub async fn expect_ack(&mut self, id: u64) {
         let event = self.next_event().await;
         assert_eq!(
-            event,
-            json!({"event": "ack", "id": id}),
-            "{}: expected ack",
+            event["event"], "ack",
+            "{}: expected ack {id}, got {event}",
+            self.door
+        );
+        assert_eq!(
+            event["id"], id,
+            "{}: expected ack {id}, got {event}",
             self.door
         );
     }
@@ -197,6 +231,14 @@ impl TestClient {
             Incoming::Closed(closed) => closed,
             Incoming::Event(event) => panic!("{}: expected the end, got {event}", self.door),
         }
+    }
+
+    /// The resume token of this connection's `welcome`.
+    pub fn resume_token(&self) -> String {
+        self.welcome["resumeToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: no resume token in {}", self.door, self.welcome))
+            .to_owned()
     }
 
     /// Nothing may arrive for a short while.
