@@ -26,6 +26,27 @@ pub const DEFAULT_RESUME_WINDOW: &str = "30s";
 pub const DEFAULT_RESUME_BUFFER_EVENTS: usize = 256;
 /// Most bytes a session retains for a resume.
 pub const DEFAULT_RESUME_BUFFER_BYTES: usize = 256 * 1024;
+/// Sustained requests per second per session.
+pub const DEFAULT_RATE_LIMIT: f64 = 100.0;
+/// Requests a session may burst above the sustained rate.
+pub const DEFAULT_RATE_BURST: f64 = 200.0;
+/// Open connections in all.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 250_000;
+/// Open connections from one IP address (generous: carriers NAT many phones
+/// behind one address).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 10_000;
+/// Longest uid accepted, in bytes.
+pub const DEFAULT_MAX_UID_BYTES: usize = 128;
+/// How long a connection may stay without registering or resuming.
+pub const DEFAULT_REGISTER_TIMEOUT: &str = "30s";
+/// How long a client may take to send HTTP/1 request headers (slowloris).
+pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
+/// Concurrent HTTP/2 streams (gRPC sessions) per connection.
+pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 128;
+/// Heartbeat interval: WebSocket pings, Engine.IO pings, HTTP/2 keepalive.
+pub const DEFAULT_PING_INTERVAL: &str = "25s";
+/// How long a heartbeat may go unanswered before the link counts as dead.
+pub const DEFAULT_PING_TIMEOUT: &str = "20s";
 
 /// Parses `250ms`, `30s`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -63,6 +84,21 @@ pub struct Cli {
 pub enum CliCommand {
     /// Run the gateway (the default).
     Serve,
+    /// Mint an HS256 token for development, signed with the JWT secret.
+    Token {
+        /// The uid the token allows (its `sub`).
+        #[arg(long)]
+        uid: String,
+        /// Restrict the token to one role.
+        #[arg(long, value_parser = ["web", "app"])]
+        role: Option<String>,
+        /// How long the token is valid (e.g. `1h`).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+        /// The shared secret (the gateway's `--jwt-secret`).
+        #[arg(long, env = "SIGNALGATE_JWT_SECRET", hide_env_values = true)]
+        jwt_secret: String,
+    },
 }
 
 /// How log lines are written.
@@ -120,6 +156,63 @@ pub struct Config {
     #[arg(long, env = "SIGNALGATE_RESUME_BUFFER_BYTES", default_value_t = DEFAULT_RESUME_BUFFER_BYTES)]
     pub resume_buffer_bytes: usize,
 
+    /// HS256 secret: connections must present a JWT signed with it.
+    #[arg(long, env = "SIGNALGATE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key (RSA or EC P-256): connections must present an RS256 or
+    /// ES256 JWT it verifies.
+    #[arg(long, env = "SIGNALGATE_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+
+    /// PEM certificate chain: serve TLS (gRPC over h2 and wss) on the port.
+    #[arg(long, env = "SIGNALGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<String>,
+
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "SIGNALGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<String>,
+
+    /// Sustained requests per second per session (0: unlimited).
+    #[arg(long, env = "SIGNALGATE_RATE_LIMIT", default_value_t = DEFAULT_RATE_LIMIT)]
+    pub rate_limit: f64,
+
+    /// Requests a session may send at once above the sustained rate.
+    #[arg(long, env = "SIGNALGATE_RATE_BURST", default_value_t = DEFAULT_RATE_BURST)]
+    pub rate_burst: f64,
+
+    /// Open connections in all; more are refused at accept.
+    #[arg(long, env = "SIGNALGATE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Open connections from one IP address.
+    #[arg(long, env = "SIGNALGATE_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
+
+    /// Longest uid accepted at register, in bytes.
+    #[arg(long, env = "SIGNALGATE_MAX_UID_BYTES", default_value_t = DEFAULT_MAX_UID_BYTES)]
+    pub max_uid_bytes: usize,
+
+    /// How long a connection may stay without registering or resuming (0: forever).
+    #[arg(long, env = "SIGNALGATE_REGISTER_TIMEOUT", default_value = DEFAULT_REGISTER_TIMEOUT, value_parser = parse_duration)]
+    pub register_timeout: Duration,
+
+    /// How long a client may take to send HTTP/1 request headers.
+    #[arg(long, env = "SIGNALGATE_HEADER_READ_TIMEOUT", default_value = DEFAULT_HEADER_READ_TIMEOUT, value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Concurrent HTTP/2 streams (gRPC sessions) per connection.
+    #[arg(long, env = "SIGNALGATE_HTTP2_MAX_STREAMS", default_value_t = DEFAULT_HTTP2_MAX_STREAMS)]
+    pub http2_max_streams: u32,
+
+    /// Heartbeat interval (WebSocket ping, Engine.IO ping, HTTP/2 keepalive).
+    #[arg(long, env = "SIGNALGATE_PING_INTERVAL", default_value = DEFAULT_PING_INTERVAL, value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// How long a heartbeat may go unanswered before the link is dropped.
+    #[arg(long, env = "SIGNALGATE_PING_TIMEOUT", default_value = DEFAULT_PING_TIMEOUT, value_parser = parse_duration)]
+    pub ping_timeout: Duration,
+
     /// Origin allowed to use the browser doors (`/ws`, `/socket.io/`);
     /// repeat for several, `*` is a wildcard (`http://localhost:*`). Default:
     /// every origin. Requests without an Origin header (native apps) are
@@ -153,6 +246,20 @@ impl Default for Config {
             resume_buffer_events: DEFAULT_RESUME_BUFFER_EVENTS,
             resume_buffer_bytes: DEFAULT_RESUME_BUFFER_BYTES,
             allowed_origins: Vec::new(),
+            jwt_secret: None,
+            jwt_public_key: None,
+            tls_cert: None,
+            tls_key: None,
+            rate_limit: DEFAULT_RATE_LIMIT,
+            rate_burst: DEFAULT_RATE_BURST,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_uid_bytes: DEFAULT_MAX_UID_BYTES,
+            register_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
             log_format: LogFormat::Text,
         }
     }
@@ -181,5 +288,13 @@ mod tests {
         assert_eq!(parsed.config.shutdown_grace, defaults.shutdown_grace);
         assert_eq!(parsed.config.resume_window, defaults.resume_window);
         assert_eq!(parsed.config.max_message_bytes, defaults.max_message_bytes);
+        assert_eq!(parsed.config.register_timeout, defaults.register_timeout);
+        assert_eq!(
+            parsed.config.header_read_timeout,
+            defaults.header_read_timeout
+        );
+        assert_eq!(parsed.config.ping_interval, defaults.ping_interval);
+        assert_eq!(parsed.config.ping_timeout, defaults.ping_timeout);
+        assert_eq!(parsed.config.rate_limit, defaults.rate_limit);
     }
 }

@@ -6,8 +6,10 @@
 //! Socket.IO.
 //!
 //! # Layout
+//! - [`auth`]: JWT authentication of connections, and minting for development.
 //! - [`config`]: flags and environment variables → one plain [`config::Config`].
 //! - [`server`]: the composition root: one port, every door, shutdown.
+//! - [`listener`]: connection caps and TLS, before HTTP.
 //! - [`core`]: protocol-neutral sessions, registry and rules (no wire types).
 //! - [`doors`]: thin adapters from each wire protocol to the core.
 //! - [`proto`]: generated gRPC types and `google.protobuf.Value` ⇄ JSON.
@@ -18,10 +20,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod core;
 pub mod doors;
+pub mod listener;
 pub mod net;
 pub mod proto;
 pub mod server;

@@ -4,7 +4,8 @@
 
 use clap::Parser;
 use signalgate::config::{Cli, CliCommand};
-use signalgate::{Gateway, telemetry};
+use signalgate::core::Role;
+use signalgate::{Gateway, auth, telemetry};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -12,11 +13,25 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None | Some(CliCommand::Serve) => serve(cli.config).await,
+        Some(CliCommand::Token {
+            uid,
+            role,
+            ttl,
+            jwt_secret,
+        }) => {
+            let role = match role.as_deref() {
+                Some("web") => Some(Role::Web),
+                Some("app") => Some(Role::App),
+                _ => None,
+            };
+            println!("{}", auth::mint(&jwt_secret, &uid, role, ttl)?);
+            Ok(())
+        }
     }
 }
 
 async fn serve(config: signalgate::Config) -> anyhow::Result<()> {
-    telemetry::init(config.log_format);
+    telemetry::init_logs(config.log_format);
     let listener = TcpListener::bind(config.listen).await?;
     let gateway = Gateway::new(config)?;
     gateway.serve(listener, shutdown_signal()).await?;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::{Request, Response, StatusCode, header};
 use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,30 +18,24 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use crate::auth::AuthPolicy;
 use crate::config::Config;
-use crate::core::{Census, Hub, HubConfig, InMemoryRegistry, Registry, ResumeLimits};
+use crate::core::{Census, Hub, HubConfig, InMemoryRegistry, RateLimit, Registry, ResumeLimits};
 use crate::doors::grpc::GrpcDoor;
 use crate::doors::origin::{self, OriginPolicy};
 use crate::doors::socketio::{self, SocketIoConfig};
 use crate::doors::ws::{self, WsConfig, WsDoor};
+use crate::listener::{Conn, ConnectionLimits, tls_acceptor};
 use crate::net::address_source;
 use crate::proto::{FILE_DESCRIPTOR_SET, v1::signaling_server::SignalingServer};
+use crate::telemetry;
 
-/// HTTP/2 keepalive ping interval (detects dead gRPC peers).
-const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
-/// How long an HTTP/2 keepalive ping may stay unanswered.
-const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Concurrent HTTP/2 streams per connection.
-const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
-/// How long a client may take to send its HTTP/1 request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Engine.IO ping interval (Socket.IO door).
-const SOCKETIO_PING_INTERVAL: Duration = Duration::from_secs(25);
-/// Engine.IO ping timeout (Socket.IO door).
-const SOCKETIO_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -49,6 +44,7 @@ pub struct Gateway {
     hub: Hub,
     router: Router,
     config: Config,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Gateway {
@@ -59,6 +55,29 @@ impl Gateway {
 
     /// A gateway over the given registry.
     pub fn with_registry(config: Config, registry: Arc<dyn Registry>) -> anyhow::Result<Gateway> {
+        // Install the metrics recorder before anything records.
+        if telemetry::metrics::handle().is_none() {
+            warn!("another metrics recorder is installed; /metrics will be empty");
+        }
+        let auth = AuthPolicy::new(
+            config.jwt_secret.as_deref(),
+            config.jwt_public_key.as_deref(),
+        )?;
+        if auth.enabled() {
+            info!(
+                ?auth,
+                "authentication required: connections must present a JWT"
+            );
+        } else {
+            warn!(
+                "AUTHENTICATION IS OFF: anyone may connect and register as any uid. \
+                 Set --jwt-secret or --jwt-public-key in production (docs/SECURITY.md)."
+            );
+        }
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => None,
+        };
         let hub = Hub::new(
             registry,
             HubConfig {
@@ -69,13 +88,20 @@ impl Gateway {
                     max_events: config.resume_buffer_events,
                     max_bytes: config.resume_buffer_bytes,
                 },
+                rate_limit: RateLimit {
+                    per_second: config.rate_limit,
+                    burst: config.rate_burst,
+                },
+                register_timeout: config.register_timeout,
+                max_uid_bytes: config.max_uid_bytes,
             },
         );
-        let router = build_router(&hub, &config)?;
+        let router = build_router(&hub, &config, &auth)?;
         Ok(Gateway {
             hub,
             router,
             config,
+            tls,
         })
     }
 
@@ -90,20 +116,27 @@ impl Gateway {
     where
         F: Future<Output = ()> + Send,
     {
+        let config = &self.config;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .header_read_timeout(config.header_read_timeout);
         builder
             .http2()
             .timer(TokioTimer::new())
-            .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
-            .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS);
+            .keep_alive_interval(config.ping_interval)
+            .keep_alive_timeout(config.ping_timeout)
+            .max_concurrent_streams(config.http2_max_streams);
+        let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
-        info!(address = %listener.local_addr()?, "signalgate listening (gRPC, /ws, /socket.io/, /healthz)");
+        let scheme = if self.tls.is_some() {
+            "TLS"
+        } else {
+            "cleartext"
+        };
+        info!(address = %listener.local_addr()?, scheme, "signalgate listening (gRPC, /ws, /socket.io/, /healthz, /readyz, /metrics)");
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -116,16 +149,40 @@ impl Gateway {
                             continue;
                         }
                     };
+                    let permit = match limits.admit(peer) {
+                        Ok(permit) => permit,
+                        Err(refusal) => {
+                            telemetry::metrics::refused(refusal.label());
+                            debug!(%peer, reason = refusal.label(), "connection refused");
+                            continue;
+                        }
+                    };
                     if let Err(error) = stream.set_nodelay(true) {
                         debug!(%error, "cannot set TCP_NODELAY");
                     }
+                    let tls = self.tls.clone();
+                    let builder = builder.clone();
                     let service = TowerToHyperService::new(self.router.clone());
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    let connection = graceful.watch(connection);
+                    let watcher = graceful.watcher();
                     tokio::spawn(async move {
-                        if let Err(error) = connection.await {
+                        let conn = match tls {
+                            None => Conn::plain(stream, permit),
+                            Some(acceptor) => {
+                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => Conn::tls(stream, permit),
+                                    Ok(Err(error)) => {
+                                        debug!(%peer, %error, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        debug!(%peer, "TLS handshake timed out");
+                                        return;
+                                    }
+                                }
+                            }
+                        };
+                        let connection = builder.serve_connection_with_upgrades(TokioIo::new(conn), service);
+                        if let Err(error) = watcher.watch(connection.into_owned()).await {
                             debug!(%peer, %error, "connection ended with an error");
                         }
                     });
@@ -160,8 +217,8 @@ async fn wait_for_sessions(hub: &Hub) {
     }
 }
 
-fn build_router(hub: &Hub, config: &Config) -> anyhow::Result<Router> {
-    let signaling = SignalingServer::new(GrpcDoor::new(hub.clone()))
+fn build_router(hub: &Hub, config: &Config, auth: &AuthPolicy) -> anyhow::Result<Router> {
+    let signaling = SignalingServer::new(GrpcDoor::new(hub.clone(), auth.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes.saturating_mul(4));
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -186,7 +243,10 @@ fn build_router(hub: &Hub, config: &Config) -> anyhow::Result<Router> {
             max_message_bytes: config.max_message_bytes,
             read_buffer_bytes: config.ws_read_buffer_bytes,
             write_buffer_bytes: config.ws_write_buffer_bytes,
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
         },
+        auth.clone(),
     );
     let origins = OriginPolicy::new(&config.allowed_origins);
     if origins.allows_all() {
@@ -198,10 +258,11 @@ fn build_router(hub: &Hub, config: &Config) -> anyhow::Result<Router> {
         hub.clone(),
         &SocketIoConfig {
             max_message_bytes: config.max_message_bytes,
-            ping_interval: SOCKETIO_PING_INTERVAL,
-            ping_timeout: SOCKETIO_PING_TIMEOUT,
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
             max_buffered_packets: config.outbox_capacity,
         },
+        auth.clone(),
     )
     .layer(origins.cors_layer());
     let browser_doors = Router::new()
@@ -212,8 +273,13 @@ fn build_router(hub: &Hub, config: &Config) -> anyhow::Result<Router> {
             origins,
             origin::enforce,
         ));
+    let operations = Router::new()
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(hub.clone());
     let router = Router::new()
         .merge(browser_doors)
+        .merge(operations)
         .route("/healthz", get(healthz));
     let router = grpc_route(router, signaling);
     let router = grpc_route(router, health);
@@ -243,6 +309,26 @@ where
 /// `GET /healthz`: the process is up.
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// `GET /readyz`: 200 while the gateway accepts sessions, 503 once it is
+/// shutting down (a load balancer stops sending new clients).
+async fn readyz(State(hub): State<Hub>) -> (StatusCode, &'static str) {
+    if hub.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(hub): State<Hub>) -> Response<Body> {
+    let mut response = Response::new(Body::from(telemetry::metrics::render(hub.census())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 /// Unknown paths: a gRPC `UNIMPLEMENTED` for gRPC callers, 404 for the rest.

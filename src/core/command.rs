@@ -6,8 +6,9 @@ use std::sync::Arc;
 use super::error::Rejection;
 use super::payload::JsonPayload;
 
-/// Longest accepted uid, in bytes.
-pub const MAX_UID_BYTES: usize = 128;
+/// Longest uid any door decodes, in bytes. The configured limit
+/// (`--max-uid-bytes`, default 128) is enforced by the rules at `register`.
+pub const MAX_UID_BYTES: usize = 1024;
 
 /// The two sides of a pairing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -15,6 +15,13 @@ pub enum ErrorCode {
     AlreadyRegistered,
     /// A relay while the other role of the uid is absent.
     NoPeer,
+    /// The authentication token is missing, expired, badly signed, of the
+    /// wrong algorithm or has no subject.
+    Unauthenticated,
+    /// The authentication token does not allow this uid or role.
+    Forbidden,
+    /// The session neither registered nor resumed in time; it is closed.
+    RegisterTimeout,
     /// The request is not allowed for this session's role (`syncto` from web).
     WrongRole,
     /// A newer session registered the same (uid, role); this one is closed.
@@ -39,11 +46,14 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of docs/PROTOCOL.md.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadRequest,
         ErrorCode::NotRegistered,
         ErrorCode::AlreadyRegistered,
         ErrorCode::NoPeer,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::RegisterTimeout,
         ErrorCode::WrongRole,
         ErrorCode::Replaced,
         ErrorCode::MessageTooLarge,
@@ -61,6 +71,9 @@ impl ErrorCode {
             ErrorCode::NotRegistered => "NOT_REGISTERED",
             ErrorCode::AlreadyRegistered => "ALREADY_REGISTERED",
             ErrorCode::NoPeer => "NO_PEER",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::RegisterTimeout => "REGISTER_TIMEOUT",
             ErrorCode::WrongRole => "WRONG_ROLE",
             ErrorCode::Replaced => "REPLACED",
             ErrorCode::MessageTooLarge => "MESSAGE_TOO_LARGE",
@@ -142,6 +155,8 @@ impl EndReason {
             EndReason::Closed(ErrorCode::Replaced) => "replaced",
             EndReason::Closed(ErrorCode::SlowConsumer) => "slow_consumer",
             EndReason::Closed(ErrorCode::ShuttingDown) => "shutdown",
+            EndReason::Closed(ErrorCode::RateLimited) => "rate_limited",
+            EndReason::Closed(ErrorCode::RegisterTimeout) => "register_timeout",
             EndReason::Closed(_) => "closed",
             EndReason::ResumeWindowExpired => "resume_window_expired",
         }

@@ -91,6 +91,7 @@ impl Event {
             ErrorCode::ShuttingDown => "the server is shutting down",
             ErrorCode::MessageTooLarge => "message exceeds the size limit",
             ErrorCode::RateLimited => "the session kept sending faster than allowed",
+            ErrorCode::RegisterTimeout => "the session did not register in time",
             _ => "the session was closed",
         };
         Event::Error {

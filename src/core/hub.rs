@@ -7,6 +7,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use tokio_util::sync::CancellationToken;
@@ -15,11 +16,14 @@ use tracing::{info, warn};
 use super::command::{Command, Relay, Request, RequestId, Role, Uid};
 use super::error::{EndReason, ErrorCode, Rejection};
 use super::event::Event;
+use super::identity::Identity;
+use super::limits::{RateLimit, TokenBucket, Verdict};
 use super::registry::{Registry, RegistryCensus, RouteError};
 use super::session::{
     Attachment, Delivery, DeliveryError, DoorKind, Phase, ResumeLimits, SessionHandle, SessionId,
     SessionLink, lock,
 };
+use crate::telemetry::metrics;
 
 /// Where the answer to `ipaddr` comes from.
 pub type AddressSource = Arc<dyn Fn() -> Arc<[Ipv4Addr]> + Send + Sync>;
@@ -33,6 +37,13 @@ pub struct HubConfig {
     pub addresses: AddressSource,
     /// Session resumption: window and retention bounds.
     pub resume: ResumeLimits,
+    /// Per-session request rate limit.
+    pub rate_limit: RateLimit,
+    /// How long a connection may stay without registering or resuming
+    /// (zero: forever).
+    pub register_timeout: Duration,
+    /// Longest uid accepted at `register`, in bytes.
+    pub max_uid_bytes: usize,
 }
 
 impl fmt::Debug for HubConfig {
@@ -109,8 +120,9 @@ impl Hub {
 
     /// Opens a session for a new connection: the door keeps the [`Session`]
     /// to submit requests and the [`SessionLink`] to write events. `welcome`
-    /// is already queued.
-    pub fn open(&self, door: DoorKind) -> (Session, SessionLink) {
+    /// is already queued. `identity` is who the connection authenticated as
+    /// (`None` when authentication is off).
+    pub fn open(&self, door: DoorKind, identity: Option<Identity>) -> (Session, SessionLink) {
         let config = &self.shared.config;
         let (handle, link) = SessionHandle::new(
             door,
@@ -125,10 +137,19 @@ impl Hub {
             lock(&self.shared.resume_tokens).insert(Arc::clone(&token), Arc::downgrade(&handle));
             token
         });
+        if !config.register_timeout.is_zero() {
+            tokio::spawn(enforce_register_timeout(
+                Arc::downgrade(&handle),
+                Arc::downgrade(link.attachment()),
+                config.register_timeout,
+            ));
+        }
         let session = Session {
             hub: self.clone(),
             attachment: Arc::clone(link.attachment()),
             handle,
+            identity,
+            bucket: TokenBucket::new(config.rate_limit),
             ended: false,
         };
         session.reply(Event::Welcome {
@@ -173,6 +194,7 @@ impl Hub {
         reason: EndReason,
     ) {
         let limits = self.shared.config.resume;
+        attachment.uncount();
         let away = {
             let mut state = handle.state();
             match &state.attachment {
@@ -207,6 +229,7 @@ impl Hub {
             return;
         };
         self.shared.away_sessions.fetch_add(1, Ordering::Relaxed);
+        metrics::disconnected("away");
         info!(session = %handle.id(), %uid, %role, door = attachment.door().as_str(), window_secs = limits.window.as_secs(), "away");
         if let Ok(peer) = self.shared.registry.peer_of(&uid, role, handle.id()).await {
             let _ = peer.deliver(Event::PeerAway);
@@ -269,6 +292,7 @@ impl Hub {
             self.shared.away_sessions.fetch_sub(1, Ordering::Relaxed);
         }
         self.forget_token(token);
+        metrics::disconnected(reason.label());
         let id = handle.id();
         let door = door.map_or("none", DoorKind::as_str);
         match binding {
@@ -289,6 +313,25 @@ impl Hub {
     }
 }
 
+/// Closes a connection whose session neither registered nor resumed in time.
+async fn enforce_register_timeout(
+    handle: Weak<SessionHandle>,
+    attachment: Weak<Attachment>,
+    timeout: Duration,
+) {
+    tokio::time::sleep(timeout).await;
+    let (Some(handle), Some(attachment)) = (handle.upgrade(), attachment.upgrade()) else {
+        return;
+    };
+    let idle = {
+        let state = handle.state();
+        state.binding.is_none() && matches!(state.phase, Phase::Open)
+    };
+    if idle {
+        attachment.kill(ErrorCode::RegisterTimeout);
+    }
+}
+
 /// One client connection's view of its session, owned by the door task
 /// that serves it.
 ///
@@ -299,6 +342,8 @@ pub struct Session {
     hub: Hub,
     handle: Arc<SessionHandle>,
     attachment: Arc<Attachment>,
+    identity: Option<Identity>,
+    bucket: TokenBucket,
     ended: bool,
 }
 
@@ -329,6 +374,23 @@ impl Session {
             command,
             client_chosen_id,
         } = request;
+        match self.bucket.take(Instant::now()) {
+            Verdict::Allowed => {}
+            verdict => {
+                let wait = self.bucket.retry_after();
+                self.reply(Event::error(
+                    Rejection::new(
+                        ErrorCode::RateLimited,
+                        format!("too many requests; retry in {} ms", wait.as_millis().max(1)),
+                    ),
+                    id,
+                ));
+                if verdict == Verdict::Persisting {
+                    self.attachment.kill(ErrorCode::RateLimited);
+                }
+                return;
+            }
+        }
         if let Some(id) = id.filter(|_| client_chosen_id) {
             let mut state = self.handle.state();
             if id <= state.resend_horizon {
@@ -393,6 +455,15 @@ impl Session {
                 "the server is shutting down",
             ));
         }
+        let max_uid_bytes = self.hub.shared.config.max_uid_bytes;
+        if uid.as_str().len() > max_uid_bytes {
+            return Err(Rejection::bad_request(format!(
+                "uid must be at most {max_uid_bytes} bytes"
+            )));
+        }
+        if let Some(identity) = &self.identity {
+            identity.permits(&uid, role)?;
+        }
         let bound = self
             .hub
             .shared
@@ -401,6 +472,7 @@ impl Session {
             .await
             .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))?;
         self.handle.state().binding = Some((uid.clone(), role));
+        self.attachment.count_as(role);
         let replaced_away = match &bound.replaced {
             Some(old) => {
                 let was_away = old.is_away();
@@ -467,7 +539,10 @@ impl Session {
                 ),
                 RouteError::Registry(e) => Rejection::new(ErrorCode::Internal, e.to_string()),
             })?;
-        peer.deliver(Event::Relayed(relay)).map_err(|e| match e {
+        let kind = relay.kind();
+        peer.deliver(Event::Relayed(relay))
+            .map(|()| metrics::relayed(kind, self.attachment.door()))
+            .map_err(|e| match e {
             DeliveryError::SlowConsumer => Rejection::new(
                 ErrorCode::SlowConsumer,
                 "the peer could not take the event and was disconnected; the event was not delivered",
@@ -478,7 +553,10 @@ impl Session {
 
     /// Moves this connection onto the session that `token` belongs to.
     async fn resume(&mut self, token: &str, last_seq: u64) -> Result<(), Rejection> {
-        let failed = |why: &'static str| Rejection::new(ErrorCode::ResumeFailed, why);
+        let failed = |reason: &'static str, why: &'static str| {
+            metrics::resume_failed(reason);
+            Rejection::new(ErrorCode::ResumeFailed, why)
+        };
         if self.registration().is_some() {
             return Err(Rejection::new(
                 ErrorCode::AlreadyRegistered,
@@ -488,9 +566,17 @@ impl Session {
         let target = lock(&self.hub.shared.resume_tokens)
             .get(token)
             .and_then(Weak::upgrade)
-            .ok_or_else(|| failed("unknown, expired, spent or replaced resume token"))?;
+            .ok_or_else(|| {
+                failed(
+                    "unknown_token",
+                    "unknown, expired, spent or replaced resume token",
+                )
+            })?;
         if Arc::ptr_eq(&target, &self.handle) {
-            return Err(failed("a connection cannot resume its own session"));
+            return Err(failed(
+                "own_token",
+                "a connection cannot resume its own session",
+            ));
         }
         let new_token = new_resume_token();
         let (old_token, my_token, was_away, uid, role, replayed) = {
@@ -504,19 +590,28 @@ impl Session {
                 (self.handle.state(), theirs)
             };
             if matches!(theirs.phase, Phase::Ended) || theirs.end_reason.is_some() {
-                return Err(failed("the session has ended"));
+                return Err(failed("ended", "the session has ended"));
             }
             let Some((uid, role)) = theirs.binding.clone() else {
-                return Err(failed("the session was never registered"));
+                return Err(failed("not_registered", "the session was never registered"));
             };
+            if let Some(identity) = &self.identity {
+                identity.permits(&uid, role)?;
+            }
             if last_seq > theirs.last_seq {
-                return Err(failed("last_seq is ahead of anything the session was sent"));
+                return Err(failed(
+                    "seq_ahead",
+                    "last_seq is ahead of anything the session was sent",
+                ));
             }
             if last_seq < theirs.evicted_through {
-                return Err(failed("events after last_seq are no longer retained"));
+                return Err(failed(
+                    "evicted",
+                    "events after last_seq are no longer retained",
+                ));
             }
             let Some(attachment) = mine.attachment.take() else {
-                return Err(failed("this connection is closing"));
+                return Err(failed("closing", "this connection is closing"));
             };
             mine.phase = Phase::Ended;
             let my_token = mine.resume_token.take();
@@ -542,6 +637,7 @@ impl Session {
                 .collect();
             let replayed = missed.len();
             let resumed = Delivery {
+                queued_at: None,
                 seq: None,
                 event: Arc::new(Event::Resumed {
                     session_id: target.id(),
@@ -573,6 +669,8 @@ impl Session {
             .open_sessions
             .fetch_sub(1, Ordering::Relaxed);
         self.handle = target;
+        self.attachment.count_as(role);
+        metrics::resumed(replayed);
         let door = self.attachment.door().as_str();
         info!(session = %self.id(), %uid, %role, door, replayed, was_away, "resumed");
         if was_away

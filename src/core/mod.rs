@@ -6,6 +6,8 @@
 //! - [`command`]: what a client can ask for.
 //! - [`event`]: what the server can say to a session.
 //! - [`error`]: error codes and the reasons a session ends.
+//! - [`identity`]: who an authenticated connection is and what it may register as.
+//! - [`limits`]: per-session rate limiting.
 //! - [`payload`]: relayed JSON kept as text, validated once.
 //! - [`session`]: a session's state: sequence numbers, resume buffer, attachment.
 //! - [`registry`]: the pairing registry interface and its in-memory implementation.
@@ -15,6 +17,8 @@ pub mod command;
 pub mod error;
 pub mod event;
 pub mod hub;
+pub mod identity;
+pub mod limits;
 pub mod payload;
 pub mod registry;
 pub mod session;
@@ -23,6 +27,8 @@ pub use command::{Command, FileOffer, Relay, RelayKind, Request, RequestId, Role
 pub use error::{EndReason, ErrorCode, Rejection};
 pub use event::Event;
 pub use hub::{Census, Hub, HubConfig, Session};
+pub use identity::Identity;
+pub use limits::RateLimit;
 pub use payload::JsonPayload;
 pub use registry::{InMemoryRegistry, Registry};
 pub use session::{Delivery, DoorKind, ResumeLimits, SessionId, SessionLink};

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::command::{Role, Uid};
 use super::error::ErrorCode;
 use super::event::Event;
+use crate::telemetry::metrics;
 
 /// A session id: 64 random bits, shown as 16 hex digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,6 +88,8 @@ pub struct Delivery {
     pub seq: Option<u64>,
     /// The event.
     pub event: Arc<Event>,
+    /// When a relayed event was queued (for the relay latency metric).
+    pub queued_at: Option<Instant>,
 }
 
 /// Bounds of what a session keeps for resumption.
@@ -116,11 +119,27 @@ pub(crate) struct Attachment {
     kill_switch: CancellationToken,
     kill_reason: OnceLock<ErrorCode>,
     door: DoorKind,
+    /// The role this connection is counted under in the connection gauge,
+    /// once its session registered or resumed.
+    counted_role: OnceLock<Role>,
     preface: Mutex<VecDeque<Delivery>>,
     has_preface: AtomicBool,
 }
 
 impl Attachment {
+    /// Moves this connection from the unregistered to `role` in the gauge.
+    pub(crate) fn count_as(&self, role: Role) {
+        if self.counted_role.set(role).is_ok() {
+            metrics::connection_closed(self.door, None);
+            metrics::connection_opened(self.door, Some(role));
+        }
+    }
+
+    /// Removes this connection from the gauge.
+    pub(crate) fn uncount(&self) {
+        metrics::connection_closed(self.door, self.counted_role.get().copied());
+    }
+
     pub(crate) fn kill(&self, reason: ErrorCode) {
         let _ = self.kill_reason.set(reason);
         self.kill_switch.cancel();
@@ -237,9 +256,11 @@ impl SessionHandle {
             kill_switch: shutdown.child_token(),
             kill_reason: OnceLock::new(),
             door,
+            counted_role: OnceLock::new(),
             preface: Mutex::new(VecDeque::new()),
             has_preface: AtomicBool::new(false),
         });
+        metrics::connection_opened(door, None);
         let handle = Arc::new(SessionHandle {
             id: SessionId::random(),
             limits,
@@ -286,9 +307,14 @@ impl SessionHandle {
             state.last_seq += 1;
             state.last_seq
         });
+        if let Event::Error { code, .. } = &event {
+            metrics::error_sent(*code);
+        }
+        let queued_at = matches!(event, Event::Relayed(_)).then(Instant::now);
         let delivery = Delivery {
             seq,
             event: Arc::new(event),
+            queued_at,
         };
         let retain = sequenced && self.limits.enabled();
         if retain {
@@ -357,6 +383,14 @@ impl SessionHandle {
     }
 }
 
+/// Records how long a relayed event waited in the outbox.
+fn observed(delivery: Delivery) -> Delivery {
+    if let Some(queued_at) = delivery.queued_at {
+        metrics::relay_latency(queued_at.elapsed());
+    }
+    delivery
+}
+
 /// The door's side of a connection: the events to write and the kill switch
 /// to watch.
 #[derive(Debug)]
@@ -371,12 +405,13 @@ impl SessionLink {
         if let Some(delivery) = self.take_preface() {
             return Some(delivery);
         }
-        self.events.recv().await
+        self.events.recv().await.map(observed)
     }
 
     /// An event if one is ready (for batching writes).
     pub fn try_next_event(&mut self) -> Option<Delivery> {
-        self.take_preface().or_else(|| self.events.try_recv().ok())
+        self.take_preface()
+            .or_else(|| self.events.try_recv().ok().map(observed))
     }
 
     fn take_preface(&self) -> Option<Delivery> {

@@ -7,12 +7,14 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
 
+use crate::auth::{AuthPolicy, bearer};
 use crate::core::{
     Command, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, JsonPayload, Rejection, Relay,
     Request, RequestId, Role, Session, SessionLink, Uid,
 };
 use crate::proto::json::{json_to_value, value_to_json};
 use crate::proto::v1::{self as pb, client_event, server_event};
+use crate::telemetry::metrics;
 
 /// Events buffered between a session's task and tonic, on top of the outbox.
 const STREAM_BUFFER: usize = 16;
@@ -24,12 +26,13 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug)]
 pub struct GrpcDoor {
     hub: Hub,
+    auth: AuthPolicy,
 }
 
 impl GrpcDoor {
     /// The door over `hub`.
-    pub fn new(hub: Hub) -> Self {
-        GrpcDoor { hub }
+    pub fn new(hub: Hub, auth: AuthPolicy) -> Self {
+        GrpcDoor { hub, auth }
     }
 }
 
@@ -44,7 +47,16 @@ impl pb::signaling_server::Signaling for GrpcDoor {
         if self.hub.is_shutting_down() {
             return Err(status_for(ErrorCode::ShuttingDown));
         }
-        let (session, link) = self.hub.open(DoorKind::Grpc);
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(bearer);
+        let identity = self.auth.authenticate(token).map_err(|error| {
+            metrics::refused("unauthenticated");
+            Status::unauthenticated(format!("UNAUTHENTICATED: {error}"))
+        })?;
+        let (session, link) = self.hub.open(DoorKind::Grpc, identity);
         let (outgoing, stream) = mpsc::channel(STREAM_BUFFER);
         tokio::spawn(serve(request.into_inner(), session, link, outgoing));
         Ok(tonic::Response::new(ReceiverStream::new(stream)))
@@ -133,7 +145,8 @@ async fn finish_with(outgoing: &Outgoing, last: Event, status: Status) {
 fn status_for(code: ErrorCode) -> Status {
     let grpc_code = match code {
         ErrorCode::Replaced => Code::Aborted,
-        ErrorCode::SlowConsumer => Code::ResourceExhausted,
+        ErrorCode::SlowConsumer | ErrorCode::RateLimited => Code::ResourceExhausted,
+        ErrorCode::RegisterTimeout => Code::DeadlineExceeded,
         ErrorCode::ShuttingDown => Code::Unavailable,
         ErrorCode::MessageTooLarge => Code::ResourceExhausted,
         ErrorCode::BadRequest => Code::InvalidArgument,

@@ -17,18 +17,20 @@ use serde::ser::SerializeTuple;
 use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::{AckSender, SocketRef};
-use socketioxide::handler::{FromMessage, FromMessageParts};
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::{ConnectHandler, FromMessage, FromMessageParts};
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SendError, SocketError};
 use socketioxide_core::Value as PacketValue;
 use tokio::sync::mpsc;
 
 use super::json::{EventData, decode_command, event_data, event_request_id};
+use crate::auth::{AuthError, AuthPolicy};
 use crate::core::{
-    Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Rejection, Request, RequestId, Session,
-    SessionLink,
+    Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, Rejection, Request, RequestId,
+    Session, SessionLink,
 };
+use crate::telemetry::metrics;
 
 /// Packets a session may have waiting for its task before the client is
 /// told to slow down.
@@ -52,7 +54,10 @@ pub struct SocketIoConfig {
 pub const PATH: &str = "/socket.io/";
 
 /// A router serving Socket.IO at [`PATH`], namespace `/`, over `hub`.
-pub fn router(hub: Hub, config: &SocketIoConfig) -> axum::Router {
+/// With authentication on, a connection must present its token in the
+/// handshake (`auth: {token}`, Socket.IO 3+) or as the `token` query
+/// parameter (any version); otherwise the namespace refuses it.
+pub fn router(hub: Hub, config: &SocketIoConfig, auth: AuthPolicy) -> axum::Router {
     let max_message = u64::try_from(config.max_message_bytes).unwrap_or(u64::MAX);
     let (service, io) = SocketIo::builder()
         .ping_interval(config.ping_interval)
@@ -63,11 +68,67 @@ pub fn router(hub: Hub, config: &SocketIoConfig) -> axum::Router {
         .ws_read_buffer_size(4 * 1024)
         .max_buffer_size(config.max_buffered_packets)
         .build_svc();
-    io.ns("/", move |socket: SocketRef| {
+    let connect = move |socket: SocketRef| {
         let hub = hub.clone();
         async move { accept(socket, hub) }
-    });
+    };
+    let authenticate = move |socket: SocketRef, TryData(handshake): TryData<serde_json::Value>| {
+        let auth = auth.clone();
+        async move { authenticate(&socket, handshake.ok(), &auth) }
+    };
+    io.ns("/", connect.with(authenticate));
     axum::Router::new().route_service(PATH, service)
+}
+
+/// Who a Socket.IO connection authenticated as, kept in its extensions.
+#[derive(Clone)]
+struct Authenticated(Identity);
+
+/// A refused Socket.IO connection (the client's `connect_error` message).
+#[derive(Debug)]
+struct Refused(AuthError);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UNAUTHENTICATED: {}", self.0)
+    }
+}
+
+/// The connect middleware: checks the handshake's token.
+fn authenticate(
+    socket: &SocketRef,
+    handshake: Option<serde_json::Value>,
+    auth: &AuthPolicy,
+) -> Result<(), Refused> {
+    let from_handshake = handshake
+        .as_ref()
+        .and_then(|payload| payload.get("token"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    let from_query = query_parameter(socket, "token");
+    let token = from_handshake.or(from_query);
+    match auth.authenticate(token.as_deref()) {
+        Ok(Some(identity)) => {
+            socket.extensions.insert(Authenticated(identity));
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(error) => {
+            metrics::refused("unauthenticated");
+            Err(Refused(error))
+        }
+    }
+}
+
+/// A query parameter of the handshake request, percent-decoded.
+fn query_parameter<A: socketioxide::adapter::Adapter>(
+    socket: &Socket<A>,
+    name: &str,
+) -> Option<String> {
+    let query = socket.req_parts().uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
 }
 
 /// What the socketioxide callbacks hand to a session's task.
@@ -86,7 +147,11 @@ enum Inbound {
 struct Inbox(mpsc::Sender<Inbound>);
 
 fn accept(socket: SocketRef, hub: Hub) {
-    let (session, link) = hub.open(DoorKind::SocketIo);
+    let identity = socket
+        .extensions
+        .get::<Authenticated>()
+        .map(|Authenticated(identity)| identity);
+    let (session, link) = hub.open(DoorKind::SocketIo, identity);
     let (inbox, packets) = mpsc::channel(INBOX_CAPACITY);
     socket.extensions.insert(Inbox(inbox.clone()));
     socket.on_fallback(async |_: Enqueued| {});
@@ -378,11 +443,7 @@ async fn patiently(
 /// argument on sequenced events, so that seed clients see the seed's exact
 /// shapes.
 fn wants_resumption<A: socketioxide::adapter::Adapter>(socket: &Socket<A>) -> bool {
-    socket
-        .req_parts()
-        .uri
-        .query()
-        .is_some_and(|query| query.split('&').any(|pair| pair == "resume=1"))
+    query_parameter(socket, "resume").is_some_and(|value| value == "1")
 }
 
 /// The trailing argument that carries a sequence number (empty for the

@@ -2,16 +2,21 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
 use tokio_tungstenite::tungstenite;
 
 use super::json::{decode_frame, encode_event};
+use crate::auth::{AuthPolicy, bearer};
 use crate::core::{
-    Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Rejection, Session, SessionLink,
+    Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, Rejection, Session, SessionLink,
 };
+use crate::telemetry::metrics;
 
 /// Settings of the WebSocket door.
 #[derive(Clone, Debug)]
@@ -22,6 +27,10 @@ pub struct WsConfig {
     pub read_buffer_bytes: usize,
     /// Bytes buffered before a write reaches the socket (flushed per batch anyway).
     pub write_buffer_bytes: usize,
+    /// How often the server pings.
+    pub ping_interval: Duration,
+    /// How long a ping may go unanswered before the connection counts as dead.
+    pub ping_timeout: Duration,
 }
 
 /// State shared by every `/ws` connection.
@@ -29,6 +38,7 @@ pub struct WsConfig {
 pub struct WsDoor {
     hub: Hub,
     config: WsConfig,
+    auth: AuthPolicy,
 }
 
 /// Close codes of the JSON WebSocket door (docs/PROTOCOL.md).
@@ -49,6 +59,10 @@ pub mod close_code {
     pub const REPLACED: u16 = 4001;
     /// The session could not keep up with its events.
     pub const SLOW_CONSUMER: u16 = 4002;
+    /// The client kept sending past the rate limit.
+    pub const RATE_LIMITED: u16 = 4003;
+    /// The session did not register in time.
+    pub const REGISTER_TIMEOUT: u16 = 4004;
 }
 
 /// The close code for a session the server ends with `code`.
@@ -56,6 +70,8 @@ fn close_code_for(code: ErrorCode) -> u16 {
     match code {
         ErrorCode::Replaced => close_code::REPLACED,
         ErrorCode::SlowConsumer => close_code::SLOW_CONSUMER,
+        ErrorCode::RateLimited => close_code::RATE_LIMITED,
+        ErrorCode::RegisterTimeout => close_code::REGISTER_TIMEOUT,
         ErrorCode::ShuttingDown => close_code::GOING_AWAY,
         ErrorCode::MessageTooLarge => close_code::MESSAGE_TOO_BIG,
         _ => close_code::INTERNAL_ERROR,
@@ -64,14 +80,47 @@ fn close_code_for(code: ErrorCode) -> u16 {
 
 impl WsDoor {
     /// The door over `hub`.
-    pub fn new(hub: Hub, config: WsConfig) -> Self {
-        WsDoor { hub, config }
+    pub fn new(hub: Hub, config: WsConfig, auth: AuthPolicy) -> Self {
+        WsDoor { hub, config, auth }
     }
 }
 
-/// `GET /ws`: upgrades and serves one session.
-pub async fn upgrade(State(door): State<WsDoor>, upgrade: WebSocketUpgrade) -> Response {
+/// The `?token=` of an upgrade request.
+#[derive(Debug, Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+/// `GET /ws`: authenticates (`?token=` or `Authorization: Bearer`), then
+/// upgrades and serves one session. A bad token is refused with 401 before
+/// anything enters the registry.
+pub async fn upgrade(
+    State(door): State<WsDoor>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let header_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer);
+    let token = query.token.as_deref().or(header_token);
+    let identity = match door.auth.authenticate(token) {
+        Ok(identity) => identity,
+        Err(error) => {
+            metrics::refused("unauthenticated");
+            return (
+                StatusCode::UNAUTHORIZED,
+                format!("UNAUTHENTICATED: {error}\n"),
+            )
+                .into_response();
+        }
+    };
     let config = &door.config;
+    let heartbeat = Heartbeat {
+        interval: config.ping_interval,
+        timeout: config.ping_timeout,
+    };
     upgrade
         .read_buffer_size(config.read_buffer_bytes)
         .write_buffer_size(config.write_buffer_bytes)
@@ -79,7 +128,14 @@ pub async fn upgrade(State(door): State<WsDoor>, upgrade: WebSocketUpgrade) -> R
         .max_write_buffer_size(config.write_buffer_bytes + 4 * config.max_message_bytes)
         .max_message_size(config.max_message_bytes)
         .max_frame_size(config.max_message_bytes)
-        .on_upgrade(move |socket| serve(socket, door.hub))
+        .on_upgrade(move |socket| serve(socket, door.hub, identity, heartbeat))
+}
+
+/// The server's pings: how often, and how long to wait for an answer.
+#[derive(Clone, Copy, Debug)]
+struct Heartbeat {
+    interval: Duration,
+    timeout: Duration,
 }
 
 /// How long the door spends on the closing handshake of a session it ends.
@@ -122,10 +178,11 @@ enum Step {
     Violation(Violation),
 }
 
-async fn serve(socket: WebSocket, hub: Hub) {
-    let (session, link) = hub.open(DoorKind::WebSocket);
+async fn serve(socket: WebSocket, hub: Hub, identity: Option<Identity>, heartbeat: Heartbeat) {
+    let (session, link) = hub.open(DoorKind::WebSocket, identity);
     let (mut sink, mut stream) = socket.split();
-    let (reason, session, last_words) = pump(&mut sink, &mut stream, session, link).await;
+    let (reason, session, last_words) =
+        pump(&mut sink, &mut stream, session, link, heartbeat).await;
     // Free the role and tell the peer first: a stuck socket must not delay it.
     session.end(reason).await;
     if !last_words.is_empty() {
@@ -148,12 +205,19 @@ async fn pump<S, R>(
     stream: &mut R,
     mut session: Session,
     mut link: SessionLink,
+    heartbeat: Heartbeat,
 ) -> (EndReason, Session, Vec<Message>)
 where
     S: futures_util::Sink<Message> + Unpin,
     R: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
+    let start = tokio::time::Instant::now() + heartbeat.interval;
+    let mut pings = tokio::time::interval_at(start, heartbeat.interval);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Set when a ping is out; anything heard from the client clears it.
+    let mut answer_due: Option<tokio::time::Instant> = None;
     loop {
+        let deadline = answer_due;
         tokio::select! {
             biased;
             () = link.killed() => {
@@ -181,7 +245,29 @@ where
                     }
                 }
             }
-            frame = stream.next() => match read_frame(frame, &mut session).await {
+            () = async { if let Some(at) = deadline { tokio::time::sleep_until(at).await } }, if deadline.is_some() => {
+                // The heartbeat failed: the link is dead, an abrupt end.
+                return (EndReason::ConnectionLost, session, Vec::new());
+            }
+            _ = pings.tick() => {
+                if answer_due.is_none() {
+                    answer_due = Some(tokio::time::Instant::now() + heartbeat.timeout);
+                    let killed = link.killed();
+                    tokio::select! {
+                        biased;
+                        () = killed => {}
+                        sent = sink.send(Message::Ping(Bytes::new())) => {
+                            if sent.is_err() {
+                                return (EndReason::ConnectionLost, session, Vec::new());
+                            }
+                        }
+                    }
+                }
+            }
+            frame = stream.next() => {
+                // Anything from the client proves the link alive.
+                answer_due = None;
+                match read_frame(frame, &mut session).await {
                 Step::Continue => {}
                 Step::End(reason) => return (reason, session, Vec::new()),
                 Step::Violation(violation) => {
@@ -196,6 +282,7 @@ where
                     last_words.push(close(violation.close_code(), code.as_str()));
                     return (EndReason::ProtocolViolation(code), session, last_words);
                 }
+            }
             },
         }
     }

@@ -35,6 +35,8 @@ pub fn test_config() -> Config {
             "198.51.100.7".parse().expect("ip"),
         ],
         shutdown_grace: Duration::from_secs(5),
+        // Scenario tests send bursts; the rate limit has its own tests.
+        rate_limit: 0.0,
         ..Config::default()
     }
 }

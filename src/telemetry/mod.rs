@@ -1,11 +1,14 @@
-//! Logging: tracing to stderr, level from `RUST_LOG` (default `info`).
+//! Logging (tracing to stderr, level from `RUST_LOG`, default `info`) and
+//! metrics (Prometheus, see [`metrics`]).
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. Call once, from `main`.
-pub fn init(format: LogFormat) {
+/// Installs the global log subscriber. Call once, from `main`.
+pub fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

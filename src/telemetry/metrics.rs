@@ -1,0 +1,119 @@
+//! Prometheus metrics: what the gateway is doing, for operators.
+//!
+//! One process-wide recorder is installed on first use; `/metrics` renders
+//! it. The names below are the contract listed in docs/OPERATIONS.md.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::core::{Census, DoorKind, ErrorCode, RelayKind, Role};
+
+/// Open connections by door and role (`none` before `register`).
+pub const CONNECTIONS: &str = "signalgate_connections";
+/// Sessions held away, waiting for a resume.
+pub const AWAY_SESSIONS: &str = "signalgate_away_sessions";
+/// Sessions not ended (attached or away).
+pub const OPEN_SESSIONS: &str = "signalgate_open_sessions";
+/// Uids with both roles present.
+pub const PAIRS: &str = "signalgate_pairs";
+/// Relayed events by event name and the sender's door.
+pub const RELAYED: &str = "signalgate_relayed_events_total";
+/// `error` events sent, by code.
+pub const ERRORS: &str = "signalgate_errors_total";
+/// Ended sessions (and drops into the away state), by reason.
+pub const DISCONNECTS: &str = "signalgate_disconnects_total";
+/// Time from a relay's arrival to the peer's connection taking it for writing.
+pub const RELAY_LATENCY: &str = "signalgate_relay_latency_seconds";
+/// Successful resumes.
+pub const RESUMES: &str = "signalgate_resumes_total";
+/// Failed resumes, by reason.
+pub const RESUME_FAILURES: &str = "signalgate_resume_failures_total";
+/// Events replayed by resumes.
+pub const REPLAYED: &str = "signalgate_replayed_events_total";
+/// Connections refused before a session existed, by reason.
+pub const REFUSED: &str = "signalgate_refused_connections_total";
+
+/// Relay latency buckets: 50 µs to 1 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process-wide recorder's render handle (installed on first call).
+/// `None` if another recorder was installed first.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(RELAY_LATENCY.to_owned()), LATENCY_BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// Renders every metric in the Prometheus text format, with the gauges that
+/// are read from the hub at scrape time.
+pub fn render(census: Census) -> String {
+    gauge!(AWAY_SESSIONS).set(census.away_sessions as f64);
+    gauge!(OPEN_SESSIONS).set(census.open_sessions as f64);
+    gauge!(PAIRS).set(census.registry.pairs as f64);
+    handle().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+fn role_label(role: Option<Role>) -> &'static str {
+    role.map_or("none", Role::as_str)
+}
+
+/// A connection opened, or moved between roles.
+pub fn connection_opened(door: DoorKind, role: Option<Role>) {
+    gauge!(CONNECTIONS, "door" => door.as_str(), "role" => role_label(role)).increment(1.0);
+}
+
+/// A connection closed (or left a role).
+pub fn connection_closed(door: DoorKind, role: Option<Role>) {
+    gauge!(CONNECTIONS, "door" => door.as_str(), "role" => role_label(role)).decrement(1.0);
+}
+
+/// An event was relayed.
+pub fn relayed(kind: RelayKind, door: DoorKind) {
+    counter!(RELAYED, "event" => kind.event_name(), "door" => door.as_str()).increment(1);
+}
+
+/// An `error` event was sent.
+pub fn error_sent(code: ErrorCode) {
+    counter!(ERRORS, "code" => code.as_str()).increment(1);
+}
+
+/// A session ended, or went away.
+pub fn disconnected(reason: &'static str) {
+    counter!(DISCONNECTS, "reason" => reason).increment(1);
+}
+
+/// A relayed event waited this long before its connection took it.
+pub fn relay_latency(waited: Duration) {
+    histogram!(RELAY_LATENCY).record(waited.as_secs_f64());
+}
+
+/// A resume succeeded and replayed this many events.
+pub fn resumed(replayed: usize) {
+    counter!(RESUMES).increment(1);
+    counter!(REPLAYED).increment(replayed as u64);
+}
+
+/// A resume failed.
+pub fn resume_failed(reason: &'static str) {
+    counter!(RESUME_FAILURES, "reason" => reason).increment(1);
+}
+
+/// A connection was refused before a session existed.
+pub fn refused(reason: &'static str) {
+    counter!(REFUSED, "reason" => reason).increment(1);
+}
