@@ -616,3 +616,133 @@ async fn foreign_origins_are_refused_on_the_browser_doors() {
     );
     gateway.assert_empty().await;
 }
+
+/// The WebSocket protocol edge cases of the Autobahn suite that matter for a
+/// JSON door, as frames sent by hand.
+mod websocket_protocol {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    fn fragment(text: &str, opcode: OpCode, last: bool) -> Message {
+        Message::Frame(Frame::message(text.as_bytes().to_vec(), opcode, last))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fragmented_text_is_reassembled_and_pings_between_fragments_are_answered() {
+        let gateway = TestGateway::start().await;
+        let mut raw = ws(&gateway).await;
+        let text = r#"{"event":"ipaddr","id":42}"#;
+        let (first, rest) = text.split_at(10);
+        let (middle, last) = rest.split_at(8);
+        raw.send_raw(fragment(first, OpCode::Data(Data::Text), false))
+            .await
+            .expect("first");
+        raw.send_raw(Message::Ping(b"between".to_vec().into()))
+            .await
+            .expect("ping");
+        raw.send_raw(fragment(middle, OpCode::Data(Data::Continue), false))
+            .await
+            .expect("middle");
+        raw.send_raw(fragment(last, OpCode::Data(Data::Continue), true))
+            .await
+            .expect("last");
+        // The client library answers our pings for us; the pong to ours is
+        // checked by reading raw frames below.
+        let mut answered = Vec::new();
+        while answered.len() < 2 {
+            match tokio::time::timeout(common::EVENT_TIMEOUT, raw.recv())
+                .await
+                .expect("in time")
+                .expect("recv")
+            {
+                Incoming::Event(event) => {
+                    answered.push(event["event"].as_str().unwrap_or_default().to_owned())
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(answered, ["ipaddr", "ack"]);
+        raw.close().await;
+        gateway.assert_empty().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ping_is_answered_with_its_payload() {
+        let gateway = TestGateway::start().await;
+        let url = format!("ws://{}/ws", gateway.address);
+        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        use futures_util::{SinkExt, StreamExt};
+        socket
+            .send(Message::Ping(b"are you there".to_vec().into()))
+            .await
+            .expect("ping");
+        loop {
+            match socket.next().await.expect("frame").expect("ok") {
+                Message::Pong(payload) => {
+                    assert_eq!(&payload[..], b"are you there");
+                    break;
+                }
+                Message::Text(_) => continue,
+                other => panic!("{other:?}"),
+            }
+        }
+        let _ = socket.close(None).await;
+        gateway.assert_empty().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_close_handshake_is_answered_in_kind() {
+        let gateway = TestGateway::start().await;
+        let url = format!("ws://{}/ws", gateway.address);
+        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        use futures_util::{SinkExt, StreamExt};
+        socket
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            })))
+            .await
+            .expect("close");
+        let mut echoed = None;
+        while let Some(frame) = socket.next().await {
+            if let Ok(Message::Close(frame)) = frame {
+                echoed = frame.map(|f| u16::from(f.code));
+            }
+        }
+        assert_eq!(echoed, Some(1000));
+        gateway.assert_empty().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_invalid_close_code_is_a_protocol_error() {
+        let gateway = TestGateway::start().await;
+        let (mut web, mut app) = bystanders(&gateway).await;
+        let mut raw = ws(&gateway).await;
+        // 1005 may never be sent on the wire.
+        let close = Frame::close(Some(CloseFrame {
+            code: CloseCode::from(1005),
+            reason: "".into(),
+        }));
+        raw.send_raw(Message::Frame(close)).await.expect("send");
+        match tokio::time::timeout(common::EVENT_TIMEOUT, raw.recv())
+            .await
+            .expect("in time")
+            .expect("recv")
+        {
+            Incoming::Closed(Closed::WebSocket(frame)) => {
+                // tungstenite answers with 1002 (protocol error) or drops the connection.
+                if let Some((code, _)) = frame {
+                    assert_eq!(code, 1002);
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        still_relaying(&mut web, &mut app).await;
+        finish(gateway, web, app).await;
+    }
+}

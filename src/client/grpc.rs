@@ -31,6 +31,14 @@ impl GrpcClient {
     /// Connects to `http://{address}` on a connection of its own and opens
     /// one `Connect` stream.
     pub async fn connect(address: SocketAddr) -> Result<GrpcClient, ClientError> {
+        GrpcClient::connect_with_token(address, None).await
+    }
+
+    /// As [`GrpcClient::connect`], presenting `authorization: Bearer` when given.
+    pub async fn connect_with_token(
+        address: SocketAddr,
+        token: Option<&str>,
+    ) -> Result<GrpcClient, ClientError> {
         let socket_slot = Arc::new(Mutex::new(None));
         let slot = Arc::clone(&socket_slot);
         let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
@@ -47,16 +55,31 @@ impl GrpcClient {
             .map_err(|e| ClientError::Unencodable(e.to_string()))?
             .connect_with_connector(connector)
             .await?;
-        let mut client = GrpcClient::open(channel).await?;
+        let mut client = GrpcClient::open_with_token(channel, token).await?;
         client.socket = socket_slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         Ok(client)
     }
 
     /// Opens a `Connect` stream on an existing channel.
     pub async fn open(channel: Channel) -> Result<GrpcClient, ClientError> {
+        GrpcClient::open_with_token(channel, None).await
+    }
+
+    /// Opens a `Connect` stream, presenting `authorization: Bearer` when given.
+    pub async fn open_with_token(
+        channel: Channel,
+        token: Option<&str>,
+    ) -> Result<GrpcClient, ClientError> {
         let (requests, outgoing) = mpsc::channel(SEND_BUFFER);
         let mut client = SignalingClient::new(channel);
-        let response = client.connect(ReceiverStream::new(outgoing)).await?;
+        let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
+        if let Some(token) = token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| ClientError::Unencodable("token is not a header value".into()))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        let response = client.connect(request).await?;
         Ok(GrpcClient {
             requests: Some(requests),
             events: response.into_inner(),

@@ -97,13 +97,33 @@ pub enum Client {
     SocketIo(SocketIoClient),
 }
 
+/// How a client connects.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// An authentication token (JWT), presented the door's way: gRPC
+    /// metadata, `?token=` on `/ws`, the Socket.IO handshake's `auth.token`.
+    pub token: Option<String>,
+}
+
 impl Client {
     /// Connects to the gateway at `address` through `door`.
     pub async fn connect(door: Door, address: SocketAddr) -> Result<Client, ClientError> {
+        Client::connect_with(door, address, &ConnectOptions::default()).await
+    }
+
+    /// Connects with options (e.g. a token).
+    pub async fn connect_with(
+        door: Door,
+        address: SocketAddr,
+        options: &ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        let token = options.token.as_deref();
         Ok(match door {
-            Door::Ws => Client::Ws(WsClient::connect(address).await?),
-            Door::Grpc => Client::Grpc(GrpcClient::connect(address).await?),
-            Door::SocketIo => Client::SocketIo(SocketIoClient::connect(address).await?),
+            Door::Ws => Client::Ws(WsClient::connect_with_token(address, token).await?),
+            Door::Grpc => Client::Grpc(GrpcClient::connect_with_token(address, token).await?),
+            Door::SocketIo => {
+                Client::SocketIo(SocketIoClient::connect_with_token(address, token).await?)
+            }
         })
     }
 

@@ -26,6 +26,14 @@ fn protocol_error(what: impl Into<String>) -> ClientError {
 impl SocketIoClient {
     /// Connects over the websocket transport and joins the namespace `/`.
     pub async fn connect(address: SocketAddr) -> Result<SocketIoClient, ClientError> {
+        SocketIoClient::connect_with_token(address, None).await
+    }
+
+    /// As [`SocketIoClient::connect`], with `auth: {token}` in the handshake.
+    pub async fn connect_with_token(
+        address: SocketAddr,
+        token: Option<&str>,
+    ) -> Result<SocketIoClient, ClientError> {
         // `resume=1`: the resume token in `welcome` and `{"seq"}` on events.
         let url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket&resume=1");
         let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
@@ -38,7 +46,11 @@ impl SocketIoClient {
                 )));
             }
         }
-        socket.send(Message::text("40")).await?;
+        let connect = match token {
+            Some(token) => format!("40{}", json!({"token": token})),
+            None => "40".to_owned(),
+        };
+        socket.send(Message::text(connect)).await?;
         Ok(SocketIoClient { socket })
     }
 
@@ -115,6 +127,13 @@ impl SocketIoClient {
                 }
                 Some(b'2') => return Ok(Incoming::Event(event_packet(&packet[1..])?)),
                 Some(b'3') => return Ok(Incoming::Event(ack_packet(&packet[1..])?)),
+                // CONNECT_ERROR: the namespace refused the connection.
+                Some(b'4') => {
+                    return Ok(Incoming::Closed(Closed::SocketIo(format!(
+                        "connect_error {}",
+                        &packet[1..]
+                    ))));
+                }
                 _ => return Err(protocol_error(format!("unexpected packet {text}"))),
             }
         }

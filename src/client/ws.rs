@@ -19,8 +19,35 @@ pub struct WsClient {
 impl WsClient {
     /// Connects to `ws://{address}/ws`.
     pub async fn connect(address: SocketAddr) -> Result<WsClient, ClientError> {
-        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws")).await?;
-        Ok(WsClient { socket })
+        WsClient::connect_with_token(address, None).await
+    }
+
+    /// Connects to `ws://{address}/ws`, with `?token=` when given.
+    pub async fn connect_with_token(
+        address: SocketAddr,
+        token: Option<&str>,
+    ) -> Result<WsClient, ClientError> {
+        let url = match token {
+            Some(token) => format!("ws://{address}/ws?token={token}"),
+            None => format!("ws://{address}/ws"),
+        };
+        WsClient::connect_url(&url).await
+    }
+
+    /// Connects over an already established stream (e.g. TLS).
+    pub async fn over<S>(url: &str, stream: S) -> Result<WebSocketStream<S>, ClientError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let (socket, _) = tokio_tungstenite::client_async(url, stream).await?;
+        Ok(socket)
+    }
+
+    /// Resets the TCP connection (RST, no close frame, no FIN handshake).
+    pub fn reset(self) {
+        if let MaybeTlsStream::Plain(stream) = self.socket.get_ref() {
+            let _ = stream.set_zero_linger();
+        }
     }
 
     /// Connects to any URL (for query strings and headers).

@@ -19,6 +19,10 @@ use crate::telemetry::metrics;
 /// Events buffered between a session's task and tonic, on top of the outbox.
 const STREAM_BUFFER: usize = 16;
 
+/// How long the door watches the response stream after the request stream
+/// ends, to tell a cancelled stream from a half-close.
+const CANCEL_PROBE: Duration = Duration::from_millis(100);
+
 /// How long the door waits to hand a final error and status to tonic.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -117,8 +121,15 @@ async fn pump(
                     Ok(request) => session.handle(request).await,
                     Err((id, rejection)) => session.reject(id, rejection),
                 },
-                // Half-close: the client ended the session cleanly.
-                Ok(None) => return (EndReason::ClientClosed, session, None),
+                // End of the request stream: a half-close (clean) or a
+                // RST_STREAM(CANCEL), which hyper also reports as a plain end.
+                // A cancel takes the response stream down with it; a
+                // half-close leaves it open.
+                Ok(None) => {
+                    let cancelled = tokio::time::timeout(CANCEL_PROBE, outgoing.closed()).await.is_ok();
+                    let reason = if cancelled { EndReason::ConnectionLost } else { EndReason::ClientClosed };
+                    return (reason, session, None);
+                }
                 Err(status) => match violation(&status) {
                     Some((rejection, grpc_code)) => {
                         let code = rejection.code;
@@ -173,10 +184,12 @@ fn violation(status: &Status) -> Option<(Rejection, Code)> {
     }
 }
 
-type DecodeFailure = (Option<RequestId>, Rejection);
+/// A `ClientEvent` that could not become a request: the id to answer with
+/// and why.
+pub type DecodeFailure = (Option<RequestId>, Rejection);
 
 /// `ClientEvent` → core request.
-fn decode_event(message: pb::ClientEvent) -> Result<Request, DecodeFailure> {
+pub fn decode_event(message: pb::ClientEvent) -> Result<Request, DecodeFailure> {
     let id = (message.id != 0).then_some(message.id);
     let fail = |rejection| (id, rejection);
     let event = message

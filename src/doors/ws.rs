@@ -185,6 +185,11 @@ async fn serve(socket: WebSocket, hub: Hub, identity: Option<Identity>, heartbea
         pump(&mut sink, &mut stream, session, link, heartbeat).await;
     // Free the role and tell the peer first: a stuck socket must not delay it.
     session.end(reason).await;
+    if reason == EndReason::ClientClosed {
+        // Send the close frame that answers the client's (queued by tungstenite).
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
+        return;
+    }
     if !last_words.is_empty() {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             for message in last_words {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use signalgate::client::{Client, Closed, Door, Incoming, envelope};
+use signalgate::client::{Client, Closed, ConnectOptions, Door, Incoming, envelope};
 use signalgate::core::{Census, Hub};
 use signalgate::{Config, Gateway};
 use tokio::net::TcpListener;
@@ -65,7 +65,17 @@ impl TestGateway {
 
     /// Connects a client and consumes its `welcome`.
     pub async fn connect(&self, door: Door) -> TestClient {
-        let client = Client::connect(door, self.address).await.expect("connect");
+        self.connect_with_token(door, None).await
+    }
+
+    /// Connects a client presenting `token`, and consumes its `welcome`.
+    pub async fn connect_with_token(&self, door: Door, token: Option<&str>) -> TestClient {
+        let options = ConnectOptions {
+            token: token.map(str::to_owned),
+        };
+        let client = Client::connect_with(door, self.address, &options)
+            .await
+            .expect("connect");
         let mut client = TestClient {
             client,
             door,
@@ -186,6 +196,19 @@ impl TestClient {
             self.door
         );
         event.get("data").cloned().unwrap_or(Value::Null)
+    }
+
+    /// Skips events until one named `name` arrives; returns its data.
+    pub async fn expect_next_named(&mut self, name: &str) -> Value {
+        loop {
+            let event = self.next_event().await;
+            if std::env::var_os("DEBUG_EVENTS").is_some() {
+                eprintln!("{}: {event}", self.door);
+            }
+            if event["event"] == name {
+                return event.get("data").cloned().unwrap_or(Value::Null);
+            }
+        }
     }
 
     /// The next event must be `ack {id}`.

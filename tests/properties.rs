@@ -1,0 +1,134 @@
+//! Property tests over the decoding paths: no input panics, and payloads
+//! survive every conversion unchanged.
+
+use proptest::prelude::*;
+use prost::Message as _;
+use serde_json::{Value, json};
+use signalgate::core::payload::MAX_PAYLOAD_DEPTH;
+use signalgate::core::{Command, Relay};
+use signalgate::doors::grpc::decode_event;
+use signalgate::doors::json::{decode_frame, encode_event};
+use signalgate::proto::json::{json_to_value, value_to_json};
+use signalgate::proto::v1 as pb;
+
+/// JSON values as they travel: numbers are whole within ±2^53 or have a
+/// fraction (a whole number written with a fraction comes back whole
+/// through gRPC, as documented).
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-(1i64 << 53)..(1i64 << 53)).prop_map(|n| json!(n)),
+        (-1.0e9f64..1.0e9)
+            .prop_filter("has a fraction", |f| f.fract() != 0.0)
+            .prop_map(|f| json!(f)),
+        ".{0,24}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(6, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(".{0,12}", inner, 0..6)
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn any_text_frame_decodes_or_is_refused(text in ".{0,200}") {
+        let _ = decode_frame(&text);
+    }
+
+    #[test]
+    fn any_envelope_shaped_frame_decodes_or_is_refused(
+        event in prop_oneof![
+            Just("register".to_owned()),
+            Just("message".to_owned()),
+            Just("transfile".to_owned()),
+            Just("ctrlSendSpeed".to_owned()),
+            Just("resume".to_owned()),
+            Just("ipaddr".to_owned()),
+            ".{0,10}",
+        ],
+        data in json_value(),
+        id in prop::option::of(any::<i64>()),
+    ) {
+        let mut frame = json!({"event": event, "data": data});
+        if let Some(id) = id {
+            frame["id"] = json!(id);
+        }
+        let _ = decode_frame(&frame.to_string());
+    }
+
+    #[test]
+    fn relayed_json_arrives_unchanged_on_the_json_doors(data in json_value()) {
+        let frame = json!({"event": "message", "data": data}).to_string();
+        let request = decode_frame(&frame).expect("decodes");
+        let Command::Relay(relay @ Relay::Message(_)) = request.command else {
+            panic!("not a message");
+        };
+        let rendered = encode_event(&signalgate::core::Event::Relayed(relay), Some(1));
+        let parsed: Value = serde_json::from_str(&rendered).expect("json");
+        prop_assert_eq!(&parsed["data"], &data);
+        prop_assert_eq!(&parsed["seq"], &json!(1));
+    }
+
+    #[test]
+    fn json_survives_protobuf_and_back(data in json_value()) {
+        let value = json_to_value(&data);
+        let bytes = value.encode_to_vec();
+        let decoded = prost_types::Value::decode(bytes.as_slice()).expect("decodes");
+        prop_assert_eq!(value_to_json(&decoded).expect("finite"), data);
+    }
+
+    #[test]
+    fn any_bytes_decode_as_a_client_event_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        if let Ok(event) = pb::ClientEvent::decode(bytes.as_slice()) {
+            let _ = decode_event(event);
+        }
+    }
+
+    #[test]
+    fn every_decodable_payload_fits_every_door(data in json_value()) {
+        // What a JSON door accepts, gRPC can carry: the depth limit is below
+        // what protobuf decoders allow.
+        let frame = json!({"event": "export", "data": data}).to_string();
+        if decode_frame(&frame).is_ok() {
+            let event = pb::ServerEvent {
+                seq: 1,
+                event: Some(pb::server_event::Event::Export(json_to_value(&data))),
+            };
+            let bytes = event.encode_to_vec();
+            prop_assert!(pb::ServerEvent::decode(bytes.as_slice()).is_ok());
+        }
+    }
+}
+
+#[test]
+fn the_depth_limit_holds_at_its_edge_on_both_decoders() {
+    let mut deep = json!(0);
+    for _ in 0..MAX_PAYLOAD_DEPTH {
+        deep = json!([deep]);
+    }
+    let accepted = json!({"event": "message", "data": deep}).to_string();
+    assert!(decode_frame(&accepted).is_ok());
+    let refused = json!({"event": "message", "data": [deep.clone()]}).to_string();
+    assert!(decode_frame(&refused).is_err());
+    // The same edge on gRPC, through a real protobuf decode.
+    let event = pb::ClientEvent {
+        id: 1,
+        event: Some(pb::client_event::Event::Message(json_to_value(&deep))),
+    };
+    let decoded = pb::ClientEvent::decode(event.encode_to_vec().as_slice()).expect("protobuf");
+    assert!(decode_event(decoded).is_ok());
+    let event = pb::ClientEvent {
+        id: 1,
+        event: Some(pb::client_event::Event::Message(json_to_value(&json!([
+            deep
+        ])))),
+    };
+    let decoded = pb::ClientEvent::decode(event.encode_to_vec().as_slice()).expect("protobuf");
+    assert!(decode_event(decoded).is_err());
+}
