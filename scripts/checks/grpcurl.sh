@@ -48,7 +48,10 @@ def stream(text):
 
 app = stream('''$app_out''')
 web = stream(open(sys.argv[1]).read())
-names = lambda events: [next(iter(e)) for e in events]
+# Each event is its oneof field plus "seq" (absent on welcome, and when 0).
+names = lambda events: [next(k for k in e if k != "seq") for e in events]
+seqs = [int(e.get("seq", 0)) for e in app]
+assert seqs[0] == 0 and seqs[1:] == list(range(1, len(app))), seqs
 assert names(app) == ["welcome", "registered", "syncfrom", "ack", "ack", "ipaddr", "ack"], names(app)
 assert app[1]["registered"]["peerPresent"] is True, app[1]
 assert app[5]["ipaddr"]["addresses"] == ["192.0.2.10"], app[5]
