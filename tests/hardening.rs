@@ -630,3 +630,121 @@ fn tls_connector(root: Vec<u8>) -> tokio_rustls::TlsConnector {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
+
+/// A TCP proxy that can freeze: it stops moving bytes but keeps both
+/// sockets open, as a phone that walks into a lift.
+struct FreezingProxy {
+    address: std::net::SocketAddr,
+    freeze: tokio::sync::watch::Sender<bool>,
+}
+
+impl FreezingProxy {
+    async fn start(target: std::net::SocketAddr) -> FreezingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (freeze, frozen) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pipe(client_read, server_write, frozen.clone()));
+                tokio::spawn(pipe(server_read, client_write, frozen.clone()));
+            }
+        });
+        FreezingProxy { address, freeze }
+    }
+
+    fn freeze(&self) {
+        let _ = self.freeze.send(true);
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    let mut watch = frozen.clone();
+    let freeze = async move {
+        let _ = watch.wait_for(|frozen| *frozen).await;
+    };
+    tokio::pin!(freeze);
+    loop {
+        tokio::select! {
+            read = from.read(&mut buffer) => {
+                let read = match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => read,
+                };
+                if *frozen.borrow() {
+                    break;
+                }
+                if to.write_all(&buffer[..read]).await.is_err() {
+                    return;
+                }
+            }
+            () = &mut freeze => break,
+        }
+    }
+    // Frozen: hold both sockets open and move nothing more.
+    let _hold = (from, to);
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_links_are_detected_on_every_door() {
+    let gateway = TestGateway::start_with(Config {
+        ping_interval: Duration::from_millis(200),
+        ping_timeout: Duration::from_millis(300),
+        resume_window: Duration::ZERO,
+        ..test_config()
+    })
+    .await;
+    let proxy = FreezingProxy::start(gateway.address).await;
+    let mut phones = Vec::new();
+    let mut peers = Vec::new();
+    for (n, door) in Door::ALL.into_iter().enumerate() {
+        let uid = format!("lift-{n}");
+        // The peers use gRPC: its connection task answers keepalive pings
+        // even while the test is not reading (a WebSocket client only
+        // answers while it reads, and would rightly be dropped too).
+        let mut peer = gateway.connect(Door::Grpc).await;
+        peer.register(&uid, "web").await;
+        let client = Client::connect(door, proxy.address)
+            .await
+            .expect("via proxy");
+        let mut phone = TestClient {
+            client,
+            door,
+            welcome: json!(null),
+            last_seq: 0,
+        };
+        phone.expect("welcome").await;
+        phone.register(&uid, "app").await;
+        phone.expect("syncfrom").await;
+        phones.push(phone);
+        peers.push(peer);
+    }
+    let frozen_at = std::time::Instant::now();
+    proxy.freeze();
+    // Within ping interval + timeout (plus scheduling slack), each peer is told.
+    for peer in &mut peers {
+        peer.expect("byebye").await;
+    }
+    assert!(
+        frozen_at.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        frozen_at.elapsed()
+    );
+    for peer in peers {
+        peer.close().await;
+    }
+    drop(phones);
+    gateway.assert_empty().await;
+}
