@@ -15,7 +15,8 @@
 //! - [`proto`]: generated gRPC types and `google.protobuf.Value` ⇄ JSON.
 //! - [`client`]: the client side of every door, used by tests and tools.
 //! - [`net`]: the machine's addresses, for `ipaddr`.
-//! - [`telemetry`]: log setup.
+//! - [`telemetry`]: logs and Prometheus metrics.
+//! - [`web`]: the demo page and browser SDK served at `/`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -30,6 +31,7 @@ pub mod net;
 pub mod proto;
 pub mod server;
 pub mod telemetry;
+pub mod web;
 
 pub use config::Config;
 pub use server::Gateway;

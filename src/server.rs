@@ -280,6 +280,7 @@ fn build_router(hub: &Hub, config: &Config, auth: &AuthPolicy) -> anyhow::Result
     let router = Router::new()
         .merge(browser_doors)
         .merge(operations)
+        .merge(crate::web::router())
         .route("/healthz", get(healthz));
     let router = grpc_route(router, signaling);
     let router = grpc_route(router, health);

@@ -225,7 +225,8 @@ impl Hub {
             }
         };
         let Some((wake, generation, (uid, role))) = away else {
-            self.terminate(&handle, reason).await;
+            self.terminate(&handle, reason, Some(attachment.door()))
+                .await;
             return;
         };
         self.shared.away_sessions.fetch_add(1, Ordering::Relaxed);
@@ -265,12 +266,17 @@ impl Hub {
                 _ => return,
             }
         };
-        self.terminate(&handle, reason).await;
+        self.terminate(&handle, reason, None).await;
     }
 
     /// The one ending of every session: frees its role, tells the peer
     /// `byebye`, forgets its token.
-    async fn terminate(&self, handle: &Arc<SessionHandle>, reason: EndReason) {
+    async fn terminate(
+        &self,
+        handle: &Arc<SessionHandle>,
+        reason: EndReason,
+        door: Option<DoorKind>,
+    ) {
         let (binding, token, was_away, door) = {
             let mut state = handle.state();
             if matches!(state.phase, Phase::Ended) {
@@ -280,7 +286,7 @@ impl Hub {
             state.phase = Phase::Ended;
             state.retained.clear();
             state.retained_bytes = 0;
-            let door = state.attachment.take().map(|a| a.door());
+            let door = state.attachment.take().map(|a| a.door()).or(door);
             (
                 state.binding.take(),
                 state.resume_token.take(),
@@ -294,7 +300,8 @@ impl Hub {
         self.forget_token(token);
         metrics::disconnected(reason.label());
         let id = handle.id();
-        let door = door.map_or("none", DoorKind::as_str);
+        // An away session has no door any more.
+        let door = door.map_or("away", DoorKind::as_str);
         match binding {
             Some((uid, role)) => match self.shared.registry.unbind(&uid, role, id).await {
                 Ok(peer) => {

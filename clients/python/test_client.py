@@ -1,0 +1,127 @@
+"""The Python gRPC client against a running signalgate (SIGNALGATE_TARGET):
+register, pair with a WebSocket peer, relay both ways, byebye, and resume
+after a dropped network."""
+
+import asyncio
+import json
+import os
+
+import websockets
+
+from signalgate_client import SignalGateClient
+
+TARGET = os.environ.get("SIGNALGATE_TARGET", "127.0.0.1:3186")
+
+
+class WsPeer:
+    """A browser-like peer on the JSON WebSocket door."""
+
+    async def open(self):
+        self.socket = await websockets.connect(f"ws://{TARGET}/ws")
+        welcome = await self.next()
+        assert welcome["event"] == "welcome", welcome
+        return self
+
+    async def send(self, event, data=None, request_id=None):
+        frame = {"event": event}
+        if data is not None:
+            frame["data"] = data
+        if request_id is not None:
+            frame["id"] = request_id
+        await self.socket.send(json.dumps(frame))
+
+    async def next(self):
+        return json.loads(await asyncio.wait_for(self.socket.recv(), 5))
+
+    async def expect(self, name):
+        event = await self.next()
+        assert event["event"] == name, f"expected {name}, got {event}"
+        return event.get("data")
+
+
+def run(coroutine):
+    asyncio.run(coroutine)
+
+
+def test_register_pair_relay_both_ways_and_byebye():
+    async def scenario():
+        web = await WsPeer().open()
+        await web.send("register", {"uid": "py-pair", "type": "web"})
+        assert (await web.expect("registered"))["peerPresent"] is False
+
+        app = SignalGateClient(TARGET)
+        welcome = await app.connect()
+        assert welcome["message"] == "Welcome!"
+        registered = await app.register("py-pair", "app")
+        assert registered["peer_present"] is True
+        await app.expect("syncfrom")
+
+        # app -> web, every relayed event
+        await app.relay("syncto", {"contacts": ["Zoë"], "n": 3})
+        assert await web.expect("syncto") == {"contacts": ["Zoë"], "n": 3}
+        await app.relay("message", {"type": "offer", "sdp": "v=0"})
+        assert await web.expect("message") == {"type": "offer", "sdp": "v=0"}
+        await app.transfile(1024, "photo.jpg")
+        assert await web.expect("transfile") == {"size": 1024, "name": "photo.jpg"}
+        await app.ctrl_send_speed(512)
+        assert await web.expect("ctrlSendSpeed") == 512
+
+        # web -> app
+        await web.send("message", {"type": "answer", "sdp": "v=0", "nested": [1, 2.5, None]})
+        assert await app.expect("message") == {"type": "answer", "sdp": "v=0", "nested": [1, 2.5, None]}
+        await web.send("ctrlSendSpeed", 2048)
+        assert (await app.expect("ctrl_send_speed"))["bytes_received"] == "2048"
+
+        # The app leaves cleanly: the web is told.
+        await app.close()
+        await web.expect("byebye")
+        await web.socket.close()
+
+    run(scenario())
+
+
+def test_resume_after_a_dropped_network_loses_nothing():
+    async def scenario():
+        web = await WsPeer().open()
+        await web.send("register", {"uid": "py-resume", "type": 0})
+        await web.expect("registered")
+        app = SignalGateClient(TARGET)
+        await app.connect()
+        await app.register("py-resume", "app")
+        await app.expect("syncfrom")
+        token, last_seq, session = app.resume_token, app.last_seq, app.session_id
+
+        await app.abort()
+        await web.expect("peer_away")
+        for n in range(5):
+            await web.send("message", {"n": n}, request_id=10 + n)
+            assert (await web.next())["event"] == "ack"
+
+        back = SignalGateClient(TARGET)
+        await back.connect()
+        resumed = await back.resume(token, last_seq)
+        assert resumed["id"] == session and resumed["uid"] == "py-resume"
+        for n in range(5):
+            assert await back.expect("message") == {"n": n}
+        await web.expect("peer_back")
+
+        await back.close()
+        await web.expect("byebye")
+        await web.socket.close()
+
+    run(scenario())
+
+
+def test_errors_arrive_as_exceptions():
+    async def scenario():
+        app = SignalGateClient(TARGET)
+        await app.connect()
+        try:
+            await app.relay("message", "too early")
+        except Exception as error:  # noqa: BLE001
+            assert getattr(error, "code", None) == "NOT_REGISTERED", error
+        else:
+            raise AssertionError("a relay before register must fail")
+        await app.close()
+
+    run(scenario())

@@ -1,0 +1,382 @@
+/**
+ * signalgate.js — a dependency-free browser client for the signalgate
+ * JSON WebSocket door (`/ws`). Vendor this one file.
+ *
+ * - connects, registers, and relays the seed's events with typed callbacks;
+ * - every request carries an id and returns a Promise that resolves on the
+ *   server's `ack` or rejects with a {@link SignalGateError};
+ * - reconnects with exponential backoff; after a drop it **resumes** the
+ *   session (nothing lost, nothing twice: missed events are replayed and
+ *   unacknowledged requests re-sent), and registers afresh if the resume
+ *   is refused.
+ *
+ * @example
+ *   import { SignalGate } from "./signalgate.js";
+ *   const gate = new SignalGate("wss://signal.example.com/ws", { token });
+ *   gate.on("syncfrom", () => startCall());
+ *   gate.on("message", (data) => handleSignal(data));
+ *   await gate.connect();
+ *   await gate.register("alice", "app");
+ *   await gate.message({ type: "offer", sdp });
+ *
+ * The protocol is specified in docs/PROTOCOL.md.
+ * @module signalgate
+ */
+
+/** Events the server may send, for {@link SignalGate#on}. */
+export const SERVER_EVENTS = Object.freeze([
+  "welcome", "registered", "syncfrom", "syncto", "message", "export", "exception",
+  "transfile", "ctrlSendSpeed", "ipaddr", "byebye", "peer_away", "peer_back", "resumed", "error",
+]);
+
+/** Close codes after which reconnecting would not help. */
+const FINAL_CLOSE_CODES = new Set([
+  4001, // REPLACED: another session took this uid and role
+  1008, // policy violation
+]);
+
+/**
+ * An error answered by the server (`code` is one of docs/PROTOCOL.md's
+ * codes, e.g. `NO_PEER`) or raised by the client (`TIMEOUT`, `CLOSED`).
+ */
+export class SignalGateError extends Error {
+  /**
+   * @param {string} code machine-readable code
+   * @param {string} message explanation
+   * @param {number} [id] the request id it answers
+   */
+  constructor(code, message, id) {
+    super(`${code}: ${message}`);
+    this.name = "SignalGateError";
+    /** @type {string} */
+    this.code = code;
+    /** @type {number|undefined} */
+    this.id = id;
+  }
+}
+
+/**
+ * @typedef {object} SignalGateOptions
+ * @property {string} [token] JWT, sent as `?token=` when the gateway requires one
+ * @property {boolean} [reconnect=true] reconnect (and resume) after a drop
+ * @property {number} [initialDelayMs=250] first reconnect delay
+ * @property {number} [maxDelayMs=10000] longest reconnect delay
+ * @property {number} [requestTimeoutMs=15000] how long a request waits for its ack
+ * @property {typeof WebSocket} [WebSocket] a WebSocket implementation (defaults to the global one)
+ */
+
+/**
+ * A connection to signalgate that survives network changes.
+ */
+export class SignalGate {
+  /**
+   * @param {string} url the `/ws` URL, e.g. `wss://host/ws`
+   * @param {SignalGateOptions} [options]
+   */
+  constructor(url, options = {}) {
+    this.url = url;
+    this.options = {
+      reconnect: true,
+      initialDelayMs: 250,
+      maxDelayMs: 10_000,
+      requestTimeoutMs: 15_000,
+      ...options,
+    };
+    this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    if (!this._WebSocket) throw new SignalGateError("NO_WEBSOCKET", "no WebSocket implementation available");
+    /** @type {Map<string, Set<Function>>} */
+    this._handlers = new Map();
+    /** User requests awaiting their ack, re-sent after a resume.
+     * @type {Map<number, {frame: object, resolve: Function, reject: Function, timer: any}>} */
+    this._pending = new Map();
+    /** The client's own requests for one connection (resume, re-register).
+     * @type {Map<number, {resolve: Function, reject: Function, timer: any}>} */
+    this._controls = new Map();
+    this._nextId = 1;
+    this._socket = null;
+    this._closedByUser = false;
+    this._attempt = 0;
+    /** The registration to restore after a reconnect. */
+    this._registration = null;
+    /** Resume state of the registered session. */
+    this._session = { id: null, token: null, lastSeq: 0 };
+    this._state = "idle";
+    this._welcome = null;
+  }
+
+  /** Current state: `idle`, `connecting`, `open`, `reconnecting`, `resuming` or `closed`. */
+  get state() {
+    return this._state;
+  }
+
+  /** The session id (stable across resumes), once known. */
+  get sessionId() {
+    return this._session.id;
+  }
+
+  /**
+   * Subscribes to a server event (see {@link SERVER_EVENTS}) or to `state`.
+   * The handler gets the event's data.
+   * @param {string} event
+   * @param {(data: any, envelope: object) => void} handler
+   * @returns {() => void} unsubscribe
+   */
+  on(event, handler) {
+    if (!this._handlers.has(event)) this._handlers.set(event, new Set());
+    this._handlers.get(event).add(handler);
+    return () => this._handlers.get(event)?.delete(handler);
+  }
+
+  /**
+   * Opens the connection; resolves with the `welcome` data.
+   * @returns {Promise<{message: string, id: string, resumeToken?: string}>}
+   */
+  connect() {
+    this._closedByUser = false;
+    return new Promise((resolve, reject) => {
+      const off = this.on("welcome", (data) => {
+        off();
+        offState();
+        resolve(data);
+      });
+      const offState = this.on("state", (state) => {
+        if (state === "closed") {
+          off();
+          offState();
+          reject(new SignalGateError("CLOSED", "the connection closed before welcome"));
+        }
+      });
+      this._open();
+    });
+  }
+
+  /**
+   * Registers as `role` of `uid`; remembered, and restored after reconnects.
+   * @param {string} uid
+   * @param {"web"|"app"} role
+   * @returns {Promise<{uid: string, role: string, type: number, peerPresent: boolean}>}
+   */
+  async register(uid, role) {
+    const registered = new Promise((resolve) => {
+      const off = this.on("registered", (data) => {
+        off();
+        resolve(data);
+      });
+    });
+    await this.request("register", { uid, type: role });
+    this._registration = { uid, role };
+    this._session.token = this._welcome?.resumeToken ?? null;
+    this._session.id = this._welcome?.id ?? null;
+    return registered;
+  }
+
+  /**
+   * Sends any request and waits for its `ack`.
+   * @param {string} event
+   * @param {any} [data]
+   * @returns {Promise<void>}
+   */
+  request(event, data) {
+    const id = this._nextId++;
+    const frame = data === undefined ? { event, id } : { event, data, id };
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(id);
+        reject(new SignalGateError("TIMEOUT", `no answer to ${event} within ${this.options.requestTimeoutMs} ms`, id));
+      }, this.options.requestTimeoutMs);
+      this._pending.set(id, { frame, resolve, reject, timer });
+      // While reconnecting the frame waits; it is sent on resume.
+      if (this._state === "open") this._write(frame);
+    });
+  }
+
+  /** Relays `syncto` (app → web). @param {any} data */
+  syncto(data) { return this.request("syncto", data); }
+  /** Relays a signaling `message` (offer, answer, candidate, anything). @param {any} data */
+  message(data) { return this.request("message", data); }
+  /** Relays `export`. @param {any} data */
+  export(data) { return this.request("export", data); }
+  /** Relays `exception`. @param {any} data */
+  exception(data) { return this.request("exception", data); }
+  /** Announces a file. @param {{size: number, name: string}} offer */
+  transfile(offer) { return this.request("transfile", { size: offer.size, name: offer.name }); }
+  /** Reports bytes received, for the sender's pacing. @param {number} bytes */
+  ctrlSendSpeed(bytes) { return this.request("ctrlSendSpeed", bytes); }
+  /** Asks for the server's addresses (they arrive as an `ipaddr` event). */
+  ipaddr() { return this.request("ipaddr"); }
+
+  /** Ends the session cleanly (the peer gets `byebye`) and stops reconnecting. */
+  close() {
+    this._closedByUser = true;
+    clearTimeout(this._retryTimer);
+    this._failPending(new SignalGateError("CLOSED", "the client closed the connection"));
+    this._socket?.close(1000, "bye");
+    this._setState("closed");
+  }
+
+  // --- internals -------------------------------------------------------
+
+  _open() {
+    this._setState(this._attempt === 0 ? "connecting" : "reconnecting");
+    const url = this.options.token
+      ? `${this.url}${this.url.includes("?") ? "&" : "?"}token=${encodeURIComponent(this.options.token)}`
+      : this.url;
+    let socket;
+    try {
+      socket = new this._WebSocket(url);
+    } catch (error) {
+      this._scheduleReconnect();
+      return;
+    }
+    this._socket = socket;
+    socket.onmessage = (message) => this._receive(message.data);
+    socket.onclose = (event) => this._closed(socket, event.code);
+    socket.onerror = () => {}; // onclose follows
+  }
+
+  _write(frame) {
+    if (this._socket && this._socket.readyState === 1) this._socket.send(JSON.stringify(frame));
+  }
+
+  _receive(text) {
+    let envelope;
+    try {
+      envelope = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (typeof envelope.seq === "number" && envelope.seq > this._session.lastSeq) {
+      this._session.lastSeq = envelope.seq;
+    }
+    const { event, data, id } = envelope;
+    switch (event) {
+      case "welcome":
+        this._welcome = data;
+        this._attempt = 0;
+        if (this._registration) {
+          // Requests wait until the session is back.
+          this._setState("resuming");
+          this._resumeOrRegister();
+        } else {
+          this._setState("open");
+          this._flushPending();
+        }
+        break;
+      case "resumed":
+        this._session.token = data.resumeToken;
+        this._session.id = data.id;
+        break;
+      case "ack":
+        this._settle(id, null);
+        return;
+      case "error":
+        if (id !== undefined && (this._pending.has(id) || this._controls.has(id))) {
+          this._settle(id, new SignalGateError(data.code, data.message, id));
+          return;
+        }
+        break;
+      default:
+        break;
+    }
+    this._emit(event, data, envelope);
+  }
+
+  /** After a reconnect: take the old session back, or register afresh. */
+  async _resumeOrRegister() {
+    const { uid, role } = this._registration;
+    const fresh = this._welcome;
+    if (this._session.token) {
+      try {
+        await this._control("resume", { token: this._session.token, last_seq: this._session.lastSeq });
+        // Missed events were replayed before the ack. Re-send every request
+        // without an ack; the server recognises those it already applied.
+        this._setState("open");
+        this._flushPending();
+        return;
+      } catch (error) {
+        if (!(error instanceof SignalGateError) || error.code !== "RESUME_FAILED") return;
+      }
+    }
+    // The session is gone: start a new one with the same registration.
+    this._session = { id: fresh.id, token: fresh.resumeToken ?? null, lastSeq: 0 };
+    try {
+      await this._control("register", { uid, type: role });
+      this._setState("open");
+      this._flushPending();
+    } catch (error) {
+      this._emit("error", { code: error.code, message: error.message }, {});
+    }
+  }
+
+  /** Sends a request that belongs to this connection only (not re-sent). */
+  _control(event, data) {
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._controls.delete(id);
+        reject(new SignalGateError("TIMEOUT", `no answer to ${event}`, id));
+      }, this.options.requestTimeoutMs);
+      this._controls.set(id, { resolve, reject, timer });
+      this._write({ event, data, id });
+    });
+  }
+
+  _flushPending() {
+    for (const pending of this._pending.values()) this._write(pending.frame);
+  }
+
+  _settle(id, error) {
+    const pending = this._pending.get(id) ?? this._controls.get(id);
+    if (!pending) return;
+    this._pending.delete(id);
+    this._controls.delete(id);
+    clearTimeout(pending.timer);
+    if (error) pending.reject(error);
+    else pending.resolve();
+  }
+
+  _closed(socket, code) {
+    if (socket !== this._socket) return;
+    this._socket = null;
+    // Requests that only made sense on this connection fail now.
+    for (const id of [...this._controls.keys()]) {
+      this._settle(id, new SignalGateError("CLOSED", "the connection was lost", id));
+    }
+    if (this._closedByUser) return;
+    if (!this.options.reconnect || FINAL_CLOSE_CODES.has(code)) {
+      this._failPending(new SignalGateError("CLOSED", `the connection closed (${code})`));
+      this._setState("closed");
+      return;
+    }
+    this._scheduleReconnect();
+  }
+
+  _scheduleReconnect() {
+    if (this._closedByUser) return;
+    this._setState("reconnecting");
+    const base = Math.min(this.options.maxDelayMs, this.options.initialDelayMs * 2 ** this._attempt);
+    const delay = base / 2 + Math.random() * (base / 2);
+    this._attempt += 1;
+    this._retryTimer = setTimeout(() => this._open(), delay);
+  }
+
+  _failPending(error) {
+    for (const id of [...this._pending.keys(), ...this._controls.keys()]) this._settle(id, error);
+  }
+
+  _setState(state) {
+    if (this._state === state) return;
+    this._state = state;
+    this._emit("state", state, {});
+  }
+
+  _emit(event, data, envelope) {
+    for (const handler of this._handlers.get(event) ?? []) {
+      try {
+        handler(data, envelope);
+      } catch (error) {
+        console.error(`signalgate: a ${event} handler threw`, error);
+      }
+    }
+  }
+}

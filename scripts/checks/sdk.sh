@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The browser SDK in Node (its experimental WebSocket is the browser's API):
+# errors as rejections, reconnect and re-register across a gateway restart,
+# resume across a network drop with nothing lost and nothing twice.
+set -euo pipefail
+binary=$1
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root/tests/node"
+npm ci --no-audit --no-fund --loglevel=error
+SIGNALGATE_BIN="$binary" node --experimental-websocket --test --test-reporter=spec --test-timeout=60000 sdk.test.mjs

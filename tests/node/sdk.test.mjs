@@ -1,0 +1,145 @@
+// The browser SDK (clients/web/signalgate.js) in Node's WebSocket: it
+// reconnects and re-registers when the gateway restarts, and resumes
+// (nothing lost, nothing twice) when its network drops.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import { SignalGate, SignalGateError } from "../../clients/web/signalgate.js";
+import { freePort, startGateway, killGateway } from "./gateway.mjs";
+
+const fast = { initialDelayMs: 50, maxDelayMs: 500, requestTimeoutMs: 5000 };
+
+function nextEvent(gate, name, timeoutMs = 10_000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${name} within ${timeoutMs} ms`)), timeoutMs);
+    const off = gate.on(name, (data) => {
+      clearTimeout(timer);
+      off();
+      resolve(data);
+    });
+  });
+}
+
+test("requests resolve on ack and reject with the server's error", async () => {
+  const port = await freePort();
+  const gateway = await startGateway(port);
+  try {
+    const gate = new SignalGate(`ws://127.0.0.1:${port}/ws`, fast);
+    const welcome = await gate.connect();
+    assert.equal(welcome.message, "Welcome!");
+    await assert.rejects(gate.message("too early"), (error) => error instanceof SignalGateError && error.code === "NOT_REGISTERED");
+    const registered = await gate.register("sdk-errors", "web");
+    assert.equal(registered.peerPresent, false);
+    await assert.rejects(gate.message("alone"), (error) => error.code === "NO_PEER");
+    await assert.rejects(gate.syncto({}), (error) => error.code === "WRONG_ROLE");
+    gate.close();
+  } finally {
+    await killGateway(gateway);
+  }
+});
+
+test("the SDK reconnects and re-registers when the gateway restarts", async () => {
+  const port = await freePort();
+  let gateway = await startGateway(port);
+  const url = `ws://127.0.0.1:${port}/ws`;
+  const web = new SignalGate(url, fast);
+  const app = new SignalGate(url, fast);
+  try {
+    await web.connect();
+    await web.register("sdk-restart", "web");
+    await app.connect();
+    const synced = nextEvent(app, "syncfrom");
+    await app.register("sdk-restart", "app");
+    await synced;
+
+    const reRegisteredWeb = nextEvent(web, "registered");
+    const reRegisteredApp = nextEvent(app, "registered");
+    await killGateway(gateway);
+    gateway = await startGateway(port);
+    // The old sessions died with the process: the resume is refused and the
+    // SDK registers afresh with the remembered uid and role.
+    await reRegisteredWeb;
+    await reRegisteredApp;
+    const got = nextEvent(web, "message");
+    await app.message({ after: "restart" });
+    assert.deepEqual(await got, { after: "restart" });
+    assert.equal(web.state, "open");
+    web.close();
+    app.close();
+  } finally {
+    await killGateway(gateway);
+  }
+});
+
+/** A TCP proxy whose connections can be cut (a network drop). */
+function cuttableProxy(targetPort) {
+  const sockets = new Set();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, "127.0.0.1");
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("close", () => sockets.delete(socket));
+      socket.on("error", () => {});
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  return new Promise((resolve) => {
+    server.listen(0, "127.0.0.1", () =>
+      resolve({
+        port: server.address().port,
+        cut: () => { for (const socket of sockets) socket.resetAndDestroy(); },
+        close: () => {
+          for (const socket of sockets) socket.destroy();
+          server.close();
+        },
+      }));
+  });
+}
+
+test("after a network drop the SDK resumes: nothing lost, nothing twice", async () => {
+  const port = await freePort();
+  const gateway = await startGateway(port);
+  const proxy = await cuttableProxy(port);
+  try {
+    const web = new SignalGate(`ws://127.0.0.1:${port}/ws`, fast);
+    const app = new SignalGate(`ws://127.0.0.1:${proxy.port}/ws`, fast);
+    await web.connect();
+    await web.register("sdk-resume", "web");
+    await app.connect();
+    await app.register("sdk-resume", "app");
+    const appGot = [];
+    const webGot = [];
+    app.on("message", (data) => appGot.push(data.n));
+    web.on("message", (data) => webGot.push(data.n));
+    const away = nextEvent(web, "peer_away");
+    const back = nextEvent(web, "peer_back");
+    const resumed = nextEvent(app, "resumed");
+    const sessionBefore = app.sessionId;
+
+    // Requests in flight when the network goes: applied or not, their acks
+    // are lost; the SDK re-sends them after the resume and the server
+    // applies each once.
+    const inFlight = [0, 1, 2].map((n) => app.message({ n }));
+    proxy.cut();
+    await away;
+    // The web keeps talking into the gap; the app keeps sending too (its
+    // requests wait and go out after the resume).
+    const webSends = [0, 1, 2, 3, 4].map((n) => web.message({ n }));
+    const appSends = [...inFlight, ...[3, 4].map((n) => app.message({ n }))];
+    await Promise.all(webSends);
+    await resumed;
+    await back;
+    await Promise.all(appSends);
+    assert.equal(app.sessionId, sessionBefore, "the same session came back");
+    // Let the last relays land.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.deepEqual(appGot, [0, 1, 2, 3, 4]);
+    assert.deepEqual(webGot, [0, 1, 2, 3, 4]);
+    web.close();
+    app.close();
+  } finally {
+    proxy.close();
+    await killGateway(gateway);
+  }
+});
