@@ -6,6 +6,7 @@
 //! Socket.IO.
 //!
 //! # Layout
+//! - [`bench`]: the load generator (`signalgate bench`).
 //! - [`auth`]: JWT authentication of connections, and minting for development.
 //! - [`config`]: flags and environment variables → one plain [`config::Config`].
 //! - [`server`]: the composition root: one port, every door, shutdown.
@@ -22,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod core;

@@ -80,6 +80,7 @@ async fn finish(gateway: TestGateway, web: TestClient, mut app: TestClient) {
 async fn assert_refused(gateway: &TestGateway, door: Door, token: Option<String>) {
     let options = ConnectOptions {
         token: token.clone(),
+        ..ConnectOptions::default()
     };
     match Client::connect_with(door, gateway.address, &options).await {
         Err(ClientError::WebSocket(error)) => {

@@ -51,6 +51,7 @@ fn start(extra: &[&str]) -> (std::process::Child, SocketAddr) {
 async fn connected(door: Door, address: SocketAddr, token: Option<&str>) -> Client {
     let options = ConnectOptions {
         token: token.map(str::to_owned),
+        ..ConnectOptions::default()
     };
     let mut client = Client::connect_with(door, address, &options)
         .await

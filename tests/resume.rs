@@ -323,7 +323,9 @@ async fn a_fresh_register_replaces_an_away_session_and_kills_its_token() {
     assert_eq!(registered["peerPresent"], true);
     fresh.expect("syncfrom").await;
     web.expect("peer_back").await;
-    assert_eq!(gateway.census().away_sessions, 0);
+    gateway
+        .wait_for_census(|census| census.away_sessions == 0)
+        .await;
     let mut late = gateway.connect(Door::Ws).await;
     resume_fails(&mut late, &token, last_seq).await;
     late.close().await;

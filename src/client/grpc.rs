@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{ClientError, Closed, Incoming};
+use super::{ClientError, Closed, ConnectOptions, Incoming, tcp};
 use crate::proto::json::{json_to_value, value_to_json};
 use crate::proto::v1::{self as pb, client_event, server_event, signaling_client::SignalingClient};
 
@@ -39,14 +39,26 @@ impl GrpcClient {
         address: SocketAddr,
         token: Option<&str>,
     ) -> Result<GrpcClient, ClientError> {
+        let options = ConnectOptions {
+            token: token.map(str::to_owned),
+            ..ConnectOptions::default()
+        };
+        GrpcClient::connect_with(address, &options).await
+    }
+
+    /// Connects with options (token, source address).
+    pub async fn connect_with(
+        address: SocketAddr,
+        options: &ConnectOptions,
+    ) -> Result<GrpcClient, ClientError> {
+        let token = options.token.as_deref();
+        let source = options.source;
         let socket_slot = Arc::new(Mutex::new(None));
         let slot = Arc::clone(&socket_slot);
         let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
             let slot = Arc::clone(&slot);
             async move {
-                let stream = tokio::net::TcpStream::connect(address).await?;
-                stream.set_nodelay(true)?;
-                let stream = stream.into_std()?;
+                let stream = tcp(address, source).await?.into_std()?;
                 *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(stream.try_clone()?);
                 Ok::<_, std::io::Error>(TokioIo::new(tokio::net::TcpStream::from_std(stream)?))
             }

@@ -11,7 +11,9 @@ mod socketio;
 mod ws;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::net::{TcpSocket, TcpStream};
 
 use serde_json::Value;
 
@@ -84,6 +86,9 @@ pub enum ClientError {
     /// The connection is closed.
     #[error("connection closed")]
     Closed,
+    /// The TCP connection failed.
+    #[error("connect: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// A connected client on any door.
@@ -103,6 +108,26 @@ pub struct ConnectOptions {
     /// An authentication token (JWT), presented the door's way: gRPC
     /// metadata, `?token=` on `/ws`, the Socket.IO handshake's `auth.token`.
     pub token: Option<String>,
+    /// The local address to connect from (spreads load generators over
+    /// 127.0.0.x so that many connections do not exhaust ephemeral ports).
+    pub source: Option<IpAddr>,
+    /// Socket.IO only: speak exactly the seed's wire (no `resume=1`, no
+    /// sequence arguments), e.g. to measure the seed reference server.
+    pub seed_wire: bool,
+}
+
+/// A TCP connection to `address`, from `source` when given, with TCP_NODELAY.
+pub(crate) async fn tcp(address: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    let stream = socket.connect(address).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 impl Client {
@@ -117,12 +142,11 @@ impl Client {
         address: SocketAddr,
         options: &ConnectOptions,
     ) -> Result<Client, ClientError> {
-        let token = options.token.as_deref();
         Ok(match door {
-            Door::Ws => Client::Ws(WsClient::connect_with_token(address, token).await?),
-            Door::Grpc => Client::Grpc(GrpcClient::connect_with_token(address, token).await?),
+            Door::Ws => Client::Ws(WsClient::connect_with(address, options).await?),
+            Door::Grpc => Client::Grpc(GrpcClient::connect_with(address, options).await?),
             Door::SocketIo => {
-                Client::SocketIo(SocketIoClient::connect_with_token(address, token).await?)
+                Client::SocketIo(SocketIoClient::connect_with(address, options).await?)
             }
         })
     }

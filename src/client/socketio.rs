@@ -11,12 +11,14 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{ClientError, Closed, Incoming};
+use super::{ClientError, Closed, ConnectOptions, Incoming, tcp};
 
 /// A Socket.IO client of signalgate's `/socket.io/`.
 #[derive(Debug)]
 pub struct SocketIoClient {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Whether events carry the trailing `{"seq"}` argument (`resume=1`).
+    sequenced: bool,
 }
 
 fn protocol_error(what: impl Into<String>) -> ClientError {
@@ -34,9 +36,27 @@ impl SocketIoClient {
         address: SocketAddr,
         token: Option<&str>,
     ) -> Result<SocketIoClient, ClientError> {
-        // `resume=1`: the resume token in `welcome` and `{"seq"}` on events.
-        let url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket&resume=1");
-        let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
+        let options = ConnectOptions {
+            token: token.map(str::to_owned),
+            ..ConnectOptions::default()
+        };
+        SocketIoClient::connect_with(address, &options).await
+    }
+
+    /// Connects with options. Unless `seed_wire` is set the client asks for
+    /// resumption (`resume=1`: the resume token in `welcome` and `{"seq"}`
+    /// on events).
+    pub async fn connect_with(
+        address: SocketAddr,
+        options: &ConnectOptions,
+    ) -> Result<SocketIoClient, ClientError> {
+        let sequenced = !options.seed_wire;
+        let query = if sequenced { "&resume=1" } else { "" };
+        let url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket{query}");
+        let stream = tcp(address, options.source).await?;
+        let (mut socket, _) =
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await?;
+        let token = options.token.as_deref();
         // Engine.IO open packet: `0{"sid": ..., "pingInterval": ...}`.
         match socket.next().await {
             Some(Ok(Message::Text(text))) if text.starts_with('0') => {}
@@ -51,7 +71,7 @@ impl SocketIoClient {
             None => "40".to_owned(),
         };
         socket.send(Message::text(connect)).await?;
-        Ok(SocketIoClient { socket })
+        Ok(SocketIoClient { socket, sequenced })
     }
 
     /// Emits `envelope.event` with `envelope.data`; an `id` becomes the
@@ -61,7 +81,19 @@ impl SocketIoClient {
             .get("event")
             .and_then(Value::as_str)
             .ok_or_else(|| protocol_error("missing event"))?;
+        // Seed-wire clients send ids as plain acknowledgement ids only.
         let id = envelope.get("id").and_then(Value::as_u64);
+        if !self.sequenced {
+            let arguments = match envelope.get("data") {
+                Some(data) => json!([event, data]),
+                None => json!([event]),
+            };
+            let ack = id.map(|id| id.to_string()).unwrap_or_default();
+            self.socket
+                .send(Message::text(format!("42{ack}{arguments}")))
+                .await?;
+            return Ok(());
+        }
         // With an id: `[event, data|null, {"id"}]`, the id also being the
         // acknowledgement id.
         let arguments = match (envelope.get("data"), id) {
@@ -125,7 +157,9 @@ impl SocketIoClient {
                         "server disconnect".into(),
                     )));
                 }
-                Some(b'2') => return Ok(Incoming::Event(event_packet(&packet[1..])?)),
+                Some(b'2') => {
+                    return Ok(Incoming::Event(event_packet(&packet[1..], self.sequenced)?));
+                }
                 Some(b'3') => return Ok(Incoming::Event(ack_packet(&packet[1..])?)),
                 // CONNECT_ERROR: the namespace refused the connection.
                 Some(b'4') => {
@@ -150,7 +184,7 @@ impl SocketIoClient {
 /// `["name", data?, {"seq": N}?]` → envelope. Every event but `welcome`
 /// and `resumed` ends with the `{"seq"}` argument (the client connected
 /// with `resume=1`).
-fn event_packet(body: &str) -> Result<Value, ClientError> {
+fn event_packet(body: &str, sequenced: bool) -> Result<Value, ClientError> {
     let mut arguments: Vec<Value> =
         serde_json::from_str(body).map_err(|e| protocol_error(format!("event packet: {e}")))?;
     if arguments.is_empty() {
@@ -161,7 +195,7 @@ fn event_packet(body: &str) -> Result<Value, ClientError> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| protocol_error("event name is not a string"))?;
-    let seq = if name == "welcome" || name == "resumed" {
+    let seq = if !sequenced || name == "welcome" || name == "resumed" {
         None
     } else {
         arguments

@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{ClientError, Closed, Incoming};
+use super::{ClientError, Closed, ConnectOptions, Incoming, tcp};
 
 /// A client of `/ws`.
 #[derive(Debug)]
@@ -27,11 +27,26 @@ impl WsClient {
         address: SocketAddr,
         token: Option<&str>,
     ) -> Result<WsClient, ClientError> {
-        let url = match token {
+        let options = ConnectOptions {
+            token: token.map(str::to_owned),
+            ..ConnectOptions::default()
+        };
+        WsClient::connect_with(address, &options).await
+    }
+
+    /// Connects with options (token, source address).
+    pub async fn connect_with(
+        address: SocketAddr,
+        options: &ConnectOptions,
+    ) -> Result<WsClient, ClientError> {
+        let url = match &options.token {
             Some(token) => format!("ws://{address}/ws?token={token}"),
             None => format!("ws://{address}/ws"),
         };
-        WsClient::connect_url(&url).await
+        let stream = tcp(address, options.source).await?;
+        let (socket, _) =
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await?;
+        Ok(WsClient { socket })
     }
 
     /// Connects over an already established stream (e.g. TLS).

@@ -72,6 +72,7 @@ impl TestGateway {
     pub async fn connect_with_token(&self, door: Door, token: Option<&str>) -> TestClient {
         let options = ConnectOptions {
             token: token.map(str::to_owned),
+            ..ConnectOptions::default()
         };
         let client = Client::connect_with(door, self.address, &options)
             .await
@@ -105,6 +106,23 @@ impl TestGateway {
             if tokio::time::Instant::now() > deadline {
                 panic!("the gateway still holds state: {census:?}");
             }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the census satisfies `done` (cleanup runs in the
+    /// background), failing with the census if it never does.
+    pub async fn wait_for_census(&self, done: impl Fn(&Census) -> bool) {
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let census = self.census();
+            if done(&census) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "census never settled: {census:?}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Renders docs/BENCHMARKS.md and its plots from scripts/bench results."""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections import defaultdict
+
+results_path, out_dir = sys.argv[1], sys.argv[2]
+docs_dir = os.path.dirname(out_dir.rstrip("/"))
+rows = [json.loads(line) for line in open(results_path) if line.strip()]
+by_label = {row["label"]: row for row in rows}
+
+
+def cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def fmt(value, digits=0, suffix=""):
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def table(prefix, columns):
+    selected = [row for row in rows if row["label"].startswith(prefix)]
+    header = "| " + " | ".join(name for name, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [header, rule]
+    for row in selected:
+        lines.append("| " + " | ".join(render(row) for _, render in columns) + " |")
+    return "\n".join(lines)
+
+
+def ratio(prefix, door, key, better="lower"):
+    seed = by_label.get(f"{prefix}/seed", {}).get(key)
+    ours = by_label.get(f"{prefix}/{door}", {}).get(key)
+    if not seed or not ours:
+        return None
+    return seed / ours if better == "lower" else ours / seed
+
+
+name = ("target", lambda r: r["label"].split("/", 1)[1])
+doors = ("doors", lambda r: r["doors"])
+relays = ("relays/s", lambda r: fmt(r["relays_per_second"]))
+p50 = ("RTT p50 µs", lambda r: fmt(r["rtt_p50_us"]))
+p99 = ("p99 µs", lambda r: fmt(r["rtt_p99_us"]))
+p999 = ("p99.9 µs", lambda r: fmt(r["rtt_p999_us"]))
+rmax = ("max µs", lambda r: fmt(r["rtt_max_us"]))
+loss = ("sent / received", lambda r: f"{r['sent']:,} / {r['received']:,}")
+cpu = ("server CPU µs/relay", lambda r: fmt(r.get("server_cpu_us_per_relay"), 2))
+setup = ("setup sessions/s", lambda r: fmt(r["setup_sessions_per_second"]))
+rss = ("server RSS KiB/conn", lambda r: fmt(r.get("server_rss_kib_per_connection"), 1))
+rss_total = ("server RSS MiB", lambda r: fmt(r.get("server_rss_mib"), 1))
+
+plots = []
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = defaultdict(list)
+    for row in rows:
+        if row["label"].startswith("curve/"):
+            _, target, rate = row["label"].split("/")
+            curves[target].append((row["relays_per_second"], row["rtt_p50_us"], row["rtt_p99_us"]))
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for target, points in sorted(curves.items()):
+            points.sort()
+            ax.plot([p[0] for p in points], [p[2] / 1000 for p in points], marker="o", label=f"{target} p99")
+            ax.plot([p[0] for p in points], [p[1] / 1000 for p in points], marker=".", linestyle="--", label=f"{target} p50")
+        ax.set_xlabel("relays per second (achieved)")
+        ax.set_ylabel("round trip (ms)")
+        ax.set_yscale("log")
+        ax.set_title("Latency vs offered load, 200 pairs, 200 B")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "latency-vs-load.svg"))
+        plots.append(("Latency vs offered load", "bench/latency-vs-load.svg"))
+    memory = defaultdict(list)
+    for row in rows:
+        if row["label"].startswith("idle-") and row.get("server_rss_mib") is not None:
+            conns = int(row["label"].split("/")[0].split("-")[1])
+            memory[row["label"].split("/")[1]].append((conns, row["server_rss_mib"]))
+    if memory:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for target, points in sorted(memory.items()):
+            points.sort()
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=target)
+        ax.set_xlabel("registered connections")
+        ax.set_ylabel("server RSS (MiB)")
+        ax.set_title("Memory vs connections")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "memory-vs-connections.svg"))
+        plots.append(("Memory vs connections", "bench/memory-vs-connections.svg"))
+except ImportError:
+    pass
+
+notes_path = os.path.join(out_dir, "notes.md")
+notes = open(notes_path).read() if os.path.exists(notes_path) else ""
+
+def target_line(what, goal, value, met):
+    state = "met" if met else ("**not met**" if met is not None else "not measured")
+    return f"| {what} | {goal} | {value} | {state} |"
+
+cpu_ws = by_label.get("saturated/ws", {}).get("server_cpu_us_per_relay")
+cpu_seed = by_label.get("saturated/seed", {}).get("server_cpu_us_per_relay")
+targets = ["| target | goal | measured | |", "|---|---|---|---|"]
+if cpu_ws and cpu_seed:
+    targets.append(target_line("CPU per relay, WebSocket", "≤ 1/6 of seed, ≤ 10 µs", f"{cpu_ws:.2f} µs vs seed {cpu_seed:.2f} µs (1/{cpu_seed / cpu_ws:.1f})", cpu_ws <= 10 and cpu_seed / cpu_ws >= 6))
+for door in ("grpc", "socketio"):
+    ours = by_label.get(f"saturated/{door}", {}).get("server_cpu_us_per_relay")
+    if ours and cpu_seed:
+        targets.append(target_line(f"CPU per relay, {door}", "≤ 1/4 of seed", f"{ours:.2f} µs (1/{cpu_seed / ours:.1f})", cpu_seed / ours >= 4))
+rtt = by_label.get("rtt20/ws", {}).get("rtt_p99_us")
+if rtt:
+    targets.append(target_line("p99 round trip, 20 pairs, window 1 (ws)", "≤ 2 ms", f"{rtt / 1000:.2f} ms (seed {by_label.get('rtt20/seed', {}).get('rtt_p99_us', 0) / 1000:.2f} ms)", rtt <= 2000))
+for door, goal in (("ws", 8), ("grpc", 24)):
+    biggest = max((r for r in rows if r["label"].startswith("idle-") and r["label"].endswith(f"/{door}")), key=lambda r: r["pairs"], default=None)
+    if biggest and biggest.get("server_rss_kib_per_connection") is not None:
+        value = biggest["server_rss_kib_per_connection"]
+        targets.append(target_line(f"idle memory per {door} connection", f"≤ {goal} KiB at 100k", f"{value:.1f} KiB at {2 * biggest['pairs']:,} (100k impossible here: fd cap)", value <= goal))
+setup_ratio = ratio("saturated", "ws", "setup_sessions_per_second", better="higher")
+if setup_ratio:
+    targets.append(target_line("sessions set up per second", "≥ 10x seed", f"{setup_ratio:.1f}x", setup_ratio >= 10))
+lost = sum(row["sent"] - row["received"] for row in rows if not row["label"].startswith("idle"))
+targets.append(target_line("messages lost", "0 in every scenario", f"{lost}", lost == 0))
+
+machine = f"{os.cpu_count()} cores, {cpu_model()}, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, Linux {platform.release()}"
+body = f"""# Benchmarks
+
+Reproduce with `scripts/bench` (about ten minutes; `QUICK=1` for 3 s runs).
+It builds the release binary, starts the seed reference server
+(`../shared/reference/seed-server`, Node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}, socket.io 4.8.1) and signalgate
+one at a time pinned to core 0 (`taskset -c 0`), drives them with
+`signalgate bench` pinned to core 1, and renders this page with
+`scripts/bench-report.py` from `docs/bench/results.jsonl`.
+
+Machine: {machine}. The machine is shared and noisy; every comparison below
+is between runs of the same session. Each scenario runs on a freshly started
+server. "RTT" is the echo round trip (web → app → web: two relays), measured
+by the load generator from the send time (closed loop) or from the
+*scheduled* send time (open loop, `--rate`), so a stalled server cannot hide
+its delay.
+
+## Targets
+
+{chr(10).join(targets)}
+
+## Saturated relay: 200 pairs, window 4, 200-byte payloads
+
+`signalgate bench --pairs 200 --window 4 --size 200 --duration 10s --web-door D --app-door D`
+(seed: `--seed`). The last row is cross-door: web on WebSocket, app on gRPC.
+
+{table("saturated/", [name, doors, relays, p50, p99, p999, rmax, loss, cpu, setup])}
+
+## Round trip at 20 pairs, window 1
+
+{table("rtt20/", [name, relays, p50, p99, p999, rmax, loss, cpu])}
+
+## Fixed offered load: 10,000 relays/s (5,000 round trips/s)
+
+`--rate 5000` with 20 and with 2,000 pairs.
+
+{table("load10k-", [("scenario", lambda r: r["label"]), relays, p50, p99, p999, rmax, loss, cpu])}
+
+## Latency vs offered load (200 pairs)
+
+{table("curve/", [("scenario", lambda r: r["label"]), relays, p50, p99, p999, loss, cpu])}
+
+## Signaling burst: 500 pairs, offer + answer (~2 KB) + 20 ICE candidates each way
+
+Latency here is the time for one pair's whole exchange.
+
+{table("burst/", [name, relays, p50, p99, rmax, loss, cpu])}
+
+## Idle scale: registered and paired connections
+
+{table("idle-", [("scenario", lambda r: r["label"]), setup, rss_total, rss])}
+
+"""
+for title, path in plots:
+    body += f"![{title}]({path})\n\n"
+body += notes
+open(os.path.join(docs_dir, "BENCHMARKS.md"), "w").write(body)
+print("wrote", os.path.join(docs_dir, "BENCHMARKS.md"))

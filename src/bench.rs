@@ -1,0 +1,530 @@
+//! `signalgate bench`: a load generator for signalgate (any door, or mixed)
+//! and for the seed reference server (Socket.IO, seed wire).
+//!
+//! It sets up N pairs (web + app under one uid, timed as sessions per
+//! second), then drives echo round trips: the web side sends `message`s,
+//! the app side sends each back. Closed loop keeps `--window` messages in
+//! flight per pair; open loop (`--rate`) sends on a fixed schedule and
+//! measures latency from the *scheduled* send time, so a stalled server
+//! cannot hide its delay. Every round trip is two relays. Given the
+//! server's pid it reads the server's CPU time and RSS from /proc.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::client::{Client, ConnectOptions, Door, Incoming, envelope};
+use crate::config::parse_duration;
+
+/// A door on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchDoor {
+    /// JSON WebSocket.
+    Ws,
+    /// gRPC.
+    Grpc,
+    /// Socket.IO (Engine.IO 4, websocket transport).
+    Socketio,
+}
+
+impl From<BenchDoor> for Door {
+    fn from(door: BenchDoor) -> Door {
+        match door {
+            BenchDoor::Ws => Door::Ws,
+            BenchDoor::Grpc => Door::Grpc,
+            BenchDoor::Socketio => Door::SocketIo,
+        }
+    }
+}
+
+/// `signalgate bench` options.
+#[derive(Clone, Debug, Args)]
+pub struct BenchArgs {
+    /// The gateway (or seed server) to load.
+    #[arg(long, default_value = "127.0.0.1:3186")]
+    pub target: SocketAddr,
+    /// Pairs (each is two connections).
+    #[arg(long, default_value_t = 200)]
+    pub pairs: usize,
+    /// The web side's door.
+    #[arg(long, value_enum, default_value = "ws")]
+    pub web_door: BenchDoor,
+    /// The app side's door.
+    #[arg(long, value_enum, default_value = "ws")]
+    pub app_door: BenchDoor,
+    /// Closed loop: messages in flight per pair.
+    #[arg(long, default_value_t = 4)]
+    pub window: usize,
+    /// Open loop: round trips per second in all (overrides the window).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 200)]
+    pub size: usize,
+    /// Measured duration.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured warm-up before the measured duration.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Only set the pairs up and hold them (idle scale), then report memory.
+    #[arg(long)]
+    pub idle: bool,
+    /// Signaling burst: each pair exchanges an offer, an answer (~2 KB each)
+    /// and `--candidates` ICE candidates each way, once.
+    #[arg(long)]
+    pub burst: bool,
+    /// ICE candidates each way in a burst.
+    #[arg(long, default_value_t = 20)]
+    pub candidates: usize,
+    /// The server's pid, to read its CPU time and memory.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Spread connections over 127.0.0.1 ..= 127.0.0.N.
+    #[arg(long, default_value_t = 1)]
+    pub source_ips: u8,
+    /// The target is the seed reference server: Socket.IO seed wire, no
+    /// `registered` or acks.
+    #[arg(long)]
+    pub seed: bool,
+    /// Connections set up at once.
+    #[arg(long, default_value_t = 128)]
+    pub connect_concurrency: usize,
+    /// A name for this run in the report.
+    #[arg(long, default_value = "run")]
+    pub label: String,
+    /// Append the result as one JSON line to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// What a run measured.
+#[derive(Debug, Default, Serialize)]
+pub struct BenchReport {
+    /// The run's label.
+    pub label: String,
+    /// `web/app` doors, or `seed`.
+    pub doors: String,
+    /// Pairs set up.
+    pub pairs: usize,
+    /// Connections set up per second (connect + register).
+    pub setup_sessions_per_second: f64,
+    /// Relays per second (two per round trip).
+    pub relays_per_second: f64,
+    /// Messages sent by the web sides in the measured window.
+    pub sent: u64,
+    /// Echoes received back.
+    pub received: u64,
+    /// Messages sent but never echoed back.
+    pub lost: u64,
+    /// Round-trip latency percentiles, microseconds.
+    pub rtt_p50_us: f64,
+    /// 99th percentile.
+    pub rtt_p99_us: f64,
+    /// 99.9th percentile.
+    pub rtt_p999_us: f64,
+    /// Maximum.
+    pub rtt_max_us: f64,
+    /// Server CPU seconds per million relays.
+    pub server_cpu_s_per_million_relays: Option<f64>,
+    /// Server CPU microseconds per relay.
+    pub server_cpu_us_per_relay: Option<f64>,
+    /// Server RSS growth per connection, KiB.
+    pub server_rss_kib_per_connection: Option<f64>,
+    /// Server RSS after setup, MiB.
+    pub server_rss_mib: Option<f64>,
+}
+
+/// Reads (CPU seconds, RSS bytes) of a process from /proc.
+fn process_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall, in clock ticks (100 per second here).
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((ticks / 100.0, rss_kib * 1024))
+}
+
+fn source(args: &BenchArgs, index: usize) -> Option<IpAddr> {
+    (args.source_ips > 1).then(|| {
+        let last = 1 + (index % usize::from(args.source_ips)) as u8;
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+    })
+}
+
+type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn next_event(client: &mut Client) -> Result<Value, BenchError> {
+    match tokio::time::timeout(Duration::from_secs(30), client.recv()).await?? {
+        Incoming::Event(event) => Ok(event),
+        Incoming::Closed(closed) => Err(format!("closed: {closed:?}").into()),
+    }
+}
+
+async fn wait_for(client: &mut Client, name: &str) -> Result<Value, BenchError> {
+    loop {
+        let event = next_event(client).await?;
+        if event["event"] == name {
+            return Ok(event);
+        }
+    }
+}
+
+/// Connects and registers one pair.
+async fn set_up_pair(
+    args: &BenchArgs,
+    index: usize,
+    run: u64,
+) -> Result<(Client, Client), BenchError> {
+    let uid = format!("bench-{run}-{index}");
+    let options = |door: BenchDoor, n: usize| ConnectOptions {
+        source: source(args, n),
+        seed_wire: args.seed || door == BenchDoor::Socketio,
+        ..ConnectOptions::default()
+    };
+    let mut web = Client::connect_with(
+        args.web_door.into(),
+        args.target,
+        &options(args.web_door, 2 * index),
+    )
+    .await?;
+    wait_for(&mut web, "welcome").await?;
+    web.send(&envelope(
+        "register",
+        Some(json!({"uid": uid, "type": 0})),
+        None,
+    ))
+    .await?;
+    if args.seed {
+        // The seed confirms nothing; `ipaddr` answers after the register is processed.
+        web.send(&envelope("ipaddr", None, None)).await?;
+        let _ =
+            tokio::time::timeout(Duration::from_millis(500), wait_for(&mut web, "ipaddr")).await;
+    } else {
+        wait_for(&mut web, "registered").await?;
+    }
+    let mut app = Client::connect_with(
+        args.app_door.into(),
+        args.target,
+        &options(args.app_door, 2 * index + 1),
+    )
+    .await?;
+    wait_for(&mut app, "welcome").await?;
+    app.send(&envelope(
+        "register",
+        Some(json!({"uid": uid, "type": 1})),
+        None,
+    ))
+    .await?;
+    wait_for(&mut app, "syncfrom").await?;
+    Ok((web, app))
+}
+
+/// Per-pair results of the load phase.
+struct PairResult {
+    sent: u64,
+    received: u64,
+    histogram: Histogram<u64>,
+}
+
+fn micros_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Echo round trips on one pair until `stop`, then drains.
+async fn drive_pair(
+    mut web: Client,
+    mut app: Client,
+    args: Arc<BenchArgs>,
+    epoch: Instant,
+    measure_from: Instant,
+    stop: Instant,
+) -> Result<PairResult, BenchError> {
+    let padding = "x".repeat(args.size.saturating_sub(40));
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut sent, mut received) = (0u64, 0u64);
+    let message = |t: u64| envelope("message", Some(json!({"t": t, "p": padding})), None);
+    // Only messages sent inside the measured window count (sent, received, latency).
+    let measured = |t: u64| {
+        let at = epoch + Duration::from_micros(t);
+        at >= measure_from && at < stop
+    };
+    let interval = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(args.pairs as f64 / rate.max(0.001)));
+    let mut next_send = Instant::now();
+    let mut in_flight = 0usize;
+    if interval.is_none() {
+        for _ in 0..args.window {
+            let t = micros_since(epoch);
+            web.send(&message(t)).await?;
+            sent += u64::from(measured(t));
+            in_flight += 1;
+        }
+    }
+    let drain_until = stop + Duration::from_secs(3);
+    loop {
+        let now = Instant::now();
+        if now >= drain_until || (now >= stop && in_flight == 0) {
+            break;
+        }
+        let sending = interval.is_some() && now < stop;
+        let next_tick =
+            tokio::time::Instant::from_std(if sending { next_send } else { drain_until });
+        tokio::select! {
+            () = tokio::time::sleep_until(next_tick) => {
+                if sending {
+                    // Open loop: the timestamp is the scheduled time, not now.
+                    let t = u64::try_from(next_send.saturating_duration_since(epoch).as_micros()).unwrap_or(0);
+                    web.send(&message(t)).await?;
+                    sent += u64::from(measured(t));
+                    in_flight += 1;
+                    next_send += interval.unwrap_or_default();
+                }
+            }
+            event = app.recv() => {
+                if let Incoming::Event(event) = event? && event["event"] == "message" {
+                    app.send(&envelope("message", event.get("data").cloned(), None)).await?;
+                }
+            }
+            event = web.recv() => {
+                let Incoming::Event(event) = event? else { break };
+                if event["event"] != "message" {
+                    continue;
+                }
+                in_flight = in_flight.saturating_sub(1);
+                let t = event["data"]["t"].as_u64().unwrap_or(0);
+                if measured(t) {
+                    received += 1;
+                    histogram.saturating_record(micros_since(epoch).saturating_sub(t).max(1));
+                }
+                if interval.is_none() && Instant::now() < stop {
+                    let t = micros_since(epoch);
+                    web.send(&message(t)).await?;
+                    sent += u64::from(measured(t));
+                    in_flight += 1;
+                }
+            }
+        }
+    }
+    web.close().await;
+    app.close().await;
+    Ok(PairResult {
+        sent,
+        received,
+        histogram,
+    })
+}
+
+/// Runs the benchmark and prints (and optionally appends) the report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    // Many connections: take every file descriptor the hard limit allows.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let run_id: u64 = rand::random::<u32>().into();
+    let before = args.server_pid.and_then(process_usage);
+    let args = Arc::new(args);
+    let setup_started = Instant::now();
+    let pairs: Vec<(Client, Client)> = futures_util::stream::iter(0..args.pairs)
+        .map(|index| {
+            let args = Arc::clone(&args);
+            async move { set_up_pair(&args, index, run_id).await }
+        })
+        .buffer_unordered(args.connect_concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("setting up pairs: {e}"))?;
+    let setup = setup_started.elapsed();
+    let doors = if args.seed {
+        "seed (socket.io)".to_owned()
+    } else {
+        format!("{:?}/{:?}", args.web_door, args.app_door).to_lowercase()
+    };
+    let mut report = BenchReport {
+        label: args.label.clone(),
+        doors,
+        pairs: pairs.len(),
+        setup_sessions_per_second: (2 * pairs.len()) as f64 / setup.as_secs_f64(),
+        ..BenchReport::default()
+    };
+    let connections = 2 * pairs.len();
+    if let (Some(pid), Some((_, rss_before))) = (args.server_pid, before) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some((_, rss)) = process_usage(pid) {
+            report.server_rss_mib = Some(rss as f64 / 1024.0 / 1024.0);
+            report.server_rss_kib_per_connection =
+                Some(rss.saturating_sub(rss_before) as f64 / 1024.0 / connections.max(1) as f64);
+        }
+    }
+    if args.idle {
+        drop(pairs);
+        finish(&args, &report)?;
+        return Ok(report);
+    }
+    if args.burst {
+        run_burst(&args, pairs, &mut report).await?;
+        finish(&args, &report)?;
+        return Ok(report);
+    }
+    let epoch = Instant::now();
+    let measure_from = epoch + args.warmup;
+    let stop = measure_from + args.duration;
+    let mut tasks = Vec::with_capacity(pairs.len());
+    for (web, app) in pairs {
+        tasks.push(tokio::spawn(drive_pair(
+            web,
+            app,
+            Arc::clone(&args),
+            epoch,
+            measure_from,
+            stop,
+        )));
+    }
+    let pid = args.server_pid;
+    let cpu_at = move |instant: Instant| async move {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(instant)).await;
+        pid.and_then(process_usage).map(|(cpu, _)| cpu)
+    };
+    let (cpu_start, cpu_stop) = tokio::join!(cpu_at(measure_from), cpu_at(stop));
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for task in tasks {
+        let result = task
+            .await?
+            .map_err(|e| anyhow::anyhow!("pair failed: {e}"))?;
+        report.sent += result.sent;
+        report.received += result.received;
+        histogram.add(&result.histogram)?;
+    }
+    report.lost = report.sent.saturating_sub(report.received);
+    let relays = 2.0 * report.received as f64;
+    report.relays_per_second = relays / args.duration.as_secs_f64();
+    report.rtt_p50_us = histogram.value_at_quantile(0.5) as f64;
+    report.rtt_p99_us = histogram.value_at_quantile(0.99) as f64;
+    report.rtt_p999_us = histogram.value_at_quantile(0.999) as f64;
+    report.rtt_max_us = histogram.max() as f64;
+    if let (Some(start), Some(end)) = (cpu_start, cpu_stop)
+        && relays > 0.0
+    {
+        report.server_cpu_us_per_relay = Some((end - start) * 1e6 / relays);
+        report.server_cpu_s_per_million_relays = Some((end - start) * 1e6 / relays);
+    }
+    finish(&args, &report)?;
+    Ok(report)
+}
+
+/// Signaling burst: per pair, an offer and an answer (~2 KB) and ICE
+/// candidates each way, as fast as possible; reports the time to finish.
+async fn run_burst(
+    args: &BenchArgs,
+    pairs: Vec<(Client, Client)>,
+    report: &mut BenchReport,
+) -> anyhow::Result<()> {
+    let sdp = "v=0 ".repeat(500);
+    let candidates = args.candidates;
+    let before = args.server_pid.and_then(process_usage);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (mut web, mut app) in pairs {
+        let sdp = sdp.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let started = Instant::now();
+            app.send(&envelope("message", Some(json!({"type": "offer", "sdp": sdp})), None)).await?;
+            for n in 0..candidates {
+                app.send(&envelope("message", Some(json!({"type": "candidate", "n": n, "candidate": "candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host"})), None)).await?;
+            }
+            let mut web_got = 0;
+            while web_got < 1 + candidates {
+                if next_event(&mut web).await?["event"] == "message" { web_got += 1; }
+            }
+            web.send(&envelope("message", Some(json!({"type": "answer", "sdp": sdp})), None)).await?;
+            for n in 0..candidates {
+                web.send(&envelope("message", Some(json!({"type": "candidate", "n": n, "candidate": "candidate:1 1 udp 2122260223 192.0.2.2 54322 typ host"})), None)).await?;
+            }
+            let mut app_got = 0;
+            while app_got < 1 + candidates {
+                if next_event(&mut app).await?["event"] == "message" { app_got += 1; }
+            }
+            histogram.saturating_record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+            web.close().await;
+            app.close().await;
+            Ok::<_, BenchError>(histogram)
+        }));
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for task in tasks {
+        histogram.add(
+            &task
+                .await?
+                .map_err(|e| anyhow::anyhow!("burst failed: {e}"))?,
+        )?;
+    }
+    let elapsed = started.elapsed();
+    let relays = (report.pairs * 2 * (1 + candidates)) as f64;
+    report.sent = relays as u64;
+    report.received = relays as u64;
+    report.relays_per_second = relays / elapsed.as_secs_f64();
+    // For a burst, the latency is the time for a pair's whole exchange.
+    report.rtt_p50_us = histogram.value_at_quantile(0.5) as f64;
+    report.rtt_p99_us = histogram.value_at_quantile(0.99) as f64;
+    report.rtt_p999_us = histogram.value_at_quantile(0.999) as f64;
+    report.rtt_max_us = histogram.max() as f64;
+    if let (Some((start, _)), Some(pid)) = (before, args.server_pid)
+        && let Some((end, _)) = process_usage(pid)
+    {
+        report.server_cpu_us_per_relay = Some((end - start) * 1e6 / relays);
+        report.server_cpu_s_per_million_relays = report.server_cpu_us_per_relay;
+    }
+    Ok(())
+}
+
+fn finish(args: &BenchArgs, report: &BenchReport) -> anyhow::Result<()> {
+    println!(
+        "{label}: {doors} pairs={pairs} setup={setup:.0}/s relays={relays:.0}/s sent={sent} received={received} lost={lost} \
+         rtt p50={p50:.0}us p99={p99:.0}us p99.9={p999:.0}us max={max:.0}us cpu/relay={cpu} rss/conn={rss}",
+        label = report.label,
+        doors = report.doors,
+        pairs = report.pairs,
+        setup = report.setup_sessions_per_second,
+        relays = report.relays_per_second,
+        sent = report.sent,
+        received = report.received,
+        lost = report.lost,
+        p50 = report.rtt_p50_us,
+        p99 = report.rtt_p99_us,
+        p999 = report.rtt_p999_us,
+        max = report.rtt_max_us,
+        cpu = report
+            .server_cpu_us_per_relay
+            .map_or("-".into(), |v| format!("{v:.1}us")),
+        rss = report
+            .server_rss_kib_per_connection
+            .map_or("-".into(), |v| format!("{v:.1}KiB")),
+    );
+    if let Some(path) = &args.json {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(file, "{}", serde_json::to_string(report)?)?;
+    }
+    Ok(())
+}
