@@ -398,15 +398,29 @@ impl Session {
                 return;
             }
         }
-        if let Some(id) = id.filter(|_| client_chosen_id) {
+        {
             let mut state = self.handle.state();
-            if id <= state.resend_horizon {
-                // Seen before the resume: acknowledged, not applied again.
-                drop(state);
-                self.reply(Event::Ack { id });
+            let attached = state
+                .attachment
+                .as_ref()
+                .is_some_and(|current| Arc::ptr_eq(current, &self.attachment));
+            if !attached {
+                // This connection lost its session (dropped, or taken over by
+                // a resume) while requests were still buffered: they are not
+                // applied; the client re-sends them after resuming.
                 return;
             }
-            state.highest_request_id = state.highest_request_id.max(id);
+            if let Some(id) = id.filter(|_| client_chosen_id) {
+                if state.resumed && id <= state.highest_request_id {
+                    // A re-send after a resume: acknowledged, not applied again.
+                    drop(state);
+                    self.reply(Event::Ack { id });
+                    return;
+                }
+                // Recorded in the same critical section as the attachment
+                // check, so a concurrent resume's horizon includes it.
+                state.highest_request_id = state.highest_request_id.max(id);
+            }
         }
         let outcome = match command {
             Command::Register { uid, role } => self.register(uid, role).await,
@@ -635,7 +649,7 @@ impl Session {
                 _ => false,
             };
             let old_token = theirs.resume_token.replace(Arc::clone(&new_token));
-            theirs.resend_horizon = theirs.highest_request_id;
+            theirs.resumed = true;
             let missed: Vec<Delivery> = theirs
                 .retained
                 .iter()

@@ -207,9 +207,10 @@ pub(crate) struct State {
     pub(crate) away_generation: u64,
     /// The highest request id seen.
     pub(crate) highest_request_id: u64,
-    /// Request ids up to this one were seen before the last resume: a
-    /// request with such an id is a re-send, acknowledged but not applied.
-    pub(crate) resend_horizon: u64,
+    /// Whether the session was ever resumed. From then on request ids must
+    /// increase: one at or below `highest_request_id` is a re-send,
+    /// acknowledged but not applied again.
+    pub(crate) resumed: bool,
 }
 
 /// Locks a mutex, recovering from poisoning: every critical section in the
@@ -276,7 +277,7 @@ impl SessionHandle {
                 evicted_through: 0,
                 away_generation: 0,
                 highest_request_id: 0,
-                resend_horizon: 0,
+                resumed: false,
             }),
         });
         (handle, SessionLink { events, attachment })
