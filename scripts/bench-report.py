@@ -106,6 +106,10 @@ try:
 except ImportError:
     pass
 
+failed_path = os.path.join(out_dir, "failed.txt")
+failed = [line.strip() for line in open(failed_path)] if os.path.exists(failed_path) else []
+failed = [line for line in failed if line]
+
 notes_path = os.path.join(out_dir, "notes.md")
 notes = open(notes_path).read() if os.path.exists(notes_path) else ""
 
@@ -189,6 +193,8 @@ Latency here is the time for one pair's whole exchange.
 {table("idle-", [("scenario", lambda r: r["label"]), setup, rss_total, rss])}
 
 """
+if failed:
+    body += "## Runs that failed in this session\n\n" + "\n".join(f"- `{label}`" for label in failed) + "\n\n"
 for title, path in plots:
     body += f"![{title}]({path})\n\n"
 body += notes

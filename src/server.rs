@@ -130,6 +130,9 @@ impl Gateway {
             .max_concurrent_streams(config.http2_max_streams);
         let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
         let graceful = GracefulShutdown::new();
+        let upkeep = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(telemetry::metrics::run_upkeep(upkeep.clone()));
+        let _stop_upkeep = upkeep.drop_guard();
         tokio::pin!(shutdown);
         let scheme = if self.tls.is_some() {
             "TLS"

@@ -59,6 +59,20 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Drains histogram samples into their buckets now and then: the recorder
+/// keeps raw samples until then, so without this they would pile up
+/// whenever nobody scrapes `/metrics`.
+pub async fn run_upkeep(shutdown: tokio_util::sync::CancellationToken) {
+    let Some(handle) = handle() else { return };
+    let mut ticks = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => handle.run_upkeep(),
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// Renders every metric in the Prometheus text format, with the gauges that
 /// are read from the hub at scrape time.
 pub fn render(census: Census) -> String {
@@ -82,9 +96,37 @@ pub fn connection_closed(door: DoorKind, role: Option<Role>) {
     gauge!(CONNECTIONS, "door" => door.as_str(), "role" => role_label(role)).decrement(1.0);
 }
 
+const RELAY_KINDS: [RelayKind; 6] = [
+    RelayKind::SyncTo,
+    RelayKind::Message,
+    RelayKind::Export,
+    RelayKind::Exception,
+    RelayKind::Transfile,
+    RelayKind::CtrlSendSpeed,
+];
+const DOORS: [DoorKind; 3] = [DoorKind::Grpc, DoorKind::WebSocket, DoorKind::SocketIo];
+
+/// The relay counters, looked up once: this is on the hot path, and a
+/// labelled lookup per relay costs more than the relay's own bookkeeping.
+static RELAY_COUNTERS: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
+
 /// An event was relayed.
 pub fn relayed(kind: RelayKind, door: DoorKind) {
-    counter!(RELAYED, "event" => kind.event_name(), "door" => door.as_str()).increment(1);
+    let counters = RELAY_COUNTERS.get_or_init(|| {
+        RELAY_KINDS
+            .iter()
+            .flat_map(|kind| {
+                DOORS.iter().map(move |door| {
+                    counter!(RELAYED, "event" => kind.event_name(), "door" => door.as_str())
+                })
+            })
+            .collect()
+    });
+    let kind_index = RELAY_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+    let door_index = DOORS.iter().position(|d| *d == door).unwrap_or(0);
+    if let Some(counter) = counters.get(kind_index * DOORS.len() + door_index) {
+        counter.increment(1);
+    }
 }
 
 /// An `error` event was sent.
@@ -97,9 +139,13 @@ pub fn disconnected(reason: &'static str) {
     counter!(DISCONNECTS, "reason" => reason).increment(1);
 }
 
+static RELAY_LATENCY_HISTOGRAM: OnceLock<metrics::Histogram> = OnceLock::new();
+
 /// A relayed event waited this long before its connection took it.
 pub fn relay_latency(waited: Duration) {
-    histogram!(RELAY_LATENCY).record(waited.as_secs_f64());
+    RELAY_LATENCY_HISTOGRAM
+        .get_or_init(|| histogram!(RELAY_LATENCY))
+        .record(waited.as_secs_f64());
 }
 
 /// A resume succeeded and replayed this many events.
