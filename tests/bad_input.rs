@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestClient, TestGateway, paired};
+use common::{TestClient, TestGateway, finish, paired, still_relaying};
 use serde_json::json;
 use signalgate::client::{Client, Closed, Door, GrpcClient, Incoming, SocketIoClient, WsClient};
 use signalgate::proto::v1::{self as pb, client_event};
@@ -18,21 +18,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 /// A well-behaved pair that must keep relaying while others misbehave.
 async fn bystanders(gateway: &TestGateway) -> (TestClient, TestClient) {
     paired(gateway, "bystander", Door::Ws, Door::Grpc).await
-}
-
-async fn still_relaying(web: &mut TestClient, app: &mut TestClient) {
-    web.send("message", Some(json!({"still": "here"})), None)
-        .await;
-    assert_eq!(app.expect("message").await, json!({"still": "here"}));
-    app.send("message", Some(json!(1)), None).await;
-    assert_eq!(web.expect("message").await, json!(1));
-}
-
-async fn finish(gateway: TestGateway, web: TestClient, mut app: TestClient) {
-    web.close().await;
-    app.expect("byebye").await;
-    app.close().await;
-    gateway.assert_empty().await;
 }
 
 /// A raw WebSocket client (to send arbitrary frames), its welcome consumed.

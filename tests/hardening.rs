@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{TestClient, TestGateway, paired, test_config};
+use common::{TestClient, TestGateway, finish, paired, still_relaying, test_config};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use signalgate::Config;
@@ -59,21 +59,6 @@ async fn bystanders(gateway: &TestGateway) -> (TestClient, TestClient) {
     app.register("bystander", "app").await;
     app.expect("syncfrom").await;
     (web, app)
-}
-
-async fn still_relaying(web: &mut TestClient, app: &mut TestClient) {
-    web.send("message", Some(json!({"still": "here"})), None)
-        .await;
-    assert_eq!(app.expect("message").await, json!({"still": "here"}));
-    app.send("message", Some(json!(2)), None).await;
-    assert_eq!(web.expect("message").await, json!(2));
-}
-
-async fn finish(gateway: TestGateway, web: TestClient, mut app: TestClient) {
-    web.close().await;
-    app.expect("byebye").await;
-    app.close().await;
-    gateway.assert_empty().await;
 }
 
 /// A connection attempt that the door must refuse as unauthenticated.

@@ -333,3 +333,20 @@ pub async fn paired(
     app.expect("syncfrom").await;
     (web, app)
 }
+
+/// A bystander pair keeps relaying both ways (while others misbehave).
+pub async fn still_relaying(web: &mut TestClient, app: &mut TestClient) {
+    web.send("message", Some(json!({"still": "here"})), None)
+        .await;
+    assert_eq!(app.expect("message").await, json!({"still": "here"}));
+    app.send("message", Some(json!(1)), None).await;
+    assert_eq!(web.expect("message").await, json!(1));
+}
+
+/// Ends a bystander pair cleanly and checks that nothing leaked.
+pub async fn finish(gateway: TestGateway, web: TestClient, mut app: TestClient) {
+    web.close().await;
+    app.expect("byebye").await;
+    app.close().await;
+    gateway.assert_empty().await;
+}
