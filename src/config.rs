@@ -14,8 +14,10 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:3186";
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Events a session may have queued before it counts as a slow consumer.
 pub const DEFAULT_OUTBOX_CAPACITY: usize = 256;
-/// Initial WebSocket read buffer per connection.
-pub const DEFAULT_WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Initial WebSocket read buffer per connection. Signaling messages are
+/// small; 1 KiB keeps an idle connection under 8 KiB of RSS, and larger
+/// messages just take more reads.
+pub const DEFAULT_WS_READ_BUFFER_BYTES: usize = 1024;
 /// WebSocket bytes buffered before a write reaches the socket.
 pub const DEFAULT_WS_WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// How long shutdown waits for sessions to close.

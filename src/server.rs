@@ -264,6 +264,7 @@ fn build_router(hub: &Hub, config: &Config, auth: &AuthPolicy) -> anyhow::Result
             ping_interval: config.ping_interval,
             ping_timeout: config.ping_timeout,
             max_buffered_packets: config.outbox_capacity,
+            read_buffer_bytes: config.ws_read_buffer_bytes,
         },
         auth.clone(),
     )

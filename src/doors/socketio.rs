@@ -48,6 +48,8 @@ pub struct SocketIoConfig {
     /// Packets socketioxide buffers per socket before an emit fails (the
     /// session is then closed as a slow consumer).
     pub max_buffered_packets: usize,
+    /// Initial websocket read buffer per connection.
+    pub read_buffer_bytes: usize,
 }
 
 /// The path Socket.IO clients use by default.
@@ -65,7 +67,7 @@ pub fn router(hub: Hub, config: &SocketIoConfig, auth: AuthPolicy) -> axum::Rout
         .max_payload(max_message)
         .ws_max_message_size(config.max_message_bytes)
         .ws_max_frame_size(config.max_message_bytes)
-        .ws_read_buffer_size(4 * 1024)
+        .ws_read_buffer_size(config.read_buffer_bytes)
         .max_buffer_size(config.max_buffered_packets)
         .build_svc();
     let connect = move |socket: SocketRef| {
