@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestClient, TestGateway, finish, paired, still_relaying};
+use common::{TestClient, TestGateway, finish, http_get, paired, still_relaying};
 use serde_json::json;
 use signalgate::client::{Client, Closed, Door, GrpcClient, Incoming, SocketIoClient, WsClient};
 use signalgate::proto::v1::{self as pb, client_event};
@@ -348,20 +348,6 @@ async fn grpc_undecodable_bytes_end_the_stream_with_invalid_argument() {
     still_relaying(&mut web, &mut app).await;
     drop(sender);
     finish(gateway, web, app).await;
-}
-
-async fn http_get(gateway: &TestGateway, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(gateway.address)
-        .await
-        .expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
-        .await
-        .expect("in time")
-        .expect("read");
-    response
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{TestClient, TestGateway, finish, paired, still_relaying, test_config};
+use common::{TestClient, TestGateway, finish, http_get, paired, still_relaying, test_config};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use signalgate::Config;
@@ -506,17 +506,6 @@ async fn metrics_and_readiness_are_served() {
     let ready = http_get(&gateway, "/readyz").await;
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     finish(gateway, web, app).await;
-}
-
-async fn http_get(gateway: &TestGateway, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(gateway.address)
-        .await
-        .expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    response
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

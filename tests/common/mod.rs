@@ -350,3 +350,19 @@ pub async fn finish(gateway: TestGateway, web: TestClient, mut app: TestClient) 
     app.close().await;
     gateway.assert_empty().await;
 }
+
+/// `GET path` over a fresh HTTP/1.1 connection; the whole response.
+pub async fn http_get(gateway: &TestGateway, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(gateway.address)
+        .await
+        .expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(EVENT_TIMEOUT, stream.read_to_string(&mut response))
+        .await
+        .expect("in time")
+        .expect("read");
+    response
+}
