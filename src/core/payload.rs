@@ -40,6 +40,50 @@ pub fn json_text_depth(text: &str) -> usize {
     deepest
 }
 
+/// Whether every number in valid JSON text is within the range of a double
+/// (what JavaScript and `google.protobuf.Value` can hold). Only long or
+/// exponent-carrying number tokens are parsed, so ordinary payloads cost
+/// one pass over the bytes.
+pub fn numbers_are_finite(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let (mut in_string, mut escaped) = (false, false);
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            index += 1;
+            continue;
+        }
+        if byte == b'"' {
+            in_string = true;
+            index += 1;
+            continue;
+        }
+        if byte == b'-' || byte.is_ascii_digit() {
+            let start = index;
+            while index < bytes.len()
+                && matches!(bytes[index], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+            {
+                index += 1;
+            }
+            let token = &text[start..index];
+            let suspicious = token.len() > 300 || token.contains(['e', 'E']);
+            if suspicious && !token.parse::<f64>().is_ok_and(f64::is_finite) {
+                return false;
+            }
+            continue;
+        }
+        index += 1;
+    }
+    true
+}
+
 /// The nesting depth of a parsed value.
 pub fn json_value_depth(value: &serde_json::Value) -> usize {
     match value {
@@ -67,10 +111,26 @@ pub struct JsonPayload(Box<RawValue>);
 
 impl JsonPayload {
     /// Copies an already-validated raw JSON value, refusing payloads nested
-    /// deeper than [`MAX_PAYLOAD_DEPTH`].
+    /// deeper than [`MAX_PAYLOAD_DEPTH`] and numbers no door but a JSON one
+    /// could carry (beyond the range of a double).
     pub fn from_raw(raw: &RawValue) -> Result<Self, Rejection> {
         if json_text_depth(raw.get()) > MAX_PAYLOAD_DEPTH {
             return Err(too_deep());
+        }
+        if !numbers_are_finite(raw.get()) {
+            return Err(Rejection::bad_request(
+                "numbers must fit in a double (JSON numbers travel as doubles on every door)",
+            ));
+        }
+        // Raw validation lets lone UTF-16 surrogates in `\u` escapes through;
+        // such a string has no value on the other doors. Check the (rare)
+        // payloads with escapes fully.
+        if raw.get().contains("\\u")
+            && serde_json::from_str::<serde_json::Value>(raw.get()).is_err()
+        {
+            return Err(Rejection::bad_request(
+                "strings must not contain lone UTF-16 surrogates (\\uD800-\\uDFFF)",
+            ));
         }
         Ok(JsonPayload(raw.to_owned()))
     }
@@ -139,6 +199,28 @@ mod tests {
         assert_eq!(json_text_depth(r#"[]"#), 1);
         assert_eq!(json_text_depth(r#"{"a":[{"b":"[[[{{"}]}"#), 3);
         assert_eq!(json_text_depth(r#"["\"[", [1]]"#), 2);
+    }
+
+    #[test]
+    fn lone_surrogates_are_refused() {
+        let raw = RawValue::from_string(r#"["\ud800"]"#.to_owned()).expect("raw accepts it");
+        let parsed = serde_json::from_str::<serde_json::Value>(raw.get());
+        assert!(
+            JsonPayload::from_raw(&raw).is_err(),
+            "value parse: {parsed:?}"
+        );
+    }
+
+    #[test]
+    fn numbers_beyond_a_double_are_refused() {
+        assert!(numbers_are_finite(
+            r#"{"a":[1,-2.5e10,"1e999"],"b":1.7976931348623157e308}"#
+        ));
+        assert!(!numbers_are_finite("1e999"));
+        assert!(!numbers_are_finite(&format!("[{}]", "3".repeat(400))));
+        assert!(!numbers_are_finite("[-1E+400]"));
+        let raw = RawValue::from_string(format!("[{}]", "3".repeat(400))).expect("json");
+        assert!(JsonPayload::from_raw(&raw).is_err());
     }
 
     #[test]

@@ -36,6 +36,15 @@ pub struct DecodeFailure {
 
 /// Decodes one text frame of the WebSocket door.
 pub fn decode_frame(text: &str) -> Result<Request, DecodeFailure> {
+    // serde would also read a struct from an array; a frame is an object.
+    if !text.trim_start().starts_with('{') {
+        return Err(DecodeFailure {
+            id: None,
+            rejection: Rejection::bad_request(
+                "a frame must be one JSON object {\"event\", \"data\", \"id\"}",
+            ),
+        });
+    }
     let envelope: IncomingEnvelope<'_> = serde_json::from_str(text).map_err(|e| DecodeFailure {
         id: None,
         rejection: Rejection::bad_request(format!(
@@ -386,6 +395,16 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn frames_are_objects_and_numbers_fit_a_double() {
+        // Found by the json_frame fuzz target: an array was read as an
+        // envelope, and a 400-digit number reached a gRPC peer as null.
+        assert!(decode_frame(r#"["syncto", [1]]"#).is_err());
+        let huge = format!(r#"{{"event":"message","data":[{}]}}"#, "3".repeat(400));
+        let failure = decode_frame(&huge).expect_err("refused");
+        assert_eq!(failure.rejection.code, ErrorCode::BadRequest);
     }
 
     #[test]
