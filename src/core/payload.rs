@@ -12,14 +12,40 @@ use super::error::Rejection;
 /// them in a `google.protobuf.Value`, so the limit is set well below that.
 pub const MAX_PAYLOAD_DEPTH: usize = 32;
 
-/// The nesting depth of valid JSON text (`1` for `[]`, `0` for a scalar),
-/// found by one pass over the bytes without parsing.
-pub fn json_text_depth(text: &str) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
+/// What one pass over valid JSON text finds out, without parsing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextShape {
+    /// Nesting depth of arrays and objects (`1` for `[]`, `0` for a scalar).
+    pub depth: usize,
+    /// Whether every number is within the range of a double (what
+    /// JavaScript and `google.protobuf.Value` can hold).
+    pub numbers_finite: bool,
+    /// Whether some string holds a `\u` escape (which raw validation does
+    /// not check for lone surrogates).
+    pub unicode_escapes: bool,
+}
+
+/// Scans valid JSON text once. Only long or exponent-carrying number tokens
+/// are parsed, so an ordinary payload costs one pass over its bytes.
+pub fn scan_json_text(text: &str) -> TextShape {
+    let bytes = text.as_bytes();
+    let mut shape = TextShape {
+        depth: 0,
+        numbers_finite: true,
+        unicode_escapes: false,
+    };
+    let mut depth = 0usize;
     let (mut in_string, mut escaped) = (false, false);
-    for byte in text.bytes() {
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        index += 1;
         if in_string {
             match (escaped, byte) {
+                (true, b'u') => {
+                    escaped = false;
+                    shape.unicode_escapes = true;
+                }
                 (true, _) => escaped = false,
                 (false, b'\\') => escaped = true,
                 (false, b'"') => in_string = false,
@@ -31,57 +57,26 @@ pub fn json_text_depth(text: &str) -> usize {
             b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
-                deepest = deepest.max(depth);
+                shape.depth = shape.depth.max(depth);
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = index - 1;
+                while index < bytes.len()
+                    && matches!(bytes[index], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    index += 1;
+                }
+                let token = &text[start..index];
+                let suspicious = token.len() > 300 || token.contains(['e', 'E']);
+                if suspicious && !token.parse::<f64>().is_ok_and(f64::is_finite) {
+                    shape.numbers_finite = false;
+                }
+            }
             _ => {}
         }
     }
-    deepest
-}
-
-/// Whether every number in valid JSON text is within the range of a double
-/// (what JavaScript and `google.protobuf.Value` can hold). Only long or
-/// exponent-carrying number tokens are parsed, so ordinary payloads cost
-/// one pass over the bytes.
-pub fn numbers_are_finite(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    let (mut in_string, mut escaped) = (false, false);
-    let mut index = 0;
-    while index < bytes.len() {
-        let byte = bytes[index];
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            index += 1;
-            continue;
-        }
-        if byte == b'"' {
-            in_string = true;
-            index += 1;
-            continue;
-        }
-        if byte == b'-' || byte.is_ascii_digit() {
-            let start = index;
-            while index < bytes.len()
-                && matches!(bytes[index], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-            {
-                index += 1;
-            }
-            let token = &text[start..index];
-            let suspicious = token.len() > 300 || token.contains(['e', 'E']);
-            if suspicious && !token.parse::<f64>().is_ok_and(f64::is_finite) {
-                return false;
-            }
-            continue;
-        }
-        index += 1;
-    }
-    true
+    shape
 }
 
 /// The nesting depth of a parsed value.
@@ -114,10 +109,11 @@ impl JsonPayload {
     /// deeper than [`MAX_PAYLOAD_DEPTH`] and numbers no door but a JSON one
     /// could carry (beyond the range of a double).
     pub fn from_raw(raw: &RawValue) -> Result<Self, Rejection> {
-        if json_text_depth(raw.get()) > MAX_PAYLOAD_DEPTH {
+        let shape = scan_json_text(raw.get());
+        if shape.depth > MAX_PAYLOAD_DEPTH {
             return Err(too_deep());
         }
-        if !numbers_are_finite(raw.get()) {
+        if !shape.numbers_finite {
             return Err(Rejection::bad_request(
                 "numbers must fit in a double (JSON numbers travel as doubles on every door)",
             ));
@@ -125,9 +121,7 @@ impl JsonPayload {
         // Raw validation lets lone UTF-16 surrogates in `\u` escapes through;
         // such a string has no value on the other doors. Check the (rare)
         // payloads with escapes fully.
-        if raw.get().contains("\\u")
-            && serde_json::from_str::<serde_json::Value>(raw.get()).is_err()
-        {
+        if shape.unicode_escapes && serde_json::from_str::<serde_json::Value>(raw.get()).is_err() {
             return Err(Rejection::bad_request(
                 "strings must not contain lone UTF-16 surrogates (\\uD800-\\uDFFF)",
             ));
@@ -195,10 +189,10 @@ mod tests {
 
     #[test]
     fn depth_ignores_brackets_inside_strings() {
-        assert_eq!(json_text_depth(r#"1"#), 0);
-        assert_eq!(json_text_depth(r#"[]"#), 1);
-        assert_eq!(json_text_depth(r#"{"a":[{"b":"[[[{{"}]}"#), 3);
-        assert_eq!(json_text_depth(r#"["\"[", [1]]"#), 2);
+        assert_eq!(scan_json_text(r#"1"#).depth, 0);
+        assert_eq!(scan_json_text(r#"[]"#).depth, 1);
+        assert_eq!(scan_json_text(r#"{"a":[{"b":"[[[{{"}]}"#).depth, 3);
+        assert_eq!(scan_json_text(r#"["\"[", [1]]"#).depth, 2);
     }
 
     #[test]
@@ -213,12 +207,15 @@ mod tests {
 
     #[test]
     fn numbers_beyond_a_double_are_refused() {
-        assert!(numbers_are_finite(
-            r#"{"a":[1,-2.5e10,"1e999"],"b":1.7976931348623157e308}"#
-        ));
-        assert!(!numbers_are_finite("1e999"));
-        assert!(!numbers_are_finite(&format!("[{}]", "3".repeat(400))));
-        assert!(!numbers_are_finite("[-1E+400]"));
+        assert!(
+            scan_json_text(r#"{"a":[1,-2.5e10,"1e999"],"b":1.7976931348623157e308}"#)
+                .numbers_finite
+        );
+        assert!(!scan_json_text("1e999").numbers_finite);
+        assert!(!scan_json_text(&format!("[{}]", "3".repeat(400))).numbers_finite);
+        assert!(!scan_json_text("[-1E+400]").numbers_finite);
+        assert!(scan_json_text(r#"["\u00e9"]"#).unicode_escapes);
+        assert!(!scan_json_text(r#"["\\u00e9"]"#).unicode_escapes);
         let raw = RawValue::from_string(format!("[{}]", "3".repeat(400))).expect("json");
         assert!(JsonPayload::from_raw(&raw).is_err());
     }
@@ -227,7 +224,7 @@ mod tests {
     fn text_and_value_depth_agree() {
         let text = r#"{"a":[1,{"b":[[]]}],"c":{}}"#;
         let value: serde_json::Value = serde_json::from_str(text).expect("json");
-        assert_eq!(json_text_depth(text), json_value_depth(&value));
+        assert_eq!(scan_json_text(text).depth, json_value_depth(&value));
         assert_eq!(json_value_depth(&value), 5);
     }
 }
