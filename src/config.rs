@@ -49,6 +49,10 @@ pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 128;
 pub const DEFAULT_PING_INTERVAL: &str = "25s";
 /// How long a heartbeat may go unanswered before the link counts as dead.
 pub const DEFAULT_PING_TIMEOUT: &str = "20s";
+/// Default `--redis-prefix`.
+pub const DEFAULT_REDIS_PREFIX: &str = "signalgate";
+/// Default `--node-ttl`.
+pub const DEFAULT_NODE_TTL: &str = "6s";
 
 /// Parses `250ms`, `30s`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -229,6 +233,23 @@ pub struct Config {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Redis URL (`redis://host:port/db`, `rediss://` for TLS): share the
+    /// pairing registry with other nodes over Redis (docs/CLUSTER.md).
+    /// Default: the embedded in-memory registry (one node).
+    #[arg(long, env = "SIGNALGATE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel, so several clusters can share
+    /// one Redis.
+    #[arg(long, env = "SIGNALGATE_REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
+    pub redis_prefix: String,
+
+    /// How long a node's heartbeat in Redis lives. A node silent for this
+    /// long is declared dead: its sessions are freed and their peers told
+    /// `byebye` (within node TTL + TTL/3).
+    #[arg(long, env = "SIGNALGATE_NODE_TTL", default_value = DEFAULT_NODE_TTL, value_parser = parse_duration)]
+    pub node_ttl: Duration,
+
     /// Log format (`RUST_LOG` sets the level, default `info`).
     #[arg(long, env = "SIGNALGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -265,6 +286,9 @@ impl Default for Config {
             http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),
+            redis_url: None,
+            redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
+            node_ttl: Duration::from_secs(6),
             log_format: LogFormat::Text,
         }
     }
@@ -301,5 +325,7 @@ mod tests {
         assert_eq!(parsed.config.ping_interval, defaults.ping_interval);
         assert_eq!(parsed.config.ping_timeout, defaults.ping_timeout);
         assert_eq!(parsed.config.rate_limit, defaults.rate_limit);
+        assert_eq!(parsed.config.redis_prefix, defaults.redis_prefix);
+        assert_eq!(parsed.config.node_ttl, defaults.node_ttl);
     }
 }

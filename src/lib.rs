@@ -11,6 +11,7 @@
 //! - [`config`]: flags and environment variables → one plain [`config::Config`].
 //! - [`server`]: the composition root: one port, every door, shutdown.
 //! - [`listener`]: connection caps and TLS, before HTTP.
+//! - [`cluster`]: the Redis-backed registry that lets several nodes act as one.
 //! - [`core`]: protocol-neutral sessions, registry and rules (no wire types).
 //! - [`doors`]: thin adapters from each wire protocol to the core.
 //! - [`proto`]: generated gRPC types and `google.protobuf.Value` ⇄ JSON.
@@ -25,6 +26,7 @@
 pub mod auth;
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod doors;

@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(config: signalgate::Config) -> anyhow::Result<()> {
     telemetry::init_logs(config.log_format);
     let listener = TcpListener::bind(config.listen).await?;
-    let gateway = Gateway::new(config)?;
+    let gateway = Gateway::from_config(config).await?;
     gateway.serve(listener, shutdown_signal()).await?;
     Ok(())
 }

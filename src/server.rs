@@ -23,6 +23,7 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::auth::AuthPolicy;
+use crate::cluster::{ClusterConfig, RedisRegistry};
 use crate::config::Config;
 use crate::core::{Census, Hub, HubConfig, InMemoryRegistry, RateLimit, Registry, ResumeLimits};
 use crate::doors::grpc::GrpcDoor;
@@ -51,6 +52,23 @@ impl Gateway {
     /// A gateway with the embedded in-memory registry.
     pub fn new(config: Config) -> anyhow::Result<Gateway> {
         Gateway::with_registry(config, Arc::new(InMemoryRegistry::new()))
+    }
+
+    /// A gateway over the registry the configuration asks for: Redis with
+    /// `--redis-url`, else the embedded in-memory one.
+    pub async fn from_config(config: Config) -> anyhow::Result<Gateway> {
+        match &config.redis_url {
+            Some(url) => {
+                let registry = RedisRegistry::connect(ClusterConfig {
+                    redis_url: url.clone(),
+                    prefix: config.redis_prefix.clone(),
+                    node_ttl: config.node_ttl,
+                })
+                .await?;
+                Gateway::with_registry(config, Arc::new(registry))
+            }
+            None => Gateway::new(config),
+        }
     }
 
     /// A gateway over the given registry.
@@ -208,6 +226,7 @@ impl Gateway {
                 "grace period over; exiting with sessions still open"
             ),
         }
+        self.hub.leave().await;
         Ok(())
     }
 }
@@ -321,6 +340,8 @@ async fn healthz() -> &'static str {
 async fn readyz(State(hub): State<Hub>) -> (StatusCode, &'static str) {
     if hub.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if !hub.is_ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "registry unavailable\n")
     } else {
         (StatusCode::OK, "ready\n")
     }

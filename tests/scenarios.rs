@@ -3,33 +3,62 @@
 
 mod common;
 
+use common::cluster::Topology;
 use common::{TestGateway, paired};
 use serde_json::json;
 use signalgate::client::{Closed, Door};
 
-/// Generates, for each scenario, one test per (web door, app door) pair.
+/// Generates, for each scenario, one test per (web door, app door) pair, on
+/// one node and split over two nodes sharing Redis.
 macro_rules! across_doors {
     ($($scenario:ident),* $(,)?) => {$(
         mod $scenario {
-            use signalgate::client::Door;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn web_ws_app_ws() { super::$scenario(Door::Ws, Door::Ws).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn web_ws_app_grpc() { super::$scenario(Door::Ws, Door::Grpc).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn web_grpc_app_ws() { super::$scenario(Door::Grpc, Door::Ws).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn web_grpc_app_grpc() { super::$scenario(Door::Grpc, Door::Grpc).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn web_socketio_app_ws() { super::$scenario(Door::SocketIo, Door::Ws).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn web_socketio_app_grpc() { super::$scenario(Door::SocketIo, Door::Grpc).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn web_socketio_app_socketio() { super::$scenario(Door::SocketIo, Door::SocketIo).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn web_ws_app_socketio() { super::$scenario(Door::Ws, Door::SocketIo).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn web_grpc_app_socketio() { super::$scenario(Door::Grpc, Door::SocketIo).await }
+            /// Web and app on one gateway.
+            mod one_node {
+                use signalgate::client::Door;
+                use crate::common::cluster::Topology;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_ws_app_ws() { super::super::$scenario(Topology::Single, Door::Ws, Door::Ws).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_ws_app_grpc() { super::super::$scenario(Topology::Single, Door::Ws, Door::Grpc).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_grpc_app_ws() { super::super::$scenario(Topology::Single, Door::Grpc, Door::Ws).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_grpc_app_grpc() { super::super::$scenario(Topology::Single, Door::Grpc, Door::Grpc).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_socketio_app_ws() { super::super::$scenario(Topology::Single, Door::SocketIo, Door::Ws).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_socketio_app_grpc() { super::super::$scenario(Topology::Single, Door::SocketIo, Door::Grpc).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_socketio_app_socketio() { super::super::$scenario(Topology::Single, Door::SocketIo, Door::SocketIo).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_ws_app_socketio() { super::super::$scenario(Topology::Single, Door::Ws, Door::SocketIo).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_grpc_app_socketio() { super::super::$scenario(Topology::Single, Door::Grpc, Door::SocketIo).await }
+            }
+            /// Web and app on two gateways sharing Redis.
+            mod two_nodes {
+                use signalgate::client::Door;
+                use crate::common::cluster::Topology;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_ws_app_ws() { super::super::$scenario(Topology::TwoNodes, Door::Ws, Door::Ws).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_ws_app_grpc() { super::super::$scenario(Topology::TwoNodes, Door::Ws, Door::Grpc).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_grpc_app_ws() { super::super::$scenario(Topology::TwoNodes, Door::Grpc, Door::Ws).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_grpc_app_grpc() { super::super::$scenario(Topology::TwoNodes, Door::Grpc, Door::Grpc).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_socketio_app_ws() { super::super::$scenario(Topology::TwoNodes, Door::SocketIo, Door::Ws).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_socketio_app_grpc() { super::super::$scenario(Topology::TwoNodes, Door::SocketIo, Door::Grpc).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_socketio_app_socketio() { super::super::$scenario(Topology::TwoNodes, Door::SocketIo, Door::SocketIo).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_ws_app_socketio() { super::super::$scenario(Topology::TwoNodes, Door::Ws, Door::SocketIo).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn web_grpc_app_socketio() { super::super::$scenario(Topology::TwoNodes, Door::Grpc, Door::SocketIo).await }
+            }
         }
     )*};
 }
@@ -49,27 +78,27 @@ across_doors!(
     every_error_code,
 );
 
-async fn pairing_web_first(web_door: Door, app_door: Door) {
-    let gateway = TestGateway::start().await;
-    let mut web = gateway.connect(web_door).await;
-    let mut app = gateway.connect(app_door).await;
+async fn pairing_web_first(topology: Topology, web_door: Door, app_door: Door) {
+    let gateway = topology.start().await;
+    let mut web = gateway.web(web_door).await;
+    let mut app = gateway.app(app_door).await;
     let registered = web.register("alice", "web").await;
     assert_eq!(registered["peerPresent"], false);
     let registered = app.register("alice", "app").await;
     assert_eq!(registered["peerPresent"], true);
     app.expect("syncfrom").await;
     web.expect_silence().await;
-    assert_eq!(gateway.census().registry.pairs, 1);
+    assert_eq!(gateway.census().registry.bound_sessions, 2);
     web.close().await;
     app.expect("byebye").await;
     app.close().await;
     gateway.assert_empty().await;
 }
 
-async fn pairing_app_first(web_door: Door, app_door: Door) {
-    let gateway = TestGateway::start().await;
-    let mut web = gateway.connect(web_door).await;
-    let mut app = gateway.connect(app_door).await;
+async fn pairing_app_first(topology: Topology, web_door: Door, app_door: Door) {
+    let gateway = topology.start().await;
+    let mut web = gateway.web(web_door).await;
+    let mut app = gateway.app(app_door).await;
     let registered = app.register("bob", "app").await;
     assert_eq!(registered["peerPresent"], false);
     app.expect_silence().await;
@@ -91,8 +120,8 @@ async fn pairing_app_first(web_door: Door, app_door: Door) {
     gateway.assert_empty().await;
 }
 
-async fn syncto_goes_app_to_web_only(web_door: Door, app_door: Door) {
-    let gateway = TestGateway::start().await;
+async fn syncto_goes_app_to_web_only(topology: Topology, web_door: Door, app_door: Door) {
+    let gateway = topology.start().await;
     let (mut web, mut app) = paired(&gateway, "carol", web_door, app_door).await;
     let data = json!({"contacts": [{"name": "Zoë", "tel": "+49 30 1234"}], "version": 3});
     app.send("syncto", Some(data.clone()), Some(1)).await;
@@ -109,8 +138,8 @@ async fn syncto_goes_app_to_web_only(web_door: Door, app_door: Door) {
     gateway.assert_empty().await;
 }
 
-async fn every_relay_event_both_ways(web_door: Door, app_door: Door) {
-    let gateway = TestGateway::start().await;
+async fn every_relay_event_both_ways(topology: Topology, web_door: Door, app_door: Door) {
+    let gateway = topology.start().await;
     let (mut web, mut app) = paired(&gateway, "dave", web_door, app_door).await;
     let relays = [
         (
@@ -146,8 +175,8 @@ async fn every_relay_event_both_ways(web_door: Door, app_door: Door) {
     gateway.assert_empty().await;
 }
 
-async fn payloads_arrive_unchanged(web_door: Door, app_door: Door) {
-    let gateway = TestGateway::start().await;
+async fn payloads_arrive_unchanged(topology: Topology, web_door: Door, app_door: Door) {
+    let gateway = topology.start().await;
     let (mut web, mut app) = paired(&gateway, "ünïcødé-uid-🚀", web_door, app_door).await;
     // The deepest payload accepted: 32 levels of arrays and objects.
     let mut deep = json!("bottom");
@@ -193,22 +222,30 @@ async fn payloads_arrive_unchanged(web_door: Door, app_door: Door) {
     gateway.assert_empty().await;
 }
 
-async fn order_holds_for_a_thousand_messages(web_door: Door, app_door: Door) {
+async fn order_holds_for_a_thousand_messages(topology: Topology, web_door: Door, app_door: Door) {
     const COUNT: u64 = 1000;
-    let gateway = TestGateway::start().await;
+    let gateway = topology.start().await;
     let (web, app) = paired(&gateway, "erin", web_door, app_door).await;
-    // Both sides send and receive at once.
-    let exchange = |mut me: common::TestClient, tag: &'static str| async move {
-        let (mut sink, mut source) = (0, 0);
-        while source < COUNT {
-            if sink < COUNT {
-                me.send("message", Some(json!({"from": tag, "n": sink})), None)
+    // Both sides send and receive at once. A Socket.IO sender facing a
+    // peer on another node keeps at most WINDOW messages unacknowledged:
+    // Socket.IO cannot push back on reads, each cross-node relay takes a
+    // round trip, and a client firing more than the door's inbox holds is
+    // told RATE_LIMITED (docs/CLUSTER.md). Every other case sends blindly.
+    const WINDOW: u64 = 64;
+    let windowed = |door: Door| matches!(topology, Topology::TwoNodes) && door == Door::SocketIo;
+    let exchange = |mut me: common::TestClient, tag: &'static str, windowed: bool| async move {
+        let (mut sink, mut source, mut acked) = (0, 0, 0);
+        while source < COUNT || (windowed && acked < sink) {
+            let may_send = sink < COUNT && (!windowed || sink - acked < WINDOW);
+            if may_send {
+                let id = windowed.then_some(sink + 1);
+                me.send("message", Some(json!({"from": tag, "n": sink})), id)
                     .await;
                 sink += 1;
             }
             // Read whatever has arrived, keeping order checks exact.
             while let Ok(event) = tokio::time::timeout(
-                std::time::Duration::from_millis(if sink < COUNT { 0 } else { 5000 }),
+                std::time::Duration::from_millis(if may_send { 0 } else { 5000 }),
                 me.client.recv(),
             )
             .await
@@ -216,21 +253,30 @@ async fn order_holds_for_a_thousand_messages(web_door: Door, app_door: Door) {
                 let signalgate::client::Incoming::Event(event) = event.expect("recv") else {
                     panic!("closed early")
                 };
-                assert_eq!(event["event"], "message");
+                if event["event"] == "ack" {
+                    assert!(windowed, "{event}");
+                    acked += 1;
+                    assert_eq!(event["id"], acked, "acks arrive in the order sent");
+                    break;
+                }
+                assert_eq!(event["event"], "message", "{event}");
                 assert_ne!(event["data"]["from"], tag);
                 assert_eq!(
                     event["data"]["n"], source,
                     "messages arrive in the order sent"
                 );
                 source += 1;
-                if source == COUNT || sink < COUNT {
+                if source == COUNT || may_send {
                     break;
                 }
             }
         }
         me
     };
-    let (web, app) = tokio::join!(exchange(web, "web"), exchange(app, "app"));
+    let (web, app) = tokio::join!(
+        exchange(web, "web", windowed(web_door)),
+        exchange(app, "app", windowed(app_door))
+    );
     web.close().await;
     let mut app = app;
     app.expect("byebye").await;
@@ -238,10 +284,10 @@ async fn order_holds_for_a_thousand_messages(web_door: Door, app_door: Door) {
     gateway.assert_empty().await;
 }
 
-async fn newer_web_replaces_older(web_door: Door, app_door: Door) {
-    let gateway = TestGateway::start().await;
+async fn newer_web_replaces_older(topology: Topology, web_door: Door, app_door: Door) {
+    let gateway = topology.start().await;
     let (mut old_web, mut app) = paired(&gateway, "frank", web_door, app_door).await;
-    let mut new_web = gateway.connect(web_door).await;
+    let mut new_web = gateway.web(web_door).await;
     let registered = new_web.register("frank", "web").await;
     assert_eq!(registered["peerPresent"], true);
     old_web.expect_error("REPLACED", None).await;
@@ -262,10 +308,10 @@ async fn newer_web_replaces_older(web_door: Door, app_door: Door) {
     gateway.assert_empty().await;
 }
 
-async fn newer_app_replaces_older(web_door: Door, app_door: Door) {
-    let gateway = TestGateway::start().await;
+async fn newer_app_replaces_older(topology: Topology, web_door: Door, app_door: Door) {
+    let gateway = topology.start().await;
     let (mut web, mut old_app) = paired(&gateway, "grace", web_door, app_door).await;
-    let mut new_app = gateway.connect(app_door).await;
+    let mut new_app = gateway.app(app_door).await;
     let registered = new_app.register("grace", "app").await;
     assert_eq!(registered["peerPresent"], true);
     new_app.expect("syncfrom").await;
@@ -291,8 +337,8 @@ fn assert_replaced_close(closed: Closed) {
     }
 }
 
-async fn clean_disconnect_sends_byebye(web_door: Door, app_door: Door) {
-    let gateway = TestGateway::start().await;
+async fn clean_disconnect_sends_byebye(topology: Topology, web_door: Door, app_door: Door) {
+    let gateway = topology.start().await;
     let (mut web, app) = paired(&gateway, "heidi", web_door, app_door).await;
     app.close().await;
     web.expect("byebye").await;
@@ -300,7 +346,7 @@ async fn clean_disconnect_sends_byebye(web_door: Door, app_door: Door) {
     web.expect_error("NO_PEER", Some(5)).await;
     assert_eq!(gateway.census().registry.bound_sessions, 1);
     // A new app pairs with the waiting web.
-    let mut app = gateway.connect(app_door).await;
+    let mut app = gateway.app(app_door).await;
     let registered = app.register("heidi", "app").await;
     assert_eq!(registered["peerPresent"], true);
     app.expect("syncfrom").await;
@@ -310,12 +356,17 @@ async fn clean_disconnect_sends_byebye(web_door: Door, app_door: Door) {
     gateway.assert_empty().await;
 }
 
-async fn abrupt_disconnect_holds_the_session_then_byebye(web_door: Door, app_door: Door) {
-    let gateway = TestGateway::start_with(signalgate::Config {
-        resume_window: std::time::Duration::from_millis(300),
-        ..common::test_config()
-    })
-    .await;
+async fn abrupt_disconnect_holds_the_session_then_byebye(
+    topology: Topology,
+    web_door: Door,
+    app_door: Door,
+) {
+    let gateway = topology
+        .start_with(signalgate::Config {
+            resume_window: std::time::Duration::from_millis(300),
+            ..common::test_config()
+        })
+        .await;
     let (web, mut app) = paired(&gateway, "ivan", web_door, app_door).await;
     web.abort();
     // The web may come back: its role stays taken for the window.
@@ -332,10 +383,10 @@ async fn abrupt_disconnect_holds_the_session_then_byebye(web_door: Door, app_doo
     gateway.assert_empty().await;
 }
 
-async fn ipaddr_lists_advertised_addresses(web_door: Door, app_door: Door) {
-    let gateway = TestGateway::start().await;
+async fn ipaddr_lists_advertised_addresses(topology: Topology, web_door: Door, app_door: Door) {
+    let gateway = topology.start().await;
     for door in [web_door, app_door] {
-        let mut client = gateway.connect(door).await;
+        let mut client = gateway.web(door).await;
         // Registration is not needed for ipaddr.
         client.send("ipaddr", None, Some(3)).await;
         if door == Door::SocketIo {
@@ -354,10 +405,10 @@ async fn ipaddr_lists_advertised_addresses(web_door: Door, app_door: Door) {
     gateway.assert_empty().await;
 }
 
-async fn every_error_code(web_door: Door, app_door: Door) {
-    let gateway = TestGateway::start().await;
-    let mut web = gateway.connect(web_door).await;
-    let mut app = gateway.connect(app_door).await;
+async fn every_error_code(topology: Topology, web_door: Door, app_door: Door) {
+    let gateway = topology.start().await;
+    let mut web = gateway.web(web_door).await;
+    let mut app = gateway.app(app_door).await;
     // NOT_REGISTERED: relaying before registering.
     web.send("message", Some(json!("early")), Some(1)).await;
     web.expect_error("NOT_REGISTERED", Some(1)).await;

@@ -42,11 +42,15 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The server failed in a way that is not the client's fault.
     Internal,
+    /// Multi-node deployments: the shared registry (Redis) or the peer's
+    /// node cannot be reached, so the request was not carried out. The
+    /// session stays open; retry later.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the order of docs/PROTOCOL.md.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadRequest,
         ErrorCode::NotRegistered,
         ErrorCode::AlreadyRegistered,
@@ -62,6 +66,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::Unavailable,
     ];
 
     /// The wire form, e.g. `"NO_PEER"`.
@@ -82,6 +87,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 

@@ -173,6 +173,17 @@ impl Hub {
         self.shared.shutdown.cancel();
     }
 
+    /// Whether the gateway should receive new sessions: not shutting down,
+    /// and its registry available.
+    pub fn is_ready(&self) -> bool {
+        !self.is_shutting_down() && self.shared.registry.is_available()
+    }
+
+    /// Lets the registry leave the cluster (after the sessions closed).
+    pub async fn leave(&self) {
+        self.shared.registry.leave().await;
+    }
+
     /// Whether [`Hub::shutdown`] was called.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.shutdown.is_cancelled()
@@ -233,7 +244,7 @@ impl Hub {
         metrics::disconnected("away");
         info!(session = %handle.id(), %uid, %role, door = attachment.door().as_str(), window_secs = limits.window.as_secs(), "away");
         if let Ok(peer) = self.shared.registry.peer_of(&uid, role, handle.id()).await {
-            let _ = peer.deliver(Event::PeerAway);
+            let _ = peer.deliver(Event::PeerAway).await;
         }
         tokio::spawn(self.clone().watch_away(handle, wake, generation));
     }
@@ -305,7 +316,10 @@ impl Hub {
         match binding {
             Some((uid, role)) => match self.shared.registry.unbind(&uid, role, id).await {
                 Ok(peer) => {
-                    let peer_told = peer.is_some_and(|peer| peer.deliver(Event::ByeBye).is_ok());
+                    let peer_told = match peer {
+                        Some(peer) => peer.deliver(Event::ByeBye).await.is_ok(),
+                        None => false,
+                    };
                     info!(session = %id, %uid, %role, door, reason = reason.label(), peer_told, "disconnected");
                 }
                 Err(error) => {
@@ -491,7 +505,7 @@ impl Session {
             .registry
             .bind(&uid, role, &self.handle)
             .await
-            .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))?;
+            .map_err(|e| Rejection::new(ErrorCode::Unavailable, e.to_string()))?;
         self.handle.state().binding = Some((uid.clone(), role));
         self.attachment.count_as(role);
         let replaced_away = match &bound.replaced {
@@ -519,12 +533,12 @@ impl Session {
                 self.reply(Event::PeerAway);
             }
             if replaced_away {
-                let _ = peer.deliver(Event::PeerBack);
+                let _ = peer.deliver(Event::PeerBack).await;
             }
             match role {
                 Role::App => self.reply(Event::SyncFrom),
                 Role::Web => {
-                    let _ = peer.deliver(Event::SyncFrom);
+                    let _ = peer.deliver(Event::SyncFrom).await;
                 }
             }
         }
@@ -558,10 +572,11 @@ impl Session {
                     ErrorCode::Replaced,
                     "a newer session registered the same uid and role",
                 ),
-                RouteError::Registry(e) => Rejection::new(ErrorCode::Internal, e.to_string()),
+                RouteError::Registry(e) => Rejection::new(ErrorCode::Unavailable, e.to_string()),
             })?;
         let kind = relay.kind();
         peer.deliver(Event::Relayed(relay))
+            .await
             .map(|()| metrics::relayed(kind, self.attachment.door()))
             .map_err(|e| match e {
             DeliveryError::SlowConsumer => Rejection::new(
@@ -569,6 +584,10 @@ impl Session {
                 "the peer could not take the event and was disconnected; the event was not delivered",
             ),
             DeliveryError::Gone => Rejection::new(ErrorCode::NoPeer, "the peer is not connected"),
+            DeliveryError::Unreachable => Rejection::new(
+                ErrorCode::Unavailable,
+                "the peer's node could not be reached; the event was not delivered",
+            ),
         })
     }
 
@@ -702,7 +721,7 @@ impl Session {
                 .peer_of(&uid, role, self.id())
                 .await
         {
-            let _ = peer.deliver(Event::PeerBack);
+            let _ = peer.deliver(Event::PeerBack).await;
         }
         Ok(())
     }

@@ -30,5 +30,10 @@ pub use hub::{Census, Hub, HubConfig, Session};
 pub use identity::Identity;
 pub use limits::RateLimit;
 pub use payload::JsonPayload;
-pub use registry::{InMemoryRegistry, Registry};
-pub use session::{Delivery, DoorKind, ResumeLimits, SessionId, SessionLink};
+pub use registry::{
+    Bound, InMemoryRegistry, Peer, Registry, RegistryCensus, RegistryError, RemoteSession,
+    RouteError,
+};
+pub use session::{
+    Delivery, DeliveryError, DoorKind, ResumeLimits, SessionHandle, SessionId, SessionLink,
+};

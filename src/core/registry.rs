@@ -6,6 +6,7 @@
 //! made atomic across nodes.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,29 +16,64 @@ use super::command::{Role, Uid};
 use super::event::Event;
 use super::session::{DeliveryError, SessionHandle, SessionId};
 
+/// A session held by another node, reached through whatever links the
+/// nodes (the Redis registry's bus). Implemented outside the core.
+#[async_trait]
+pub trait RemoteSession: Send + Sync + fmt::Debug {
+    /// The session's id.
+    fn id(&self) -> SessionId;
+
+    /// Hands an event to the session's node. For a relay it returns only
+    /// once that node has queued it (or refused it), so a sender learns
+    /// about a slow or vanished peer exactly as it would on one node.
+    async fn deliver(&self, event: Event) -> Result<(), DeliveryError>;
+}
+
 /// A session a registry operation pointed at: the peer to notify or relay to.
 #[derive(Clone, Debug)]
-pub struct Peer(Arc<SessionHandle>);
+pub struct Peer(PeerKind);
+
+#[derive(Clone, Debug)]
+enum PeerKind {
+    Local(Arc<SessionHandle>),
+    Remote(Arc<dyn RemoteSession>),
+}
 
 impl Peer {
     /// A peer living in this process.
     pub fn local(handle: Arc<SessionHandle>) -> Peer {
-        Peer(handle)
+        Peer(PeerKind::Local(handle))
+    }
+
+    /// A peer on another node.
+    pub fn remote(session: Arc<dyn RemoteSession>) -> Peer {
+        Peer(PeerKind::Remote(session))
     }
 
     /// The peer's session id.
     pub fn id(&self) -> SessionId {
-        self.0.id()
+        match &self.0 {
+            PeerKind::Local(handle) => handle.id(),
+            PeerKind::Remote(session) => session.id(),
+        }
     }
 
-    /// Queues an event for the peer without waiting.
-    pub fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
-        self.0.deliver(event)
+    /// Hands the peer an event: a local peer's outbox takes it at once; a
+    /// remote one's node is asked to.
+    pub async fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
+        match &self.0 {
+            PeerKind::Local(handle) => handle.deliver(event),
+            PeerKind::Remote(session) => session.deliver(event).await,
+        }
     }
 
     /// Whether the peer's connection dropped and it waits for a resume.
+    /// Only known for local peers; a remote peer reports `false`.
     pub fn is_away(&self) -> bool {
-        self.0.is_away()
+        match &self.0 {
+            PeerKind::Local(handle) => handle.is_away(),
+            PeerKind::Remote(_) => false,
+        }
     }
 }
 
@@ -112,6 +148,16 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Current size of the registry.
     fn census(&self) -> RegistryCensus;
+
+    /// Whether the registry can serve registrations right now (a shared
+    /// registry whose store is unreachable cannot). `/readyz` reports it.
+    fn is_available(&self) -> bool {
+        true
+    }
+
+    /// Called once when the gateway has closed its sessions: a shared
+    /// registry stops its background work and leaves the cluster.
+    async fn leave(&self) {}
 }
 
 const SHARDS: usize = 16;

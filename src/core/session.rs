@@ -34,6 +34,14 @@ impl SessionId {
         SessionId(rand::random())
     }
 
+    /// Parses the 16-hex-digit form [`fmt::Display`] writes.
+    pub fn parse(text: &str) -> Option<SessionId> {
+        (text.len() == 16)
+            .then(|| u64::from_str_radix(text, 16).ok())
+            .flatten()
+            .map(SessionId)
+    }
+
     /// The raw number.
     pub fn as_u64(self) -> u64 {
         self.0
@@ -78,6 +86,9 @@ pub enum DeliveryError {
     /// The session has ended.
     #[error("the receiving session has ended")]
     Gone,
+    /// The session's node could not be reached (multi-node deployments).
+    #[error("the receiving session's node could not be reached")]
+    Unreachable,
 }
 
 /// An event on its way to a client, with its sequence number (`None` for
@@ -286,6 +297,11 @@ impl SessionHandle {
     /// The session id.
     pub fn id(&self) -> SessionId {
         self.id
+    }
+
+    /// The (uid, role) the session registered as, if it did.
+    pub fn binding(&self) -> Option<(Uid, Role)> {
+        self.state().binding.clone()
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {

@@ -1,6 +1,8 @@
 //! Shared test harness: the real gateway on 127.0.0.1:0 and real clients.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -49,7 +51,7 @@ impl TestGateway {
     pub async fn start_with(config: Config) -> TestGateway {
         let listener = TcpListener::bind(config.listen).await.expect("bind");
         let address = listener.local_addr().expect("local address");
-        let gateway = Gateway::new(config).expect("gateway");
+        let gateway = Gateway::from_config(config).await.expect("gateway");
         let hub = gateway.hub();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(listener, async {
@@ -316,16 +318,28 @@ impl TestClient {
     }
 }
 
+/// Something clients connect to: one gateway, or a cluster that picks a
+/// node by the role the client will register as.
+pub trait Connect {
+    fn connect_as(&self, role: &str, door: Door) -> impl Future<Output = TestClient>;
+}
+
+impl Connect for TestGateway {
+    async fn connect_as(&self, _role: &str, door: Door) -> TestClient {
+        self.connect(door).await
+    }
+}
+
 /// A web and an app client of `uid`, registered and paired (the app's
 /// `syncfrom` consumed).
 pub async fn paired(
-    gateway: &TestGateway,
+    gateway: &impl Connect,
     uid: &str,
     web_door: Door,
     app_door: Door,
 ) -> (TestClient, TestClient) {
-    let mut web = gateway.connect(web_door).await;
-    let mut app = gateway.connect(app_door).await;
+    let mut web = gateway.connect_as("web", web_door).await;
+    let mut app = gateway.connect_as("app", app_door).await;
     let registered = web.register(uid, "web").await;
     assert_eq!(registered["peerPresent"], false);
     let registered = app.register(uid, "app").await;

@@ -1,0 +1,284 @@
+//! Multi-node fixtures: a real `redis-server` on a free port, and several
+//! gateways sharing it.
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use signalgate::client::Door;
+use signalgate::core::Census;
+
+use super::{Connect, EVENT_TIMEOUT, TestClient, TestGateway, test_config};
+
+/// A `redis-server` process owned by a test (killed when dropped).
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+fn redis_binary() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+impl RedisServer {
+    /// Starts a fresh, empty, non-persistent Redis on a free loopback port.
+    pub async fn start() -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new(redis_binary())
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (scripts/test installs it; or set REDIS_SERVER)");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            if self.ping().await {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server on port {} never answered",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(Ok(mut connection)) = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        else {
+            return false;
+        };
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .is_ok()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// `kill -9` of the Redis process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts Redis again on the same port, empty.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// A command connection for assertions.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis")
+    }
+
+    /// Keys matching `pattern`.
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut connection = self.connection().await;
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut connection)
+            .await
+            .expect("KEYS")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// How long a test node's heartbeat lives (the node-death bound is this
+/// plus a third of it).
+pub const TEST_NODE_TTL: Duration = Duration::from_millis(900);
+
+/// Several gateways over one Redis.
+pub struct TestCluster {
+    pub redis: RedisServer,
+    pub nodes: Vec<TestGateway>,
+}
+
+impl TestCluster {
+    pub async fn start(nodes: usize) -> TestCluster {
+        TestCluster::start_with(nodes, test_config()).await
+    }
+
+    pub async fn start_with(count: usize, config: signalgate::Config) -> TestCluster {
+        let redis = RedisServer::start().await;
+        let mut nodes = Vec::new();
+        for _ in 0..count {
+            nodes.push(TestCluster::node(&redis, config.clone()).await);
+        }
+        TestCluster { redis, nodes }
+    }
+
+    /// One more gateway joining `redis`.
+    pub async fn node(redis: &RedisServer, config: signalgate::Config) -> TestGateway {
+        TestGateway::start_with(signalgate::Config {
+            redis_url: Some(redis.url()),
+            node_ttl: TEST_NODE_TTL,
+            ..config
+        })
+        .await
+    }
+
+    pub fn census(&self) -> Census {
+        let mut total = Census::default();
+        for node in &self.nodes {
+            let census = node.census();
+            total.open_sessions += census.open_sessions;
+            total.away_sessions += census.away_sessions;
+            total.registry.uids += census.registry.uids;
+            total.registry.bound_sessions += census.registry.bound_sessions;
+            total.registry.pairs += census.registry.pairs;
+        }
+        total
+    }
+
+    /// Every node empty, and no pairing state left in Redis.
+    pub async fn assert_empty(&self) {
+        for node in &self.nodes {
+            node.assert_empty().await;
+        }
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let mut left = self.redis.keys("signalgate:uid:*").await;
+            left.extend(self.redis.keys("signalgate:node:*:bindings").await);
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Redis still holds pairing state: {left:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Where a scenario runs: one gateway, or two nodes over Redis with web
+/// and app sessions on different nodes.
+#[derive(Clone, Copy, Debug)]
+pub enum Topology {
+    Single,
+    TwoNodes,
+}
+
+/// A running [`Topology`].
+pub enum Deployment {
+    Single(TestGateway),
+    /// Web clients take the nodes in turn starting with the first, app
+    /// clients starting with the second: the first pair is split across
+    /// nodes, a replacement lands on the other node.
+    Cluster {
+        cluster: TestCluster,
+        webs: std::sync::atomic::AtomicUsize,
+        apps: std::sync::atomic::AtomicUsize,
+    },
+}
+
+impl Topology {
+    pub async fn start(self) -> Deployment {
+        self.start_with(test_config()).await
+    }
+
+    pub async fn start_with(self, config: signalgate::Config) -> Deployment {
+        match self {
+            Topology::Single => Deployment::Single(TestGateway::start_with(config).await),
+            Topology::TwoNodes => Deployment::Cluster {
+                cluster: TestCluster::start_with(2, config).await,
+                webs: 0.into(),
+                apps: 1.into(),
+            },
+        }
+    }
+}
+
+impl Deployment {
+    /// Connects a client that will act as the web side.
+    pub async fn web(&self, door: Door) -> TestClient {
+        self.connect_as("web", door).await
+    }
+
+    /// Connects a client that will act as the app side.
+    pub async fn app(&self, door: Door) -> TestClient {
+        self.connect_as("app", door).await
+    }
+
+    pub fn census(&self) -> Census {
+        match self {
+            Deployment::Single(gateway) => gateway.census(),
+            Deployment::Cluster { cluster, .. } => cluster.census(),
+        }
+    }
+
+    pub async fn assert_empty(&self) {
+        match self {
+            Deployment::Single(gateway) => gateway.assert_empty().await,
+            Deployment::Cluster { cluster, .. } => cluster.assert_empty().await,
+        }
+    }
+}
+
+impl Connect for Deployment {
+    async fn connect_as(&self, role: &str, door: Door) -> TestClient {
+        use std::sync::atomic::Ordering;
+        match self {
+            Deployment::Single(gateway) => gateway.connect(door).await,
+            Deployment::Cluster {
+                cluster,
+                webs,
+                apps,
+            } => {
+                let turn = if role == "web" { webs } else { apps };
+                let index = turn.fetch_add(1, Ordering::Relaxed) % cluster.nodes.len();
+                cluster.nodes[index].connect(door).await
+            }
+        }
+    }
+}
