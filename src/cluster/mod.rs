@@ -41,6 +41,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between attempts to reach Redis again.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
+/// How long a `kill` for a session not bound here yet is remembered.
+const EARLY_KILL_MEMORY: Duration = Duration::from_secs(10);
 /// Bindings of a dead node freed per script call (keeps Redis responsive).
 const REAP_BATCH: usize = 500;
 
@@ -123,6 +125,13 @@ struct Inner {
     reassert: Notify,
     beat_now: Notify,
     stop: CancellationToken,
+    /// Sessions that ended while Redis was unreachable: their entries are
+    /// freed and their peers told `byebye` once Redis is back.
+    pending_releases: Mutex<Vec<(Uid, Role, SessionId)>>,
+    /// `kill` frames that arrived before their session's local binding (its
+    /// Redis binding and the replacement raced ahead). Also the lock that
+    /// orders a `kill` against a local bind.
+    early_kills: Mutex<HashMap<SessionId, (ErrorCode, std::time::Instant)>>,
 }
 
 /// The pairing registry shared by every node over Redis.
@@ -175,6 +184,8 @@ impl RedisRegistry {
             reassert: Notify::new(),
             beat_now: Notify::new(),
             stop: CancellationToken::new(),
+            pending_releases: Mutex::new(Vec::new()),
+            early_kills: Mutex::new(HashMap::new()),
         });
         let pubsub = inner
             .subscribe()
@@ -412,8 +423,24 @@ impl Inner {
                     .as_deref()
                     .and_then(ErrorCode::parse)
                     .unwrap_or(ErrorCode::Replaced);
-                if let Some(handle) = self.local.get(&uid, role, Some(session)) {
-                    self.local.unbind(&uid, role, session);
+                let handle = {
+                    let mut early = lock(&self.early_kills);
+                    let handle = self.local.get(&uid, role, Some(session));
+                    match &handle {
+                        Some(_) => {
+                            self.local.unbind(&uid, role, session);
+                        }
+                        None => {
+                            // Its bind has not finished here yet: the bind
+                            // will find this and give the slot up.
+                            let now = std::time::Instant::now();
+                            early.retain(|_, (_, at)| now.duration_since(*at) < EARLY_KILL_MEMORY);
+                            early.insert(session, (code, now));
+                        }
+                    }
+                    handle
+                };
+                if let Some(handle) = handle {
                     handle.kill(code);
                 }
             }
@@ -546,7 +573,60 @@ impl Inner {
                     () = self.stop.cancelled() => return,
                 }
             }
+            if lock(&self.pending_releases).is_empty() {
+                continue;
+            }
+            // Give the other nodes a heartbeat to re-assert their own
+            // bindings (Redis may have come back empty), so that the peers
+            // of sessions that ended meanwhile can be found and told.
+            tokio::select! {
+                () = tokio::time::sleep(self.node_ttl / 2) => {}
+                () = self.stop.cancelled() => return,
+            }
+            if let Err(error) = self.release_pending().await {
+                debug!(%error, "releasing bindings of ended sessions failed");
+                self.reassert.notify_one();
+            }
         }
+    }
+
+    /// Frees the entries of sessions that ended while Redis was
+    /// unreachable and tells their peers `byebye`.
+    async fn release_pending(self: &Arc<Self>) -> Result<(), RegistryError> {
+        let pending = std::mem::take(&mut *lock(&self.pending_releases));
+        let mut connection = self.connection();
+        for (index, (uid, role, session)) in pending.iter().enumerate() {
+            let me = format!("{}/{session}", self.node);
+            let outcome: Result<(i64, String), _> = self
+                .call(
+                    scripts::UNBIND
+                        .key(self.keys.uid(uid))
+                        .key(self.keys.bindings(&self.node))
+                        .arg(role.as_str())
+                        .arg(role.peer().as_str())
+                        .arg(&me)
+                        .arg(member(uid, *role))
+                        .invoke_async(&mut connection),
+                )
+                .await;
+            let peer = match outcome {
+                // Freed, or not there at all (Redis came back empty): the
+                // other role, if anyone holds it, has lost its peer.
+                Ok((1 | 2, peer)) => peer,
+                Ok(_) => continue,
+                Err(error) => {
+                    lock(&self.pending_releases).extend(pending[index..].iter().cloned());
+                    return Err(error);
+                }
+            };
+            // A peer on this node was told when the session ended.
+            let remote = split_holder(&peer).is_some_and(|(node, _)| node != self.node);
+            if remote && let Some(peer) = self.peer_from(&peer, uid, role.peer()) {
+                let _ = peer.deliver(Event::ByeBye).await;
+            }
+        }
+        info!(node = %self.node, released = pending.len(), "freed the bindings of sessions that ended while Redis was unreachable");
+        Ok(())
     }
 
     /// Makes Redis agree with this node again: every local binding is
@@ -691,7 +771,16 @@ impl Registry for RedisRegistry {
                     .invoke_async(&mut connection),
             )
             .await?;
-        let local = inner.local.bind(uid, role, session, epoch);
+        let (mut local, killed_early) = {
+            let mut early = lock(&inner.early_kills);
+            let local = inner.local.bind(uid, role, session, epoch);
+            (local, early.remove(&session.id()).is_some())
+        };
+        if killed_early {
+            // A newer registration elsewhere already replaced this one.
+            inner.local.unbind(uid, role, session.id());
+            local.replaced = Some(Arc::clone(session));
+        }
         let peer = match split_holder(&peer) {
             Some((node, _)) if node == inner.node => local.peer.map(Peer::local),
             Some(_) => inner.peer_from(&peer, uid, role.peer()),
@@ -712,8 +801,9 @@ impl Registry for RedisRegistry {
         let inner = &self.inner;
         let local_peer = inner.local.unbind(uid, role, session);
         if !inner.available() {
-            // Redis is told when it is back (re-assertion frees the entry
-            // and tells a remote peer); a peer here hears it now.
+            // Redis is told when it is back (and a remote peer then hears
+            // `byebye`); a peer here hears it now.
+            lock(&inner.pending_releases).push((uid.clone(), role, session));
             return Ok(local_peer.flatten().map(Peer::local));
         }
         let me = format!("{}/{session}", inner.node);
@@ -740,7 +830,10 @@ impl Registry for RedisRegistry {
                 Some(local) => Some(Peer::local(local)),
                 None => inner.peer_from(&peer, uid, role.peer()),
             },
-            Err(_) => local_peer.flatten().map(Peer::local),
+            Err(_) => {
+                lock(&inner.pending_releases).push((uid.clone(), role, session));
+                local_peer.flatten().map(Peer::local)
+            }
         })
     }
 
