@@ -12,6 +12,8 @@ results_path, out_dir = sys.argv[1], sys.argv[2]
 docs_dir = os.path.dirname(out_dir.rstrip("/"))
 rows = [json.loads(line) for line in open(results_path) if line.strip()]
 by_label = {row["label"]: row for row in rows}
+cluster_path = os.path.join(out_dir, "cluster.jsonl")
+cluster_rows = [json.loads(line) for line in open(cluster_path) if line.strip()] if os.path.exists(cluster_path) else []
 
 
 def cpu_model():
@@ -27,8 +29,8 @@ def fmt(value, digits=0, suffix=""):
     return f"{value:,.{digits}f}{suffix}"
 
 
-def table(prefix, columns):
-    selected = [row for row in rows if row["label"].startswith(prefix)]
+def table(prefix, columns, source=None):
+    selected = [row for row in (rows if source is None else source) if row["label"].startswith(prefix)]
     header = "| " + " | ".join(name for name, _ in columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
     lines = [header, rule]
@@ -110,6 +112,9 @@ failed_path = os.path.join(out_dir, "failed.txt")
 failed = [line.strip() for line in open(failed_path)] if os.path.exists(failed_path) else []
 failed = [line for line in failed if line]
 
+provenance_path = os.path.join(out_dir, "provenance.md")
+provenance = open(provenance_path).read().strip() + "\n\n" if os.path.exists(provenance_path) else ""
+
 notes_path = os.path.join(out_dir, "notes.md")
 notes = open(notes_path).read() if os.path.exists(notes_path) else ""
 
@@ -157,7 +162,7 @@ by the load generator from the send time (closed loop) or from the
 *scheduled* send time (open loop, `--rate`), so a stalled server cannot hide
 its delay.
 
-## Targets
+{provenance}## Targets
 
 {chr(10).join(targets)}
 
@@ -193,6 +198,26 @@ Latency here is the time for one pair's whole exchange.
 {table("idle-", [("scenario", lambda r: r["label"]), setup, rss_total, rss])}
 
 """
+if cluster_rows:
+    body += f"""## Two nodes over Redis vs one node
+
+`ONLY=cluster scripts/bench` (results in `docs/bench/cluster.jsonl`): a
+`redis-server` and two signalgate nodes share core 0, the generator has
+core 1. *two-nodes*: web sessions on node A, app sessions on node B
+(`--app-target`), so every relay crosses nodes (Redis pub/sub out, and the
+receiving node's outcome back). *one-node-redis*: one node with the Redis
+registry, all pairs local (Redis is only used at register). *one-node-memory*:
+the default in-memory registry. CPU is one node's process only (not shown
+for two nodes). WebSocket on both sides, 200-byte payloads.
+
+{table("cluster-saturated/", [name, relays, p50, p99, p999, rmax, loss, cpu, setup], cluster_rows)}
+
+{table("cluster-rtt20/", [name, relays, p50, p99, p999, rmax, loss], cluster_rows)}
+
+"""
+    cluster_failed_path = os.path.join(out_dir, "failed-cluster.txt")
+    if os.path.exists(cluster_failed_path):
+        failed += [line.strip() for line in open(cluster_failed_path) if line.strip() and line.strip() not in failed]
 if failed:
     body += "## Runs that failed in this session\n\n" + "\n".join(f"- `{label}`" for label in failed) + "\n\n"
 for title, path in plots:

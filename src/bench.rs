@@ -50,6 +50,11 @@ pub struct BenchArgs {
     /// The gateway (or seed server) to load.
     #[arg(long, default_value = "127.0.0.1:3186")]
     pub target: SocketAddr,
+
+    /// Where the app sessions connect, when not to `--target` (a second
+    /// cluster node: every pair then relays across nodes).
+    #[arg(long)]
+    pub app_target: Option<SocketAddr>,
     /// Pairs (each is two connections).
     #[arg(long, default_value_t = 200)]
     pub pairs: usize,
@@ -221,7 +226,7 @@ async fn set_up_pair(
     }
     let mut app = Client::connect_with(
         args.app_door.into(),
-        args.target,
+        args.app_target.unwrap_or(args.target),
         &options(args.app_door, 2 * index + 1),
     )
     .await?;
