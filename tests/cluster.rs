@@ -251,8 +251,15 @@ async fn redis_outage_keeps_local_pairs_fails_cross_node_clearly_and_recovers() 
     let mut cluster = TestCluster::start(2).await;
     let split = SplitPair(&cluster);
     // A pair on one node, two pairs across the nodes.
-    let (mut local_web, mut local_app) =
+    let (mut first_web, mut local_app) =
         paired(&cluster.nodes[0], "local", Door::Ws, Door::Grpc).await;
+    // A replacement bumps the uid's binding epoch past what a Redis that
+    // comes back empty would start from.
+    let mut local_web = cluster.nodes[0].connect(Door::Ws).await;
+    local_web.register("local", "web").await;
+    first_web.expect_error("REPLACED", None).await;
+    local_app.expect("syncfrom").await;
+    drop(first_web);
     let (mut far_web, mut far_app) = paired(&split, "far", Door::Grpc, Door::SocketIo).await;
     let (ending_web, mut orphan_app) = paired(&split, "ending", Door::Ws, Door::Ws).await;
     far_web

@@ -159,15 +159,15 @@ impl LocalTable {
             .map(|s| Arc::clone(&s.handle)))
     }
 
-    /// Every binding held here.
-    pub(crate) fn snapshot(&self) -> Vec<(Uid, Role, Arc<SessionHandle>)> {
+    /// Every binding held here, with its epoch.
+    pub(crate) fn snapshot(&self) -> Vec<(Uid, Role, Arc<SessionHandle>, u64)> {
         let mut all = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             for (uid, pair) in shard.iter() {
                 for (role, slot) in [(Role::Web, &pair.web), (Role::App, &pair.app)] {
                     if let Some(slot) = slot {
-                        all.push((uid.clone(), role, Arc::clone(&slot.handle)));
+                        all.push((uid.clone(), role, Arc::clone(&slot.handle), slot.epoch));
                     }
                 }
             }

@@ -637,7 +637,7 @@ impl Inner {
         let mut connection = self.connection();
         let held = self.local.snapshot();
         let mut replaced = 0usize;
-        for (uid, role, handle) in &held {
+        for (uid, role, handle, epoch) in &held {
             let me = format!("{}/{}", self.node, handle.id());
             let (status, other): (i64, String) = self
                 .call(
@@ -648,6 +648,7 @@ impl Inner {
                         .arg(role.peer().as_str())
                         .arg(&me)
                         .arg(member(uid, *role))
+                        .arg(*epoch)
                         .invoke_async(&mut connection),
                 )
                 .await?;
@@ -915,7 +916,7 @@ impl RedisRegistry {
             .local
             .snapshot()
             .into_iter()
-            .map(|(uid, role, _)| member(&uid, role))
+            .map(|(uid, role, _, _)| member(&uid, role))
             .collect();
         Ok(Drift {
             redis_only: in_redis.difference(&here).cloned().collect(),

@@ -71,7 +71,9 @@ return {1, peer}
 });
 
 /// Re-asserts a binding after Redis came back. KEYS: uid hash, own
-/// bindings set. ARGV: role, peer role, `<node>/<session>`, `<role>:<uid>`.
+/// bindings set. ARGV: role, peer role, `<node>/<session>`, `<role>:<uid>`,
+/// the binding's epoch (the counter never goes back, so later binds still
+/// order after it even if Redis came back empty).
 /// Returns `{1, peer or ""}` when the session holds (uid, role) again, or
 /// `{0, holder}` when another session took it meanwhile.
 pub(crate) static REBIND: LazyLock<Script> = LazyLock::new(|| {
@@ -83,6 +85,9 @@ if current and current ~= ARGV[3] then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[4])
+if tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0') < tonumber(ARGV[5]) then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[5])
+end
 return {1, redis.call('HGET', KEYS[1], ARGV[2]) or ''}
 "#,
     )
