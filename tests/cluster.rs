@@ -350,3 +350,65 @@ async fn redis_outage_keeps_local_pairs_fails_cross_node_clearly_and_recovers() 
     tokio::time::sleep(SILENCE).await;
     cluster.assert_empty().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_on_another_node_hands_the_session_over_and_fails_cleanly_when_it_cannot() {
+    let mut cluster = TestCluster::start(2).await;
+    let split = SplitPair(&cluster);
+    let (mut web, app) = paired(&split, "traveller", Door::Ws, Door::Grpc).await;
+    let token = app.resume_token();
+    let last_seq = app.last_seq;
+    app.abort();
+    web.expect("peer_away").await;
+    web.send("message", Some(json!("while away")), Some(1))
+        .await;
+    web.expect_ack(1).await;
+    // Back on the web's node: the session moves there, with what it missed.
+    let mut back = cluster.nodes[0].connect(Door::SocketIo).await;
+    back.send(
+        "resume",
+        Some(json!({"token": token, "last_seq": last_seq})),
+        Some(2),
+    )
+    .await;
+    let resumed = back.expect("resumed").await;
+    assert_eq!(resumed["replayed"], 1);
+    assert_eq!(back.expect("message").await, json!("while away"));
+    back.expect_ack(2).await;
+    web.expect("peer_back").await;
+    assert_eq!(cluster.nodes[1].census().registry.bound_sessions, 0);
+    assert_eq!(cluster.nodes[0].census().registry.bound_sessions, 2);
+    // The spent token cannot be used again, on either node.
+    for node in 0..2 {
+        let mut again = cluster.nodes[node].connect(Door::Ws).await;
+        again
+            .send(
+                "resume",
+                Some(json!({"token": token, "last_seq": 0})),
+                Some(3),
+            )
+            .await;
+        again.expect_error("RESUME_FAILED", Some(3)).await;
+        again.close().await;
+    }
+    // A token of a node that has gone fails cleanly too.
+    let (other_web, other_app) = paired(&SplitPair(&cluster), "stranded", Door::Ws, Door::Ws).await;
+    let stranded = other_app.resume_token();
+    other_app.abort();
+    other_web.close().await;
+    let leaving = cluster.nodes.remove(1);
+    leaving.stop().await;
+    let mut late = cluster.nodes[0].connect(Door::Grpc).await;
+    late.send(
+        "resume",
+        Some(json!({"token": stranded, "last_seq": 0})),
+        Some(4),
+    )
+    .await;
+    late.expect_error("RESUME_FAILED", Some(4)).await;
+    late.close().await;
+    back.close().await;
+    web.expect("byebye").await;
+    web.close().await;
+    cluster.assert_empty().await;
+}

@@ -7,17 +7,27 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::cluster::Topology;
 use common::{TestClient, TestGateway, paired, test_config};
 use serde_json::{Value, json};
 use signalgate::Config;
 use signalgate::client::Door;
 
-/// Generates one test per (dropped door, resume door, peer door).
+/// Generates, per (dropped door, resume door, peer door), one test on one
+/// node and one on two nodes where the resume lands on the other node (the
+/// session is handed over).
 macro_rules! across_three_doors {
     ($($name:ident: $dropped:expr, $resumed:expr, $peer:expr;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            nothing_lost_nothing_twice($dropped, $resumed, $peer).await
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn one_node() {
+                nothing_lost_nothing_twice(Topology::Single, $dropped, $resumed, $peer).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn across_nodes() {
+                nothing_lost_nothing_twice(Topology::TwoNodes, $dropped, $resumed, $peer).await
+            }
         }
     )*};
 }
@@ -103,8 +113,13 @@ async fn read_until(
 /// numbered messages, the web keeps sending, the app resumes on another
 /// door within the window: both end up with every message exactly once, in
 /// order; the web sees `peer_away` then `peer_back` and never `byebye`.
-async fn nothing_lost_nothing_twice(dropped_door: Door, resume_door: Door, peer_door: Door) {
-    let gateway = TestGateway::start().await;
+async fn nothing_lost_nothing_twice(
+    topology: Topology,
+    dropped_door: Door,
+    resume_door: Door,
+    peer_door: Door,
+) {
+    let gateway = topology.start().await;
     let (mut web, mut app) = paired(&gateway, "phone", peer_door, dropped_door).await;
     let token = app.resume_token();
     let session_id = app.welcome["id"].clone();
@@ -136,8 +151,9 @@ async fn nothing_lost_nothing_twice(dropped_door: Door, resume_door: Door, peer_
     }
     assert_eq!(gateway.census().away_sessions, 1);
 
-    // Back, on another door: resume instead of register.
-    let mut app = gateway.connect(resume_door).await;
+    // Back, on another door (and with two nodes, on the other node):
+    // resume instead of register.
+    let mut app = gateway.app(resume_door).await;
     app.send(
         "resume",
         Some(json!({"token": token, "last_seq": last_seq})),

@@ -28,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::core::{
-    Bound, DeliveryError, ErrorCode, Event, Peer, Registry, RegistryCensus, RegistryError,
-    RemoteSession, Role, RouteError, SessionHandle, SessionId, Uid,
+    Bound, DeliveryError, ErrorCode, Event, Identity, Peer, Registry, RegistryCensus,
+    RegistryError, Rejection, RemoteSession, Role, RouteError, SessionExport, SessionExporter,
+    SessionHandle, SessionId, Uid,
 };
 use bus::Frame;
 use local::LocalTable;
@@ -41,6 +42,12 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between attempts to reach Redis again.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
+/// Frames held at most per handed-over session while its new node binds it.
+const MAX_HELD_FRAMES: usize = 1024;
+/// How long frames wait for a new node to confirm a handed-over session.
+const HOLD_FOR_NEW_NODE: Duration = Duration::from_secs(5);
+/// How long frames for a handed-over session are forwarded to its new node.
+const FORWARD_FOR: Duration = Duration::from_secs(30);
 /// How long a `kill` for a session not bound here yet is remembered.
 const EARLY_KILL_MEMORY: Duration = Duration::from_secs(10);
 /// Bindings of a dead node freed per script call (keeps Redis responsive).
@@ -118,7 +125,12 @@ struct Inner {
     commands: ConnectionManager,
     local: LocalTable,
     node_ttl: Duration,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<(), DeliveryError>>>>,
+    /// Requests waiting for another node's `reply`, by token.
+    pending: Mutex<HashMap<u64, oneshot::Sender<Frame>>>,
+    /// What this node's resume tokens start with: `<node>.`.
+    token_tag: String,
+    /// The hub, to hand this node's sessions to others.
+    exporter: std::sync::OnceLock<std::sync::Weak<dyn SessionExporter>>,
     next_token: AtomicU64,
     subscribed: AtomicBool,
     heartbeat_ok: AtomicBool,
@@ -132,6 +144,25 @@ struct Inner {
     /// Redis binding and the replacement raced ahead). Also the lock that
     /// orders a `kill` against a local bind.
     early_kills: Mutex<HashMap<SessionId, (ErrorCode, std::time::Instant)>>,
+    /// Sessions this node handed to another for a resume: frames still
+    /// addressed here are held until the new node has bound the session,
+    /// then forwarded there.
+    moved: Mutex<HashMap<SessionId, Moved>>,
+}
+
+/// Where a handed-over session went, and what waits for it.
+enum Moved {
+    /// The new node has not confirmed yet: frames wait here.
+    Holding {
+        to: String,
+        frames: Vec<Frame>,
+        since: std::time::Instant,
+    },
+    /// Bound on the new node: frames go there.
+    Forwarding {
+        to: String,
+        since: std::time::Instant,
+    },
 }
 
 /// The pairing registry shared by every node over Redis.
@@ -169,6 +200,8 @@ impl RedisRegistry {
         .map_err(|e| ClusterError::Unreachable(e.to_string()))?;
         let node = format!("{:016x}", rand::random::<u64>());
         let inner = Arc::new(Inner {
+            token_tag: format!("{node}."),
+            exporter: std::sync::OnceLock::new(),
             node,
             keys: Keys {
                 prefix: config.prefix,
@@ -186,6 +219,7 @@ impl RedisRegistry {
             stop: CancellationToken::new(),
             pending_releases: Mutex::new(Vec::new()),
             early_kills: Mutex::new(HashMap::new()),
+            moved: Mutex::new(HashMap::new()),
         });
         let pubsub = inner
             .subscribe()
@@ -244,7 +278,15 @@ impl Inner {
     fn peer_from(self: &Arc<Self>, holder: &str, uid: &Uid, role: Role) -> Option<Peer> {
         let (node, session) = split_holder(holder)?;
         if node == self.node {
-            return self.local.get(uid, role, Some(session)).map(Peer::local);
+            if let Some(local) = self.local.get(uid, role, Some(session)) {
+                return Some(Peer::local(local));
+            }
+            // Handed over for a resume and not yet bound on its new node:
+            // frames go through this node's channel, which holds and then
+            // forwards them.
+            if !lock(&self.moved).contains_key(&session) {
+                return None;
+            }
         }
         Some(Peer::remote(Arc::new(RemotePeer {
             inner: Arc::clone(self),
@@ -323,7 +365,7 @@ impl Inner {
             return Ok(());
         };
         match tokio::time::timeout(REPLY_TIMEOUT, reply).await {
-            Ok(Ok(outcome)) => outcome,
+            Ok(Ok(reply)) => bus::decode_outcome(reply.outcome.as_deref().unwrap_or("")),
             _ => {
                 forget();
                 Err(DeliveryError::Unreachable)
@@ -392,29 +434,25 @@ impl Inner {
         };
         match frame.t.as_str() {
             "reply" => {
-                let (Some(token), Some(outcome)) = (frame.token, frame.outcome.as_deref()) else {
+                let Some(token) = frame.token else {
                     return;
                 };
                 if let Some(waiter) = lock(&self.pending).remove(&token) {
-                    let _ = waiter.send(bus::decode_outcome(outcome));
+                    let _ = waiter.send(frame);
                 }
             }
+            "take" => self.hand_over(frame),
             "deliver" => {
-                let outcome = self.deliver_here(&frame);
-                if let (Some(node), Some(token)) = (frame.reply_node, frame.token) {
-                    let reply = Frame {
-                        t: "reply".into(),
-                        token: Some(token),
-                        outcome: Some(bus::encode_outcome(outcome).to_owned()),
-                        ..Frame::default()
-                    };
-                    let inner = Arc::clone(self);
-                    tokio::spawn(async move {
-                        let _ = inner.publish(&node, &reply).await;
-                    });
+                if let Some(frame) = self.divert_if_moved(frame) {
+                    let outcome = self.deliver_here(&frame);
+                    self.answer(&frame, outcome);
                 }
             }
+            "adopted" => self.adopted(&frame),
             "kill" => {
+                let Some(frame) = self.divert_if_moved(frame) else {
+                    return;
+                };
                 let Some((uid, role, session)) = target(&frame) else {
                     return;
                 };
@@ -445,6 +483,166 @@ impl Inner {
                 }
             }
             other => warn!(kind = other, "unknown frame on the node channel"),
+        }
+    }
+
+    /// Answers another node's `take`: the hub validates the resume and lets
+    /// go of the session, which leaves this node's table (its Redis entry
+    /// is moved by the taking node).
+    fn hand_over(self: &Arc<Self>, frame: Frame) {
+        let (Some(node), Some(token)) = (frame.reply_node.clone(), frame.token) else {
+            return;
+        };
+        let identity = frame.subject.clone().map(|subject| Identity {
+            subject,
+            role: frame.role_limit.as_deref().and_then(parse_role),
+        });
+        let exporter = self.exporter.get().and_then(std::sync::Weak::upgrade);
+        let exported = match exporter {
+            Some(exporter) => exporter.export(
+                frame.resume_token.as_deref().unwrap_or(""),
+                frame.last_seq.unwrap_or(0),
+                identity.as_ref(),
+            ),
+            None => Err(Rejection::new(
+                ErrorCode::Unavailable,
+                "the node is stopping",
+            )),
+        };
+        let reply = match exported.and_then(|export| {
+            lock(&self.moved).insert(
+                export.session_id,
+                Moved::Holding {
+                    to: node.clone(),
+                    frames: Vec::new(),
+                    since: std::time::Instant::now(),
+                },
+            );
+            self.local
+                .unbind(&export.uid, export.role, export.session_id);
+            bus::encode_export(&export)
+                .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))
+        }) {
+            Ok(wire) => Frame {
+                t: "reply".into(),
+                token: Some(token),
+                outcome: Some("exported".into()),
+                export: Some(wire),
+                ..Frame::default()
+            },
+            Err(rejection) => Frame {
+                t: "reply".into(),
+                token: Some(token),
+                outcome: Some("refused".into()),
+                code: Some(rejection.code.as_str().to_owned()),
+                message: Some(rejection.message.into_owned()),
+                ..Frame::default()
+            },
+        };
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            let _ = inner.publish(&node, &reply).await;
+        });
+    }
+
+    /// Sends the outcome of a `deliver` to its sender, if it asked.
+    fn answer(self: &Arc<Self>, frame: &Frame, outcome: Result<(), DeliveryError>) {
+        if let (Some(node), Some(token)) = (frame.reply_node.clone(), frame.token) {
+            let reply = Frame {
+                t: "reply".into(),
+                token: Some(token),
+                outcome: Some(bus::encode_outcome(outcome).to_owned()),
+                ..Frame::default()
+            };
+            let inner = Arc::clone(self);
+            tokio::spawn(async move {
+                let _ = inner.publish(&node, &reply).await;
+            });
+        }
+    }
+
+    /// A frame for a session this node handed over is held or forwarded
+    /// (`None`); any other is returned to be handled here.
+    fn divert_if_moved(self: &Arc<Self>, frame: Frame) -> Option<Frame> {
+        let session = frame.session.as_deref().and_then(SessionId::parse)?;
+        let mut moved = lock(&self.moved);
+        match moved.get_mut(&session) {
+            None => Some(frame),
+            Some(Moved::Holding { frames, .. }) if frames.len() < MAX_HELD_FRAMES => {
+                frames.push(frame);
+                None
+            }
+            Some(Moved::Holding { .. }) => {
+                drop(moved);
+                self.answer(&frame, Err(DeliveryError::SlowConsumer));
+                None
+            }
+            Some(Moved::Forwarding { to, .. }) => {
+                let (to, inner) = (to.clone(), Arc::clone(self));
+                tokio::spawn(async move {
+                    let _ = inner.publish(&to, &frame).await;
+                });
+                None
+            }
+        }
+    }
+
+    /// The new node bound (or failed to bind) a session this node handed
+    /// over: forward what was held, or refuse it.
+    fn adopted(self: &Arc<Self>, frame: &Frame) {
+        let Some(session) = frame.session.as_deref().and_then(SessionId::parse) else {
+            return;
+        };
+        let bound = frame.outcome.as_deref() == Some("bound");
+        let held = {
+            let mut moved = lock(&self.moved);
+            let Some(Moved::Holding { to, frames, .. }) = moved.remove(&session) else {
+                return;
+            };
+            if bound {
+                moved.insert(
+                    session,
+                    Moved::Forwarding {
+                        to: to.clone(),
+                        since: std::time::Instant::now(),
+                    },
+                );
+            }
+            (to, frames)
+        };
+        let (to, frames) = held;
+        if bound {
+            let inner = Arc::clone(self);
+            tokio::spawn(async move {
+                // In order, one after another.
+                for frame in frames {
+                    let _ = inner.publish(&to, &frame).await;
+                }
+            });
+        } else {
+            for frame in frames {
+                self.answer(&frame, Err(DeliveryError::Gone));
+            }
+        }
+    }
+
+    /// Forgets handed-over sessions after a while; frames held for a new
+    /// node that never confirmed are refused.
+    fn expire_moved(self: &Arc<Self>) {
+        let now = std::time::Instant::now();
+        let mut refused = Vec::new();
+        lock(&self.moved).retain(|_, moved| match moved {
+            Moved::Holding { frames, since, .. } => {
+                let keep = now.duration_since(*since) < HOLD_FOR_NEW_NODE;
+                if !keep {
+                    refused.append(frames);
+                }
+                keep
+            }
+            Moved::Forwarding { since, .. } => now.duration_since(*since) < FORWARD_FOR,
+        });
+        for frame in refused {
+            self.answer(&frame, Err(DeliveryError::Unreachable));
         }
     }
 
@@ -507,6 +705,7 @@ impl Inner {
                     {
                         info!(node = %self.node, "Redis reachable again");
                     }
+                    self.expire_moved();
                     if let Err(error) = self.reap_dead_nodes().await {
                         debug!(%error, "reaping dead nodes failed");
                     }
@@ -872,6 +1071,134 @@ impl Registry for RedisRegistry {
 
     fn is_available(&self) -> bool {
         self.inner.available()
+    }
+
+    fn resume_token_tag(&self) -> Option<&str> {
+        Some(&self.inner.token_tag)
+    }
+
+    fn set_exporter(&self, exporter: std::sync::Weak<dyn SessionExporter>) {
+        let _ = self.inner.exporter.set(exporter);
+    }
+
+    async fn take_session(
+        &self,
+        token: &str,
+        last_seq: u64,
+        identity: Option<&Identity>,
+    ) -> Result<Option<SessionExport>, Rejection> {
+        let inner = &self.inner;
+        let Some(node) = token
+            .split_once('.')
+            .map(|(node, _)| node)
+            .filter(|node| node.len() == 16 && *node != inner.node)
+        else {
+            return Ok(None);
+        };
+        let unavailable = || {
+            Rejection::new(
+                ErrorCode::Unavailable,
+                "the node holding the session cannot be reached; retry",
+            )
+        };
+        if !inner.available() {
+            return Err(unavailable());
+        }
+        let correlation = inner.next_token.fetch_add(1, Ordering::Relaxed);
+        let (sender, reply) = oneshot::channel();
+        lock(&inner.pending).insert(correlation, sender);
+        let frame = Frame {
+            t: "take".into(),
+            resume_token: Some(token.to_owned()),
+            last_seq: Some(last_seq),
+            subject: identity.map(|identity| identity.subject.clone()),
+            role_limit: identity
+                .and_then(|identity| identity.role)
+                .map(|role| role.as_str().to_owned()),
+            reply_node: Some(inner.node.clone()),
+            token: Some(correlation),
+            ..Frame::default()
+        };
+        let forget = || {
+            lock(&inner.pending).remove(&correlation);
+        };
+        match inner.publish(node, &frame).await {
+            Ok(receivers) if receivers > 0 => {}
+            Ok(_) => {
+                forget();
+                // Nobody holds that node's channel: the node is gone, and
+                // its sessions with it.
+                return Err(Rejection::new(
+                    ErrorCode::ResumeFailed,
+                    "the node that held the session is gone",
+                ));
+            }
+            Err(_) => {
+                forget();
+                return Err(unavailable());
+            }
+        }
+        let Ok(Ok(reply)) = tokio::time::timeout(REPLY_TIMEOUT, reply).await else {
+            forget();
+            return Err(unavailable());
+        };
+        match (reply.outcome.as_deref(), &reply.export) {
+            (Some("exported"), Some(wire)) => bus::decode_export(wire)
+                .map(Some)
+                .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string())),
+            _ => Err(Rejection::new(
+                reply
+                    .code
+                    .as_deref()
+                    .and_then(ErrorCode::parse)
+                    .unwrap_or(ErrorCode::ResumeFailed),
+                reply.message.unwrap_or_else(|| "resume refused".to_owned()),
+            )),
+        }
+    }
+
+    async fn adopt(
+        &self,
+        uid: &Uid,
+        role: Role,
+        token: &str,
+        session: &Arc<SessionHandle>,
+    ) -> Result<bool, RegistryError> {
+        let inner = &self.inner;
+        let Some((from, _)) = token.split_once('.') else {
+            return Ok(false);
+        };
+        let mut connection = inner.connection();
+        let (moved, epoch): (i64, u64) = inner
+            .call(
+                scripts::MIGRATE
+                    .key(inner.keys.uid(uid))
+                    .key(inner.keys.bindings(&inner.node))
+                    .arg(role.as_str())
+                    .arg(format!("{from}/{}", session.id()))
+                    .arg(format!("{}/{}", inner.node, session.id()))
+                    .arg(&inner.keys.prefix)
+                    .arg(member(uid, role))
+                    .arg(from)
+                    .invoke_async(&mut connection),
+            )
+            .await?;
+        let local = (moved != 0).then(|| inner.local.bind(uid, role, session, epoch));
+        // The old node holds frames for the session until it hears this.
+        let notice = Frame {
+            t: "adopted".into(),
+            session: Some(session.id().to_string()),
+            outcome: Some(if moved != 0 { "bound" } else { "lost" }.to_owned()),
+            ..Frame::default()
+        };
+        let _ = inner.publish(from, &notice).await;
+        let Some(local) = local else {
+            return Ok(false);
+        };
+        if let Some(replaced) = local.replaced {
+            replaced.kill(ErrorCode::Replaced);
+        }
+        Ok(true)
     }
 
     async fn leave(&self) {

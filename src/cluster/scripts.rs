@@ -115,6 +115,25 @@ return peer
     )
 });
 
+/// Moves a binding to another node with its session (a resume handed the
+/// session over). KEYS: uid hash, the new node's bindings set. ARGV: role,
+/// expected holder `<old node>/<session>`, new holder, prefix,
+/// `<role>:<uid>`, old node. Returns `{1, epoch}` when moved, `{0, 0}`
+/// when a newer registration took the role meanwhile.
+pub(crate) static MIGRATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
+  return {0, 0}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('SREM', ARGV[4] .. ':node:' .. ARGV[6] .. ':bindings', ARGV[5])
+redis.call('SADD', KEYS[2], ARGV[5])
+return {1, redis.call('HINCRBY', KEYS[1], 'epoch', 1)}
+"#,
+    )
+});
+
 /// Frees up to ARGV[3] bindings of a dead node, telling each peer `byebye`
 /// on its own node's channel. KEYS: the dead node's bindings set, its
 /// heartbeat key, the nodes set. ARGV: dead node, prefix, batch size.

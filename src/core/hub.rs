@@ -16,12 +16,13 @@ use tracing::{info, warn};
 use super::command::{Command, Relay, Request, RequestId, Role, Uid};
 use super::error::{EndReason, ErrorCode, Rejection};
 use super::event::Event;
+use super::handover::{SessionExport, SessionExporter};
 use super::identity::Identity;
 use super::limits::{RateLimit, TokenBucket, Verdict};
 use super::registry::{Registry, RegistryCensus, RouteError};
 use super::session::{
     Attachment, Delivery, DeliveryError, DoorKind, Phase, ResumeLimits, SessionHandle, SessionId,
-    SessionLink, lock,
+    SessionLink, estimated_bytes, lock,
 };
 use crate::telemetry::metrics;
 
@@ -97,16 +98,121 @@ impl fmt::Debug for Hub {
     }
 }
 
-/// 256 random bits, URL-safe.
-fn new_resume_token() -> Arc<str> {
+/// 256 random bits, URL-safe, after the registry's tag (which names the
+/// node in a cluster).
+fn new_resume_token(tag: Option<&str>) -> Arc<str> {
     let bytes: [u8; 32] = rand::random();
-    Arc::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    Arc::from(format!("{}{secret}", tag.unwrap_or("")))
+}
+
+/// Why a resume of this session cannot go ahead, if it cannot: the same
+/// checks whether the session is on this node or handed over by another.
+fn check_resumable(
+    theirs: &super::session::State,
+    last_seq: u64,
+    identity: Option<&Identity>,
+) -> Result<(Uid, Role), Rejection> {
+    let failed = |reason: &'static str, why: &'static str| {
+        metrics::resume_failed(reason);
+        Rejection::new(ErrorCode::ResumeFailed, why)
+    };
+    if matches!(theirs.phase, Phase::Ended) || theirs.end_reason.is_some() {
+        return Err(failed("ended", "the session has ended"));
+    }
+    let Some((uid, role)) = theirs.binding.clone() else {
+        return Err(failed("not_registered", "the session was never registered"));
+    };
+    if let Some(identity) = identity {
+        identity.permits(&uid, role)?;
+    }
+    if last_seq > theirs.last_seq {
+        return Err(failed(
+            "seq_ahead",
+            "last_seq is ahead of anything the session was sent",
+        ));
+    }
+    if last_seq < theirs.evicted_through {
+        return Err(failed(
+            "evicted",
+            "events after last_seq are no longer retained",
+        ));
+    }
+    Ok((uid, role))
+}
+
+impl SessionExporter for Shared {
+    fn export(
+        &self,
+        token: &str,
+        last_seq: u64,
+        identity: Option<&Identity>,
+    ) -> Result<SessionExport, Rejection> {
+        let target = lock(&self.resume_tokens)
+            .get(token)
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| {
+                metrics::resume_failed("unknown_token");
+                Rejection::new(
+                    ErrorCode::ResumeFailed,
+                    "unknown, expired, spent or replaced resume token",
+                )
+            })?;
+        let (export, spent) = {
+            let mut theirs = target.state();
+            let (uid, role) = check_resumable(&theirs, last_seq, identity)?;
+            if let Some(stale) = theirs.attachment.take() {
+                // Its old connection here is half-open: the new one, on
+                // another node, takes over.
+                stale.kill(ErrorCode::Replaced);
+            }
+            let was_away = match std::mem::replace(&mut theirs.phase, Phase::Ended) {
+                Phase::Away { wake, .. } => {
+                    wake.cancel();
+                    true
+                }
+                _ => false,
+            };
+            let missed = theirs
+                .retained
+                .drain(..)
+                .filter_map(|delivery| {
+                    let seq = delivery.seq.filter(|seq| *seq > last_seq)?;
+                    Some((seq, (*delivery.event).clone()))
+                })
+                .collect();
+            theirs.retained_bytes = 0;
+            // The binding moves with the session: nothing here unbinds it.
+            theirs.binding = None;
+            let export = SessionExport {
+                session_id: target.id(),
+                uid,
+                role,
+                last_seq: theirs.last_seq,
+                acknowledged: last_seq,
+                missed,
+                highest_request_id: theirs.highest_request_id,
+                was_away,
+            };
+            (export, theirs.resume_token.take())
+        };
+        if let Some(spent) = spent {
+            lock(&self.resume_tokens).remove(&spent);
+        }
+        if export.was_away {
+            self.away_sessions.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.open_sessions.fetch_sub(1, Ordering::Relaxed);
+        metrics::disconnected("handed_over");
+        info!(session = %export.session_id, uid = %export.uid, role = %export.role, missed = export.missed.len(), "handed the session to another node for a resume");
+        Ok(export)
+    }
 }
 
 impl Hub {
     /// A hub over `registry`.
     pub fn new(registry: Arc<dyn Registry>, config: HubConfig) -> Hub {
-        Hub {
+        let hub = Hub {
             shared: Arc::new(Shared {
                 registry,
                 config,
@@ -115,7 +221,14 @@ impl Hub {
                 away_sessions: AtomicUsize::new(0),
                 resume_tokens: Mutex::new(HashMap::new()),
             }),
-        }
+        };
+        let exporter: Weak<dyn SessionExporter> = Arc::downgrade(&hub.shared) as Weak<Shared>;
+        hub.shared.registry.set_exporter(exporter);
+        hub
+    }
+
+    fn new_resume_token(&self) -> Arc<str> {
+        new_resume_token(self.shared.registry.resume_token_tag())
     }
 
     /// Opens a session for a new connection: the door keeps the [`Session`]
@@ -132,7 +245,7 @@ impl Hub {
         );
         self.shared.open_sessions.fetch_add(1, Ordering::Relaxed);
         let resume_token = config.resume.enabled().then(|| {
-            let token = new_resume_token();
+            let token = self.new_resume_token();
             handle.state().resume_token = Some(Arc::clone(&token));
             lock(&self.shared.resume_tokens).insert(Arc::clone(&token), Arc::downgrade(&handle));
             token
@@ -603,22 +716,29 @@ impl Session {
                 "resume takes the place of register on a new connection",
             ));
         }
-        let target = lock(&self.hub.shared.resume_tokens)
+        let local = lock(&self.hub.shared.resume_tokens)
             .get(token)
-            .and_then(Weak::upgrade)
-            .ok_or_else(|| {
-                failed(
+            .and_then(Weak::upgrade);
+        let Some(target) = local else {
+            let registry = &self.hub.shared.registry;
+            return match registry
+                .take_session(token, last_seq, self.identity.as_ref())
+                .await?
+            {
+                Some(export) => self.adopt(export, token).await,
+                None => Err(failed(
                     "unknown_token",
                     "unknown, expired, spent or replaced resume token",
-                )
-            })?;
+                )),
+            };
+        };
         if Arc::ptr_eq(&target, &self.handle) {
             return Err(failed(
                 "own_token",
                 "a connection cannot resume its own session",
             ));
         }
-        let new_token = new_resume_token();
+        let new_token = self.hub.new_resume_token();
         let (old_token, my_token, was_away, uid, role, replayed) = {
             // Two sessions at once: lock in id order so that two crossing
             // resumes cannot deadlock.
@@ -629,27 +749,7 @@ impl Session {
                 let theirs = target.state();
                 (self.handle.state(), theirs)
             };
-            if matches!(theirs.phase, Phase::Ended) || theirs.end_reason.is_some() {
-                return Err(failed("ended", "the session has ended"));
-            }
-            let Some((uid, role)) = theirs.binding.clone() else {
-                return Err(failed("not_registered", "the session was never registered"));
-            };
-            if let Some(identity) = &self.identity {
-                identity.permits(&uid, role)?;
-            }
-            if last_seq > theirs.last_seq {
-                return Err(failed(
-                    "seq_ahead",
-                    "last_seq is ahead of anything the session was sent",
-                ));
-            }
-            if last_seq < theirs.evicted_through {
-                return Err(failed(
-                    "evicted",
-                    "events after last_seq are no longer retained",
-                ));
-            }
+            let (uid, role) = check_resumable(&theirs, last_seq, self.identity.as_ref())?;
             let Some(attachment) = mine.attachment.take() else {
                 return Err(failed("closing", "this connection is closing"));
             };
@@ -721,6 +821,97 @@ impl Session {
                 .peer_of(&uid, role, self.id())
                 .await
         {
+            let _ = peer.deliver(Event::PeerBack).await;
+        }
+        Ok(())
+    }
+}
+
+impl Session {
+    /// Takes over, for this connection, a session that another node handed
+    /// over for this resume.
+    async fn adopt(&mut self, export: SessionExport, token: &str) -> Result<(), Rejection> {
+        let shared = &self.hub.shared;
+        let handle = SessionHandle::adopted(export.session_id, shared.config.resume);
+        let new_token = self.hub.new_resume_token();
+        let (uid, role, was_away) = (export.uid.clone(), export.role, export.was_away);
+        let replayed = export.missed.len();
+        let (attachment, my_token) = {
+            let mut mine = self.handle.state();
+            mine.phase = Phase::Ended;
+            (mine.attachment.take(), mine.resume_token.take())
+        };
+        let mut missed = Vec::with_capacity(replayed);
+        {
+            let mut state = handle.state();
+            state.binding = Some((uid.clone(), role));
+            state.last_seq = export.last_seq;
+            state.evicted_through = export.acknowledged;
+            state.highest_request_id = export.highest_request_id;
+            state.resume_token = Some(Arc::clone(&new_token));
+            for (seq, event) in export.missed {
+                let delivery = Delivery {
+                    seq: Some(seq),
+                    event: Arc::new(event),
+                    queued_at: None,
+                };
+                state.retained_bytes += estimated_bytes(&delivery.event);
+                state.retained.push_back(delivery.clone());
+                missed.push(delivery);
+            }
+            state.attachment = attachment.clone();
+        }
+        if let Some(attachment) = &attachment {
+            let resumed = Delivery {
+                queued_at: None,
+                seq: None,
+                event: Arc::new(Event::Resumed {
+                    session_id: handle.id(),
+                    uid: uid.clone(),
+                    role,
+                    resume_token: Arc::clone(&new_token),
+                    replayed,
+                }),
+            };
+            attachment.set_preface(std::iter::once(resumed).chain(missed));
+        }
+        {
+            let mut tokens = lock(&shared.resume_tokens);
+            if let Some(spent) = my_token {
+                tokens.remove(&spent);
+            }
+            tokens.insert(new_token, Arc::downgrade(&handle));
+        }
+        // This connection's provisional session is consumed; the adopted
+        // one is open here now (and no longer on the other node).
+        self.handle = Arc::clone(&handle);
+        let adopted = shared.registry.adopt(&uid, role, token, &handle).await;
+        let door = self.attachment.door().as_str();
+        match adopted {
+            Ok(true) => {}
+            Ok(false) => {
+                // A newer session registered the role meanwhile.
+                handle.kill(ErrorCode::Replaced);
+            }
+            Err(error) => {
+                warn!(session = %handle.id(), %uid, %role, %error, "a handed-over session could not be bound here");
+                self.hub
+                    .terminate(&handle, EndReason::Closed(ErrorCode::Unavailable), None)
+                    .await;
+                return Err(Rejection::new(ErrorCode::Unavailable, error.to_string()));
+            }
+        }
+        if attachment.is_none() {
+            // This connection closed while the session was on its way.
+            self.hub
+                .terminate(&handle, EndReason::ConnectionLost, None)
+                .await;
+            return Ok(());
+        }
+        self.attachment.count_as(role);
+        metrics::resumed(replayed);
+        info!(session = %handle.id(), %uid, %role, door, replayed, was_away, "resumed a session handed over by another node");
+        if was_away && let Ok(peer) = shared.registry.peer_of(&uid, role, handle.id()).await {
             let _ = peer.deliver(Event::PeerBack).await;
         }
         Ok(())

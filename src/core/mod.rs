@@ -16,6 +16,7 @@
 pub mod command;
 pub mod error;
 pub mod event;
+pub mod handover;
 pub mod hub;
 pub mod identity;
 pub mod limits;
@@ -26,6 +27,7 @@ pub mod session;
 pub use command::{Command, FileOffer, Relay, RelayKind, Request, RequestId, Role, Uid};
 pub use error::{EndReason, ErrorCode, Rejection};
 pub use event::Event;
+pub use handover::{SessionExport, SessionExporter};
 pub use hub::{Census, Hub, HubConfig, Session};
 pub use identity::Identity;
 pub use limits::RateLimit;

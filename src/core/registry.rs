@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::command::{Role, Uid};
+use super::error::Rejection;
 use super::event::Event;
+use super::handover::{SessionExport, SessionExporter};
+use super::identity::Identity;
 use super::session::{DeliveryError, SessionHandle, SessionId};
 
 /// A session held by another node, reached through whatever links the
@@ -158,6 +161,44 @@ pub trait Registry: Send + Sync + 'static {
     /// Called once when the gateway has closed its sessions: a shared
     /// registry stops its background work and leaves the cluster.
     async fn leave(&self) {}
+
+    /// What resume tokens issued on this node start with, so that another
+    /// node knows whom to ask (`None`: one node, tokens are opaque).
+    fn resume_token_tag(&self) -> Option<&str> {
+        None
+    }
+
+    /// Gives a shared registry the hub's exporter, to answer other nodes'
+    /// requests for this node's sessions.
+    fn set_exporter(&self, exporter: std::sync::Weak<dyn SessionExporter>) {
+        let _ = exporter;
+    }
+
+    /// Asks the node that issued `token` for its session. `Ok(None)`: the
+    /// token is not another node's (unknown here).
+    async fn take_session(
+        &self,
+        token: &str,
+        last_seq: u64,
+        identity: Option<&Identity>,
+    ) -> Result<Option<SessionExport>, Rejection> {
+        let _ = (token, last_seq, identity);
+        Ok(None)
+    }
+
+    /// Moves the binding of (uid, role) from the node that issued `token`
+    /// (where `session` was held) to `session` here, unless a newer
+    /// registration took it meanwhile (`Ok(false)`).
+    async fn adopt(
+        &self,
+        uid: &Uid,
+        role: Role,
+        token: &str,
+        session: &Arc<SessionHandle>,
+    ) -> Result<bool, RegistryError> {
+        let _ = (uid, role, token, session);
+        Ok(false)
+    }
 }
 
 const SHARDS: usize = 16;

@@ -234,7 +234,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Estimated memory of a retained event, for the byte bound.
-fn estimated_bytes(event: &Event) -> usize {
+pub(crate) fn estimated_bytes(event: &Event) -> usize {
     const OVERHEAD: usize = 96;
     OVERHEAD
         + match event {
@@ -292,6 +292,29 @@ impl SessionHandle {
             }),
         });
         (handle, SessionLink { events, attachment })
+    }
+
+    /// A session handed over by another node (see `handover`), not yet
+    /// attached: the hub attaches the resuming connection.
+    pub(crate) fn adopted(id: SessionId, limits: ResumeLimits) -> Arc<SessionHandle> {
+        Arc::new(SessionHandle {
+            id,
+            limits,
+            state: Mutex::new(State {
+                attachment: None,
+                binding: None,
+                phase: Phase::Open,
+                end_reason: None,
+                resume_token: None,
+                last_seq: 0,
+                retained: VecDeque::new(),
+                retained_bytes: 0,
+                evicted_through: 0,
+                away_generation: 0,
+                highest_request_id: 0,
+                resumed: true,
+            }),
+        })
     }
 
     /// The session id.

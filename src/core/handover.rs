@@ -1,0 +1,48 @@
+//! Handing a session from one node to another: a `resume` that reaches a
+//! node other than the one holding the session asks that node for it. The
+//! holding node's hub *exports* the session (validating the resume exactly
+//! as a local one, then letting go of it without ending the pairing); the
+//! resuming node's hub *adopts* it. The registry carries the request and
+//! moves the binding; the core decides what is allowed.
+
+use super::command::{Role, Uid};
+use super::error::Rejection;
+use super::event::Event;
+use super::identity::Identity;
+use super::session::SessionId;
+
+/// A registered session, as one node hands it to another.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionExport {
+    /// The session's id (kept across nodes).
+    pub session_id: SessionId,
+    /// Its uid.
+    pub uid: Uid,
+    /// Its role.
+    pub role: Role,
+    /// The last sequence number the session gave out.
+    pub last_seq: u64,
+    /// The `last_seq` the resuming client presented: what it has seen.
+    pub acknowledged: u64,
+    /// The events after `acknowledged`, with their sequence numbers.
+    pub missed: Vec<(u64, Event)>,
+    /// The highest request id the session has seen (re-sends are
+    /// acknowledged, not applied, after a resume).
+    pub highest_request_id: u64,
+    /// Whether the session was away (its peer is told `peer_back`).
+    pub was_away: bool,
+}
+
+/// Lets a shared registry ask this node's hub for a session another node
+/// wants to resume.
+pub trait SessionExporter: Send + Sync {
+    /// Validates a resume of the session `token` belongs to and, if it may
+    /// go ahead, lets go of the session and returns it. The session's
+    /// binding is left for the registry to move.
+    fn export(
+        &self,
+        token: &str,
+        last_seq: u64,
+        identity: Option<&Identity>,
+    ) -> Result<SessionExport, Rejection>;
+}
