@@ -20,6 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The rpc is called `Connect`; the transport constructor of the same
         // name would clash with it, so clients connect a `Channel` themselves.
         .build_transport(false)
+        // prost encoding with small initial buffers: each open stream keeps
+        // one encode and one decode buffer (see src/proto.rs).
+        .codec_path("crate::proto::CompactCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -8,6 +8,46 @@ pub mod v1 {
     tonic::include_proto!("signalgate.v1");
 }
 
+/// Initial size of a stream's encode and decode buffers. tonic's default is
+/// 8 KiB each, allocated for every open stream even when idle; signaling
+/// messages are small, and a larger one grows the buffer as needed.
+pub const CODEC_BUFFER_BYTES: usize = 1024;
+
+/// The prost codec with [`CODEC_BUFFER_BYTES`] buffers, used by the
+/// generated server and client (`codec_path` in build.rs).
+#[derive(Debug)]
+pub struct CompactCodec<T, U>(std::marker::PhantomData<(T, U)>);
+
+impl<T, U> Default for CompactCodec<T, U> {
+    fn default() -> Self {
+        CompactCodec(std::marker::PhantomData)
+    }
+}
+
+impl<T, U> tonic::codec::Codec for CompactCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Decoder = tonic_prost::ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstCodec::<T, U>::raw_encoder(settings())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstCodec::<T, U>::raw_decoder(settings())
+    }
+}
+
+fn settings() -> tonic::codec::BufferSettings {
+    // Yield after 32 KiB of encoded output, tonic's default.
+    tonic::codec::BufferSettings::new(CODEC_BUFFER_BYTES, 32 * 1024)
+}
+
 /// The encoded `FileDescriptorSet` of the contract, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("signalgate_descriptor");
 
