@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::{RedisServer, TEST_NODE_TTL, TestCluster};
+use common::cluster::{RedisServer, TEST_NODE_TTL, TestCluster, Topology};
 use common::{EVENT_TIMEOUT, SILENCE, TestClient, TestGateway, http_get, paired, test_config};
 use serde_json::{Value, json};
 use signalgate::client::{Client, Door, Incoming};
@@ -411,4 +411,45 @@ async fn resume_on_another_node_hands_the_session_over_and_fails_cleanly_when_it
     web.expect("byebye").await;
     web.close().await;
     cluster.assert_empty().await;
+}
+
+/// `peer_away` at register and `peer_back` when an away session is
+/// replaced: the same on one node and across nodes.
+async fn away_state_is_seen_wherever_the_peer_is(topology: Topology) {
+    let gateway = topology.start().await;
+    // Web on the first node, app on the second.
+    let (mut first_web, app) = paired(&gateway, "away", Door::Ws, Door::Grpc).await;
+    app.abort();
+    first_web.expect("peer_away").await;
+    // A new web (on the second node) learns at once that its peer is away.
+    let mut web = gateway.web(Door::SocketIo).await;
+    let registered = web.register("away", "web").await;
+    assert_eq!(registered["peerPresent"], true);
+    web.expect("peer_away").await;
+    first_web.expect_error("REPLACED", None).await;
+    drop(first_web);
+    // A new app (on the first node) replaces the away one: the web hears
+    // that its peer is back.
+    let mut new_app = gateway.app(Door::Ws).await;
+    let registered = new_app.register("away", "app").await;
+    assert_eq!(registered["peerPresent"], true);
+    new_app.expect("syncfrom").await;
+    web.expect("peer_back").await;
+    new_app.send("message", Some(json!("hello")), Some(1)).await;
+    new_app.expect_ack(1).await;
+    assert_eq!(web.expect("message").await, json!("hello"));
+    web.close().await;
+    new_app.expect("byebye").await;
+    new_app.close().await;
+    gateway.assert_empty().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn away_state_on_one_node() {
+    away_state_is_seen_wherever_the_peer_is(Topology::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn away_state_across_nodes() {
+    away_state_is_seen_wherever_the_peer_is(Topology::TwoNodes).await;
 }

@@ -276,6 +276,17 @@ impl Inner {
 
     /// A peer from a registry entry, or `None` if it names nobody reachable.
     fn peer_from(self: &Arc<Self>, holder: &str, uid: &Uid, role: Role) -> Option<Peer> {
+        self.peer_seen(holder, uid, role, false)
+    }
+
+    /// [`Inner::peer_from`], with whether Redis showed the peer away.
+    fn peer_seen(
+        self: &Arc<Self>,
+        holder: &str,
+        uid: &Uid,
+        role: Role,
+        away: bool,
+    ) -> Option<Peer> {
         let (node, session) = split_holder(holder)?;
         if node == self.node {
             if let Some(local) = self.local.get(uid, role, Some(session)) {
@@ -294,6 +305,7 @@ impl Inner {
             session,
             uid: uid.clone(),
             role,
+            away,
         })))
     }
 
@@ -919,6 +931,7 @@ struct RemotePeer {
     session: SessionId,
     uid: Uid,
     role: Role,
+    away: bool,
 }
 
 impl fmt::Debug for RemotePeer {
@@ -934,6 +947,10 @@ impl fmt::Debug for RemotePeer {
 impl RemoteSession for RemotePeer {
     fn id(&self) -> SessionId {
         self.session
+    }
+
+    fn is_away(&self) -> bool {
+        self.away
     }
 
     async fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
@@ -957,20 +974,21 @@ impl Registry for RedisRegistry {
         }
         let me = format!("{}/{}", inner.node, session.id());
         let mut connection = inner.connection();
-        let (_previous, peer, epoch): (String, String, u64) = inner
-            .call(
-                scripts::BIND
-                    .key(inner.keys.uid(uid))
-                    .key(inner.keys.bindings(&inner.node))
-                    .arg(role.as_str())
-                    .arg(role.peer().as_str())
-                    .arg(&me)
-                    .arg(&inner.node)
-                    .arg(&inner.keys.prefix)
-                    .arg(uid.as_str())
-                    .invoke_async(&mut connection),
-            )
-            .await?;
+        let (previous, peer, epoch, peer_away, previous_away): (String, String, u64, u8, u8) =
+            inner
+                .call(
+                    scripts::BIND
+                        .key(inner.keys.uid(uid))
+                        .key(inner.keys.bindings(&inner.node))
+                        .arg(role.as_str())
+                        .arg(role.peer().as_str())
+                        .arg(&me)
+                        .arg(&inner.node)
+                        .arg(&inner.keys.prefix)
+                        .arg(uid.as_str())
+                        .invoke_async(&mut connection),
+                )
+                .await?;
         let (mut local, killed_early) = {
             let mut early = lock(&inner.early_kills);
             let local = inner.local.bind(uid, role, session, epoch);
@@ -983,12 +1001,14 @@ impl Registry for RedisRegistry {
         }
         let peer = match split_holder(&peer) {
             Some((node, _)) if node == inner.node => local.peer.map(Peer::local),
-            Some(_) => inner.peer_from(&peer, uid, role.peer()),
+            Some(_) => inner.peer_seen(&peer, uid, role.peer(), peer_away == 1),
             None => None,
         };
+        let replaced_remote = split_holder(&previous).is_some_and(|(node, _)| node != inner.node);
         Ok(Bound {
             peer,
             replaced: local.replaced,
+            replaced_remote_away: replaced_remote && previous_away == 1,
         })
     }
 
@@ -1048,12 +1068,13 @@ impl Registry for RedisRegistry {
             return Err(RouteError::Registry(inner.unavailable()));
         }
         let mut connection = inner.connection();
-        let (mine, peer): (Option<String>, Option<String>) = inner
+        let (mine, peer, peer_away): (Option<String>, Option<String>, Option<String>) = inner
             .call(
                 redis::cmd("HMGET")
                     .arg(inner.keys.uid(uid))
                     .arg(role.as_str())
                     .arg(role.peer().as_str())
+                    .arg(format!("{}:away", role.peer().as_str()))
                     .query_async(&mut connection),
             )
             .await?;
@@ -1061,7 +1082,7 @@ impl Registry for RedisRegistry {
         if mine.as_deref().is_some_and(|holder| holder != me) {
             return Err(RouteError::NotOwner);
         }
-        peer.and_then(|peer| inner.peer_from(&peer, uid, role.peer()))
+        peer.and_then(|peer| inner.peer_seen(&peer, uid, role.peer(), peer_away.is_some()))
             .ok_or(RouteError::NoPeer)
     }
 
@@ -1071,6 +1092,24 @@ impl Registry for RedisRegistry {
 
     fn is_available(&self) -> bool {
         self.inner.available()
+    }
+
+    async fn set_away(&self, uid: &Uid, role: Role, session: SessionId, away: bool) {
+        let inner = &self.inner;
+        if !inner.available() {
+            return;
+        }
+        let mut connection = inner.connection();
+        let _ = inner
+            .call(
+                scripts::SET_AWAY
+                    .key(inner.keys.uid(uid))
+                    .arg(role.as_str())
+                    .arg(format!("{}/{session}", inner.node))
+                    .arg(u8::from(away))
+                    .invoke_async::<i64>(&mut connection),
+            )
+            .await;
     }
 
     fn resume_token_tag(&self) -> Option<&str> {

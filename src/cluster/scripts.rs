@@ -2,7 +2,8 @@
 //!
 //! Keys (prefix `P`, default `signalgate`):
 //! - `P:uid:<uid>`: hash; fields `web` and `app` hold `<node>/<session>`,
-//!   `epoch` counts bindings (orders registrations that race on one node).
+//!   `web:away` / `app:away` are set while that session is away, `epoch`
+//!   counts bindings (orders registrations that race on one node).
 //! - `P:node:<node>:bindings`: set of `<role>:<uid>` the node holds.
 //! - `P:node:<node>:alive`: the node's heartbeat, with a TTL.
 //! - `P:nodes`: set of node ids that may hold bindings.
@@ -18,13 +19,16 @@ use redis::Script;
 
 /// Binds (uid, role) to a session. KEYS: uid hash, own bindings set. ARGV:
 /// role, peer role, `<node>/<session>`, own node, prefix, uid.
-/// Returns `{previous holder or "", peer or "", epoch}`; a previous holder
+/// Returns `{previous holder or "", peer or "", epoch, peer away (0/1),
+/// previous holder away (0/1)}`; a previous holder
 /// on another node is sent a `kill` (REPLACED) frame and loses the entry in
 /// its node's set.
 pub(crate) static BIND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local previous = redis.call('HGET', KEYS[1], ARGV[1])
+local previous_away = 0
+if redis.call('HDEL', KEYS[1], ARGV[1] .. ':away') == 1 then previous_away = 1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 local member = ARGV[1] .. ':' .. ARGV[6]
@@ -40,7 +44,8 @@ else
   previous = ''
 end
 local peer = redis.call('HGET', KEYS[1], ARGV[2]) or ''
-return {previous, peer, epoch}
+local peer_away = redis.call('HEXISTS', KEYS[1], ARGV[2] .. ':away')
+return {previous, peer, epoch, peer_away, previous_away}
 "#,
     )
 });
@@ -60,7 +65,7 @@ end
 if current ~= ARGV[3] then
   return {0, ''}
 end
-redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1], ARGV[1] .. ':away')
 redis.call('SREM', KEYS[2], ARGV[4])
 if peer == '' then
   redis.call('DEL', KEYS[1])
@@ -105,12 +110,30 @@ local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current or string.sub(current, 1, #ARGV[3] + 1) ~= ARGV[3] .. '/' then
   return ''
 end
-redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1], ARGV[1] .. ':away')
 local peer = redis.call('HGET', KEYS[1], ARGV[2]) or ''
 if peer == '' then
   redis.call('DEL', KEYS[1])
 end
 return peer
+"#,
+    )
+});
+
+/// Marks the session holding a role away (ARGV[3] = 1) or back (0), if it
+/// still holds it. KEYS: uid hash. ARGV: role, `<node>/<session>`, flag.
+pub(crate) static SET_AWAY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], ARGV[1] .. ':away', 1)
+else
+  redis.call('HDEL', KEYS[1], ARGV[1] .. ':away')
+end
+return 1
 "#,
     )
 });
@@ -127,6 +150,7 @@ if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
   return {0, 0}
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HDEL', KEYS[1], ARGV[1] .. ':away')
 redis.call('SREM', ARGV[4] .. ':node:' .. ARGV[6] .. ':bindings', ARGV[5])
 redis.call('SADD', KEYS[2], ARGV[5])
 return {1, redis.call('HINCRBY', KEYS[1], 'epoch', 1)}
@@ -153,7 +177,7 @@ for _, member in ipairs(members) do
     local key = ARGV[2] .. ':uid:' .. uid
     local current = redis.call('HGET', key, role)
     if current and string.sub(current, 1, #owner) == owner then
-      redis.call('HDEL', key, role)
+      redis.call('HDEL', key, role, role .. ':away')
       local other = 'web'
       if role == 'web' then other = 'app' end
       local peer = redis.call('HGET', key, other)

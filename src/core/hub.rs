@@ -356,6 +356,10 @@ impl Hub {
         self.shared.away_sessions.fetch_add(1, Ordering::Relaxed);
         metrics::disconnected("away");
         info!(session = %handle.id(), %uid, %role, door = attachment.door().as_str(), window_secs = limits.window.as_secs(), "away");
+        self.shared
+            .registry
+            .set_away(&uid, role, handle.id(), true)
+            .await;
         if let Ok(peer) = self.shared.registry.peer_of(&uid, role, handle.id()).await {
             let _ = peer.deliver(Event::PeerAway).await;
         }
@@ -621,14 +625,15 @@ impl Session {
             .map_err(|e| Rejection::new(ErrorCode::Unavailable, e.to_string()))?;
         self.handle.state().binding = Some((uid.clone(), role));
         self.attachment.count_as(role);
-        let replaced_away = match &bound.replaced {
-            Some(old) => {
-                let was_away = old.is_away();
-                old.kill(ErrorCode::Replaced);
-                was_away
-            }
-            None => false,
-        };
+        let replaced_away = bound.replaced_remote_away
+            || match &bound.replaced {
+                Some(old) => {
+                    let was_away = old.is_away();
+                    old.kill(ErrorCode::Replaced);
+                    was_away
+                }
+                None => false,
+            };
         let door = self.attachment.door().as_str();
         info!(session = %self.id(), %uid, %role, door, replaced = bound.replaced.is_some(), "registered");
         self.reply(Event::Registered {
@@ -813,6 +818,13 @@ impl Session {
         metrics::resumed(replayed);
         let door = self.attachment.door().as_str();
         info!(session = %self.id(), %uid, %role, door, replayed, was_away, "resumed");
+        if was_away {
+            self.hub
+                .shared
+                .registry
+                .set_away(&uid, role, self.id(), false)
+                .await;
+        }
         if was_away
             && let Ok(peer) = self
                 .hub

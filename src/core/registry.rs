@@ -26,6 +26,12 @@ pub trait RemoteSession: Send + Sync + fmt::Debug {
     /// The session's id.
     fn id(&self) -> SessionId;
 
+    /// Whether the session was away (dropped, waiting for a resume) when
+    /// the registry looked it up.
+    fn is_away(&self) -> bool {
+        false
+    }
+
     /// Hands an event to the session's node. For a relay it returns only
     /// once that node has queued it (or refused it), so a sender learns
     /// about a slow or vanished peer exactly as it would on one node.
@@ -70,12 +76,12 @@ impl Peer {
         }
     }
 
-    /// Whether the peer's connection dropped and it waits for a resume.
-    /// Only known for local peers; a remote peer reports `false`.
+    /// Whether the peer's connection dropped and it waits for a resume
+    /// (for a remote peer: as the registry last saw it).
     pub fn is_away(&self) -> bool {
         match &self.0 {
             PeerKind::Local(handle) => handle.is_away(),
-            PeerKind::Remote(_) => false,
+            PeerKind::Remote(session) => session.is_away(),
         }
     }
 }
@@ -88,6 +94,9 @@ pub struct Bound {
     /// The older session that held this (uid, role) and lost it; the
     /// caller tells it `REPLACED`.
     pub replaced: Option<Arc<SessionHandle>>,
+    /// The older session was on another node (which closes it) and was
+    /// away: the peer is told `peer_back`.
+    pub replaced_remote_away: bool,
 }
 
 /// Why a relay cannot be routed.
@@ -161,6 +170,12 @@ pub trait Registry: Send + Sync + 'static {
     /// Called once when the gateway has closed its sessions: a shared
     /// registry stops its background work and leaves the cluster.
     async fn leave(&self) {}
+
+    /// Records that the session holding (uid, role) went away (`true`) or
+    /// came back (`false`), for peers on other nodes to see.
+    async fn set_away(&self, uid: &Uid, role: Role, session: SessionId, away: bool) {
+        let _ = (uid, role, session, away);
+    }
 
     /// What resume tokens issued on this node start with, so that another
     /// node knows whom to ask (`None`: one node, tokens are opaque).
@@ -280,6 +295,7 @@ impl Registry for InMemoryRegistry {
         Ok(Bound {
             peer: peer.map(Peer::local),
             replaced,
+            replaced_remote_away: false,
         })
     }
 
