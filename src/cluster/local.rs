@@ -18,6 +18,9 @@ const SHARDS: usize = 16;
 struct Slot {
     epoch: u64,
     handle: Arc<SessionHandle>,
+    /// Where this session's peer on another node was last found (node,
+    /// session): relays go there without asking Redis until it fails.
+    route: Option<(String, SessionId)>,
 }
 
 #[derive(Default)]
@@ -90,6 +93,7 @@ impl LocalTable {
                 .replace(Slot {
                     epoch,
                     handle: Arc::clone(handle),
+                    route: None,
                 })
                 .map(|old| old.handle)
                 .filter(|old| old.id() != handle.id()),
@@ -157,6 +161,37 @@ impl LocalTable {
             .slot(role.peer())
             .as_ref()
             .map(|s| Arc::clone(&s.handle)))
+    }
+
+    /// The cached route to the remote peer of `session`, if it still holds
+    /// (uid, role) here.
+    pub(crate) fn route(
+        &self,
+        uid: &Uid,
+        role: Role,
+        session: SessionId,
+    ) -> Option<(String, SessionId)> {
+        let mut shard = self.shard(uid);
+        let slot = shard.get_mut(uid)?.slot(role).as_ref()?;
+        (slot.handle.id() == session)
+            .then(|| slot.route.clone())
+            .flatten()
+    }
+
+    /// Caches (or forgets) the route to the remote peer of `session`.
+    pub(crate) fn set_route(
+        &self,
+        uid: &Uid,
+        role: Role,
+        session: SessionId,
+        route: Option<(String, SessionId)>,
+    ) {
+        let mut shard = self.shard(uid);
+        if let Some(Some(slot)) = shard.get_mut(uid).map(|pair| pair.slot(role))
+            && slot.handle.id() == session
+        {
+            slot.route = route;
+        }
     }
 
     /// Every binding held here, with its epoch.

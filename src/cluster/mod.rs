@@ -306,6 +306,7 @@ impl Inner {
             uid: uid.clone(),
             role,
             away,
+            cached_for: None,
         })))
     }
 
@@ -383,6 +384,43 @@ impl Inner {
                 Err(DeliveryError::Unreachable)
             }
         }
+    }
+
+    /// Asks Redis who holds the other role of `session`'s uid (checking
+    /// that `session` still holds its own), and caches a remote answer.
+    async fn lookup_peer(
+        self: &Arc<Self>,
+        uid: &Uid,
+        role: Role,
+        session: SessionId,
+    ) -> Result<Peer, RouteError> {
+        let inner = self;
+        let mut connection = inner.connection();
+        let (mine, peer, peer_away): (Option<String>, Option<String>, Option<String>) = inner
+            .call(
+                redis::cmd("HMGET")
+                    .arg(inner.keys.uid(uid))
+                    .arg(role.as_str())
+                    .arg(role.peer().as_str())
+                    .arg(format!("{}:away", role.peer().as_str()))
+                    .query_async(&mut connection),
+            )
+            .await?;
+        let me = format!("{}/{session}", inner.node);
+        if mine.as_deref().is_some_and(|holder| holder != me) {
+            return Err(RouteError::NotOwner);
+        }
+        let peer = peer.ok_or(RouteError::NoPeer)?;
+        if let Some((node, peer_session)) = split_holder(&peer)
+            && node != inner.node
+        {
+            inner
+                .local
+                .set_route(uid, role, session, Some((node.to_owned(), peer_session)));
+        }
+        inner
+            .peer_seen(&peer, uid, role.peer(), peer_away.is_some())
+            .ok_or(RouteError::NoPeer)
     }
 
     /// SUBSCRIBE to this node's channel on a dedicated connection.
@@ -932,6 +970,9 @@ struct RemotePeer {
     uid: Uid,
     role: Role,
     away: bool,
+    /// Set when this peer came from the route cache of that session (the
+    /// sender): a delivery that finds the peer gone looks again in Redis.
+    cached_for: Option<SessionId>,
 }
 
 impl fmt::Debug for RemotePeer {
@@ -954,9 +995,38 @@ impl RemoteSession for RemotePeer {
     }
 
     async fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
+        let Some(sender) = self.cached_for else {
+            return self
+                .inner
+                .send_event(&self.node, &self.uid, self.role, self.session, event)
+                .await;
+        };
+        let outcome = self
+            .inner
+            .send_event(
+                &self.node,
+                &self.uid,
+                self.role,
+                self.session,
+                event.clone(),
+            )
+            .await;
+        if !matches!(
+            outcome,
+            Err(DeliveryError::Gone | DeliveryError::Unreachable)
+        ) {
+            return outcome;
+        }
+        // The cached route may be stale (the peer was replaced, left, moved
+        // or its node died): forget it and ask Redis once.
+        let sender_role = self.role.peer();
         self.inner
-            .send_event(&self.node, &self.uid, self.role, self.session, event)
-            .await
+            .local
+            .set_route(&self.uid, sender_role, sender, None);
+        match self.inner.lookup_peer(&self.uid, sender_role, sender).await {
+            Ok(peer) => peer.deliver(event).await,
+            Err(_) => Err(DeliveryError::Gone),
+        }
     }
 }
 
@@ -1067,23 +1137,18 @@ impl Registry for RedisRegistry {
         if !inner.available() {
             return Err(RouteError::Registry(inner.unavailable()));
         }
-        let mut connection = inner.connection();
-        let (mine, peer, peer_away): (Option<String>, Option<String>, Option<String>) = inner
-            .call(
-                redis::cmd("HMGET")
-                    .arg(inner.keys.uid(uid))
-                    .arg(role.as_str())
-                    .arg(role.peer().as_str())
-                    .arg(format!("{}:away", role.peer().as_str()))
-                    .query_async(&mut connection),
-            )
-            .await?;
-        let me = format!("{}/{session}", inner.node);
-        if mine.as_deref().is_some_and(|holder| holder != me) {
-            return Err(RouteError::NotOwner);
+        if let Some((node, peer)) = inner.local.route(uid, role, session) {
+            return Ok(Peer::remote(Arc::new(RemotePeer {
+                inner: Arc::clone(inner),
+                node,
+                session: peer,
+                uid: uid.clone(),
+                role: role.peer(),
+                away: false,
+                cached_for: Some(session),
+            })));
         }
-        peer.and_then(|peer| inner.peer_seen(&peer, uid, role.peer(), peer_away.is_some()))
-            .ok_or(RouteError::NoPeer)
+        inner.lookup_peer(uid, role, session).await
     }
 
     fn census(&self) -> RegistryCensus {
