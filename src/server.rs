@@ -349,7 +349,10 @@ async fn readyz(State(hub): State<Hub>) -> (StatusCode, &'static str) {
 
 /// `GET /metrics`: Prometheus text format.
 async fn metrics(State(hub): State<Hub>) -> Response<Body> {
-    let mut response = Response::new(Body::from(telemetry::metrics::render(hub.census())));
+    let mut response = Response::new(Body::from(telemetry::metrics::render(
+        hub.census(),
+        hub.registry_available(),
+    )));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

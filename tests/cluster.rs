@@ -279,6 +279,11 @@ async fn redis_outage_keeps_local_pairs_fails_cross_node_clearly_and_recovers() 
     // Both nodes report not ready.
     for node in &cluster.nodes {
         wait_until("/readyz fails", async || !ready(node).await).await;
+        let metrics = http_get(node, "/metrics").await;
+        assert!(
+            metrics.contains("signalgate_registry_available 0"),
+            "{metrics}"
+        );
     }
     // Registration needs Redis.
     let mut newcomer = cluster.nodes[0].connect(Door::Ws).await;
@@ -304,6 +309,15 @@ async fn redis_outage_keeps_local_pairs_fails_cross_node_clearly_and_recovers() 
     cluster.redis.restart().await;
     for node in &cluster.nodes {
         wait_until("/readyz recovers", async || ready(node).await).await;
+        let metrics = http_get(node, "/metrics").await;
+        assert!(
+            metrics.contains("signalgate_registry_available 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("signalgate_cluster_frames_total{kind=\"deliver\",direction=\"out\"}"),
+            "{metrics}"
+        );
     }
     // The peer of the session that ended meanwhile is told.
     let event = tokio::time::timeout(Duration::from_secs(5), orphan_app.next_event())

@@ -32,6 +32,7 @@ use crate::core::{
     RegistryError, Rejection, RemoteSession, Role, RouteError, SessionExport, SessionExporter,
     SessionHandle, SessionId, Uid,
 };
+use crate::telemetry::metrics;
 use bus::Frame;
 use local::LocalTable;
 
@@ -311,6 +312,7 @@ impl Inner {
     }
 
     async fn publish(&self, node: &str, frame: &Frame) -> Result<i64, RegistryError> {
+        metrics::cluster_frame(&frame.t, "out");
         let payload =
             serde_json::to_string(frame).map_err(|e| RegistryError::Unavailable(e.to_string()))?;
         let mut connection = self.connection();
@@ -482,6 +484,7 @@ impl Inner {
                 return;
             }
         };
+        metrics::cluster_frame(&frame.t, "in");
         match frame.t.as_str() {
             "reply" => {
                 let Some(token) = frame.token else {
@@ -1025,7 +1028,8 @@ impl RemoteSession for RemotePeer {
             .set_route(&self.uid, sender_role, sender, None);
         match self.inner.lookup_peer(&self.uid, sender_role, sender).await {
             Ok(peer) => peer.deliver(event).await,
-            Err(_) => Err(DeliveryError::Gone),
+            Err(RouteError::Registry(_)) => Err(DeliveryError::Unreachable),
+            Err(RouteError::NoPeer | RouteError::NotOwner) => Err(DeliveryError::Gone),
         }
     }
 }

@@ -292,6 +292,11 @@ impl Hub {
         !self.is_shutting_down() && self.shared.registry.is_available()
     }
 
+    /// Whether the registry can serve registrations (Redis reachable).
+    pub fn registry_available(&self) -> bool {
+        self.shared.registry.is_available()
+    }
+
     /// Lets the registry leave the cluster (after the sessions closed).
     pub async fn leave(&self) {
         self.shared.registry.leave().await;

@@ -33,6 +33,11 @@ pub const RESUMES: &str = "signalgate_resumes_total";
 pub const RESUME_FAILURES: &str = "signalgate_resume_failures_total";
 /// Events replayed by resumes.
 pub const REPLAYED: &str = "signalgate_replayed_events_total";
+/// 1 while the pairing registry can serve registrations (always with the
+/// in-memory one; with Redis, while Redis is reachable).
+pub const REGISTRY_AVAILABLE: &str = "signalgate_registry_available";
+/// Frames exchanged with other nodes over Redis, by kind and direction.
+pub const CLUSTER_FRAMES: &str = "signalgate_cluster_frames_total";
 /// Connections refused before a session existed, by reason.
 pub const REFUSED: &str = "signalgate_refused_connections_total";
 
@@ -73,9 +78,23 @@ pub async fn run_upkeep(shutdown: tokio_util::sync::CancellationToken) {
     }
 }
 
+/// Counts a frame sent to (`out`) or received from (`in`) another node.
+pub fn cluster_frame(kind: &str, direction: &'static str) {
+    let kind = match kind {
+        "deliver" => "deliver",
+        "reply" => "reply",
+        "kill" => "kill",
+        "take" => "take",
+        "adopted" => "adopted",
+        _ => "other",
+    };
+    counter!(CLUSTER_FRAMES, "kind" => kind, "direction" => direction).increment(1);
+}
+
 /// Renders every metric in the Prometheus text format, with the gauges that
 /// are read from the hub at scrape time.
-pub fn render(census: Census) -> String {
+pub fn render(census: Census, registry_available: bool) -> String {
+    gauge!(REGISTRY_AVAILABLE).set(if registry_available { 1.0 } else { 0.0 });
     gauge!(AWAY_SESSIONS).set(census.away_sessions as f64);
     gauge!(OPEN_SESSIONS).set(census.open_sessions as f64);
     gauge!(PAIRS).set(census.registry.pairs as f64);
