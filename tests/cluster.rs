@@ -45,8 +45,8 @@ async fn racing_registrations_on_two_nodes_have_exactly_one_winner() {
             second.send("register", Some(register.clone()), Some(1)),
         );
         let ((first_events, first_closed), (second_events, second_closed)) = tokio::join!(
-            drain(&mut first, Duration::from_millis(500)),
-            drain(&mut second, Duration::from_millis(500)),
+            drain(&mut first, Duration::from_secs(1)),
+            drain(&mut second, Duration::from_secs(1)),
         );
         let first_lost = first_events.iter().any(is_replaced);
         let second_lost = second_events.iter().any(is_replaced);
