@@ -7,11 +7,20 @@
 //! another node travel as frames on that node's pub/sub channel; a relay
 //! waits for the receiving node's reply, so its sender learns about a slow
 //! or vanished peer exactly as on one node. This node's own sessions are
-//! mirrored in a [`local::LocalTable`], which serves pairs whose two
+//! mirrored in a local table, which serves pairs whose two
 //! sessions are both here without a round trip (and through an outage).
+//!
+//! - `bus`: the frames nodes exchange; `scripts`: the Lua scripts and
+//!   the Redis data model; `local`: this node's own sessions.
+//! - `channel`: this node's pub/sub channel in, and remote peers out.
+//! - `membership`: heartbeat, reaping dead nodes, re-asserting after an
+//!   outage; `handover`: the old node's side of a cross-node resume.
 
 mod bus;
+mod channel;
+mod handover;
 mod local;
+mod membership;
 mod scripts;
 
 use std::collections::{HashMap, HashSet};
@@ -21,19 +30,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::core::{
-    Bound, DeliveryError, ErrorCode, Event, Identity, Peer, Registry, RegistryCensus,
-    RegistryError, Rejection, RemoteSession, Role, RouteError, SessionExport, SessionExporter,
-    SessionHandle, SessionId, Uid,
+    Bound, ErrorCode, Identity, Peer, Registry, RegistryCensus, RegistryError, Rejection, Role,
+    RouteError, SessionExport, SessionExporter, SessionHandle, SessionId, Uid,
 };
 use crate::telemetry::metrics;
 use bus::Frame;
+use channel::RemotePeer;
 use local::LocalTable;
 
 /// How long one Redis command may take before the registry counts Redis as
@@ -244,6 +252,14 @@ impl RedisRegistry {
     }
 }
 
+impl Drop for RedisRegistry {
+    /// Stops the background tasks (they hold only the shared state) even
+    /// when the gateway never served and so never left.
+    fn drop(&mut self) {
+        self.inner.stop.cancel();
+    }
+}
+
 impl Inner {
     fn available(&self) -> bool {
         self.subscribed.load(Ordering::Acquire) && self.heartbeat_ok.load(Ordering::Acquire)
@@ -325,69 +341,6 @@ impl Inner {
         .await
     }
 
-    /// Sends an event to a session on another node. A relay waits for the
-    /// node's reply; other events only for Redis to take them.
-    async fn send_event(
-        &self,
-        node: &str,
-        uid: &Uid,
-        role: Role,
-        session: SessionId,
-        event: Event,
-    ) -> Result<(), DeliveryError> {
-        if !self.available() {
-            return Err(DeliveryError::Unreachable);
-        }
-        let (name, data) = bus::encode_event(&event).map_err(|error| {
-            warn!(%error, "event not sent to a remote peer");
-            DeliveryError::Unreachable
-        })?;
-        let wants_reply = matches!(event, Event::Relayed(_));
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let reply = wants_reply.then(|| {
-            let (sender, receiver) = oneshot::channel();
-            lock(&self.pending).insert(token, sender);
-            receiver
-        });
-        let frame = Frame {
-            t: "deliver".into(),
-            uid: Some(uid.as_str().to_owned()),
-            role: Some(role.as_str().to_owned()),
-            session: Some(session.to_string()),
-            event: Some(name),
-            data,
-            reply_node: wants_reply.then(|| self.node.clone()),
-            token: wants_reply.then_some(token),
-            ..Frame::default()
-        };
-        let forget = || {
-            lock(&self.pending).remove(&token);
-        };
-        match self.publish(node, &frame).await {
-            Ok(receivers) if receivers > 0 => {}
-            Ok(_) => {
-                // Nobody listens on the node's channel: it is dead (and
-                // about to be reaped) or cut off from Redis.
-                forget();
-                return Err(DeliveryError::Unreachable);
-            }
-            Err(_) => {
-                forget();
-                return Err(DeliveryError::Unreachable);
-            }
-        }
-        let Some(reply) = reply else {
-            return Ok(());
-        };
-        match tokio::time::timeout(REPLY_TIMEOUT, reply).await {
-            Ok(Ok(reply)) => bus::decode_outcome(reply.outcome.as_deref().unwrap_or("")),
-            _ => {
-                forget();
-                Err(DeliveryError::Unreachable)
-            }
-        }
-    }
-
     /// Asks Redis who holds the other role of `session`'s uid (checking
     /// that `session` still holds its own), and caches a remote answer.
     async fn lookup_peer(
@@ -424,614 +377,12 @@ impl Inner {
             .peer_seen(&peer, uid, role.peer(), peer_away.is_some())
             .ok_or(RouteError::NoPeer)
     }
-
-    /// SUBSCRIBE to this node's channel on a dedicated connection.
-    async fn subscribe(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        let mut pubsub = tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| {
-                redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-            })??;
-        pubsub.subscribe(self.keys.channel(&self.node)).await?;
-        self.subscribed.store(true, Ordering::Release);
-        Ok(pubsub)
-    }
-
-    /// Receives frames for this node; resubscribes after Redis comes back
-    /// and then re-asserts this node's bindings.
-    async fn listen(self: Arc<Self>, mut first: Option<redis::aio::PubSub>) {
-        loop {
-            let pubsub = match first.take() {
-                Some(pubsub) => pubsub,
-                None => match self.subscribe().await {
-                    Ok(pubsub) => {
-                        info!(node = %self.node, "resubscribed to Redis");
-                        self.beat_now.notify_one();
-                        self.reassert.notify_one();
-                        pubsub
-                    }
-                    Err(error) => {
-                        debug!(%error, "Redis subscription failed; retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(RECONNECT_BACKOFF) => continue,
-                            () = self.stop.cancelled() => return,
-                        }
-                    }
-                },
-            };
-            let mut frames = pubsub.into_on_message();
-            loop {
-                tokio::select! {
-                    message = frames.next() => match message {
-                        Some(message) => self.receive(message.get_payload_bytes()),
-                        None => break,
-                    },
-                    () = self.stop.cancelled() => return,
-                }
-            }
-            self.subscribed.store(false, Ordering::Release);
-            self.heartbeat_ok.store(false, Ordering::Release);
-            warn!(node = %self.node, "lost the Redis subscription: cross-node relays fail until it returns");
-        }
-    }
-
-    /// Handles one frame from another node.
-    fn receive(self: &Arc<Self>, payload: &[u8]) {
-        let frame: Frame = match serde_json::from_slice(payload) {
-            Ok(frame) => frame,
-            Err(error) => {
-                warn!(%error, "malformed frame on the node channel");
-                return;
-            }
-        };
-        metrics::cluster_frame(&frame.t, "in");
-        match frame.t.as_str() {
-            "reply" => {
-                let Some(token) = frame.token else {
-                    return;
-                };
-                if let Some(waiter) = lock(&self.pending).remove(&token) {
-                    let _ = waiter.send(frame);
-                }
-            }
-            "take" => self.hand_over(frame),
-            "deliver" => {
-                if let Some(frame) = self.divert_if_moved(frame) {
-                    let outcome = self.deliver_here(&frame);
-                    self.answer(&frame, outcome);
-                }
-            }
-            "adopted" => self.adopted(&frame),
-            "kill" => {
-                let Some(frame) = self.divert_if_moved(frame) else {
-                    return;
-                };
-                let Some((uid, role, session)) = target(&frame) else {
-                    return;
-                };
-                let code = frame
-                    .code
-                    .as_deref()
-                    .and_then(ErrorCode::parse)
-                    .unwrap_or(ErrorCode::Replaced);
-                let handle = {
-                    let mut early = lock(&self.early_kills);
-                    let handle = self.local.get(&uid, role, Some(session));
-                    match &handle {
-                        Some(_) => {
-                            self.local.unbind(&uid, role, session);
-                        }
-                        None => {
-                            // Its bind has not finished here yet: the bind
-                            // will find this and give the slot up.
-                            let now = std::time::Instant::now();
-                            early.retain(|_, (_, at)| now.duration_since(*at) < EARLY_KILL_MEMORY);
-                            early.insert(session, (code, now));
-                        }
-                    }
-                    handle
-                };
-                if let Some(handle) = handle {
-                    handle.kill(code);
-                }
-            }
-            other => warn!(kind = other, "unknown frame on the node channel"),
-        }
-    }
-
-    /// Answers another node's `take`: the hub validates the resume and lets
-    /// go of the session, which leaves this node's table (its Redis entry
-    /// is moved by the taking node).
-    fn hand_over(self: &Arc<Self>, frame: Frame) {
-        let (Some(node), Some(token)) = (frame.reply_node.clone(), frame.token) else {
-            return;
-        };
-        let identity = frame.subject.clone().map(|subject| Identity {
-            subject,
-            role: frame.role_limit.as_deref().and_then(parse_role),
-        });
-        let exporter = self.exporter.get().and_then(std::sync::Weak::upgrade);
-        let exported = match exporter {
-            Some(exporter) => exporter.export(
-                frame.resume_token.as_deref().unwrap_or(""),
-                frame.last_seq.unwrap_or(0),
-                identity.as_ref(),
-            ),
-            None => Err(Rejection::new(
-                ErrorCode::Unavailable,
-                "the node is stopping",
-            )),
-        };
-        let reply = match exported.and_then(|export| {
-            lock(&self.moved).insert(
-                export.session_id,
-                Moved::Holding {
-                    to: node.clone(),
-                    frames: Vec::new(),
-                    since: std::time::Instant::now(),
-                },
-            );
-            self.local
-                .unbind(&export.uid, export.role, export.session_id);
-            bus::encode_export(&export)
-                .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))
-        }) {
-            Ok(wire) => Frame {
-                t: "reply".into(),
-                token: Some(token),
-                outcome: Some("exported".into()),
-                export: Some(wire),
-                ..Frame::default()
-            },
-            Err(rejection) => Frame {
-                t: "reply".into(),
-                token: Some(token),
-                outcome: Some("refused".into()),
-                code: Some(rejection.code.as_str().to_owned()),
-                message: Some(rejection.message.into_owned()),
-                ..Frame::default()
-            },
-        };
-        let inner = Arc::clone(self);
-        tokio::spawn(async move {
-            let _ = inner.publish(&node, &reply).await;
-        });
-    }
-
-    /// Sends the outcome of a `deliver` to its sender, if it asked.
-    fn answer(self: &Arc<Self>, frame: &Frame, outcome: Result<(), DeliveryError>) {
-        if let (Some(node), Some(token)) = (frame.reply_node.clone(), frame.token) {
-            let reply = Frame {
-                t: "reply".into(),
-                token: Some(token),
-                outcome: Some(bus::encode_outcome(outcome).to_owned()),
-                ..Frame::default()
-            };
-            let inner = Arc::clone(self);
-            tokio::spawn(async move {
-                let _ = inner.publish(&node, &reply).await;
-            });
-        }
-    }
-
-    /// A frame for a session this node handed over is held or forwarded
-    /// (`None`); any other is returned to be handled here.
-    fn divert_if_moved(self: &Arc<Self>, frame: Frame) -> Option<Frame> {
-        let session = frame.session.as_deref().and_then(SessionId::parse)?;
-        let mut moved = lock(&self.moved);
-        match moved.get_mut(&session) {
-            None => Some(frame),
-            Some(Moved::Holding { frames, .. }) if frames.len() < MAX_HELD_FRAMES => {
-                frames.push(frame);
-                None
-            }
-            Some(Moved::Holding { .. }) => {
-                drop(moved);
-                self.answer(&frame, Err(DeliveryError::SlowConsumer));
-                None
-            }
-            Some(Moved::Forwarding { to, .. }) => {
-                let (to, inner) = (to.clone(), Arc::clone(self));
-                tokio::spawn(async move {
-                    let _ = inner.publish(&to, &frame).await;
-                });
-                None
-            }
-        }
-    }
-
-    /// The new node bound (or failed to bind) a session this node handed
-    /// over: forward what was held, or refuse it.
-    fn adopted(self: &Arc<Self>, frame: &Frame) {
-        let Some(session) = frame.session.as_deref().and_then(SessionId::parse) else {
-            return;
-        };
-        let bound = frame.outcome.as_deref() == Some("bound");
-        let held = {
-            let mut moved = lock(&self.moved);
-            let Some(Moved::Holding { to, frames, .. }) = moved.remove(&session) else {
-                return;
-            };
-            if bound {
-                moved.insert(
-                    session,
-                    Moved::Forwarding {
-                        to: to.clone(),
-                        since: std::time::Instant::now(),
-                    },
-                );
-            }
-            (to, frames)
-        };
-        let (to, frames) = held;
-        if bound {
-            let inner = Arc::clone(self);
-            tokio::spawn(async move {
-                // In order, one after another.
-                for frame in frames {
-                    let _ = inner.publish(&to, &frame).await;
-                }
-            });
-        } else {
-            for frame in frames {
-                self.answer(&frame, Err(DeliveryError::Gone));
-            }
-        }
-    }
-
-    /// Forgets handed-over sessions after a while; frames held for a new
-    /// node that never confirmed are refused.
-    fn expire_moved(self: &Arc<Self>) {
-        let now = std::time::Instant::now();
-        let mut refused = Vec::new();
-        lock(&self.moved).retain(|_, moved| match moved {
-            Moved::Holding { frames, since, .. } => {
-                let keep = now.duration_since(*since) < HOLD_FOR_NEW_NODE;
-                if !keep {
-                    refused.append(frames);
-                }
-                keep
-            }
-            Moved::Forwarding { since, .. } => now.duration_since(*since) < FORWARD_FOR,
-        });
-        for frame in refused {
-            self.answer(&frame, Err(DeliveryError::Unreachable));
-        }
-    }
-
-    fn deliver_here(&self, frame: &Frame) -> Result<(), DeliveryError> {
-        let (uid, role, session) = target(frame).ok_or(DeliveryError::Gone)?;
-        let event = bus::decode_event(frame.event.as_deref().unwrap_or(""), frame.data.as_deref())
-            .map_err(|error| {
-                warn!(%error, "undeliverable frame");
-                DeliveryError::Gone
-            })?;
-        let handle = self
-            .local
-            .get(&uid, role, Some(session))
-            .ok_or(DeliveryError::Gone)?;
-        handle.deliver(event)
-    }
-
-    /// `SET alive PX ttl GET` and membership in the nodes set. Returns
-    /// whether the heartbeat key was still there.
-    async fn beat(&self) -> Result<bool, RegistryError> {
-        let mut connection = self.connection();
-        let ttl_ms = self.node_ttl.as_millis() as u64;
-        let (previous, _): (Option<String>, i64) = self
-            .call(
-                redis::pipe()
-                    .cmd("SET")
-                    .arg(self.keys.alive(&self.node))
-                    .arg(1)
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .arg("GET")
-                    .cmd("SADD")
-                    .arg(self.keys.nodes())
-                    .arg(&self.node)
-                    .query_async(&mut connection),
-            )
-            .await?;
-        Ok(previous.is_some())
-    }
-
-    /// Renews the heartbeat every third of the TTL and reaps dead nodes.
-    async fn heartbeat(self: Arc<Self>) {
-        let interval = self.node_ttl / 3;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                () = self.beat_now.notified() => {}
-                () = self.stop.cancelled() => return,
-            }
-            let was_ok = self.heartbeat_ok.load(Ordering::Acquire);
-            match self.beat().await {
-                Ok(key_was_there) => {
-                    if !was_ok || !key_was_there {
-                        // Writes may have been lost while Redis was away, or
-                        // Redis restarted empty: put this node's state back.
-                        self.reassert.notify_one();
-                    }
-                    if self.subscribed.load(Ordering::Acquire)
-                        && !self.heartbeat_ok.swap(true, Ordering::AcqRel)
-                    {
-                        info!(node = %self.node, "Redis reachable again");
-                    }
-                    self.expire_moved();
-                    if let Err(error) = self.reap_dead_nodes().await {
-                        debug!(%error, "reaping dead nodes failed");
-                    }
-                }
-                Err(error) => debug!(%error, "heartbeat failed"),
-            }
-        }
-    }
-
-    /// Frees the bindings of every node whose heartbeat expired and tells
-    /// their peers `byebye` (the script publishes it).
-    async fn reap_dead_nodes(&self) -> Result<(), RegistryError> {
-        let mut connection = self.connection();
-        let nodes: Vec<String> = self
-            .call(
-                redis::cmd("SMEMBERS")
-                    .arg(self.keys.nodes())
-                    .query_async(&mut connection),
-            )
-            .await?;
-        for node in nodes.iter().filter(|node| **node != self.node) {
-            let alive: bool = self
-                .call(
-                    redis::cmd("EXISTS")
-                        .arg(self.keys.alive(node))
-                        .query_async(&mut connection),
-                )
-                .await?;
-            if alive {
-                continue;
-            }
-            let mut freed_all = false;
-            while !freed_all {
-                let left: i64 = self
-                    .call(
-                        scripts::REAP
-                            .key(self.keys.bindings(node))
-                            .key(self.keys.alive(node))
-                            .key(self.keys.nodes())
-                            .arg(node)
-                            .arg(&self.keys.prefix)
-                            .arg(REAP_BATCH)
-                            .invoke_async(&mut connection),
-                    )
-                    .await?;
-                freed_all = left <= 0;
-            }
-            info!(dead_node = %node, "reaped a node whose heartbeat expired");
-        }
-        Ok(())
-    }
-
-    /// Runs [`Inner::reassert_bindings`] whenever asked, until it succeeds.
-    async fn reasserter(self: Arc<Self>) {
-        loop {
-            tokio::select! {
-                () = self.reassert.notified() => {}
-                () = self.stop.cancelled() => return,
-            }
-            while let Err(error) = self.reassert_bindings().await {
-                debug!(%error, "re-asserting bindings failed; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(RECONNECT_BACKOFF) => {}
-                    () = self.stop.cancelled() => return,
-                }
-            }
-            if lock(&self.pending_releases).is_empty() {
-                continue;
-            }
-            // Give the other nodes a heartbeat to re-assert their own
-            // bindings (Redis may have come back empty), so that the peers
-            // of sessions that ended meanwhile can be found and told.
-            tokio::select! {
-                () = tokio::time::sleep(self.node_ttl / 2) => {}
-                () = self.stop.cancelled() => return,
-            }
-            if let Err(error) = self.release_pending().await {
-                debug!(%error, "releasing bindings of ended sessions failed");
-                self.reassert.notify_one();
-            }
-        }
-    }
-
-    /// Frees the entries of sessions that ended while Redis was
-    /// unreachable and tells their peers `byebye`.
-    async fn release_pending(self: &Arc<Self>) -> Result<(), RegistryError> {
-        let pending = std::mem::take(&mut *lock(&self.pending_releases));
-        let mut connection = self.connection();
-        for (index, (uid, role, session)) in pending.iter().enumerate() {
-            let me = format!("{}/{session}", self.node);
-            let outcome: Result<(i64, String), _> = self
-                .call(
-                    scripts::UNBIND
-                        .key(self.keys.uid(uid))
-                        .key(self.keys.bindings(&self.node))
-                        .arg(role.as_str())
-                        .arg(role.peer().as_str())
-                        .arg(&me)
-                        .arg(member(uid, *role))
-                        .invoke_async(&mut connection),
-                )
-                .await;
-            let peer = match outcome {
-                // Freed, or not there at all (Redis came back empty): the
-                // other role, if anyone holds it, has lost its peer.
-                Ok((1 | 2, peer)) => peer,
-                Ok(_) => continue,
-                Err(error) => {
-                    lock(&self.pending_releases).extend(pending[index..].iter().cloned());
-                    return Err(error);
-                }
-            };
-            // A peer on this node was told when the session ended.
-            let remote = split_holder(&peer).is_some_and(|(node, _)| node != self.node);
-            if remote && let Some(peer) = self.peer_from(&peer, uid, role.peer()) {
-                let _ = peer.deliver(Event::ByeBye).await;
-            }
-        }
-        info!(node = %self.node, released = pending.len(), "freed the bindings of sessions that ended while Redis was unreachable");
-        Ok(())
-    }
-
-    /// Makes Redis agree with this node again: every local binding is
-    /// re-asserted (or, if another session took it meanwhile, closed as
-    /// `REPLACED`), and every entry of this node's set that no local
-    /// session holds any more is freed, its peer told `byebye`.
-    async fn reassert_bindings(self: &Arc<Self>) -> Result<(), RegistryError> {
-        let mut connection = self.connection();
-        let held = self.local.snapshot();
-        let mut replaced = 0usize;
-        for (uid, role, handle, epoch) in &held {
-            let me = format!("{}/{}", self.node, handle.id());
-            let (status, other): (i64, String) = self
-                .call(
-                    scripts::REBIND
-                        .key(self.keys.uid(uid))
-                        .key(self.keys.bindings(&self.node))
-                        .arg(role.as_str())
-                        .arg(role.peer().as_str())
-                        .arg(&me)
-                        .arg(member(uid, *role))
-                        .arg(*epoch)
-                        .invoke_async(&mut connection),
-                )
-                .await?;
-            if status == 0 {
-                debug!(%uid, %role, holder = %other, "lost a binding while Redis was unreachable");
-                self.local.unbind(uid, *role, handle.id());
-                handle.kill(ErrorCode::Replaced);
-                replaced += 1;
-            }
-        }
-        let members: Vec<String> = self
-            .call(
-                redis::cmd("SMEMBERS")
-                    .arg(self.keys.bindings(&self.node))
-                    .query_async(&mut connection),
-            )
-            .await?;
-        let mut released = 0usize;
-        for entry in members {
-            let Some((role, uid)) = entry
-                .split_once(':')
-                .and_then(|(role, uid)| Some((parse_role(role)?, Uid::new(uid).ok()?)))
-            else {
-                continue;
-            };
-            if self.local.contains(&uid, role) {
-                continue;
-            }
-            let peer: String = self
-                .call(
-                    scripts::RELEASE_STALE
-                        .key(self.keys.uid(&uid))
-                        .key(self.keys.bindings(&self.node))
-                        .arg(role.as_str())
-                        .arg(role.peer().as_str())
-                        .arg(&self.node)
-                        .arg(&entry)
-                        .invoke_async(&mut connection),
-                )
-                .await?;
-            released += 1;
-            if let Some(peer) = self.peer_from(&peer, &uid, role.peer()) {
-                let _ = peer.deliver(Event::ByeBye).await;
-            }
-        }
-        info!(node = %self.node, held = held.len(), replaced, released, "re-asserted this node's bindings in Redis");
-        Ok(())
-    }
-}
-
-/// (uid, role, session) a `deliver` or `kill` frame is for.
-fn target(frame: &Frame) -> Option<(Uid, Role, SessionId)> {
-    let uid = Uid::new(frame.uid.as_deref()?).ok()?;
-    let role = parse_role(frame.role.as_deref()?)?;
-    let session = SessionId::parse(frame.session.as_deref()?)?;
-    Some((uid, role, session))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A session on another node.
-struct RemotePeer {
-    inner: Arc<Inner>,
-    node: String,
-    session: SessionId,
-    uid: Uid,
-    role: Role,
-    away: bool,
-    /// Set when this peer came from the route cache of that session (the
-    /// sender): a delivery that finds the peer gone looks again in Redis.
-    cached_for: Option<SessionId>,
-}
-
-impl fmt::Debug for RemotePeer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RemotePeer")
-            .field("node", &self.node)
-            .field("session", &self.session)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl RemoteSession for RemotePeer {
-    fn id(&self) -> SessionId {
-        self.session
-    }
-
-    fn is_away(&self) -> bool {
-        self.away
-    }
-
-    async fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
-        let Some(sender) = self.cached_for else {
-            return self
-                .inner
-                .send_event(&self.node, &self.uid, self.role, self.session, event)
-                .await;
-        };
-        let outcome = self
-            .inner
-            .send_event(
-                &self.node,
-                &self.uid,
-                self.role,
-                self.session,
-                event.clone(),
-            )
-            .await;
-        if !matches!(
-            outcome,
-            Err(DeliveryError::Gone | DeliveryError::Unreachable)
-        ) {
-            return outcome;
-        }
-        // The cached route may be stale (the peer was replaced, left, moved
-        // or its node died): forget it and ask Redis once.
-        let sender_role = self.role.peer();
-        self.inner
-            .local
-            .set_route(&self.uid, sender_role, sender, None);
-        match self.inner.lookup_peer(&self.uid, sender_role, sender).await {
-            Ok(peer) => peer.deliver(event).await,
-            Err(RouteError::Registry(_)) => Err(DeliveryError::Unreachable),
-            Err(RouteError::NoPeer | RouteError::NotOwner) => Err(DeliveryError::Gone),
-        }
-    }
 }
 
 #[async_trait]

@@ -1,0 +1,306 @@
+//! The node channel: frames from other nodes arrive here, and events for
+//! sessions on other nodes leave through [`RemotePeer`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use super::bus::{self, Frame};
+use super::{
+    COMMAND_TIMEOUT, EARLY_KILL_MEMORY, Inner, RECONNECT_BACKOFF, REPLY_TIMEOUT, lock, parse_role,
+};
+use crate::core::{
+    DeliveryError, ErrorCode, Event, RemoteSession, Role, RouteError, SessionId, Uid,
+};
+use crate::telemetry::metrics;
+
+impl Inner {
+    /// SUBSCRIBE to this node's channel on a dedicated connection.
+    pub(super) async fn subscribe(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        let mut pubsub = tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+            })??;
+        pubsub.subscribe(self.keys.channel(&self.node)).await?;
+        self.subscribed.store(true, Ordering::Release);
+        Ok(pubsub)
+    }
+
+    /// Receives frames for this node; resubscribes after Redis comes back
+    /// and then re-asserts this node's bindings.
+    pub(super) async fn listen(self: Arc<Self>, mut first: Option<redis::aio::PubSub>) {
+        loop {
+            let pubsub = match first.take() {
+                Some(pubsub) => pubsub,
+                None => match self.subscribe().await {
+                    Ok(pubsub) => {
+                        info!(node = %self.node, "resubscribed to Redis");
+                        self.beat_now.notify_one();
+                        self.reassert.notify_one();
+                        pubsub
+                    }
+                    Err(error) => {
+                        debug!(%error, "Redis subscription failed; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(RECONNECT_BACKOFF) => continue,
+                            () = self.stop.cancelled() => return,
+                        }
+                    }
+                },
+            };
+            let mut frames = pubsub.into_on_message();
+            loop {
+                tokio::select! {
+                    message = frames.next() => match message {
+                        Some(message) => self.receive(message.get_payload_bytes()),
+                        None => break,
+                    },
+                    () = self.stop.cancelled() => return,
+                }
+            }
+            self.subscribed.store(false, Ordering::Release);
+            self.heartbeat_ok.store(false, Ordering::Release);
+            warn!(node = %self.node, "lost the Redis subscription: cross-node relays fail until it returns");
+        }
+    }
+
+    /// Handles one frame from another node.
+    pub(super) fn receive(self: &Arc<Self>, payload: &[u8]) {
+        let frame: Frame = match serde_json::from_slice(payload) {
+            Ok(frame) => frame,
+            Err(error) => {
+                warn!(%error, "malformed frame on the node channel");
+                return;
+            }
+        };
+        metrics::cluster_frame(&frame.t, "in");
+        match frame.t.as_str() {
+            "reply" => {
+                let Some(token) = frame.token else {
+                    return;
+                };
+                if let Some(waiter) = lock(&self.pending).remove(&token) {
+                    let _ = waiter.send(frame);
+                }
+            }
+            "take" => self.hand_over(frame),
+            "deliver" => {
+                if let Some(frame) = self.divert_if_moved(frame) {
+                    let outcome = self.deliver_here(&frame);
+                    self.answer(&frame, outcome);
+                }
+            }
+            "adopted" => self.adopted(&frame),
+            "kill" => {
+                let Some(frame) = self.divert_if_moved(frame) else {
+                    return;
+                };
+                let Some((uid, role, session)) = target(&frame) else {
+                    return;
+                };
+                let code = frame
+                    .code
+                    .as_deref()
+                    .and_then(ErrorCode::parse)
+                    .unwrap_or(ErrorCode::Replaced);
+                let handle = {
+                    let mut early = lock(&self.early_kills);
+                    let handle = self.local.get(&uid, role, Some(session));
+                    match &handle {
+                        Some(_) => {
+                            self.local.unbind(&uid, role, session);
+                        }
+                        None => {
+                            // Its bind has not finished here yet: the bind
+                            // will find this and give the slot up.
+                            let now = std::time::Instant::now();
+                            early.retain(|_, (_, at)| now.duration_since(*at) < EARLY_KILL_MEMORY);
+                            early.insert(session, (code, now));
+                        }
+                    }
+                    handle
+                };
+                if let Some(handle) = handle {
+                    handle.kill(code);
+                }
+            }
+            other => warn!(kind = other, "unknown frame on the node channel"),
+        }
+    }
+
+    /// Sends the outcome of a `deliver` to its sender, if it asked.
+    pub(super) fn answer(self: &Arc<Self>, frame: &Frame, outcome: Result<(), DeliveryError>) {
+        if let (Some(node), Some(token)) = (frame.reply_node.clone(), frame.token) {
+            let reply = Frame {
+                t: "reply".into(),
+                token: Some(token),
+                outcome: Some(bus::encode_outcome(outcome).to_owned()),
+                ..Frame::default()
+            };
+            let inner = Arc::clone(self);
+            tokio::spawn(async move {
+                let _ = inner.publish(&node, &reply).await;
+            });
+        }
+    }
+
+    pub(super) fn deliver_here(&self, frame: &Frame) -> Result<(), DeliveryError> {
+        let (uid, role, session) = target(frame).ok_or(DeliveryError::Gone)?;
+        let event = bus::decode_event(frame.event.as_deref().unwrap_or(""), frame.data.as_deref())
+            .map_err(|error| {
+                warn!(%error, "undeliverable frame");
+                DeliveryError::Gone
+            })?;
+        let handle = self
+            .local
+            .get(&uid, role, Some(session))
+            .ok_or(DeliveryError::Gone)?;
+        handle.deliver(event)
+    }
+
+    /// Sends an event to a session on another node. A relay waits for the
+    /// node's reply; other events only for Redis to take them.
+    pub(super) async fn send_event(
+        &self,
+        node: &str,
+        uid: &Uid,
+        role: Role,
+        session: SessionId,
+        event: Event,
+    ) -> Result<(), DeliveryError> {
+        if !self.available() {
+            return Err(DeliveryError::Unreachable);
+        }
+        let (name, data) = bus::encode_event(&event).map_err(|error| {
+            warn!(%error, "event not sent to a remote peer");
+            DeliveryError::Unreachable
+        })?;
+        let wants_reply = matches!(event, Event::Relayed(_));
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let reply = wants_reply.then(|| {
+            let (sender, receiver) = oneshot::channel();
+            lock(&self.pending).insert(token, sender);
+            receiver
+        });
+        let frame = Frame {
+            t: "deliver".into(),
+            uid: Some(uid.as_str().to_owned()),
+            role: Some(role.as_str().to_owned()),
+            session: Some(session.to_string()),
+            event: Some(name),
+            data,
+            reply_node: wants_reply.then(|| self.node.clone()),
+            token: wants_reply.then_some(token),
+            ..Frame::default()
+        };
+        let forget = || {
+            lock(&self.pending).remove(&token);
+        };
+        match self.publish(node, &frame).await {
+            Ok(receivers) if receivers > 0 => {}
+            Ok(_) => {
+                // Nobody listens on the node's channel: it is dead (and
+                // about to be reaped) or cut off from Redis.
+                forget();
+                return Err(DeliveryError::Unreachable);
+            }
+            Err(_) => {
+                forget();
+                return Err(DeliveryError::Unreachable);
+            }
+        }
+        let Some(reply) = reply else {
+            return Ok(());
+        };
+        match tokio::time::timeout(REPLY_TIMEOUT, reply).await {
+            Ok(Ok(reply)) => bus::decode_outcome(reply.outcome.as_deref().unwrap_or("")),
+            _ => {
+                forget();
+                Err(DeliveryError::Unreachable)
+            }
+        }
+    }
+}
+
+/// (uid, role, session) a `deliver` or `kill` frame is for.
+fn target(frame: &Frame) -> Option<(Uid, Role, SessionId)> {
+    let uid = Uid::new(frame.uid.as_deref()?).ok()?;
+    let role = parse_role(frame.role.as_deref()?)?;
+    let session = SessionId::parse(frame.session.as_deref()?)?;
+    Some((uid, role, session))
+}
+
+/// A session on another node.
+pub(super) struct RemotePeer {
+    pub(super) inner: Arc<Inner>,
+    pub(super) node: String,
+    pub(super) session: SessionId,
+    pub(super) uid: Uid,
+    pub(super) role: Role,
+    pub(super) away: bool,
+    /// Set when this peer came from the route cache of that session (the
+    /// sender): a delivery that finds the peer gone looks again in Redis.
+    pub(super) cached_for: Option<SessionId>,
+}
+
+impl fmt::Debug for RemotePeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemotePeer")
+            .field("node", &self.node)
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl RemoteSession for RemotePeer {
+    fn id(&self) -> SessionId {
+        self.session
+    }
+
+    fn is_away(&self) -> bool {
+        self.away
+    }
+
+    async fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
+        let Some(sender) = self.cached_for else {
+            return self
+                .inner
+                .send_event(&self.node, &self.uid, self.role, self.session, event)
+                .await;
+        };
+        let outcome = self
+            .inner
+            .send_event(
+                &self.node,
+                &self.uid,
+                self.role,
+                self.session,
+                event.clone(),
+            )
+            .await;
+        if !matches!(
+            outcome,
+            Err(DeliveryError::Gone | DeliveryError::Unreachable)
+        ) {
+            return outcome;
+        }
+        // The cached route may be stale (the peer was replaced, left, moved
+        // or its node died): forget it and ask Redis once.
+        let sender_role = self.role.peer();
+        self.inner
+            .local
+            .set_route(&self.uid, sender_role, sender, None);
+        match self.inner.lookup_peer(&self.uid, sender_role, sender).await {
+            Ok(peer) => peer.deliver(event).await,
+            Err(RouteError::Registry(_)) => Err(DeliveryError::Unreachable),
+            Err(RouteError::NoPeer | RouteError::NotOwner) => Err(DeliveryError::Gone),
+        }
+    }
+}
