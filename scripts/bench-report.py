@@ -57,6 +57,7 @@ rmax = ("max µs", lambda r: fmt(r["rtt_max_us"]))
 loss = ("sent / received", lambda r: f"{r['sent']:,} / {r['received']:,}")
 cpu = ("server CPU µs/relay", lambda r: fmt(r.get("server_cpu_us_per_relay"), 2))
 setup = ("setup sessions/s", lambda r: fmt(r["setup_sessions_per_second"]))
+setup_cpu = ("server CPU µs/session setup", lambda r: fmt(r.get("server_cpu_us_per_setup")))
 rss = ("server RSS KiB/conn", lambda r: fmt(r.get("server_rss_kib_per_connection"), 1))
 rss_total = ("server RSS MiB", lambda r: fmt(r.get("server_rss_mib"), 1))
 
@@ -141,7 +142,15 @@ for door, goal in (("ws", 8), ("grpc", 24)):
         targets.append(target_line(f"idle memory per {door} connection", f"≤ {goal} KiB at 100k", f"{value:.1f} KiB at {2 * biggest['pairs']:,} (100k impossible here: fd cap)", value <= goal))
 setup_ratio = ratio("saturated", "ws", "setup_sessions_per_second", better="higher")
 if setup_ratio:
-    targets.append(target_line("sessions set up per second", "≥ 10x seed", f"{setup_ratio:.1f}x", setup_ratio >= 10))
+    targets.append(target_line("sessions set up per second (as driven)", "≥ 10x seed", f"{setup_ratio:.1f}x (saturated scenario; bounded by the load generator's core)", setup_ratio >= 10))
+common_idle = [r["pairs"] for r in rows if r["label"].startswith("idle-") and r["label"].endswith("/ws") and by_label.get(r["label"].rsplit("/", 1)[0] + "/seed", {}).get("server_cpu_us_per_setup") and r.get("server_cpu_us_per_setup")]
+biggest_idle = max(common_idle, default=None)
+if biggest_idle:
+    seed_setup = by_label.get(f"idle-{2 * biggest_idle}/seed", {}).get("server_cpu_us_per_setup")
+    ws_setup = by_label.get(f"idle-{2 * biggest_idle}/ws", {}).get("server_cpu_us_per_setup")
+    if seed_setup and ws_setup:
+        capacity = seed_setup / ws_setup
+        targets.append(target_line("server CPU per session set up (ws)", "≥ 10x seed's capacity", f"{ws_setup:.0f} µs vs seed {seed_setup:.0f} µs ({capacity:.1f}x, {2 * biggest_idle:,} sessions)", capacity >= 10))
 lost = sum(row["sent"] - row["received"] for row in rows if not row["label"].startswith("idle"))
 targets.append(target_line("messages lost", "0 in every scenario", f"{lost}", lost == 0))
 
@@ -195,7 +204,7 @@ Latency here is the time for one pair's whole exchange.
 
 ## Idle scale: registered and paired connections
 
-{table("idle-", [("scenario", lambda r: r["label"]), setup, rss_total, rss])}
+{table("idle-", [("scenario", lambda r: r["label"]), setup, setup_cpu, rss_total, rss])}
 
 """
 if cluster_rows:

@@ -145,6 +145,10 @@ pub struct BenchReport {
     pub server_rss_kib_per_connection: Option<f64>,
     /// Server RSS after setup, MiB.
     pub server_rss_mib: Option<f64>,
+    /// Server CPU microseconds per session set up (connect + register),
+    /// over the setup phase: what the server itself can sustain, whether
+    /// or not the load generator keeps up.
+    pub server_cpu_us_per_setup: Option<f64>,
 }
 
 /// Reads (CPU seconds, RSS bytes) of a process from /proc.
@@ -357,6 +361,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("setting up pairs: {e}"))?;
     let setup = setup_started.elapsed();
+    let after_setup = args.server_pid.and_then(process_usage);
     let doors = if args.seed {
         "seed (socket.io)".to_owned()
     } else {
@@ -370,6 +375,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         ..BenchReport::default()
     };
     let connections = 2 * pairs.len();
+    if let (Some((cpu_before, _)), Some((cpu_after, _))) = (before, after_setup) {
+        report.server_cpu_us_per_setup =
+            Some((cpu_after - cpu_before) * 1e6 / connections.max(1) as f64);
+    }
     if let (Some(pid), Some((_, rss_before))) = (args.server_pid, before) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         if let Some((_, rss)) = process_usage(pid) {
@@ -503,7 +512,7 @@ async fn run_burst(
 fn finish(args: &BenchArgs, report: &BenchReport) -> anyhow::Result<()> {
     println!(
         "{label}: {doors} pairs={pairs} setup={setup:.0}/s relays={relays:.0}/s sent={sent} received={received} lost={lost} \
-         rtt p50={p50:.0}us p99={p99:.0}us p99.9={p999:.0}us max={max:.0}us cpu/relay={cpu} rss/conn={rss}",
+         rtt p50={p50:.0}us p99={p99:.0}us p99.9={p999:.0}us max={max:.0}us cpu/relay={cpu} cpu/setup={setup_cpu} rss/conn={rss}",
         label = report.label,
         doors = report.doors,
         pairs = report.pairs,
@@ -519,6 +528,9 @@ fn finish(args: &BenchArgs, report: &BenchReport) -> anyhow::Result<()> {
         cpu = report
             .server_cpu_us_per_relay
             .map_or("-".into(), |v| format!("{v:.1}us")),
+        setup_cpu = report
+            .server_cpu_us_per_setup
+            .map_or("-".into(), |v| format!("{v:.0}us")),
         rss = report
             .server_rss_kib_per_connection
             .map_or("-".into(), |v| format!("{v:.1}KiB")),

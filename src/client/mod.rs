@@ -117,6 +117,15 @@ pub struct ConnectOptions {
 }
 
 /// A TCP connection to `address`, from `source` when given, with TCP_NODELAY.
+/// WebSocket settings of the clients: small buffers (tungstenite's default
+/// 128 KiB read buffer per connection would make a load generator holding
+/// thousands of connections measure its own allocator).
+pub(crate) fn websocket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(4096)
+}
+
 pub(crate) async fn tcp(address: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
     let socket = match address {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,

@@ -54,8 +54,12 @@ impl SocketIoClient {
         let query = if sequenced { "&resume=1" } else { "" };
         let url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket{query}");
         let stream = tcp(address, options.source).await?;
-        let (mut socket, _) =
-            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await?;
+        let (mut socket, _) = tokio_tungstenite::client_async_with_config(
+            url,
+            MaybeTlsStream::Plain(stream),
+            Some(super::websocket_config()),
+        )
+        .await?;
         let token = options.token.as_deref();
         // Engine.IO open packet: `0{"sid": ..., "pingInterval": ...}`.
         match socket.next().await {

@@ -44,8 +44,12 @@ impl WsClient {
             None => format!("ws://{address}/ws"),
         };
         let stream = tcp(address, options.source).await?;
-        let (socket, _) =
-            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await?;
+        let (socket, _) = tokio_tungstenite::client_async_with_config(
+            url,
+            MaybeTlsStream::Plain(stream),
+            Some(super::websocket_config()),
+        )
+        .await?;
         Ok(WsClient { socket })
     }
 
