@@ -3,15 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::{RedisServer, TEST_NODE_TTL, TestCluster, Topology};
 use common::{EVENT_TIMEOUT, SILENCE, TestClient, TestGateway, http_get, paired, test_config};
 use serde_json::{Value, json};
-use signalgate::client::{Client, Door, Incoming};
+use signalgate::client::{Door, Incoming};
 
 /// Everything a client receives until it is closed or `quiet` passes with
 /// nothing new; and whether it was closed.
@@ -81,47 +79,7 @@ async fn racing_registrations_on_two_nodes_have_exactly_one_winner() {
 /// Starts the real binary as a cluster node; returns it and its address.
 fn start_node(redis: &RedisServer) -> (std::process::Child, SocketAddr) {
     let ttl = format!("{}ms", TEST_NODE_TTL.as_millis());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_signalgate"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--redis-url",
-            &redis.url(),
-            "--node-ttl",
-            &ttl,
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn signalgate");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("the node logs its address")
-            .expect("read");
-        let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        if let Some(address) = entry["fields"]["address"].as_str() {
-            break address.parse().expect("address");
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, address)
-}
-
-async fn connected(door: Door, address: SocketAddr) -> Client {
-    let mut client = Client::connect(door, address).await.expect("connect");
-    match client.recv().await.expect("welcome") {
-        Incoming::Event(event) => assert_eq!(event["event"], "welcome"),
-        other => panic!("{other:?}"),
-    }
-    client
+    common::spawn_gateway(&["--redis-url", &redis.url(), "--node-ttl", &ttl])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,7 +92,7 @@ async fn kill_9_of_a_node_frees_its_sessions_and_peers_get_byebye_in_time() {
     let mut victims = Vec::new();
     for (n, door) in Door::ALL.into_iter().enumerate() {
         let uid = format!("split-{n}");
-        let mut victim = connected(door, address).await;
+        let mut victim = common::connected(door, address, None).await;
         victim
             .send(&signalgate::client::envelope(
                 "register",

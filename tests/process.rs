@@ -2,70 +2,18 @@
 //! with SHUTTING_DOWN and exits 0 within the grace period; the token
 //! subcommand mints what the gateway accepts.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{BINARY, connected};
 use serde_json::json;
-use signalgate::client::{Client, Closed, ConnectOptions, Door, Incoming, envelope};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_signalgate");
-
-/// Starts the binary on an ephemeral port; returns it and its address.
-fn start(extra: &[&str]) -> (std::process::Child, SocketAddr) {
-    let mut child = Command::new(BINARY)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--shutdown-grace",
-            "5s",
-            "--log-format",
-            "json",
-        ])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn signalgate");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("the gateway logs its address")
-            .expect("read");
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if let Some(address) = entry["fields"]["address"].as_str() {
-            break address.parse().expect("address");
-        }
-    };
-    // Keep draining the logs so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, address)
-}
-
-async fn connected(door: Door, address: SocketAddr, token: Option<&str>) -> Client {
-    let options = ConnectOptions {
-        token: token.map(str::to_owned),
-        ..ConnectOptions::default()
-    };
-    let mut client = Client::connect_with(door, address, &options)
-        .await
-        .expect("connect");
-    match client.recv().await.expect("welcome") {
-        Incoming::Event(event) => assert_eq!(event["event"], "welcome"),
-        other => panic!("{other:?}"),
-    }
-    client
-}
+use signalgate::client::{Closed, Door, Incoming, envelope};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_every_session_and_exits_within_the_grace_period() {
-    let (mut child, address) = start(&[]);
+    let (mut child, address) = common::spawn_gateway(&["--shutdown-grace", "5s"]);
     let mut clients = Vec::new();
     for (n, door) in Door::ALL.into_iter().enumerate() {
         let uid = format!("term-{n}");
@@ -148,7 +96,12 @@ async fn the_token_subcommand_mints_what_the_gateway_accepts() {
         .expect("utf8")
         .trim()
         .to_owned();
-    let (mut child, address) = start(&["--jwt-secret", "process-test-secret"]);
+    let (mut child, address) = common::spawn_gateway(&[
+        "--shutdown-grace",
+        "5s",
+        "--jwt-secret",
+        "process-test-secret",
+    ]);
     let mut client = connected(Door::Grpc, address, Some(&token)).await;
     client
         .send(&envelope(

@@ -145,22 +145,8 @@ impl Inner {
     /// unreachable and tells their peers `byebye`.
     pub(super) async fn release_pending(self: &Arc<Self>) -> Result<(), RegistryError> {
         let pending = std::mem::take(&mut *lock(&self.pending_releases));
-        let mut connection = self.connection();
         for (index, (uid, role, session)) in pending.iter().enumerate() {
-            let me = format!("{}/{session}", self.node);
-            let outcome: Result<(i64, String), _> = self
-                .call(
-                    scripts::UNBIND
-                        .key(self.keys.uid(uid))
-                        .key(self.keys.bindings(&self.node))
-                        .arg(role.as_str())
-                        .arg(role.peer().as_str())
-                        .arg(&me)
-                        .arg(member(uid, *role))
-                        .invoke_async(&mut connection),
-                )
-                .await;
-            let peer = match outcome {
+            let peer = match self.unbind_in_redis(uid, *role, *session).await {
                 // Freed, or not there at all (Redis came back empty): the
                 // other role, if anyone holds it, has lost its peer.
                 Ok((1 | 2, peer)) => peer,
@@ -189,7 +175,7 @@ impl Inner {
         let held = self.local.snapshot();
         let mut replaced = 0usize;
         for (uid, role, handle, epoch) in &held {
-            let me = format!("{}/{}", self.node, handle.id());
+            let me = self.holder(handle.id());
             let (status, other): (i64, String) = self
                 .call(
                     scripts::REBIND

@@ -291,6 +291,33 @@ impl Inner {
         self.commands.clone()
     }
 
+    /// This node's registry entry for `session`: `<node>/<session>`.
+    fn holder(&self, session: SessionId) -> String {
+        format!("{}/{session}", self.node)
+    }
+
+    /// Frees (uid, role) in Redis if `session` still holds it (`UNBIND`):
+    /// `(status, peer)` as the script documents.
+    async fn unbind_in_redis(
+        &self,
+        uid: &Uid,
+        role: Role,
+        session: SessionId,
+    ) -> Result<(i64, String), RegistryError> {
+        let mut connection = self.connection();
+        self.call(
+            scripts::UNBIND
+                .key(self.keys.uid(uid))
+                .key(self.keys.bindings(&self.node))
+                .arg(role.as_str())
+                .arg(role.peer().as_str())
+                .arg(self.holder(session))
+                .arg(member(uid, role))
+                .invoke_async(&mut connection),
+        )
+        .await
+    }
+
     /// A peer from a registry entry, or `None` if it names nobody reachable.
     fn peer_from(self: &Arc<Self>, holder: &str, uid: &Uid, role: Role) -> Option<Peer> {
         self.peer_seen(holder, uid, role, false)
@@ -361,7 +388,7 @@ impl Inner {
                     .query_async(&mut connection),
             )
             .await?;
-        let me = format!("{}/{session}", inner.node);
+        let me = inner.holder(session);
         if mine.as_deref().is_some_and(|holder| holder != me) {
             return Err(RouteError::NotOwner);
         }
@@ -397,7 +424,7 @@ impl Registry for RedisRegistry {
         if !inner.available() {
             return Err(inner.unavailable());
         }
-        let me = format!("{}/{}", inner.node, session.id());
+        let me = inner.holder(session.id());
         let mut connection = inner.connection();
         let (previous, peer, epoch, peer_away, previous_away): (String, String, u64, u8, u8) =
             inner
@@ -451,21 +478,7 @@ impl Registry for RedisRegistry {
             lock(&inner.pending_releases).push((uid.clone(), role, session));
             return Ok(local_peer.flatten().map(Peer::local));
         }
-        let me = format!("{}/{session}", inner.node);
-        let mut connection = inner.connection();
-        let outcome: Result<(i64, String), _> = inner
-            .call(
-                scripts::UNBIND
-                    .key(inner.keys.uid(uid))
-                    .key(inner.keys.bindings(&inner.node))
-                    .arg(role.as_str())
-                    .arg(role.peer().as_str())
-                    .arg(&me)
-                    .arg(member(uid, role))
-                    .invoke_async(&mut connection),
-            )
-            .await;
-        Ok(match outcome {
+        Ok(match inner.unbind_in_redis(uid, role, session).await {
             // Freed: tell whoever holds the other role, wherever it is.
             Ok((1, peer)) => inner.peer_from(&peer, uid, role.peer()),
             // Replaced by a newer session: nobody to tell.
@@ -525,7 +538,7 @@ impl Registry for RedisRegistry {
                 scripts::SET_AWAY
                     .key(inner.keys.uid(uid))
                     .arg(role.as_str())
-                    .arg(format!("{}/{session}", inner.node))
+                    .arg(inner.holder(session))
                     .arg(u8::from(away))
                     .invoke_async::<i64>(&mut connection),
             )
@@ -635,7 +648,7 @@ impl Registry for RedisRegistry {
                     .key(inner.keys.bindings(&inner.node))
                     .arg(role.as_str())
                     .arg(format!("{from}/{}", session.id()))
-                    .arg(format!("{}/{}", inner.node, session.id()))
+                    .arg(inner.holder(session.id()))
                     .arg(&inner.keys.prefix)
                     .arg(member(uid, role))
                     .arg(from)

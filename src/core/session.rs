@@ -224,6 +224,26 @@ pub(crate) struct State {
     pub(crate) resumed: bool,
 }
 
+impl State {
+    /// A session's state before anything happened to it.
+    fn fresh(attachment: Option<Arc<Attachment>>, resumed: bool) -> State {
+        State {
+            attachment,
+            binding: None,
+            phase: Phase::Open,
+            end_reason: None,
+            resume_token: None,
+            last_seq: 0,
+            retained: VecDeque::new(),
+            retained_bytes: 0,
+            evicted_through: 0,
+            away_generation: 0,
+            highest_request_id: 0,
+            resumed,
+        }
+    }
+}
+
 /// Locks a mutex, recovering from poisoning: every critical section in the
 /// core leaves its data consistent, so a panic elsewhere is no reason to
 /// stop serving.
@@ -276,20 +296,7 @@ impl SessionHandle {
         let handle = Arc::new(SessionHandle {
             id: SessionId::random(),
             limits,
-            state: Mutex::new(State {
-                attachment: Some(Arc::clone(&attachment)),
-                binding: None,
-                phase: Phase::Open,
-                end_reason: None,
-                resume_token: None,
-                last_seq: 0,
-                retained: VecDeque::new(),
-                retained_bytes: 0,
-                evicted_through: 0,
-                away_generation: 0,
-                highest_request_id: 0,
-                resumed: false,
-            }),
+            state: Mutex::new(State::fresh(Some(Arc::clone(&attachment)), false)),
         });
         (handle, SessionLink { events, attachment })
     }
@@ -300,20 +307,7 @@ impl SessionHandle {
         Arc::new(SessionHandle {
             id,
             limits,
-            state: Mutex::new(State {
-                attachment: None,
-                binding: None,
-                phase: Phase::Open,
-                end_reason: None,
-                resume_token: None,
-                last_seq: 0,
-                retained: VecDeque::new(),
-                retained_bytes: 0,
-                evicted_through: 0,
-                away_generation: 0,
-                highest_request_id: 0,
-                resumed: true,
-            }),
+            state: Mutex::new(State::fresh(None, true)),
         })
     }
 

@@ -380,3 +380,55 @@ pub async fn http_get(gateway: &TestGateway, path: &str) -> String {
         .expect("read");
     response
 }
+
+/// The gateway binary built for these tests.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_signalgate");
+
+/// Starts the real binary on an ephemeral loopback port with JSON logs and
+/// `args`; returns the process and the address it logged.
+pub fn spawn_gateway(args: &[&str]) -> (std::process::Child, SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(BINARY)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn signalgate");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("the gateway logs its address")
+            .expect("read");
+        let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if let Some(address) = entry["fields"]["address"].as_str() {
+            break address.parse().expect("address");
+        }
+    };
+    // Keep draining the logs so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, address)
+}
+
+/// A raw client of `door` at `address` (presenting `token`), its `welcome`
+/// consumed.
+pub async fn connected(door: Door, address: SocketAddr, token: Option<&str>) -> Client {
+    let options = ConnectOptions {
+        token: token.map(str::to_owned),
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect_with(door, address, &options)
+        .await
+        .expect("connect");
+    match client.recv().await.expect("welcome") {
+        Incoming::Event(event) => assert_eq!(event["event"], "welcome"),
+        other => panic!("{other:?}"),
+    }
+    client
+}
