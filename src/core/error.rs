@@ -91,6 +91,15 @@ impl ErrorCode {
         }
     }
 
+    /// When the server closes a session with this code, whether the events
+    /// already queued for it are written before the farewell. Yes for most
+    /// (a rate-limited client sees the refusals of its requests); not for
+    /// `SLOW_CONSUMER` (the queue is what it cannot take) nor
+    /// `SHUTTING_DOWN` (every session closes at once; the farewell first).
+    pub const fn flushes_queue_on_close(self) -> bool {
+        !matches!(self, ErrorCode::SlowConsumer | ErrorCode::ShuttingDown)
+    }
+
     /// Parses the wire form.
     pub fn parse(text: &str) -> Option<ErrorCode> {
         ErrorCode::ALL

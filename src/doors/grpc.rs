@@ -9,8 +9,8 @@ use tonic::{Code, Status, Streaming};
 
 use crate::auth::{AuthPolicy, bearer};
 use crate::core::{
-    Command, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, JsonPayload, Rejection, Relay,
-    Request, RequestId, Role, Session, SessionLink, Uid,
+    Command, Delivery, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, JsonPayload,
+    Rejection, Relay, Request, RequestId, Role, Session, SessionLink, Uid,
 };
 use crate::proto::json::{json_to_value, value_to_json};
 use crate::proto::v1::{self as pb, client_event, server_event};
@@ -78,13 +78,14 @@ async fn serve(
     let (reason, session, last_words) = pump(inbound, session, link, &outgoing).await;
     // Free the role and tell the peer first: a stuck stream must not delay it.
     session.end(reason).await;
-    if let Some((event, status)) = last_words {
-        finish_with(&outgoing, event, status).await;
+    if let Some((queued, event, status)) = last_words {
+        finish_with(&outgoing, queued, event, status).await;
     }
 }
 
-/// The last event and the status a stream ends with.
-type LastWords = Option<(Event, Status)>;
+/// What a stream ends with: the events still queued for it (written
+/// first), a last event, and the status.
+type LastWords = Option<(Vec<Delivery>, Event, Status)>;
 
 async fn pump(
     mut inbound: Streaming<pb::ClientEvent>,
@@ -97,7 +98,12 @@ async fn pump(
             biased;
             () = link.killed() => {
                 let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
-                return (EndReason::Closed(code), session, Some((Event::farewell(code), status_for(code))));
+                let queued = if code.flushes_queue_on_close() {
+                    std::iter::from_fn(|| link.try_next_event()).collect()
+                } else {
+                    Vec::new()
+                };
+                return (EndReason::Closed(code), session, Some((queued, Event::farewell(code), status_for(code))));
             }
             () = outgoing.closed() => return (EndReason::ConnectionLost, session, None),
             event = link.next_event() => {
@@ -134,7 +140,7 @@ async fn pump(
                     Some((rejection, grpc_code)) => {
                         let code = rejection.code;
                         let status = Status::new(grpc_code, rejection.message.to_string());
-                        return (EndReason::ProtocolViolation(code), session, Some((Event::error(rejection, None), status)));
+                        return (EndReason::ProtocolViolation(code), session, Some((Vec::new(), Event::error(rejection, None), status)));
                     }
                     None => return (EndReason::ConnectionLost, session, None),
                 },
@@ -143,9 +149,19 @@ async fn pump(
     }
 }
 
-/// Sends a last event and the final status, if the client is still there.
-async fn finish_with(outgoing: &Outgoing, last: Event, status: Status) {
+/// Sends what was still queued, a last event and the final status, if the
+/// client is still there (all within the close timeout).
+async fn finish_with(outgoing: &Outgoing, queued: Vec<Delivery>, last: Event, status: Status) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        for delivery in queued {
+            if outgoing
+                .send(Ok(encode_event(&delivery.event, delivery.seq)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
         let _ = outgoing.send(Ok(encode_event(&last, None))).await;
         let _ = outgoing.send(Err(status)).await;
     })

@@ -308,6 +308,13 @@ async fn pump(
             biased;
             () = link.killed() => {
                 let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
+                if code.flushes_queue_on_close() {
+                    while let Some(event) = link.try_next_event() {
+                        if emit(socket, &mut acks, &link, &event, with_seq).await.is_err() {
+                            break;
+                        }
+                    }
+                }
                 return (EndReason::Closed(code), session, Some(code));
             }
             event = link.next_event() => {

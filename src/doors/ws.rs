@@ -197,7 +197,18 @@ async fn serve(socket: WebSocket, hub: Hub, identity: Option<Identity>, heartbea
                     return;
                 }
             }
-            let _ = sink.flush().await;
+            if sink.flush().await.is_err() {
+                return;
+            }
+            // The closing handshake: read (and drop) what the client still
+            // sends until its close frame. Closing the socket with unread
+            // input would reset the connection, and a reset can destroy the
+            // last words before the client reads them.
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
         })
         .await;
     }
@@ -227,10 +238,12 @@ where
             biased;
             () = link.killed() => {
                 let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
-                let last_words = vec![
-                    Message::Text(encode_event(&Event::farewell(code), None).into()),
-                    close(close_code_for(code), code.as_str()),
-                ];
+                let mut last_words: Vec<Message> = Vec::new();
+                if code.flushes_queue_on_close() {
+                    last_words.extend(std::iter::from_fn(|| link.try_next_event()).map(|d| text_frame(&d)));
+                }
+                last_words.push(Message::Text(encode_event(&Event::farewell(code), None).into()));
+                last_words.push(close(close_code_for(code), code.as_str()));
                 return (EndReason::Closed(code), session, last_words);
             }
             event = link.next_event() => {
