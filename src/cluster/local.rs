@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::core::session::lock;
 use crate::core::{RegistryCensus, Role, SessionHandle, SessionId, Uid};
 
 const SHARDS: usize = 16;
@@ -71,9 +72,7 @@ impl LocalTable {
 
     fn shard(&self, uid: &Uid) -> MutexGuard<'_, HashMap<Uid, Pair>> {
         let index = (self.hasher.hash_one(uid) as usize) % self.shards.len();
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.shards[index])
     }
 
     /// Puts `handle` in (uid, role) unless a binding with a later epoch is
@@ -198,7 +197,7 @@ impl LocalTable {
     pub(crate) fn snapshot(&self) -> Vec<(Uid, Role, Arc<SessionHandle>, u64)> {
         let mut all = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let shard = lock(shard);
             for (uid, pair) in shard.iter() {
                 for (role, slot) in [(Role::Web, &pair.web), (Role::App, &pair.app)] {
                     if let Some(slot) = slot {
@@ -218,12 +217,8 @@ impl LocalTable {
     pub(crate) fn census(&self) -> RegistryCensus {
         let mut census = RegistryCensus::default();
         for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            census.uids += shard.len();
-            for pair in shard.values() {
-                let bound = usize::from(pair.web.is_some()) + usize::from(pair.app.is_some());
-                census.bound_sessions += bound;
-                census.pairs += usize::from(bound == 2);
+            for pair in lock(shard).values() {
+                census.count_uid(pair.web.is_some(), pair.app.is_some());
             }
         }
         census

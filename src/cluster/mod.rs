@@ -35,6 +35,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::core::session::lock;
 use crate::core::{
     Bound, ErrorCode, Identity, Peer, Registry, RegistryCensus, RegistryError, Rejection, Role,
     RouteError, SessionExport, SessionExporter, SessionHandle, SessionId, Uid,
@@ -404,12 +405,6 @@ impl Inner {
             .peer_seen(&peer, uid, role.peer(), peer_away.is_some())
             .ok_or(RouteError::NoPeer)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[async_trait]

@@ -17,7 +17,7 @@ use super::error::Rejection;
 use super::event::Event;
 use super::handover::{SessionExport, SessionExporter};
 use super::identity::Identity;
-use super::session::{DeliveryError, SessionHandle, SessionId};
+use super::session::{DeliveryError, SessionHandle, SessionId, lock};
 
 /// A session held by another node, reached through whatever links the
 /// nodes (the Redis registry's bus). Implemented outside the core.
@@ -130,6 +130,16 @@ pub struct RegistryCensus {
     pub bound_sessions: usize,
     /// Uids with both roles bound.
     pub pairs: usize,
+}
+
+impl RegistryCensus {
+    /// Counts one uid whose web and app roles are bound or not.
+    pub fn count_uid(&mut self, web_bound: bool, app_bound: bool) {
+        let bound = usize::from(web_bound) + usize::from(app_bound);
+        self.uids += 1;
+        self.bound_sessions += bound;
+        self.pairs += usize::from(bound == 2);
+    }
 }
 
 /// The pairing registry. Every operation that touches both roles of a uid is
@@ -271,9 +281,7 @@ impl InMemoryRegistry {
         // A poisoned shard only means another thread panicked mid-operation;
         // the map itself is still consistent (each operation is a few inserts
         // and removes), so keep serving.
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.shards[index])
     }
 }
 
@@ -335,12 +343,8 @@ impl Registry for InMemoryRegistry {
     fn census(&self) -> RegistryCensus {
         let mut census = RegistryCensus::default();
         for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            census.uids += shard.len();
-            for pair in shard.values() {
-                let bound = usize::from(pair.web.is_some()) + usize::from(pair.app.is_some());
-                census.bound_sessions += bound;
-                census.pairs += usize::from(bound == 2);
+            for pair in lock(shard).values() {
+                census.count_uid(pair.web.is_some(), pair.app.is_some());
             }
         }
         census
