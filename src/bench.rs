@@ -149,16 +149,47 @@ pub struct BenchReport {
     /// over the setup phase: what the server itself can sustain, whether
     /// or not the load generator keeps up.
     pub server_cpu_us_per_setup: Option<f64>,
+    /// The kernel's part of `server_cpu_us_per_setup` (system time).
+    pub server_system_us_per_setup: Option<f64>,
+    /// The kernel's part of `server_cpu_us_per_relay` (system time: the
+    /// TCP stack, wake-ups, epoll); the rest is user space.
+    pub server_system_us_per_relay: Option<f64>,
 }
 
-/// Reads (CPU seconds, RSS bytes) of a process from /proc.
-fn process_usage(pid: u32) -> Option<(f64, u64)> {
+/// A process's CPU time and memory, read from /proc.
+#[derive(Clone, Copy, Debug)]
+struct ProcessUsage {
+    /// User-space CPU seconds.
+    user_s: f64,
+    /// Kernel CPU seconds spent on the process's behalf.
+    system_s: f64,
+    /// Resident set size.
+    rss_bytes: u64,
+}
+
+impl ProcessUsage {
+    fn cpu_s(&self) -> f64 {
+        self.user_s + self.system_s
+    }
+}
+
+/// Microseconds of (total, system) CPU per unit between two readings.
+fn cpu_us_per(before: ProcessUsage, after: ProcessUsage, units: f64) -> (f64, f64) {
+    (
+        (after.cpu_s() - before.cpu_s()) * 1e6 / units,
+        (after.system_s - before.system_s) * 1e6 / units,
+    )
+}
+
+/// Reads a process's CPU time and RSS from /proc.
+fn process_usage(pid: u32) -> Option<ProcessUsage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are the
     // 14th and 15th fields overall, in clock ticks (100 per second here).
     let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let user_ticks: f64 = fields.get(11)?.parse().ok()?;
+    let system_ticks: f64 = fields.get(12)?.parse().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kib: u64 = status
         .lines()
@@ -167,7 +198,11 @@ fn process_usage(pid: u32) -> Option<(f64, u64)> {
         .next()?
         .parse()
         .ok()?;
-    Some((ticks / 100.0, rss_kib * 1024))
+    Some(ProcessUsage {
+        user_s: user_ticks / 100.0,
+        system_s: system_ticks / 100.0,
+        rss_bytes: rss_kib * 1024,
+    })
 }
 
 fn source(args: &BenchArgs, index: usize) -> Option<IpAddr> {
@@ -375,13 +410,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         ..BenchReport::default()
     };
     let connections = 2 * pairs.len();
-    if let (Some((cpu_before, _)), Some((cpu_after, _))) = (before, after_setup) {
-        report.server_cpu_us_per_setup =
-            Some((cpu_after - cpu_before) * 1e6 / connections.max(1) as f64);
+    if let (Some(before), Some(after)) = (before, after_setup) {
+        let (total, system) = cpu_us_per(before, after, connections.max(1) as f64);
+        report.server_cpu_us_per_setup = Some(total);
+        report.server_system_us_per_setup = Some(system);
     }
-    if let (Some(pid), Some((_, rss_before))) = (args.server_pid, before) {
+    if let (Some(pid), Some(before)) = (args.server_pid, before) {
+        let rss_before = before.rss_bytes;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if let Some((_, rss)) = process_usage(pid) {
+        if let Some(ProcessUsage { rss_bytes: rss, .. }) = process_usage(pid) {
             report.server_rss_mib = Some(rss as f64 / 1024.0 / 1024.0);
             report.server_rss_kib_per_connection =
                 Some(rss.saturating_sub(rss_before) as f64 / 1024.0 / connections.max(1) as f64);
@@ -414,7 +451,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let pid = args.server_pid;
     let cpu_at = move |instant: Instant| async move {
         tokio::time::sleep_until(tokio::time::Instant::from_std(instant)).await;
-        pid.and_then(process_usage).map(|(cpu, _)| cpu)
+        pid.and_then(process_usage)
     };
     let (cpu_start, cpu_stop) = tokio::join!(cpu_at(measure_from), cpu_at(stop));
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -436,8 +473,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     if let (Some(start), Some(end)) = (cpu_start, cpu_stop)
         && relays > 0.0
     {
-        report.server_cpu_us_per_relay = Some((end - start) * 1e6 / relays);
-        report.server_cpu_s_per_million_relays = Some((end - start) * 1e6 / relays);
+        let (total, system) = cpu_us_per(start, end, relays);
+        report.server_cpu_us_per_relay = Some(total);
+        report.server_cpu_s_per_million_relays = Some(total);
+        report.server_system_us_per_relay = Some(system);
     }
     finish(&args, &report)?;
     Ok(report)
@@ -500,11 +539,13 @@ async fn run_burst(
     report.rtt_p99_us = histogram.value_at_quantile(0.99) as f64;
     report.rtt_p999_us = histogram.value_at_quantile(0.999) as f64;
     report.rtt_max_us = histogram.max() as f64;
-    if let (Some((start, _)), Some(pid)) = (before, args.server_pid)
-        && let Some((end, _)) = process_usage(pid)
+    if let (Some(start), Some(pid)) = (before, args.server_pid)
+        && let Some(end) = process_usage(pid)
     {
-        report.server_cpu_us_per_relay = Some((end - start) * 1e6 / relays);
-        report.server_cpu_s_per_million_relays = report.server_cpu_us_per_relay;
+        let (total, system) = cpu_us_per(start, end, relays);
+        report.server_cpu_us_per_relay = Some(total);
+        report.server_cpu_s_per_million_relays = Some(total);
+        report.server_system_us_per_relay = Some(system);
     }
     Ok(())
 }
@@ -512,7 +553,7 @@ async fn run_burst(
 fn finish(args: &BenchArgs, report: &BenchReport) -> anyhow::Result<()> {
     println!(
         "{label}: {doors} pairs={pairs} setup={setup:.0}/s relays={relays:.0}/s sent={sent} received={received} lost={lost} \
-         rtt p50={p50:.0}us p99={p99:.0}us p99.9={p999:.0}us max={max:.0}us cpu/relay={cpu} cpu/setup={setup_cpu} rss/conn={rss}",
+         rtt p50={p50:.0}us p99={p99:.0}us p99.9={p999:.0}us max={max:.0}us cpu/relay={cpu} (kernel {cpu_system}) cpu/setup={setup_cpu} (kernel {setup_system}) rss/conn={rss}",
         label = report.label,
         doors = report.doors,
         pairs = report.pairs,
@@ -528,8 +569,14 @@ fn finish(args: &BenchArgs, report: &BenchReport) -> anyhow::Result<()> {
         cpu = report
             .server_cpu_us_per_relay
             .map_or("-".into(), |v| format!("{v:.1}us")),
+        cpu_system = report
+            .server_system_us_per_relay
+            .map_or("-".into(), |v| format!("{v:.1}us")),
         setup_cpu = report
             .server_cpu_us_per_setup
+            .map_or("-".into(), |v| format!("{v:.0}us")),
+        setup_system = report
+            .server_system_us_per_setup
             .map_or("-".into(), |v| format!("{v:.0}us")),
         rss = report
             .server_rss_kib_per_connection

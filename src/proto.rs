@@ -96,6 +96,119 @@ pub mod json {
         Number::from_f64(n).map(Json::Number).ok_or(NonFiniteNumber)
     }
 
+    /// Writes a protobuf value as raw JSON directly, with no intermediate
+    /// tree and no re-parse: the same text
+    /// `serde_json::to_string(&value_to_json(value)?)` gives (keys in
+    /// order, whole numbers within ±2^53 as integers).
+    pub fn value_to_raw_json(
+        value: &Value,
+    ) -> Result<Box<serde_json::value::RawValue>, NonFiniteNumber> {
+        serde_json::value::to_raw_value(&AsJson(value)).map_err(|_| NonFiniteNumber)
+    }
+
+    /// Serializes a protobuf value in its JSON form.
+    struct AsJson<'a>(&'a Value);
+
+    impl serde::Serialize for AsJson<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{Error as _, SerializeMap as _, SerializeSeq as _};
+            match &self.0.kind {
+                None | Some(Kind::NullValue(_)) => serializer.serialize_unit(),
+                Some(Kind::BoolValue(b)) => serializer.serialize_bool(*b),
+                Some(Kind::StringValue(text)) => serializer.serialize_str(text),
+                Some(Kind::NumberValue(n)) => {
+                    if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
+                        serializer.serialize_i64(*n as i64)
+                    } else if n.is_finite() {
+                        serializer.serialize_f64(*n)
+                    } else {
+                        Err(S::Error::custom(NonFiniteNumber))
+                    }
+                }
+                Some(Kind::ListValue(list)) => {
+                    let mut seq = serializer.serialize_seq(Some(list.values.len()))?;
+                    for item in &list.values {
+                        seq.serialize_element(&AsJson(item))?;
+                    }
+                    seq.end()
+                }
+                Some(Kind::StructValue(object)) => {
+                    let mut map = serializer.serialize_map(Some(object.fields.len()))?;
+                    for (key, item) in &object.fields {
+                        map.serialize_entry(key, &AsJson(item))?;
+                    }
+                    map.end()
+                }
+            }
+        }
+    }
+
+    /// Parses JSON text straight into a protobuf value, with no intermediate
+    /// tree: the same value `json_to_value` gives for the parsed text.
+    pub fn json_text_to_value(text: &str) -> Result<Value, serde_json::Error> {
+        let FromJson(value) = serde_json::from_str(text)?;
+        Ok(value)
+    }
+
+    /// A protobuf value deserialized from JSON.
+    struct FromJson(Value);
+
+    impl<'de> serde::Deserialize<'de> for FromJson {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(FromJsonVisitor)
+        }
+    }
+
+    struct FromJsonVisitor;
+
+    fn of(kind: Kind) -> FromJson {
+        FromJson(Value { kind: Some(kind) })
+    }
+
+    impl<'de> serde::de::Visitor<'de> for FromJsonVisitor {
+        type Value = FromJson;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("any JSON value")
+        }
+        fn visit_unit<E>(self) -> Result<FromJson, E> {
+            Ok(of(Kind::NullValue(0)))
+        }
+        fn visit_bool<E>(self, b: bool) -> Result<FromJson, E> {
+            Ok(of(Kind::BoolValue(b)))
+        }
+        fn visit_i64<E>(self, n: i64) -> Result<FromJson, E> {
+            Ok(of(Kind::NumberValue(n as f64)))
+        }
+        fn visit_u64<E>(self, n: u64) -> Result<FromJson, E> {
+            Ok(of(Kind::NumberValue(n as f64)))
+        }
+        fn visit_f64<E>(self, n: f64) -> Result<FromJson, E> {
+            Ok(of(Kind::NumberValue(n)))
+        }
+        fn visit_str<E>(self, text: &str) -> Result<FromJson, E> {
+            Ok(of(Kind::StringValue(text.to_owned())))
+        }
+        fn visit_string<E>(self, text: String) -> Result<FromJson, E> {
+            Ok(of(Kind::StringValue(text)))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<FromJson, A::Error> {
+            let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(FromJson(item)) = seq.next_element()? {
+                values.push(item);
+            }
+            Ok(of(Kind::ListValue(ListValue { values })))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FromJson, A::Error> {
+            let mut fields = std::collections::BTreeMap::new();
+            // A repeated key keeps its last value, as in `serde_json::Value`.
+            while let Some((key, FromJson(item))) = map.next_entry::<String, FromJson>()? {
+                fields.insert(key, item);
+            }
+            Ok(of(Kind::StructValue(Struct { fields })))
+        }
+    }
+
     /// Converts JSON into a protobuf value. Numbers become doubles, as in
     /// JavaScript.
     pub fn json_to_value(json: &Json) -> Value {

@@ -4,11 +4,13 @@
 use proptest::prelude::*;
 use prost::Message as _;
 use serde_json::{Value, json};
-use signalgate::core::payload::MAX_PAYLOAD_DEPTH;
+use signalgate::core::payload::{MAX_PAYLOAD_DEPTH, json_value_depth, scan_json_text};
 use signalgate::core::{Command, Relay};
 use signalgate::doors::grpc::decode_event;
 use signalgate::doors::json::{decode_frame, encode_event};
-use signalgate::proto::json::{json_to_value, value_to_json};
+use signalgate::proto::json::{
+    json_text_to_value, json_to_value, value_to_json, value_to_raw_json,
+};
 use signalgate::proto::v1 as pb;
 
 /// JSON values as they travel: numbers are whole within ±2^53 or have a
@@ -33,8 +35,46 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// Whether serde_json writes a `\u` escape for some string of `value`: it
+/// does for control characters without a short escape.
+fn needs_unicode_escape(value: &Value) -> bool {
+    let escaped = |text: &str| {
+        text.chars()
+            .any(|c| c < '\u{20}' && !matches!(c, '\u{8}' | '\u{c}' | '\n' | '\r' | '\t'))
+    };
+    match value {
+        Value::String(text) => escaped(text),
+        Value::Array(items) => items.iter().any(needs_unicode_escape),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, item)| escaped(key) || needs_unicode_escape(item)),
+        _ => false,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The one-pass scan of relayed JSON text finds what a full parse finds:
+    /// the depth, and whether a `\u` escape is present (strings full of
+    /// quotes, backslashes and control characters included).
+    #[test]
+    fn scanning_json_text_agrees_with_parsing_it(
+        value in json_value(),
+        tricky in "[\"\\\\\\[\\]{}\\x00-\\x1f\\u{e9}a-c]{0,16}",
+        pretty in any::<bool>(),
+    ) {
+        let value = json!([value, tricky]);
+        let text = if pretty {
+            serde_json::to_string_pretty(&value).expect("serializes")
+        } else {
+            serde_json::to_string(&value).expect("serializes")
+        };
+        let shape = scan_json_text(&text);
+        prop_assert_eq!(shape.depth, json_value_depth(&value));
+        prop_assert_eq!(shape.unicode_escapes, needs_unicode_escape(&value));
+        prop_assert!(shape.numbers_finite);
+    }
 
     #[test]
     fn any_text_frame_decodes_or_is_refused(text in ".{0,200}") {
@@ -90,6 +130,22 @@ proptest! {
         }
     }
 
+    /// The gRPC door's direct conversions (no `serde_json::Value` in
+    /// between) give exactly what the tree conversions give.
+    #[test]
+    fn direct_conversions_agree_with_tree_conversions(data in json_value(), pretty in any::<bool>()) {
+        let text = if pretty {
+            serde_json::to_string_pretty(&data).expect("serializes")
+        } else {
+            data.to_string()
+        };
+        let direct = json_text_to_value(&text).expect("valid JSON");
+        prop_assert_eq!(&direct, &json_to_value(&data));
+        let through_tree = serde_json::to_string(&value_to_json(&direct).expect("finite")).expect("serializes");
+        let raw = value_to_raw_json(&direct).expect("finite");
+        prop_assert_eq!(raw.get(), through_tree.as_str());
+    }
+
     #[test]
     fn every_decodable_payload_fits_every_door(data in json_value()) {
         // What a JSON door accepts, gRPC can carry: the depth limit is below
@@ -131,4 +187,20 @@ fn the_depth_limit_holds_at_its_edge_on_both_decoders() {
     };
     let decoded = pb::ClientEvent::decode(event.encode_to_vec().as_slice()).expect("protobuf");
     assert!(decode_event(decoded).is_err());
+}
+
+#[test]
+fn non_finite_numbers_have_no_json_text() {
+    use prost_types::value::Kind;
+    for n in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let number = prost_types::Value {
+            kind: Some(Kind::NumberValue(n)),
+        };
+        let list = prost_types::Value {
+            kind: Some(Kind::ListValue(prost_types::ListValue {
+                values: vec![json_to_value(&json!(1)), number],
+            })),
+        };
+        assert!(value_to_raw_json(&list).is_err(), "{n} has no JSON form");
+    }
 }

@@ -35,26 +35,32 @@ pub fn scan_json_text(text: &str) -> TextShape {
         unicode_escapes: false,
     };
     let mut depth = 0usize;
-    let (mut in_string, mut escaped) = (false, false);
     let mut index = 0;
     while index < bytes.len() {
         let byte = bytes[index];
         index += 1;
-        if in_string {
-            match (escaped, byte) {
-                (true, b'u') => {
-                    escaped = false;
-                    shape.unicode_escapes = true;
-                }
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
         match byte {
-            b'"' => in_string = true,
+            b'"' => {
+                // Jump between the quote and backslash bytes of the string:
+                // most of a payload is string content.
+                loop {
+                    let rest = bytes.get(index..).unwrap_or_default();
+                    let Some(offset) = memchr::memchr2(b'"', b'\\', rest) else {
+                        // Unterminated (not valid JSON): nothing more to see.
+                        index = bytes.len();
+                        break;
+                    };
+                    index += offset + 1;
+                    if rest[offset] == b'"' {
+                        break;
+                    }
+                    // A backslash: the escaped byte is skipped with it.
+                    if bytes.get(index) == Some(&b'u') {
+                        shape.unicode_escapes = true;
+                    }
+                    index += 1;
+                }
+            }
             b'[' | b'{' => {
                 depth += 1;
                 shape.depth = shape.depth.max(depth);
@@ -109,7 +115,19 @@ impl JsonPayload {
     /// deeper than [`MAX_PAYLOAD_DEPTH`] and numbers no door but a JSON one
     /// could carry (beyond the range of a double).
     pub fn from_raw(raw: &RawValue) -> Result<Self, Rejection> {
-        let shape = scan_json_text(raw.get());
+        Self::check(raw.get())?;
+        Ok(JsonPayload(raw.to_owned()))
+    }
+
+    /// Takes a raw JSON value a door rendered (e.g. from a protobuf value),
+    /// with the same checks as [`JsonPayload::from_raw`] and no copy.
+    pub fn from_boxed_raw(raw: Box<RawValue>) -> Result<Self, Rejection> {
+        Self::check(raw.get())?;
+        Ok(JsonPayload(raw))
+    }
+
+    fn check(text: &str) -> Result<(), Rejection> {
+        let shape = scan_json_text(text);
         if shape.depth > MAX_PAYLOAD_DEPTH {
             return Err(too_deep());
         }
@@ -121,12 +139,12 @@ impl JsonPayload {
         // Raw validation lets lone UTF-16 surrogates in `\u` escapes through;
         // such a string has no value on the other doors. Check the (rare)
         // payloads with escapes fully.
-        if shape.unicode_escapes && serde_json::from_str::<serde_json::Value>(raw.get()).is_err() {
+        if shape.unicode_escapes && serde_json::from_str::<serde_json::Value>(text).is_err() {
             return Err(Rejection::bad_request(
                 "strings must not contain lone UTF-16 surrogates (\\uD800-\\uDFFF)",
             ));
         }
-        Ok(JsonPayload(raw.to_owned()))
+        Ok(())
     }
 
     /// Renders a parsed value, refusing payloads nested deeper than

@@ -12,7 +12,7 @@ use crate::core::{
     Command, Delivery, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, JsonPayload,
     Rejection, Relay, Request, RequestId, Role, Session, SessionLink, Uid,
 };
-use crate::proto::json::{json_to_value, value_to_json};
+use crate::proto::json::{json_text_to_value, value_to_raw_json};
 use crate::proto::v1::{self as pb, client_event, server_event};
 use crate::telemetry::metrics;
 
@@ -93,10 +93,13 @@ async fn pump(
     mut link: SessionLink,
     outgoing: &Outgoing,
 ) -> (EndReason, Session, LastWords) {
+    // Made once: a kill wakes it, whichever branch the loop is in.
+    let killed = link.killed();
+    tokio::pin!(killed);
     loop {
         tokio::select! {
             biased;
-            () = link.killed() => {
+            () = &mut killed => {
                 let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
                 let queued = if code.flushes_queue_on_close() {
                     std::iter::from_fn(|| link.try_next_event()).collect()
@@ -110,11 +113,10 @@ async fn pump(
                 let Some(event) = event else {
                     return (EndReason::ConnectionLost, session, None);
                 };
-                let killed = link.killed();
                 tokio::select! {
                     biased;
                     // The loop's first branch handles the kill.
-                    () = killed => {}
+                    () = &mut killed => {}
                     sent = outgoing.send(Ok(encode_event(&event.event, event.seq))) => {
                         if sent.is_err() {
                             return (EndReason::ConnectionLost, session, None);
@@ -254,12 +256,13 @@ pub fn decode_event(message: pb::ClientEvent) -> Result<Request, DecodeFailure> 
 }
 
 fn payload(value: &prost_types::Value) -> Result<JsonPayload, Rejection> {
-    let json = value_to_json(value).map_err(|e| Rejection::bad_request(e.to_string()))?;
-    JsonPayload::from_value(&json)
+    let raw = value_to_raw_json(value).map_err(|e| Rejection::bad_request(e.to_string()))?;
+    JsonPayload::from_boxed_raw(raw)
 }
 
 fn value(payload: &JsonPayload) -> prost_types::Value {
-    json_to_value(&payload.to_value())
+    // A payload is valid JSON text: the fallback is unreachable.
+    json_text_to_value(payload.as_str()).unwrap_or_default()
 }
 
 fn role(role: Role) -> i32 {

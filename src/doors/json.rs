@@ -338,10 +338,20 @@ pub fn encode_event(event: &Event, seq: Option<u64>) -> String {
         id: event_request_id(event),
         seq,
     };
+    // Sized once for the envelope around the payload (no regrowth).
+    let payload_bytes = match event {
+        Event::Relayed(relay) => relay.payload_len(),
+        _ => 0,
+    };
+    let mut text = Vec::with_capacity(96 + payload_bytes);
     // Serializing these envelopes cannot fail: every key is a string.
-    serde_json::to_string(&envelope).unwrap_or_else(|_| {
-        String::from(r#"{"event":"error","data":{"code":"INTERNAL","message":"encoding failed"}}"#)
-    })
+    match serde_json::to_writer(&mut text, &envelope) {
+        // serde_json writes UTF-8 only.
+        Ok(()) => String::from_utf8(text).unwrap_or_default(),
+        Err(_) => String::from(
+            r#"{"event":"error","data":{"code":"INTERNAL","message":"encoding failed"}}"#,
+        ),
+    }
 }
 
 #[cfg(test)]

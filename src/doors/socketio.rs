@@ -303,10 +303,13 @@ async fn pump(
 ) -> (EndReason, Session, Option<ErrorCode>) {
     let mut acks = PendingAcks::default();
     let with_seq = wants_resumption(socket);
+    // Made once: a kill wakes it, whichever branch the loop is in.
+    let killed = link.killed();
+    tokio::pin!(killed);
     loop {
         tokio::select! {
             biased;
-            () = link.killed() => {
+            () = &mut killed => {
                 let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
                 if code.flushes_queue_on_close() {
                     while let Some(event) = link.try_next_event() {

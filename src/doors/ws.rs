@@ -180,31 +180,32 @@ enum Step {
 
 async fn serve(socket: WebSocket, hub: Hub, identity: Option<Identity>, heartbeat: Heartbeat) {
     let (session, link) = hub.open(DoorKind::WebSocket, identity);
-    let (mut sink, mut stream) = socket.split();
-    let (reason, session, last_words) =
-        pump(&mut sink, &mut stream, session, link, heartbeat).await;
+    // One socket for both directions (no split, no lock between halves):
+    // the loop reads and writes in turn.
+    let mut socket = socket;
+    let (reason, session, last_words) = pump(&mut socket, session, link, heartbeat).await;
     // Free the role and tell the peer first: a stuck socket must not delay it.
     session.end(reason).await;
     if reason == EndReason::ClientClosed {
         // Send the close frame that answers the client's (queued by tungstenite).
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
         return;
     }
     if !last_words.is_empty() {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             for message in last_words {
-                if sink.feed(message).await.is_err() {
+                if socket.feed(message).await.is_err() {
                     return;
                 }
             }
-            if sink.flush().await.is_err() {
+            if socket.flush().await.is_err() {
                 return;
             }
             // The closing handshake: read (and drop) what the client still
             // sends until its close frame. Closing the socket with unread
             // input would reset the connection, and a reset can destroy the
             // last words before the client reads them.
-            while let Some(Ok(frame)) = stream.next().await {
+            while let Some(Ok(frame)) = socket.next().await {
                 if matches!(frame, Message::Close(_)) {
                     break;
                 }
@@ -216,27 +217,30 @@ async fn serve(socket: WebSocket, hub: Hub, identity: Option<Identity>, heartbea
 
 /// Runs the session until it ends; returns why, and the frames to send
 /// before the connection closes.
-async fn pump<S, R>(
-    sink: &mut S,
-    stream: &mut R,
+async fn pump<S>(
+    socket: &mut S,
     mut session: Session,
     mut link: SessionLink,
     heartbeat: Heartbeat,
 ) -> (EndReason, Session, Vec<Message>)
 where
-    S: futures_util::Sink<Message> + Unpin,
-    R: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
+    S: futures_util::Sink<Message>
+        + futures_util::Stream<Item = Result<Message, axum::Error>>
+        + Unpin,
 {
     let start = tokio::time::Instant::now() + heartbeat.interval;
     let mut pings = tokio::time::interval_at(start, heartbeat.interval);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Set when a ping is out; anything heard from the client clears it.
     let mut answer_due: Option<tokio::time::Instant> = None;
+    // Made once: a kill wakes it, whichever branch the loop is in.
+    let killed = link.killed();
+    tokio::pin!(killed);
     loop {
         let deadline = answer_due;
         tokio::select! {
             biased;
-            () = link.killed() => {
+            () = &mut killed => {
                 let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
                 let mut last_words: Vec<Message> = Vec::new();
                 if code.flushes_queue_on_close() {
@@ -250,13 +254,12 @@ where
                 let Some(event) = event else {
                     return (EndReason::ConnectionLost, session, Vec::new());
                 };
-                let killed = link.killed();
                 tokio::select! {
                     biased;
                     // A write stuck on a full socket must not hide a kill:
                     // the loop's first branch handles it.
-                    () = killed => {}
-                    written = write_batch(sink, &mut link, event) => {
+                    () = &mut killed => {}
+                    written = write_batch(socket, &mut link, event) => {
                         if written.is_err() {
                             return (EndReason::ConnectionLost, session, Vec::new());
                         }
@@ -270,11 +273,10 @@ where
             _ = pings.tick() => {
                 if answer_due.is_none() {
                     answer_due = Some(tokio::time::Instant::now() + heartbeat.timeout);
-                    let killed = link.killed();
                     tokio::select! {
                         biased;
-                        () = killed => {}
-                        sent = sink.send(Message::Ping(Bytes::new())) => {
+                        () = &mut killed => {}
+                        sent = socket.send(Message::Ping(Bytes::new())) => {
                             if sent.is_err() {
                                 return (EndReason::ConnectionLost, session, Vec::new());
                             }
@@ -282,7 +284,7 @@ where
                     }
                 }
             }
-            frame = stream.next() => {
+            frame = socket.next() => {
                 // Anything from the client proves the link alive.
                 answer_due = None;
                 match read_frame(frame, &mut session).await {
