@@ -332,26 +332,44 @@ pub fn event_request_id(event: &Event) -> Option<RequestId> {
 /// Renders an event (with its sequence number) as the text of one
 /// WebSocket frame.
 pub fn encode_event(event: &Event, seq: Option<u64>) -> String {
+    if let Event::Relayed(
+        Relay::SyncTo(payload)
+        | Relay::Message(payload)
+        | Relay::Export(payload)
+        | Relay::Exception(payload),
+    ) = event
+    {
+        return relayed_envelope(event.name(), payload, seq);
+    }
     let envelope = OutgoingEnvelope {
         event: event.name(),
         data: event_data(event),
         id: event_request_id(event),
         seq,
     };
-    // Sized once for the envelope around the payload (no regrowth).
-    let payload_bytes = match event {
-        Event::Relayed(relay) => relay.payload_len(),
-        _ => 0,
-    };
-    let mut text = Vec::with_capacity(96 + payload_bytes);
     // Serializing these envelopes cannot fail: every key is a string.
-    match serde_json::to_writer(&mut text, &envelope) {
-        // serde_json writes UTF-8 only.
-        Ok(()) => String::from_utf8(text).unwrap_or_default(),
-        Err(_) => String::from(
-            r#"{"event":"error","data":{"code":"INTERNAL","message":"encoding failed"}}"#,
-        ),
+    serde_json::to_string(&envelope).unwrap_or_else(|_| {
+        String::from(r#"{"event":"error","data":{"code":"INTERNAL","message":"encoding failed"}}"#)
+    })
+}
+
+/// The envelope of a relayed JSON payload, written around the payload's
+/// text in one allocation: the same text serde writes for
+/// [`OutgoingEnvelope`] (event names are plain ASCII words, the payload is
+/// valid JSON already), without its per-field escaping on the hot path.
+fn relayed_envelope(name: &str, payload: &JsonPayload, seq: Option<u64>) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(48 + name.len() + payload.len());
+    text.push_str(r#"{"event":""#);
+    text.push_str(name);
+    text.push_str(r#"","data":"#);
+    text.push_str(payload.as_str());
+    if let Some(seq) = seq {
+        // Writing into a String cannot fail.
+        let _ = write!(text, r#","seq":{seq}"#);
     }
+    text.push('}');
+    text
 }
 
 #[cfg(test)]
@@ -373,6 +391,37 @@ mod tests {
                     last_seq: 4
                 }
             );
+        }
+    }
+
+    #[test]
+    fn relayed_envelopes_match_what_serde_writes() {
+        for text in [
+            r#"{"sdp":"v=0\r\n","n":[1,2.5,null,true]}"#,
+            r#""\u00e9""#,
+            "0",
+            "[]",
+        ] {
+            let raw = RawValue::from_string(text.to_owned()).expect("json");
+            let payload = JsonPayload::from_raw(&raw).expect("payload");
+            for relay in [
+                Relay::SyncTo(payload.clone()),
+                Relay::Message(payload.clone()),
+                Relay::Export(payload.clone()),
+                Relay::Exception(payload.clone()),
+            ] {
+                let event = Event::Relayed(relay);
+                for seq in [None, Some(1), Some(u64::MAX)] {
+                    let by_serde = serde_json::to_string(&OutgoingEnvelope {
+                        event: event.name(),
+                        data: event_data(&event),
+                        id: event_request_id(&event),
+                        seq,
+                    })
+                    .expect("serializes");
+                    assert_eq!(encode_event(&event, seq), by_serde);
+                }
+            }
         }
     }
 
