@@ -118,3 +118,71 @@ async fn the_token_subcommand_mints_what_the_gateway_accepts() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+async fn register(client: &mut signalgate::client::Client, uid: &str, role: u8) {
+    let frame = envelope("register", Some(json!({"uid": uid, "type": role})), None);
+    client.send(&frame).await.expect("send");
+}
+
+/// The log contract of docs/OPERATIONS.md at the default level: a line per
+/// pairing, per replacing registration and per disconnect, none for a plain
+/// registration, and never a resume token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_logs_pairings_replacements_and_disconnects_but_no_tokens() {
+    let (mut child, address, logs) = common::spawn_gateway_with_logs(&[]);
+    let mut web = signalgate::client::Client::connect_with(
+        Door::Ws,
+        address,
+        &signalgate::client::ConnectOptions::default(),
+    )
+    .await
+    .expect("connect");
+    let token = match web.recv().await.expect("welcome") {
+        Incoming::Event(event) => event["data"]["resumeToken"]
+            .as_str()
+            .expect("a resume token")
+            .to_owned(),
+        other => panic!("{other:?}"),
+    };
+    let mut app = connected(Door::Grpc, address, None).await;
+    register(&mut web, "logged", 0).await;
+    register(&mut app, "logged", 1).await;
+    let mut newer_app = connected(Door::SocketIo, address, None).await;
+    register(&mut newer_app, "logged", 1).await;
+    // Let the registrations and the replacement land, then end everything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for client in [web, app, newer_app] {
+        client.close().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines: Vec<serde_json::Value> = logs.try_iter().collect();
+    let named = |message: &str| {
+        lines
+            .iter()
+            .filter(|line| line["fields"]["message"] == message)
+            .collect::<Vec<_>>()
+    };
+    let pairings = named("paired");
+    assert_eq!(
+        pairings.len(),
+        2,
+        "first app, then the newer one: {lines:#?}"
+    );
+    assert!(
+        pairings
+            .iter()
+            .all(|line| line["fields"]["uid"] == "logged")
+    );
+    let registrations = named("registered");
+    assert_eq!(registrations.len(), 1, "only the replacing one: {lines:#?}");
+    assert_eq!(registrations[0]["fields"]["replaced"], true);
+    assert_eq!(registrations[0]["fields"]["door"], "socketio");
+    let disconnects = named("disconnected");
+    assert_eq!(disconnects.len(), 3, "{lines:#?}");
+    for line in &lines {
+        let text = line.to_string();
+        assert!(!text.contains(&token), "a resume token in the logs: {text}");
+    }
+}

@@ -640,7 +640,15 @@ impl Session {
                 None => false,
             };
         let door = self.attachment.door().as_str();
-        info!(session = %self.id(), %uid, %role, door, replaced = bound.replaced.is_some(), "registered");
+        // A registration is logged at debug: the `paired` and
+        // `disconnected` lines carry the same fields, and a line per
+        // session costs setup rate (docs/OPERATIONS.md#logs). Taking a
+        // role over from another session is worth a line of its own.
+        if bound.replaced.is_some() {
+            info!(session = %self.id(), %uid, %role, door, replaced = true, "registered");
+        } else {
+            tracing::debug!(session = %self.id(), %uid, %role, door, replaced = false, "registered");
+        }
         self.reply(Event::Registered {
             uid: uid.clone(),
             role,

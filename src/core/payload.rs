@@ -173,11 +173,6 @@ impl JsonPayload {
         &self.0
     }
 
-    /// Parses the text into a value tree (for doors that need one).
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::from_str(self.0.get()).unwrap_or(serde_json::Value::Null)
-    }
-
     /// Size of the JSON text in bytes.
     pub fn len(&self) -> usize {
         self.0.get().len()

@@ -387,6 +387,19 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_signalgate");
 /// Starts the real binary on an ephemeral loopback port with JSON logs and
 /// `args`; returns the process and the address it logged.
 pub fn spawn_gateway(args: &[&str]) -> (std::process::Child, SocketAddr) {
+    let (child, address, _logs) = spawn_gateway_with_logs(args);
+    (child, address)
+}
+
+/// [`spawn_gateway`], also handing over every JSON log line the gateway
+/// writes after its address.
+pub fn spawn_gateway_with_logs(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    SocketAddr,
+    std::sync::mpsc::Receiver<Value>,
+) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = Command::new(BINARY)
@@ -412,8 +425,15 @@ pub fn spawn_gateway(args: &[&str]) -> (std::process::Child, SocketAddr) {
         }
     };
     // Keep draining the logs so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, address)
+    let (sender, logs) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Ok(entry) = serde_json::from_str::<Value>(&line) {
+                let _ = sender.send(entry);
+            }
+        }
+    });
+    (child, address, logs)
 }
 
 /// A raw client of `door` at `address` (presenting `token`), its `welcome`
