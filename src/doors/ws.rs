@@ -178,11 +178,10 @@ enum Step {
     Violation(Violation),
 }
 
-async fn serve(socket: WebSocket, hub: Hub, identity: Option<Identity>, heartbeat: Heartbeat) {
+async fn serve(mut socket: WebSocket, hub: Hub, identity: Option<Identity>, heartbeat: Heartbeat) {
     let (session, link) = hub.open(DoorKind::WebSocket, identity);
     // One socket for both directions (no split, no lock between halves):
     // the loop reads and writes in turn.
-    let mut socket = socket;
     let (reason, session, last_words) = pump(&mut socket, session, link, heartbeat).await;
     // Free the role and tell the peer first: a stuck socket must not delay it.
     session.end(reason).await;
