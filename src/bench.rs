@@ -550,6 +550,12 @@ async fn run_burst(
     Ok(())
 }
 
+/// A measured figure with `digits` decimals and its unit, or `-` when it
+/// was not measured.
+fn figure(value: Option<f64>, digits: usize, unit: &str) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}{unit}"))
+}
+
 fn finish(args: &BenchArgs, report: &BenchReport) -> anyhow::Result<()> {
     println!(
         "{label}: {doors} pairs={pairs} setup={setup:.0}/s relays={relays:.0}/s sent={sent} received={received} lost={lost} \
@@ -566,21 +572,11 @@ fn finish(args: &BenchArgs, report: &BenchReport) -> anyhow::Result<()> {
         p99 = report.rtt_p99_us,
         p999 = report.rtt_p999_us,
         max = report.rtt_max_us,
-        cpu = report
-            .server_cpu_us_per_relay
-            .map_or("-".into(), |v| format!("{v:.1}us")),
-        cpu_system = report
-            .server_system_us_per_relay
-            .map_or("-".into(), |v| format!("{v:.1}us")),
-        setup_cpu = report
-            .server_cpu_us_per_setup
-            .map_or("-".into(), |v| format!("{v:.0}us")),
-        setup_system = report
-            .server_system_us_per_setup
-            .map_or("-".into(), |v| format!("{v:.0}us")),
-        rss = report
-            .server_rss_kib_per_connection
-            .map_or("-".into(), |v| format!("{v:.1}KiB")),
+        cpu = figure(report.server_cpu_us_per_relay, 1, "us"),
+        cpu_system = figure(report.server_system_us_per_relay, 1, "us"),
+        setup_cpu = figure(report.server_cpu_us_per_setup, 0, "us"),
+        setup_system = figure(report.server_system_us_per_setup, 0, "us"),
+        rss = figure(report.server_rss_kib_per_connection, 1, "KiB"),
     );
     if let Some(path) = &args.json {
         use std::io::Write as _;

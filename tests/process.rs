@@ -130,20 +130,11 @@ async fn register(client: &mut signalgate::client::Client, uid: &str, role: u8) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_logs_pairings_replacements_and_disconnects_but_no_tokens() {
     let (mut child, address, logs) = common::spawn_gateway_with_logs(&[]);
-    let mut web = signalgate::client::Client::connect_with(
-        Door::Ws,
-        address,
-        &signalgate::client::ConnectOptions::default(),
-    )
-    .await
-    .expect("connect");
-    let token = match web.recv().await.expect("welcome") {
-        Incoming::Event(event) => event["data"]["resumeToken"]
-            .as_str()
-            .expect("a resume token")
-            .to_owned(),
-        other => panic!("{other:?}"),
-    };
+    let (mut web, welcome) = common::connected_with_welcome(Door::Ws, address, None).await;
+    let token = welcome["data"]["resumeToken"]
+        .as_str()
+        .expect("a resume token")
+        .to_owned();
     let mut app = connected(Door::Grpc, address, None).await;
     register(&mut web, "logged", 0).await;
     register(&mut app, "logged", 1).await;

@@ -794,18 +794,12 @@ impl Session {
                 .cloned()
                 .collect();
             let replayed = missed.len();
-            let resumed = Delivery {
-                queued_at: None,
-                seq: None,
-                event: Arc::new(Event::Resumed {
-                    session_id: target.id(),
-                    uid: uid.clone(),
-                    role,
-                    resume_token: Arc::clone(&new_token),
-                    replayed,
-                }),
-            };
-            attachment.set_preface(std::iter::once(resumed).chain(missed));
+            attachment.set_resume_preface(
+                target.id(),
+                (uid.clone(), role),
+                Arc::clone(&new_token),
+                missed,
+            );
             (old_token, my_token, was_away, uid, role, replayed)
         };
         {
@@ -887,18 +881,12 @@ impl Session {
             state.attachment = attachment.clone();
         }
         if let Some(attachment) = &attachment {
-            let resumed = Delivery {
-                queued_at: None,
-                seq: None,
-                event: Arc::new(Event::Resumed {
-                    session_id: handle.id(),
-                    uid: uid.clone(),
-                    role,
-                    resume_token: Arc::clone(&new_token),
-                    replayed,
-                }),
-            };
-            attachment.set_preface(std::iter::once(resumed).chain(missed));
+            attachment.set_resume_preface(
+                handle.id(),
+                (uid.clone(), role),
+                Arc::clone(&new_token),
+                missed,
+            );
         }
         {
             let mut tokens = lock(&shared.resume_tokens);

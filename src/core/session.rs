@@ -178,6 +178,29 @@ impl Attachment {
         lock(&self.preface).extend(events);
         self.has_preface.store(true, Ordering::Release);
     }
+
+    /// What a resumed connection writes first: `resumed` (unsequenced),
+    /// then the events the client missed, in order.
+    pub(crate) fn set_resume_preface(
+        &self,
+        session_id: SessionId,
+        (uid, role): (Uid, Role),
+        resume_token: Arc<str>,
+        missed: Vec<Delivery>,
+    ) {
+        let resumed = Delivery {
+            queued_at: None,
+            seq: None,
+            event: Arc::new(Event::Resumed {
+                session_id,
+                uid,
+                role,
+                resume_token,
+                replayed: missed.len(),
+            }),
+        };
+        self.set_preface(std::iter::once(resumed).chain(missed));
+    }
 }
 
 /// Where a session is in its life.

@@ -439,6 +439,15 @@ pub fn spawn_gateway_with_logs(
 /// A raw client of `door` at `address` (presenting `token`), its `welcome`
 /// consumed.
 pub async fn connected(door: Door, address: SocketAddr, token: Option<&str>) -> Client {
+    connected_with_welcome(door, address, token).await.0
+}
+
+/// [`connected`], also returning the `welcome` event.
+pub async fn connected_with_welcome(
+    door: Door,
+    address: SocketAddr,
+    token: Option<&str>,
+) -> (Client, Value) {
     let options = ConnectOptions {
         token: token.map(str::to_owned),
         ..ConnectOptions::default()
@@ -447,8 +456,10 @@ pub async fn connected(door: Door, address: SocketAddr, token: Option<&str>) -> 
         .await
         .expect("connect");
     match client.recv().await.expect("welcome") {
-        Incoming::Event(event) => assert_eq!(event["event"], "welcome"),
+        Incoming::Event(event) => {
+            assert_eq!(event["event"], "welcome");
+            (client, event)
+        }
         other => panic!("{other:?}"),
     }
-    client
 }
