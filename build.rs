@@ -1,6 +1,15 @@
-//! Compiles `proto/` with protox (pure Rust, no system `protoc`) and generates
-//! the tonic server and client. The encoded file descriptor set is kept in
-//! OUT_DIR for the reflection service.
+//! Compiles `proto/` with protox (pure Rust, no system `protoc`) and
+//! generates code twice from the same descriptors:
+//!
+//! - the public types and the tonic client (`crate::proto::v1`), where a
+//!   `google.protobuf.Value` is a `prost_types::Value`;
+//! - the server (`crate::proto::server`), where the same field is a
+//!   `crate::proto::encoded::EncodedValue`: the value's protobuf bytes,
+//!   kept encoded so the gRPC door converts them to and from JSON text
+//!   directly (the wire format is the same).
+//!
+//! The encoded file descriptor set is kept in OUT_DIR for the reflection
+//! service.
 
 use std::{env, fs, path::PathBuf};
 
@@ -17,11 +26,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         descriptors.encode_to_vec(),
     )?;
     tonic_prost_build::configure()
+        .build_server(false)
         // The rpc is called `Connect`; the transport constructor of the same
         // name would clash with it, so clients connect a `Channel` themselves.
         .build_transport(false)
         // prost encoding with small initial buffers: each open stream keeps
-        // one encode and one decode buffer (see src/proto.rs).
+        // one encode and one decode buffer (see src/proto/mod.rs).
+        .codec_path("crate::proto::CompactCodec")
+        .compile_fds(descriptors.clone())?;
+    let server_dir = out_dir.join("server");
+    fs::create_dir_all(&server_dir)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .out_dir(&server_dir)
+        .extern_path(
+            ".google.protobuf.Value",
+            "crate::proto::encoded::EncodedValue",
+        )
         .codec_path("crate::proto::CompactCodec")
         .compile_fds(descriptors)?;
     Ok(())

@@ -32,7 +32,7 @@ use crate::doors::socketio::{self, SocketIoConfig};
 use crate::doors::ws::{self, WsConfig, WsDoor};
 use crate::listener::{Conn, ConnectionLimits, tls_acceptor};
 use crate::net::address_source;
-use crate::proto::{FILE_DESCRIPTOR_SET, v1::signaling_server::SignalingServer};
+use crate::proto::{FILE_DESCRIPTOR_SET, server::signaling_server::SignalingServer};
 use crate::telemetry;
 
 /// How long a TLS handshake may take.

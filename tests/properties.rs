@@ -5,12 +5,14 @@ use proptest::prelude::*;
 use prost::Message as _;
 use serde_json::{Value, json};
 use signalgate::core::payload::{MAX_PAYLOAD_DEPTH, json_value_depth, scan_json_text};
-use signalgate::core::{Command, Relay};
+use signalgate::core::{Command, JsonPayload, Relay};
 use signalgate::doors::grpc::decode_event;
 use signalgate::doors::json::{decode_frame, encode_event};
+use signalgate::proto::encoded::EncodedValue;
 use signalgate::proto::json::{
     json_text_to_value, json_to_value, value_to_json, value_to_raw_json,
 };
+use signalgate::proto::server as wire;
 use signalgate::proto::v1 as pb;
 
 /// JSON values as they travel: numbers are whole within ±2^53 or have a
@@ -125,7 +127,7 @@ proptest! {
 
     #[test]
     fn any_bytes_decode_as_a_client_event_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-        if let Ok(event) = pb::ClientEvent::decode(bytes.as_slice()) {
+        if let Ok(event) = wire::ClientEvent::decode(bytes.as_slice()) {
             let _ = decode_event(event);
         }
     }
@@ -144,6 +146,58 @@ proptest! {
         let through_tree = serde_json::to_string(&value_to_json(&direct).expect("finite")).expect("serializes");
         let raw = value_to_raw_json(&direct).expect("finite");
         prop_assert_eq!(raw.get(), through_tree.as_str());
+    }
+
+    /// The gRPC server keeps values encoded and walks the bytes: for what
+    /// prost writes, the walk alone gives exactly the tree conversion's text.
+    #[test]
+    fn the_encoded_walk_agrees_with_the_tree_conversion(data in json_value()) {
+        let value = json_to_value(&data);
+        let encoded = EncodedValue::from_bytes(value.encode_to_vec());
+        let walked = encoded.canonical_to_raw_json().expect("prost writes the canonical encoding");
+        let through_tree = value_to_raw_json(&value).expect("finite");
+        prop_assert_eq!(walked.get(), through_tree.get());
+    }
+
+    /// Whatever the bytes, the encoded value converts as decoding would.
+    #[test]
+    fn encoded_values_convert_as_decoded_ones(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let encoded = EncodedValue::from_bytes(bytes.clone());
+        let through_tree = prost_types::Value::decode(bytes.as_slice())
+            .ok()
+            .and_then(|value| value_to_raw_json(&value).ok());
+        let direct = encoded.to_raw_json().ok();
+        prop_assert_eq!(direct.as_ref().map(|raw| raw.get()), through_tree.as_ref().map(|raw| raw.get()));
+    }
+
+    /// JSON text becomes protobuf bytes that decode to the tree conversion's value.
+    #[test]
+    fn json_text_encodes_to_the_same_value(data in json_value(), pretty in any::<bool>()) {
+        let text = if pretty {
+            serde_json::to_string_pretty(&data).expect("serializes")
+        } else {
+            data.to_string()
+        };
+        let encoded = EncodedValue::from_json_text(&text).expect("valid JSON");
+        let decoded = prost_types::Value::decode(encoded.as_bytes()).expect("decodes");
+        prop_assert_eq!(decoded, json_text_to_value(&text).expect("valid JSON"));
+    }
+
+    /// A relayed payload on its way to a gRPC client: the one-pass
+    /// transcoder gives the value serde_json's parse gives.
+    #[test]
+    fn payloads_transcode_to_the_same_value(data in json_value(), pretty in any::<bool>()) {
+        let text = if pretty {
+            serde_json::to_string_pretty(&data).expect("serializes")
+        } else {
+            data.to_string()
+        };
+        let raw: Box<serde_json::value::RawValue> = serde_json::from_str(&text).expect("valid JSON");
+        if let Ok(payload) = JsonPayload::from_boxed_raw(raw) {
+            let encoded = EncodedValue::from_payload(&payload);
+            let decoded = prost_types::Value::decode(encoded.as_bytes()).expect("decodes");
+            prop_assert_eq!(decoded, json_text_to_value(&text).expect("valid JSON"));
+        }
     }
 
     #[test]
@@ -177,7 +231,7 @@ fn the_depth_limit_holds_at_its_edge_on_both_decoders() {
         id: 1,
         event: Some(pb::client_event::Event::Message(json_to_value(&deep))),
     };
-    let decoded = pb::ClientEvent::decode(event.encode_to_vec().as_slice()).expect("protobuf");
+    let decoded = wire::ClientEvent::decode(event.encode_to_vec().as_slice()).expect("protobuf");
     assert!(decode_event(decoded).is_ok());
     let event = pb::ClientEvent {
         id: 1,
@@ -185,7 +239,7 @@ fn the_depth_limit_holds_at_its_edge_on_both_decoders() {
             deep
         ])))),
     };
-    let decoded = pb::ClientEvent::decode(event.encode_to_vec().as_slice()).expect("protobuf");
+    let decoded = wire::ClientEvent::decode(event.encode_to_vec().as_slice()).expect("protobuf");
     assert!(decode_event(decoded).is_err());
 }
 

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
 use signalgate::doors::grpc::decode_event;
-use signalgate::proto::v1::ClientEvent;
+use signalgate::proto::server::ClientEvent;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(event) = ClientEvent::decode(data) {

@@ -12,8 +12,8 @@ use crate::core::{
     Command, Delivery, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, JsonPayload,
     Rejection, Relay, Request, RequestId, Role, Session, SessionLink, Uid,
 };
-use crate::proto::json::{json_text_to_value, value_to_raw_json};
-use crate::proto::v1::{self as pb, client_event, server_event};
+use crate::proto::encoded::{EncodedValue, ValueError};
+use crate::proto::server::{self as pb, client_event, server_event};
 use crate::telemetry::metrics;
 
 /// Events buffered between a session's task and tonic, on top of the outbox.
@@ -127,7 +127,12 @@ async fn pump(
             message = inbound.message() => match message {
                 Ok(Some(message)) => match decode_event(message) {
                     Ok(request) => session.handle(request).await,
-                    Err((id, rejection)) => session.reject(id, rejection),
+                    Err(DecodeFailure::Refused(id, rejection)) => session.reject(id, rejection),
+                    Err(DecodeFailure::Undecodable) => {
+                        let (rejection, grpc_code) = undecodable();
+                        let status = Status::new(grpc_code, rejection.message.to_string());
+                        return (EndReason::ProtocolViolation(rejection.code), session, Some((Vec::new(), Event::error(rejection, None), status)));
+                    }
                 },
                 // End of the request stream: a half-close (clean) or a
                 // RST_STREAM(CANCEL), which hyper also reports as a plain end.
@@ -194,22 +199,36 @@ fn violation(status: &Status) -> Option<(Rejection, Code)> {
             Code::OutOfRange,
         )),
         // prost could not decode the bytes.
-        Code::Internal if status.message().contains("decode") => Some((
-            Rejection::bad_request("the message is not a valid ClientEvent"),
-            Code::InvalidArgument,
-        )),
+        Code::Internal if status.message().contains("decode") => Some(undecodable()),
         _ => None,
     }
 }
 
-/// A `ClientEvent` that could not become a request: the id to answer with
-/// and why.
-pub type DecodeFailure = (Option<RequestId>, Rejection);
+/// Bytes that are not a `ClientEvent` (also inside a relayed value, which
+/// stays encoded until the door converts it): the rejection and the status
+/// the stream ends with.
+fn undecodable() -> (Rejection, Code) {
+    (
+        Rejection::bad_request("the message is not a valid ClientEvent"),
+        Code::InvalidArgument,
+    )
+}
+
+/// A `ClientEvent` that could not become a request.
+#[derive(Debug)]
+pub enum DecodeFailure {
+    /// A valid message the core cannot take: answered with an `error`
+    /// event for this id; the stream stays open.
+    Refused(Option<RequestId>, Rejection),
+    /// A relayed value's bytes are not a `google.protobuf.Value`: the
+    /// stream ends, as for any undecodable message.
+    Undecodable,
+}
 
 /// `ClientEvent` → core request.
 pub fn decode_event(message: pb::ClientEvent) -> Result<Request, DecodeFailure> {
     let id = (message.id != 0).then_some(message.id);
-    let fail = |rejection| (id, rejection);
+    let fail = |rejection| DecodeFailure::Refused(id, rejection);
     let event = message
         .event
         .ok_or_else(|| fail(Rejection::bad_request("ClientEvent has no event set")))?;
@@ -227,17 +246,11 @@ pub fn decode_event(message: pb::ClientEvent) -> Result<Request, DecodeFailure> 
             };
             Command::Register { uid, role }
         }
-        client_event::Event::Syncto(value) => {
-            Command::Relay(Relay::SyncTo(payload(&value).map_err(fail)?))
-        }
-        client_event::Event::Message(value) => {
-            Command::Relay(Relay::Message(payload(&value).map_err(fail)?))
-        }
-        client_event::Event::Export(value) => {
-            Command::Relay(Relay::Export(payload(&value).map_err(fail)?))
-        }
+        client_event::Event::Syncto(value) => Command::Relay(Relay::SyncTo(payload(&value, id)?)),
+        client_event::Event::Message(value) => Command::Relay(Relay::Message(payload(&value, id)?)),
+        client_event::Event::Export(value) => Command::Relay(Relay::Export(payload(&value, id)?)),
         client_event::Event::Exception(value) => {
-            Command::Relay(Relay::Exception(payload(&value).map_err(fail)?))
+            Command::Relay(Relay::Exception(payload(&value, id)?))
         }
         client_event::Event::Transfile(file) => Command::Relay(Relay::Transfile(FileOffer {
             size: file.size,
@@ -255,14 +268,19 @@ pub fn decode_event(message: pb::ClientEvent) -> Result<Request, DecodeFailure> 
     Ok(Request::new(id, command))
 }
 
-fn payload(value: &prost_types::Value) -> Result<JsonPayload, Rejection> {
-    let raw = value_to_raw_json(value).map_err(|e| Rejection::bad_request(e.to_string()))?;
-    JsonPayload::from_boxed_raw(raw)
+fn payload(value: &EncodedValue, id: Option<RequestId>) -> Result<JsonPayload, DecodeFailure> {
+    match value.to_raw_json() {
+        Ok(raw) => JsonPayload::from_boxed_raw(raw).map_err(|r| DecodeFailure::Refused(id, r)),
+        Err(ValueError::Undecodable) => Err(DecodeFailure::Undecodable),
+        Err(error @ ValueError::NonFiniteNumber) => Err(DecodeFailure::Refused(
+            id,
+            Rejection::bad_request(error.to_string()),
+        )),
+    }
 }
 
-fn value(payload: &JsonPayload) -> prost_types::Value {
-    // A payload is valid JSON text: the fallback is unreachable.
-    json_text_to_value(payload.as_str()).unwrap_or_default()
+fn value(payload: &JsonPayload) -> EncodedValue {
+    EncodedValue::from_payload(payload)
 }
 
 fn role(role: Role) -> i32 {

@@ -1,11 +1,24 @@
-//! The generated gRPC types of `proto/signalgate/v1/signaling.proto`, the
+//! The generated gRPC code of `proto/signalgate/v1/signaling.proto`, the
 //! encoded descriptor set served by reflection, and the conversions between
 //! `google.protobuf.Value` and JSON that the gRPC door and the gRPC client
-//! both need.
+//! need.
 
+pub mod encoded;
+
+/// The contract's types and the tonic client, for programs that speak to
+/// the gateway (a `google.protobuf.Value` is a `prost_types::Value`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("signalgate.v1");
+}
+
+/// The same contract as the server sees it: every `google.protobuf.Value`
+/// stays in its protobuf encoding ([`encoded::EncodedValue`]), which the
+/// gRPC door converts to and from JSON text without building a value tree.
+/// The bytes on the wire are those of [`v1`].
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod server {
+    include!(concat!(env!("OUT_DIR"), "/server/signalgate.v1.rs"));
 }
 
 /// Initial size of a stream's encode and decode buffers. tonic's default is
@@ -57,7 +70,7 @@ pub mod json {
     use serde_json::{Map, Number, Value as Json};
 
     /// Largest integer a double holds exactly (2^53).
-    const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
+    pub(crate) const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
 
     /// A `google.protobuf.Value` with no JSON form (NaN or an infinity).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -106,25 +119,33 @@ pub mod json {
         serde_json::value::to_raw_value(&AsJson(value)).map_err(|_| NonFiniteNumber)
     }
 
+    /// Serializes a protobuf number in its JSON form: whole numbers within
+    /// ±2^53 as integers; NaN and the infinities are an error.
+    pub(crate) fn serialize_number<S: serde::Serializer>(
+        n: f64,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
+            serializer.serialize_i64(n as i64)
+        } else if n.is_finite() {
+            serializer.serialize_f64(n)
+        } else {
+            Err(S::Error::custom(NonFiniteNumber))
+        }
+    }
+
     /// Serializes a protobuf value in its JSON form.
     struct AsJson<'a>(&'a Value);
 
     impl serde::Serialize for AsJson<'_> {
         fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            use serde::ser::{Error as _, SerializeMap as _, SerializeSeq as _};
+            use serde::ser::{SerializeMap as _, SerializeSeq as _};
             match &self.0.kind {
                 None | Some(Kind::NullValue(_)) => serializer.serialize_unit(),
                 Some(Kind::BoolValue(b)) => serializer.serialize_bool(*b),
                 Some(Kind::StringValue(text)) => serializer.serialize_str(text),
-                Some(Kind::NumberValue(n)) => {
-                    if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
-                        serializer.serialize_i64(*n as i64)
-                    } else if n.is_finite() {
-                        serializer.serialize_f64(*n)
-                    } else {
-                        Err(S::Error::custom(NonFiniteNumber))
-                    }
-                }
+                Some(Kind::NumberValue(n)) => serialize_number(*n, serializer),
                 Some(Kind::ListValue(list)) => {
                     let mut seq = serializer.serialize_seq(Some(list.values.len()))?;
                     for item in &list.values {
