@@ -214,16 +214,15 @@ fn source(args: &BenchArgs, index: usize) -> Option<IpAddr> {
 
 type BenchError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn next_event(client: &mut Client) -> Result<Value, BenchError> {
-    match tokio::time::timeout(Duration::from_secs(30), client.recv()).await?? {
-        Incoming::Event(event) => Ok(event),
-        Incoming::Closed(closed) => Err(format!("closed: {closed:?}").into()),
-    }
+/// The next event, within 30 s; a close or an `error` fails the run.
+async fn next_event(client: &mut Client, side: &str) -> Result<Value, BenchError> {
+    let incoming = tokio::time::timeout(Duration::from_secs(30), client.recv()).await??;
+    unrefused(incoming, side)
 }
 
-async fn wait_for(client: &mut Client, name: &str) -> Result<Value, BenchError> {
+async fn wait_for(client: &mut Client, side: &str, name: &str) -> Result<Value, BenchError> {
     loop {
-        let event = next_event(client).await?;
+        let event = next_event(client, side).await?;
         if event["event"] == name {
             return Ok(event);
         }
@@ -248,7 +247,7 @@ async fn set_up_pair(
         &options(args.web_door, 2 * index),
     )
     .await?;
-    wait_for(&mut web, "welcome").await?;
+    wait_for(&mut web, "web", "welcome").await?;
     web.send(&envelope(
         "register",
         Some(json!({"uid": uid, "type": 0})),
@@ -258,10 +257,13 @@ async fn set_up_pair(
     if args.seed {
         // The seed confirms nothing; `ipaddr` answers after the register is processed.
         web.send(&envelope("ipaddr", None, None)).await?;
-        let _ =
-            tokio::time::timeout(Duration::from_millis(500), wait_for(&mut web, "ipaddr")).await;
+        let _ = tokio::time::timeout(
+            Duration::from_millis(500),
+            wait_for(&mut web, "web", "ipaddr"),
+        )
+        .await;
     } else {
-        wait_for(&mut web, "registered").await?;
+        wait_for(&mut web, "web", "registered").await?;
     }
     let mut app = Client::connect_with(
         args.app_door.into(),
@@ -269,14 +271,14 @@ async fn set_up_pair(
         &options(args.app_door, 2 * index + 1),
     )
     .await?;
-    wait_for(&mut app, "welcome").await?;
+    wait_for(&mut app, "app", "welcome").await?;
     app.send(&envelope(
         "register",
         Some(json!({"uid": uid, "type": 1})),
         None,
     ))
     .await?;
-    wait_for(&mut app, "syncfrom").await?;
+    wait_for(&mut app, "app", "syncfrom").await?;
     Ok((web, app))
 }
 
@@ -289,6 +291,22 @@ struct PairResult {
 
 fn micros_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// An event the server sent while the pair relays, or why the run cannot
+/// go on: the server closed the session or answered with an `error` (a
+/// rate-limited gateway, say), which would otherwise show up only as
+/// messages missing from the counts.
+fn unrefused(incoming: Incoming, side: &str) -> Result<Value, BenchError> {
+    match incoming {
+        Incoming::Event(event) if event["event"] == "error" => {
+            Err(format!("the server refused a {side} message: {}", event["data"]).into())
+        }
+        Incoming::Event(event) => Ok(event),
+        Incoming::Closed(closed) => {
+            Err(format!("the server closed the {side} session: {closed:?}").into())
+        }
+    }
 }
 
 /// Echo round trips on one pair until `stop`, then drains.
@@ -343,12 +361,13 @@ async fn drive_pair(
                 }
             }
             event = app.recv() => {
-                if let Incoming::Event(event) = event? && event["event"] == "message" {
+                let event = unrefused(event?, "app")?;
+                if event["event"] == "message" {
                     app.send(&envelope("message", event.get("data").cloned(), None)).await?;
                 }
             }
             event = web.recv() => {
-                let Incoming::Event(event) = event? else { break };
+                let event = unrefused(event?, "web")?;
                 if event["event"] != "message" {
                     continue;
                 }
@@ -505,7 +524,7 @@ async fn run_burst(
             }
             let mut web_got = 0;
             while web_got < 1 + candidates {
-                if next_event(&mut web).await?["event"] == "message" { web_got += 1; }
+                if next_event(&mut web, "web").await?["event"] == "message" { web_got += 1; }
             }
             web.send(&envelope("message", Some(json!({"type": "answer", "sdp": sdp})), None)).await?;
             for n in 0..candidates {
@@ -513,7 +532,7 @@ async fn run_burst(
             }
             let mut app_got = 0;
             while app_got < 1 + candidates {
-                if next_event(&mut app).await?["event"] == "message" { app_got += 1; }
+                if next_event(&mut app, "app").await?["event"] == "message" { app_got += 1; }
             }
             histogram.saturating_record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
             web.close().await;

@@ -100,3 +100,38 @@ async fn burst_and_idle_modes_finish() {
     assert!(idle.server_rss_kib_per_connection.is_some(), "{idle:?}");
     assert!(idle.setup_sessions_per_second > 0.0, "{idle:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_server_fails_the_run_instead_of_counting_nothing() {
+    // A gateway with a tight rate limit refuses the flood and closes the
+    // sessions: the run must say so, not report zero messages.
+    let gateway = TestGateway::start_with(signalgate::Config {
+        rate_limit: 5.0,
+        rate_burst: 5.0,
+        ..common::test_config()
+    })
+    .await;
+    let target = gateway.address.to_string();
+    let argv = [
+        "bench",
+        "--target",
+        &target,
+        "--pairs",
+        "2",
+        "--window",
+        "8",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+    ];
+    let Cli { bench: args } = Cli::try_parse_from(argv).expect("bench flags");
+    let error = signalgate::bench::run(args)
+        .await
+        .expect_err("a refused run is an error");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("refused") || message.contains("closed"),
+        "{message}"
+    );
+}
