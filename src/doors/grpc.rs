@@ -93,9 +93,13 @@ async fn pump(
     mut link: SessionLink,
     outgoing: &Outgoing,
 ) -> (EndReason, Session, LastWords) {
-    // Made once: a kill wakes it, whichever branch the loop is in.
+    // Made once each, not on every wake-up (a new waiter costs about 400
+    // instructions): a kill wakes `killed`, whichever branch the loop is
+    // in; tonic dropping the response stream wakes `gone`.
     let killed = link.killed();
     tokio::pin!(killed);
+    let gone = outgoing.closed();
+    tokio::pin!(gone);
     loop {
         tokio::select! {
             biased;
@@ -108,7 +112,7 @@ async fn pump(
                 };
                 return (EndReason::Closed(code), session, Some((queued, Event::farewell(code), status_for(code))));
             }
-            () = outgoing.closed() => return (EndReason::ConnectionLost, session, None),
+            () = &mut gone => return (EndReason::ConnectionLost, session, None),
             event = link.next_event() => {
                 let Some(event) = event else {
                     return (EndReason::ConnectionLost, session, None);
@@ -139,7 +143,7 @@ async fn pump(
                 // A cancel takes the response stream down with it; a
                 // half-close leaves it open.
                 Ok(None) => {
-                    let cancelled = tokio::time::timeout(CANCEL_PROBE, outgoing.closed()).await.is_ok();
+                    let cancelled = tokio::time::timeout(CANCEL_PROBE, &mut gone).await.is_ok();
                     let reason = if cancelled { EndReason::ConnectionLost } else { EndReason::ClientClosed };
                     return (reason, session, None);
                 }
