@@ -118,14 +118,17 @@ async function run(role, uid) {
     $("send-file").disabled = true;
   }
 
+  // "negotiating" is shown before any await: the channel can open while
+  // the offer or answer is still on its way, and its "open" must not be
+  // overwritten afterwards.
   async function startCall() {
     closeCall();
     newPeerConnection();
+    setStatus("channel", "negotiating", "warn");
     setupChannel(pc.createDataChannel("files", { ordered: true }));
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     await gate.message({ type: "offer", sdp: offer.sdp });
-    setStatus("channel", "negotiating", "warn");
   }
 
   async function onSignal(data) {
@@ -133,12 +136,15 @@ async function run(role, uid) {
       case "offer": {
         closeCall();
         newPeerConnection();
+        // An offer comes from a peer that is there (only the app is sent
+        // `syncfrom` when the pair forms).
+        setStatus("peer", "present", "ok");
+        setStatus("channel", "negotiating", "warn");
         await pc.setRemoteDescription({ type: "offer", sdp: data.sdp });
         const answer = await pc.createAnswer();
         await pc.setLocalDescription(answer);
         await gate.message({ type: "answer", sdp: answer.sdp });
         await flushCandidates();
-        setStatus("channel", "negotiating", "warn");
         break;
       }
       case "answer":
