@@ -181,13 +181,6 @@ impl Inner {
             warn!(%error, "event not sent to a remote peer");
             DeliveryError::Unreachable
         })?;
-        let wants_reply = matches!(event, Event::Relayed(_));
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let reply = wants_reply.then(|| {
-            let (sender, receiver) = oneshot::channel();
-            lock(&self.pending).insert(token, sender);
-            receiver
-        });
         let frame = Frame {
             t: "deliver".into(),
             uid: Some(uid.as_str().to_owned()),
@@ -195,37 +188,56 @@ impl Inner {
             session: Some(session.to_string()),
             event: Some(name),
             data,
-            reply_node: wants_reply.then(|| self.node.clone()),
-            token: wants_reply.then_some(token),
             ..Frame::default()
         };
-        let forget = || {
-            lock(&self.pending).remove(&token);
-        };
-        match self.publish(node, &frame).await {
-            Ok(receivers) if receivers > 0 => {}
-            Ok(_) => {
-                // Nobody listens on the node's channel: it is dead (and
-                // about to be reaped) or cut off from Redis.
-                forget();
-                return Err(DeliveryError::Unreachable);
-            }
-            Err(_) => {
-                forget();
-                return Err(DeliveryError::Unreachable);
-            }
+        if !matches!(event, Event::Relayed(_)) {
+            return match self.publish(node, &frame).await {
+                Ok(receivers) if receivers > 0 => Ok(()),
+                // Nobody listens on the node's channel (it is dead, or cut
+                // off from Redis), or Redis is unreachable.
+                _ => Err(DeliveryError::Unreachable),
+            };
         }
-        let Some(reply) = reply else {
-            return Ok(());
-        };
-        match tokio::time::timeout(REPLY_TIMEOUT, reply).await {
-            Ok(Ok(reply)) => bus::decode_outcome(reply.outcome.as_deref().unwrap_or("")),
-            _ => {
-                forget();
+        match self.ask(node, frame).await {
+            Ok(reply) => bus::decode_outcome(reply.outcome.as_deref().unwrap_or("")),
+            Err(Unanswered::NobodyListens | Unanswered::NoAnswer) => {
                 Err(DeliveryError::Unreachable)
             }
         }
     }
+
+    /// Sends `frame` to `node`, naming this node as the one to answer and
+    /// a fresh correlation token, and waits for the answer (at most
+    /// [`REPLY_TIMEOUT`]). The waiter is registered before the frame
+    /// leaves, so a quick answer is not missed, and removed if none comes.
+    pub(super) async fn ask(&self, node: &str, mut frame: Frame) -> Result<Frame, Unanswered> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (sender, answer) = oneshot::channel();
+        lock(&self.pending).insert(token, sender);
+        frame.reply_node = Some(self.node.clone());
+        frame.token = Some(token);
+        let unanswered = match self.publish(node, &frame).await {
+            Ok(receivers) if receivers > 0 => {
+                match tokio::time::timeout(REPLY_TIMEOUT, answer).await {
+                    Ok(Ok(reply)) => return Ok(reply),
+                    _ => Unanswered::NoAnswer,
+                }
+            }
+            Ok(_) => Unanswered::NobodyListens,
+            Err(_) => Unanswered::NoAnswer,
+        };
+        lock(&self.pending).remove(&token);
+        Err(unanswered)
+    }
+}
+
+/// Why a frame sent to another node for an answer got none.
+pub(super) enum Unanswered {
+    /// Nobody listens on the node's channel: the node is gone (and about
+    /// to be reaped) or cut off from Redis.
+    NobodyListens,
+    /// Redis did not take the frame, or no answer came in time.
+    NoAnswer,
 }
 
 /// (uid, role, session) a `deliver` or `kill` frame is for.

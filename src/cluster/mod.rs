@@ -42,7 +42,7 @@ use crate::core::{
 };
 use crate::telemetry::metrics;
 use bus::Frame;
-use channel::RemotePeer;
+use channel::{RemotePeer, Unanswered};
 use local::LocalTable;
 
 /// How long one Redis command may take before the registry counts Redis as
@@ -571,9 +571,6 @@ impl Registry for RedisRegistry {
         if !inner.available() {
             return Err(unavailable());
         }
-        let correlation = inner.next_token.fetch_add(1, Ordering::Relaxed);
-        let (sender, reply) = oneshot::channel();
-        lock(&inner.pending).insert(correlation, sender);
         let frame = Frame {
             t: "take".into(),
             resume_token: Some(token.to_owned()),
@@ -582,32 +579,19 @@ impl Registry for RedisRegistry {
             role_limit: identity
                 .and_then(|identity| identity.role)
                 .map(|role| role.as_str().to_owned()),
-            reply_node: Some(inner.node.clone()),
-            token: Some(correlation),
             ..Frame::default()
         };
-        let forget = || {
-            lock(&inner.pending).remove(&correlation);
-        };
-        match inner.publish(node, &frame).await {
-            Ok(receivers) if receivers > 0 => {}
-            Ok(_) => {
-                forget();
-                // Nobody holds that node's channel: the node is gone, and
-                // its sessions with it.
+        let reply = match inner.ask(node, frame).await {
+            Ok(reply) => reply,
+            // Nobody holds that node's channel: the node is gone, and its
+            // sessions with it.
+            Err(Unanswered::NobodyListens) => {
                 return Err(Rejection::new(
                     ErrorCode::ResumeFailed,
                     "the node that held the session is gone",
                 ));
             }
-            Err(_) => {
-                forget();
-                return Err(unavailable());
-            }
-        }
-        let Ok(Ok(reply)) = tokio::time::timeout(REPLY_TIMEOUT, reply).await else {
-            forget();
-            return Err(unavailable());
+            Err(Unanswered::NoAnswer) => return Err(unavailable()),
         };
         match (reply.outcome.as_deref(), &reply.export) {
             (Some("exported"), Some(wire)) => bus::decode_export(wire)
