@@ -15,6 +15,15 @@ use signalgate::proto::json::{
 use signalgate::proto::server as wire;
 use signalgate::proto::v1 as pb;
 
+/// `data` as compact or pretty-printed JSON text.
+fn json_text(data: &Value, pretty: bool) -> String {
+    if pretty {
+        serde_json::to_string_pretty(data).expect("serializes")
+    } else {
+        data.to_string()
+    }
+}
+
 /// JSON values as they travel: numbers are whole within ±2^53 or have a
 /// fraction (a whole number written with a fraction comes back whole
 /// through gRPC, as documented).
@@ -136,11 +145,7 @@ proptest! {
     /// between) give exactly what the tree conversions give.
     #[test]
     fn direct_conversions_agree_with_tree_conversions(data in json_value(), pretty in any::<bool>()) {
-        let text = if pretty {
-            serde_json::to_string_pretty(&data).expect("serializes")
-        } else {
-            data.to_string()
-        };
+        let text = json_text(&data, pretty);
         let direct = json_text_to_value(&text).expect("valid JSON");
         prop_assert_eq!(&direct, &json_to_value(&data));
         let through_tree = serde_json::to_string(&value_to_json(&direct).expect("finite")).expect("serializes");
@@ -173,11 +178,7 @@ proptest! {
     /// JSON text becomes protobuf bytes that decode to the tree conversion's value.
     #[test]
     fn json_text_encodes_to_the_same_value(data in json_value(), pretty in any::<bool>()) {
-        let text = if pretty {
-            serde_json::to_string_pretty(&data).expect("serializes")
-        } else {
-            data.to_string()
-        };
+        let text = json_text(&data, pretty);
         let encoded = EncodedValue::from_json_text(&text).expect("valid JSON");
         let decoded = prost_types::Value::decode(encoded.as_bytes()).expect("decodes");
         prop_assert_eq!(decoded, json_text_to_value(&text).expect("valid JSON"));
@@ -187,11 +188,7 @@ proptest! {
     /// transcoder gives the value serde_json's parse gives.
     #[test]
     fn payloads_transcode_to_the_same_value(data in json_value(), pretty in any::<bool>()) {
-        let text = if pretty {
-            serde_json::to_string_pretty(&data).expect("serializes")
-        } else {
-            data.to_string()
-        };
+        let text = json_text(&data, pretty);
         let raw: Box<serde_json::value::RawValue> = serde_json::from_str(&text).expect("valid JSON");
         if let Ok(payload) = JsonPayload::from_boxed_raw(raw) {
             let encoded = EncodedValue::from_payload(&payload);

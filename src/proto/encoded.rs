@@ -555,55 +555,61 @@ impl Transcoder<'_> {
                 self.string()
             }
             b'-' | b'0'..=b'9' => self.number(),
-            b'[' if depth < MAX_WALK_DEPTH => {
-                self.at += 1;
-                let list = start_delimited(&mut self.out, LIST_KEY);
-                if self.peek()? == b']' {
-                    self.at += 1;
-                } else {
-                    loop {
-                        let item = start_delimited(&mut self.out, ENTRY_KEY);
-                        self.value(depth + 1)?;
-                        end_delimited(&mut self.out, item);
-                        if !self.after_item(b']')? {
-                            break;
-                        }
-                    }
-                }
-                end_delimited(&mut self.out, list);
+            b'[' if depth < MAX_WALK_DEPTH => self.container(LIST_KEY, b']', |this| {
+                let item = start_delimited(&mut this.out, ENTRY_KEY);
+                this.value(depth + 1)?;
+                end_delimited(&mut this.out, item);
                 Some(())
-            }
+            }),
             b'{' if depth < MAX_WALK_DEPTH => {
-                self.at += 1;
-                let fields = start_delimited(&mut self.out, STRUCT_KEY);
-                if self.peek()? == b'}' {
-                    self.at += 1;
-                } else {
-                    loop {
-                        if self.peek()? != b'"' {
-                            return None;
-                        }
-                        let entry = start_delimited(&mut self.out, ENTRY_KEY);
-                        self.out.push(ENTRY_KEY);
-                        self.string()?;
-                        if self.peek()? != b':' {
-                            return None;
-                        }
-                        self.at += 1;
-                        let value = start_delimited(&mut self.out, ENTRY_VALUE_KEY);
-                        self.value(depth + 1)?;
-                        end_delimited(&mut self.out, value);
-                        end_delimited(&mut self.out, entry);
-                        if !self.after_item(b'}')? {
-                            break;
-                        }
-                    }
-                }
-                end_delimited(&mut self.out, fields);
-                Some(())
+                self.container(STRUCT_KEY, b'}', |this| this.entry(depth + 1))
             }
             _ => None,
         }
+    }
+
+    /// Writes the array or object at the cursor (at its opening bracket)
+    /// as a length-delimited field with `key`, its items by `item`.
+    fn container(
+        &mut self,
+        key: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.at += 1;
+        let contents = start_delimited(&mut self.out, key);
+        if self.peek()? == close {
+            self.at += 1;
+        } else {
+            loop {
+                item(self)?;
+                if !self.after_item(close)? {
+                    break;
+                }
+            }
+        }
+        end_delimited(&mut self.out, contents);
+        Some(())
+    }
+
+    /// Writes the object member at the cursor as a map entry: its key,
+    /// then its value.
+    fn entry(&mut self, depth: usize) -> Option<()> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let entry = start_delimited(&mut self.out, ENTRY_KEY);
+        self.out.push(ENTRY_KEY);
+        self.string()?;
+        if self.peek()? != b':' {
+            return None;
+        }
+        self.at += 1;
+        let value = start_delimited(&mut self.out, ENTRY_VALUE_KEY);
+        self.value(depth)?;
+        end_delimited(&mut self.out, value);
+        end_delimited(&mut self.out, entry);
+        Some(())
     }
 
     /// After an item: `true` at a comma (more follow), `false` at `close`.
