@@ -239,6 +239,9 @@ async fn set_up_pair(
     let options = |door: BenchDoor, n: usize| ConnectOptions {
         source: source(args, n),
         seed_wire: args.seed || door == BenchDoor::Socketio,
+        // One file descriptor per connection: the idle scale is bounded by
+        // the descriptor limit.
+        without_abort: true,
         ..ConnectOptions::default()
     };
     let mut web = Client::connect_with(

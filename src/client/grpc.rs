@@ -53,14 +53,20 @@ impl GrpcClient {
     ) -> Result<GrpcClient, ClientError> {
         let token = options.token.as_deref();
         let source = options.source;
+        let abortable = !options.without_abort;
         let socket_slot = Arc::new(Mutex::new(None));
         let slot = Arc::clone(&socket_slot);
         let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
             let slot = Arc::clone(&slot);
             async move {
-                let stream = tcp(address, source).await?.into_std()?;
+                let stream = tcp(address, source).await?;
+                if !abortable {
+                    return Ok::<_, std::io::Error>(TokioIo::new(stream));
+                }
+                // A second descriptor of the socket, for `abort`.
+                let stream = stream.into_std()?;
                 *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(stream.try_clone()?);
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::TcpStream::from_std(stream)?))
+                Ok(TokioIo::new(tokio::net::TcpStream::from_std(stream)?))
             }
         });
         let channel = Endpoint::from_shared(format!("http://{address}"))

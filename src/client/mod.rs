@@ -114,9 +114,13 @@ pub struct ConnectOptions {
     /// Socket.IO only: speak exactly the seed's wire (no `resume=1`, no
     /// sequence arguments), e.g. to measure the seed reference server.
     pub seed_wire: bool,
+    /// gRPC only: keep no second descriptor of the connection for
+    /// [`Client::abort`] (which then does nothing). A load generator
+    /// holding thousands of connections sets it, so that each costs one
+    /// file descriptor, not two.
+    pub without_abort: bool,
 }
 
-/// A TCP connection to `address`, from `source` when given, with TCP_NODELAY.
 /// WebSocket settings of the clients: small buffers (tungstenite's default
 /// 128 KiB read buffer per connection would make a load generator holding
 /// thousands of connections measure its own allocator).
@@ -126,6 +130,7 @@ pub(crate) fn websocket_config() -> tokio_tungstenite::tungstenite::protocol::We
         .write_buffer_size(4096)
 }
 
+/// A TCP connection to `address`, from `source` when given, with TCP_NODELAY.
 pub(crate) async fn tcp(address: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
     let socket = match address {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
