@@ -106,7 +106,9 @@ impl GrpcClient {
     }
 
     /// Cuts the TCP connection without ending the stream (as a phone that
-    /// loses its network): the server sees the connection vanish.
+    /// loses its network): the server sees the connection vanish. Does
+    /// nothing for a client connected with
+    /// [`ConnectOptions::without_abort`](super::ConnectOptions::without_abort).
     pub fn abort(self) {
         if let Some(socket) = &self.socket {
             let _ = socket.shutdown(std::net::Shutdown::Both);
