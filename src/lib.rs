@@ -6,7 +6,7 @@
 //! Socket.IO.
 //!
 //! # Layout
-//! - [`bench`]: the load generator (`signalgate bench`).
+//! - [`bench`](mod@bench): the load generator (`signalgate bench`).
 //! - [`auth`]: JWT authentication of connections, and minting for development.
 //! - [`config`]: flags and environment variables → one plain [`config::Config`].
 //! - [`server`]: the composition root: one port, every door, shutdown.
