@@ -175,15 +175,6 @@ proptest! {
         prop_assert_eq!(direct.as_ref().map(|raw| raw.get()), through_tree.as_ref().map(|raw| raw.get()));
     }
 
-    /// JSON text becomes protobuf bytes that decode to the tree conversion's value.
-    #[test]
-    fn json_text_encodes_to_the_same_value(data in json_value(), pretty in any::<bool>()) {
-        let text = json_text(&data, pretty);
-        let encoded = EncodedValue::from_json_text(&text).expect("valid JSON");
-        let decoded = prost_types::Value::decode(encoded.as_bytes()).expect("decodes");
-        prop_assert_eq!(decoded, json_text_to_value(&text).expect("valid JSON"));
-    }
-
     /// A relayed payload on its way to a gRPC client: the one-pass
     /// transcoder gives the value serde_json's parse gives.
     #[test]

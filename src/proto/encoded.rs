@@ -19,12 +19,11 @@ use prost::DecodeError;
 use prost::encoding::{
     DecodeContext, WireType, check_wire_type, decode_varint, encode_key, encode_varint, skip_field,
 };
-use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::core::JsonPayload;
 
-use super::json::{MAX_SAFE_INTEGER, serialize_number, value_to_raw_json};
+use super::json::{MAX_SAFE_INTEGER, json_text_to_value, serialize_number, value_to_raw_json};
 
 /// A `google.protobuf.Value` as its protobuf encoding: the message's fields,
 /// without its own tag and length. The gRPC server's generated types use
@@ -102,21 +101,13 @@ impl EncodedValue {
                 bytes: transcoder.out,
             };
         }
-        // Not reached for a valid payload; serde_json's way decides.
-        Self::from_json_text(text).unwrap_or_default()
-    }
-
-    /// Parses JSON text straight into a protobuf value's encoding. Numbers
-    /// become doubles; a key given twice keeps its last value when decoded,
-    /// as in `serde_json::Value`. The result decodes to the value
-    /// [`super::json::json_text_to_value`] gives (keys stay in the text's
-    /// order on the wire; a protobuf map has none).
-    pub fn from_json_text(text: &str) -> Result<Self, serde_json::Error> {
-        let mut bytes = Vec::with_capacity(text.len() + 16);
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        ValueFields(&mut bytes).deserialize(&mut deserializer)?;
-        deserializer.end()?;
-        Ok(EncodedValue { bytes })
+        // Not reached for a valid payload: the tree conversion decides.
+        json_text_to_value(text).map_or_else(
+            |_| EncodedValue::default(),
+            |value| EncodedValue {
+                bytes: prost::Message::encode_to_vec(&value),
+            },
+        )
     }
 }
 
@@ -405,116 +396,6 @@ fn end_delimited(out: &mut Vec<u8>, start: usize) {
     out[start - 1..start - 1 + width].copy_from_slice(&prefix[..width]);
 }
 
-/// Writes the fields of a `Value` for the JSON value it deserializes.
-struct ValueFields<'a>(&'a mut Vec<u8>);
-
-impl<'de> DeserializeSeed<'de> for ValueFields<'_> {
-    type Value = ();
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ValueFields<'_> {
-    type Value = ();
-
-    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("any JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        self.0.extend_from_slice(&[NULL_KEY, 0]);
-        Ok(())
-    }
-    fn visit_bool<E>(self, flag: bool) -> Result<(), E> {
-        self.0.extend_from_slice(&[BOOL_KEY, u8::from(flag)]);
-        Ok(())
-    }
-    fn visit_i64<E>(self, n: i64) -> Result<(), E> {
-        self.number(n as f64)
-    }
-    fn visit_u64<E>(self, n: u64) -> Result<(), E> {
-        self.number(n as f64)
-    }
-    fn visit_f64<E>(self, n: f64) -> Result<(), E> {
-        self.number(n)
-    }
-    fn visit_str<E>(self, text: &str) -> Result<(), E> {
-        self.0.push(STRING_KEY);
-        encode_varint(text.len() as u64, self.0);
-        self.0.extend_from_slice(text.as_bytes());
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let list = start_delimited(self.0, LIST_KEY);
-        while seq
-            .next_element_seed(Delimited(self.0, ENTRY_KEY))?
-            .is_some()
-        {}
-        end_delimited(self.0, list);
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let fields = start_delimited(self.0, STRUCT_KEY);
-        while let Some(entry) = map.next_key_seed(EntryKey(self.0))? {
-            map.next_value_seed(Delimited(self.0, ENTRY_VALUE_KEY))?;
-            end_delimited(self.0, entry);
-        }
-        end_delimited(self.0, fields);
-        Ok(())
-    }
-}
-
-impl ValueFields<'_> {
-    fn number<E>(self, n: f64) -> Result<(), E> {
-        self.0.push(NUMBER_KEY);
-        self.0.extend_from_slice(&n.to_le_bytes());
-        Ok(())
-    }
-}
-
-/// Writes a `Value` as a length-delimited field with the given key.
-struct Delimited<'a>(&'a mut Vec<u8>, u8);
-
-impl<'de> DeserializeSeed<'de> for Delimited<'_> {
-    type Value = ();
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        let Delimited(out, key) = self;
-        let start = start_delimited(out, key);
-        ValueFields(&mut *out).deserialize(deserializer)?;
-        end_delimited(out, start);
-        Ok(())
-    }
-}
-
-/// Starts a map entry and writes its key; yields where the entry's
-/// contents start.
-struct EntryKey<'a>(&'a mut Vec<u8>);
-
-impl<'de> DeserializeSeed<'de> for EntryKey<'_> {
-    type Value = usize;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for EntryKey<'_> {
-    type Value = usize;
-
-    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("an object key")
-    }
-    fn visit_str<E>(self, key: &str) -> Result<usize, E> {
-        let entry = start_delimited(self.0, ENTRY_KEY);
-        self.0.push(ENTRY_KEY);
-        encode_varint(key.len() as u64, self.0);
-        self.0.extend_from_slice(key.as_bytes());
-        Ok(entry)
-    }
-}
-
 /// Transcodes JSON text that is known to be valid (a [`JsonPayload`]) into
 /// a `Value`'s protobuf fields in one pass, without a tokenizer in front.
 /// `None` on anything unexpected; the caller then takes serde_json's way.
@@ -760,7 +641,7 @@ mod tests {
         assert!(value.canonical_to_raw_json().is_none());
         assert_eq!(value.to_raw_json().expect("decodes").get(), "true");
         // Keys out of order are sorted, as the decoded map sorts them.
-        let value = EncodedValue::from_json_text(r#"{"b":1,"a":2}"#).expect("json");
+        let value = EncodedValue::from_payload(&payload(r#"{"b":1,"a":2}"#));
         assert!(value.canonical_to_raw_json().is_none());
         assert_eq!(
             value.to_raw_json().expect("decodes").get(),
@@ -779,29 +660,13 @@ mod tests {
         assert_eq!(nan.to_raw_json().err(), Some(ValueError::NonFiniteNumber));
     }
 
-    #[test]
-    fn json_text_becomes_the_same_value() {
-        for text in [
-            "null",
-            "[]",
-            "{}",
-            r#"{"b":[1,{"c":"d"}],"a":null,"a":false}"#,
-            &format!(
-                r#"{{"k":"{}","n":[1e300,-0.5,18446744073709551615]}}"#,
-                "x".repeat(200)
-            ),
-        ] {
-            let value = EncodedValue::from_json_text(text).expect("json");
-            let decoded = prost_types::Value::decode(value.as_bytes()).expect("decodes");
-            assert_eq!(decoded, json_text_to_value(text).expect("json"), "{text}");
-        }
-        assert!(EncodedValue::from_json_text("[1,").is_err());
+    fn payload(text: &str) -> JsonPayload {
+        let raw = RawValue::from_string(text.to_owned()).expect("json");
+        JsonPayload::from_boxed_raw(raw).expect("a payload")
     }
 
     fn transcoded(text: &str) -> prost_types::Value {
-        let raw = RawValue::from_string(text.to_owned()).expect("json");
-        let payload = JsonPayload::from_boxed_raw(raw).expect("a payload");
-        prost_types::Value::decode(EncodedValue::from_payload(&payload).as_bytes())
+        prost_types::Value::decode(EncodedValue::from_payload(&payload(text)).as_bytes())
             .expect("decodes")
     }
 
@@ -816,6 +681,8 @@ mod tests {
             r#"["\"\\\/\b\f\n\r\t", "\u00e9\u4e2d\ud83d\ude00x", "é中😀"]"#,
             r#"{"b" : [1, -0, -0.0, 0.5, -2.5e-3, 1E2, 18446744073709551615, 18446744073709551616, -9223372036854775808, -18446744073709551615]}"#,
             "[\n\t{\"a\":{\"b\":{}},\"a\":[[],[null]]}\r\n]",
+            r#"{"b":[1,{"c":"d"}],"a":null,"a":false}"#,
+            &format!(r#"{{"k":"{}","n":[1e300,-0.5]}}"#, "x".repeat(200)),
         ] {
             let expected = json_text_to_value(text).expect("json");
             let got = transcoded(text);
@@ -854,9 +721,7 @@ mod tests {
     fn long_contents_widen_the_length_prefix() {
         for len in [126, 127, 128, 129, 16_383, 16_384, 70_000] {
             let text = serde_json::to_string(&json!([["x".repeat(len)]])).expect("json");
-            let value = EncodedValue::from_json_text(&text).expect("json");
-            let decoded = prost_types::Value::decode(value.as_bytes()).expect("decodes");
-            assert_eq!(decoded, json_text_to_value(&text).expect("json"));
+            assert_eq!(transcoded(&text), json_text_to_value(&text).expect("json"));
         }
     }
 
