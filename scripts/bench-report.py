@@ -220,6 +220,15 @@ its delay.
 
 {kernel_floor}
 
+**One write per message.** A client of the generator that has received several
+events at once answers them in one write (tonic's gRPC client always
+batched like this; the WebSocket and Socket.IO clients do so since the fifth
+session). With `--write-each` every message is its own write, so its own TCP
+segment, and the server's kernel handles several times as many segments per
+relay:
+
+{table("saturated-each/", [name, doors, relays, p50, p99, loss, cpu, kernel])}
+
 ## Round trip at 20 pairs, window 1
 
 {table("rtt20/", [name, relays, p50, p99, p999, rmax, loss, cpu, kernel])}

@@ -6,7 +6,9 @@
 //! the app side sends each back. Closed loop keeps `--window` messages in
 //! flight per pair; open loop (`--rate`) sends on a fixed schedule and
 //! measures latency from the *scheduled* send time, so a stalled server
-//! cannot hide its delay. Every round trip is two relays. Given the
+//! cannot hide its delay. Every round trip is two relays. A client that
+//! received several events at once answers them in one write
+//! (`--write-each`: one write per message). Given the
 //! server's pid it reads the server's CPU time and RSS from /proc.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -99,6 +101,12 @@ pub struct BenchArgs {
     /// `registered` or acks.
     #[arg(long)]
     pub seed: bool,
+    /// Write every message on its own (one write, so one TCP segment, per
+    /// message). By default a client that has received several events at
+    /// once answers them all in one write, as tonic's gRPC client always
+    /// does; this flag measures what per-message writes cost the server.
+    #[arg(long)]
+    pub write_each: bool,
     /// Connections set up at once.
     #[arg(long, default_value_t = 128)]
     pub connect_concurrency: usize,
@@ -364,28 +372,47 @@ async fn drive_pair(
                 }
             }
             event = app.recv() => {
-                let event = unrefused(event?, "app")?;
-                if event["event"] == "message" {
-                    app.send(&envelope("message", event.get("data").cloned(), None)).await?;
+                // Echo everything that has arrived, then write it at once.
+                let mut next = Some(event);
+                while let Some(event) = next {
+                    let event = unrefused(event?, "app")?;
+                    if event["event"] == "message" {
+                        app.feed(&envelope("message", event.get("data").cloned(), None)).await?;
+                        if args.write_each {
+                            app.flush().await?;
+                        }
+                    }
+                    next = app.try_recv();
                 }
+                app.flush().await?;
             }
             event = web.recv() => {
-                let event = unrefused(event?, "web")?;
-                if event["event"] != "message" {
-                    continue;
+                // Take everything that has arrived; in closed loop, write
+                // the messages that replace them at once.
+                let mut next = Some(event);
+                while let Some(event) = next {
+                    next = web.try_recv();
+                    let event = unrefused(event?, "web")?;
+                    if event["event"] != "message" {
+                        continue;
+                    }
+                    in_flight = in_flight.saturating_sub(1);
+                    let t = event["data"]["t"].as_u64().unwrap_or(0);
+                    if measured(t) {
+                        received += 1;
+                        histogram.saturating_record(micros_since(epoch).saturating_sub(t).max(1));
+                    }
+                    if interval.is_none() && Instant::now() < stop {
+                        let t = micros_since(epoch);
+                        web.feed(&message(t)).await?;
+                        if args.write_each {
+                            web.flush().await?;
+                        }
+                        sent += u64::from(measured(t));
+                        in_flight += 1;
+                    }
                 }
-                in_flight = in_flight.saturating_sub(1);
-                let t = event["data"]["t"].as_u64().unwrap_or(0);
-                if measured(t) {
-                    received += 1;
-                    histogram.saturating_record(micros_since(epoch).saturating_sub(t).max(1));
-                }
-                if interval.is_none() && Instant::now() < stop {
-                    let t = micros_since(epoch);
-                    web.send(&message(t)).await?;
-                    sent += u64::from(measured(t));
-                    in_flight += 1;
-                }
+                web.flush().await?;
             }
         }
     }

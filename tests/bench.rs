@@ -63,6 +63,27 @@ async fn closed_loop_over_mixed_doors_loses_nothing() {
         assert_eq!(report.pairs, 4);
         assert_relayed_without_loss(&report);
     }
+    // One write per message.
+    let report = bench(
+        &gateway,
+        &[
+            "--pairs",
+            "4",
+            "--window",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--web-door",
+            "socketio",
+            "--app-door",
+            "ws",
+            "--write-each",
+        ],
+    )
+    .await;
+    assert_relayed_without_loss(&report);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -183,6 +183,31 @@ impl Client {
         }
     }
 
+    /// Queues one envelope; it is written at the latest by the next
+    /// [`Client::flush`] (gRPC: as soon as the connection's task runs, as
+    /// with [`Client::send`]).
+    pub async fn feed(&mut self, envelope: &Value) -> Result<(), ClientError> {
+        match self {
+            Client::Ws(client) => client.feed(envelope).await,
+            Client::Grpc(client) => client.send(envelope).await,
+            Client::SocketIo(client) => client.feed(envelope).await,
+        }
+    }
+
+    /// Writes what [`Client::feed`] queued.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        match self {
+            Client::Ws(client) => client.flush().await,
+            Client::Grpc(_) => Ok(()),
+            Client::SocketIo(client) => client.flush().await,
+        }
+    }
+
+    /// An event or close that has already arrived, without waiting.
+    pub fn try_recv(&mut self) -> Option<Result<Incoming, ClientError>> {
+        futures_util::FutureExt::now_or_never(self.recv())
+    }
+
     /// Receives the next event or the end of the connection.
     pub async fn recv(&mut self) -> Result<Incoming, ClientError> {
         match self {

@@ -81,6 +81,18 @@ impl SocketIoClient {
     /// Emits `envelope.event` with `envelope.data`; an `id` becomes the
     /// Socket.IO acknowledgement id.
     pub async fn send(&mut self, envelope: &Value) -> Result<(), ClientError> {
+        self.feed(envelope).await?;
+        self.flush().await
+    }
+
+    /// Writes everything queued by [`SocketIoClient::feed`].
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        self.socket.flush().await?;
+        Ok(())
+    }
+
+    /// Queues an emit without flushing it (see [`SocketIoClient::flush`]).
+    pub async fn feed(&mut self, envelope: &Value) -> Result<(), ClientError> {
         let event = envelope
             .get("event")
             .and_then(Value::as_str)
@@ -94,7 +106,7 @@ impl SocketIoClient {
             };
             let ack = id.map(|id| id.to_string()).unwrap_or_default();
             self.socket
-                .send(Message::text(format!("42{ack}{arguments}")))
+                .feed(Message::text(format!("42{ack}{arguments}")))
                 .await?;
             return Ok(());
         }
@@ -107,7 +119,7 @@ impl SocketIoClient {
         };
         let ack = id.map(|id| id.to_string()).unwrap_or_default();
         self.socket
-            .send(Message::text(format!("42{ack}{arguments}")))
+            .feed(Message::text(format!("42{ack}{arguments}")))
             .await?;
         Ok(())
     }

@@ -80,6 +80,20 @@ impl WsClient {
         self.send_raw(Message::text(envelope.to_string())).await
     }
 
+    /// Queues an envelope without flushing it (see [`WsClient::flush`]).
+    pub async fn feed(&mut self, envelope: &Value) -> Result<(), ClientError> {
+        self.socket
+            .feed(Message::text(envelope.to_string()))
+            .await?;
+        Ok(())
+    }
+
+    /// Writes everything queued by [`WsClient::feed`].
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        self.socket.flush().await?;
+        Ok(())
+    }
+
     /// Sends any WebSocket message (for bad-input tests).
     pub async fn send_raw(&mut self, message: Message) -> Result<(), ClientError> {
         self.socket.send(message).await?;
