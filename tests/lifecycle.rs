@@ -68,6 +68,48 @@ async fn slow_socketio_consumer_is_closed() {
     slow_consumer(Door::SocketIo).await;
 }
 
+/// A gRPC client that stops reading is replaced. `REPLACED` writes what was
+/// queued before it, but a stream that cannot write (its HTTP/2 window is
+/// used up) has two seconds (the door's close timeout): then the events
+/// still queued for it are dropped. Reading again, the client gets fewer
+/// messages than were accepted for it, then its last `error` and `ABORTED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_grpc_stream_drops_its_queue_after_the_close_timeout() {
+    let gateway = TestGateway::start().await;
+    let (mut web, mut app) = paired(&gateway, "stall", Door::Ws, Door::Grpc).await;
+    // Far more than the client's HTTP/2 window, far less than the outbox.
+    let chunk = "z".repeat(60 * 1024);
+    let accepted = 40u64;
+    for id in 1..=accepted {
+        web.send("message", Some(json!(chunk)), Some(id)).await;
+        web.expect_ack(id).await;
+    }
+    let mut newer = gateway.connect(Door::Grpc).await;
+    newer.register("stall", "app").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut messages = 0u64;
+    let last_event = loop {
+        match app.next().await {
+            Incoming::Event(event) if event["event"] == "message" => messages += 1,
+            Incoming::Event(event) => break event,
+            Incoming::Closed(closed) => panic!("closed before the last error: {closed:?}"),
+        }
+    };
+    assert_eq!(last_event["event"], "error", "{last_event}");
+    assert_eq!(last_event["data"]["code"], "REPLACED", "{last_event}");
+    assert!(
+        messages < accepted,
+        "{messages} of {accepted} accepted messages arrived: nothing queued was dropped"
+    );
+    match app.next().await {
+        Incoming::Closed(Closed::Grpc(code, _)) => assert_eq!(code, tonic::Code::Aborted),
+        other => panic!("expected the stream's status, got {other:?}"),
+    }
+    newer.close().await;
+    web.close().await;
+    gateway.assert_empty().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_every_session_with_shutting_down() {
     let gateway = TestGateway::start().await;

@@ -19,7 +19,7 @@ use super::event::Event;
 use super::handover::{SessionExport, SessionExporter};
 use super::identity::Identity;
 use super::limits::{RateLimit, TokenBucket, Verdict};
-use super::registry::{Registry, RegistryCensus, RouteError};
+use super::registry::{Peer, Registry, RegistryCensus, RouteError};
 use super::session::{
     Attachment, Delivery, DeliveryError, DoorKind, Phase, ResumeLimits, SessionHandle, SessionId,
     SessionLink, estimated_bytes, lock,
@@ -264,6 +264,7 @@ impl Hub {
             identity,
             bucket: TokenBucket::new(config.rate_limit),
             ended: false,
+            overflowed: None,
         };
         session.reply(Event::Welcome {
             session_id: session.id(),
@@ -488,6 +489,8 @@ pub struct Session {
     identity: Option<Identity>,
     bucket: TokenBucket,
     ended: bool,
+    /// The peer a relay found full, closed once the sender is answered.
+    overflowed: Option<Peer>,
 }
 
 impl fmt::Debug for Session {
@@ -569,6 +572,23 @@ impl Session {
             Command::Resume { token, last_seq } => self.resume(&token, last_seq).await,
         };
         self.conclude(id, outcome);
+        // A peer that could not take a relayed event is closed after the
+        // sender's `error SLOW_CONSUMER` is queued: its `byebye` comes second.
+        if let Some(peer) = self.overflowed.take() {
+            peer.close_slow();
+        }
+    }
+
+    /// Resolves when the server closes this session's connection (the
+    /// same signal as [`SessionLink::killed`], for a door whose link lives
+    /// in another task).
+    pub fn killed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.attachment.killed()
+    }
+
+    /// Why the server closed this session's connection, once it has.
+    pub fn kill_reason(&self) -> Option<ErrorCode> {
+        self.attachment.kill_reason()
     }
 
     /// Answers a request that the door could not decode.
@@ -676,7 +696,7 @@ impl Session {
         Ok(())
     }
 
-    async fn relay(&self, relay: Relay) -> Result<(), Rejection> {
+    async fn relay(&mut self, relay: Relay) -> Result<(), Rejection> {
         let (uid, role) = self.registration().ok_or_else(|| {
             Rejection::new(
                 ErrorCode::NotRegistered,
@@ -706,8 +726,12 @@ impl Session {
                 RouteError::Registry(e) => Rejection::new(ErrorCode::Unavailable, e.to_string()),
             })?;
         let kind = relay.kind();
-        peer.deliver(Event::Relayed(relay))
-            .await
+        let offered = peer.offer(Event::Relayed(relay)).await;
+        if offered == Err(DeliveryError::SlowConsumer) {
+            // Closed once the sender has its answer (see `handle`).
+            self.overflowed = Some(peer);
+        }
+        offered
             .map(|()| metrics::relayed(kind, self.attachment.door()))
             .map_err(|e| match e {
             DeliveryError::SlowConsumer => Rejection::new(
@@ -933,6 +957,10 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // A request cut short between a full peer and its answer.
+        if let Some(peer) = self.overflowed.take() {
+            peer.close_slow();
+        }
         if self.ended {
             return;
         }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::command::{Role, Uid};
-use super::error::Rejection;
+use super::error::{ErrorCode, Rejection};
 use super::event::Event;
 use super::handover::{SessionExport, SessionExporter};
 use super::identity::Identity;
@@ -73,6 +73,24 @@ impl Peer {
         match &self.0 {
             PeerKind::Local(handle) => handle.deliver(event),
             PeerKind::Remote(session) => session.deliver(event).await,
+        }
+    }
+
+    /// Hands the peer a relayed event; a local peer that cannot take it is
+    /// left for the caller to close with [`Peer::close_slow`] (a remote
+    /// one's node closes it itself).
+    pub async fn offer(&self, event: Event) -> Result<(), DeliveryError> {
+        match &self.0 {
+            PeerKind::Local(handle) => handle.offer(event),
+            PeerKind::Remote(session) => session.deliver(event).await,
+        }
+    }
+
+    /// Closes a local peer that [`Peer::offer`] found full as a slow
+    /// consumer (a remote peer's node has already done so).
+    pub fn close_slow(&self) {
+        if let PeerKind::Local(handle) = &self.0 {
+            handle.kill(ErrorCode::SlowConsumer);
         }
     }
 

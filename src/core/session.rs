@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -154,6 +155,10 @@ impl Attachment {
     pub(crate) fn kill(&self, reason: ErrorCode) {
         let _ = self.kill_reason.set(reason);
         self.kill_switch.cancel();
+    }
+
+    pub(crate) fn killed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.kill_switch.clone().cancelled_owned()
     }
 
     pub(crate) fn kill_reason(&self) -> Option<ErrorCode> {
@@ -355,6 +360,19 @@ impl SessionHandle {
     /// event waits in the resume buffer; if it does not fit, the session is
     /// ended as a slow consumer and the sender told.
     pub fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
+        self.queue(event, true)
+    }
+
+    /// Like [`SessionHandle::deliver`], but a session that cannot take the
+    /// event is left open: the caller closes it with
+    /// [`SessionHandle::kill`]`(SlowConsumer)` once it has answered its own
+    /// client, so that the sender's `error` comes before the peer's
+    /// `byebye`.
+    pub fn offer(&self, event: Event) -> Result<(), DeliveryError> {
+        self.queue(event, false)
+    }
+
+    fn queue(&self, event: Event, close_on_overflow: bool) -> Result<(), DeliveryError> {
         let mut state = self.state();
         if matches!(state.phase, Phase::Ended) {
             return Err(DeliveryError::Gone);
@@ -381,7 +399,9 @@ impl SessionHandle {
                 || state.retained_bytes + bytes > self.limits.max_bytes;
             if away && overflows {
                 state.last_seq -= 1;
-                Self::end_while_away(&mut state, ErrorCode::SlowConsumer);
+                if close_on_overflow {
+                    Self::end_while_away(&mut state, ErrorCode::SlowConsumer);
+                }
                 return Err(DeliveryError::SlowConsumer);
             }
             state.retained_bytes += bytes;
@@ -403,7 +423,9 @@ impl SessionHandle {
         match attachment.outbox.try_send(delivery) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                attachment.kill(ErrorCode::SlowConsumer);
+                if close_on_overflow {
+                    attachment.kill(ErrorCode::SlowConsumer);
+                }
                 Err(DeliveryError::SlowConsumer)
             }
             // The connection is going; a retained event survives it.
@@ -465,6 +487,17 @@ impl SessionLink {
         self.events.recv().await.map(observed)
     }
 
+    /// Polls for the next event to write, for a door that is itself polled
+    /// (the gRPC response stream): a resume's replay first, then the outbox.
+    pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        if let Some(delivery) = self.take_preface() {
+            return Poll::Ready(Some(delivery));
+        }
+        self.events
+            .poll_recv(cx)
+            .map(|delivery| delivery.map(observed))
+    }
+
     /// An event if one is ready (for batching writes).
     pub fn try_next_event(&mut self) -> Option<Delivery> {
         self.take_preface()
@@ -485,7 +518,7 @@ impl SessionLink {
 
     /// Resolves when the server closes this connection.
     pub fn killed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.attachment.kill_switch.clone().cancelled_owned()
+        self.attachment.killed()
     }
 
     /// Whether the server has closed this connection.

@@ -1,29 +1,34 @@
 //! The gRPC door: `signalgate.v1.Signaling/Connect`, one bidirectional
 //! stream per session.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::oneshot;
+use tokio_stream::Stream;
 use tonic::{Code, Status, Streaming};
 
 use crate::auth::{AuthPolicy, bearer};
 use crate::core::{
-    Command, Delivery, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, JsonPayload,
-    Rejection, Relay, Request, RequestId, Role, Session, SessionLink, Uid,
+    Command, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, JsonPayload, Rejection, Relay,
+    Request, RequestId, Role, Session, SessionLink, Uid,
 };
 use crate::proto::encoded::{EncodedValue, ValueError};
 use crate::proto::server::{self as pb, client_event, server_event};
 use crate::telemetry::metrics;
 
-/// Events buffered between a session's task and tonic, on top of the outbox.
-const STREAM_BUFFER: usize = 16;
-
 /// How long the door watches the response stream after the request stream
 /// ends, to tell a cancelled stream from a half-close.
 const CANCEL_PROBE: Duration = Duration::from_millis(100);
 
-/// How long the door waits to hand a final error and status to tonic.
+/// How long a response stream has to write its queued events once its
+/// session ended; after that they are dropped (its last event and status
+/// are still written if the client reads again).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The tonic service: opens a core session per `Connect` stream.
@@ -42,7 +47,7 @@ impl GrpcDoor {
 
 #[tonic::async_trait]
 impl pb::signaling_server::Signaling for GrpcDoor {
-    type ConnectStream = ReceiverStream<Result<pb::ServerEvent, Status>>;
+    type ConnectStream = EventStream;
 
     async fn connect(
         &self,
@@ -61,73 +66,153 @@ impl pb::signaling_server::Signaling for GrpcDoor {
             Status::unauthenticated(format!("UNAUTHENTICATED: {error}"))
         })?;
         let (session, link) = self.hub.open(DoorKind::Grpc, identity);
-        let (outgoing, stream) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(serve(request.into_inner(), session, link, outgoing));
-        Ok(tonic::Response::new(ReceiverStream::new(stream)))
+        let (stream, handles) = EventStream::new(link);
+        tokio::spawn(serve(request.into_inner(), session, handles));
+        Ok(tonic::Response::new(stream))
     }
 }
 
-type Outgoing = mpsc::Sender<Result<pb::ServerEvent, Status>>;
+/// How the request side ended a session, as told to its response stream.
+#[derive(Debug)]
+enum Ending {
+    /// Write what is queued, then end with `OK` (a half-close; or the
+    /// client is gone and nothing will be read).
+    Quietly,
+    /// Write what is queued, then this `error` event, then end with this
+    /// status (bytes that are not a `ClientEvent`, a message too large).
+    Violation(Event, Status),
+}
 
+/// The response stream's link, shared with the request side only so that
+/// it can drop the queued events of a stream that cannot finish.
+type SharedLink = Arc<Mutex<SessionLink>>;
+
+fn lock_link(link: &SharedLink) -> MutexGuard<'_, SessionLink> {
+    link.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The request side's handles on a response stream.
+struct StreamHandles {
+    ending: oneshot::Sender<Ending>,
+    /// Resolves (with an error: nothing is ever sent) once tonic drops the
+    /// response stream: the stream finished, or the client cancelled it.
+    gone: oneshot::Receiver<Infallible>,
+    link: SharedLink,
+}
+
+/// The response stream of one `Connect`: tonic takes the session's events
+/// straight from its outbox (no task and no channel in between), then the
+/// last words once the session ends.
+pub struct EventStream {
+    link: SharedLink,
+    /// Made once, not on every poll (a new waiter costs about 400
+    /// instructions).
+    killed: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ending: oneshot::Receiver<Ending>,
+    /// Once the end is decided: what is left to write.
+    last_words: Option<VecDeque<Result<pb::ServerEvent, Status>>>,
+    /// Dropped with the stream, which wakes the request side's `gone`.
+    _alive: oneshot::Sender<Infallible>,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream").finish_non_exhaustive()
+    }
+}
+
+impl EventStream {
+    fn new(link: SessionLink) -> (EventStream, StreamHandles) {
+        let (ending_sender, ending) = oneshot::channel();
+        let (alive, gone) = oneshot::channel();
+        let killed = Box::pin(link.killed());
+        let link = Arc::new(Mutex::new(link));
+        let stream = EventStream {
+            link: Arc::clone(&link),
+            killed,
+            ending,
+            last_words: None,
+            _alive: alive,
+        };
+        let handles = StreamHandles {
+            ending: ending_sender,
+            gone,
+            link,
+        };
+        (stream, handles)
+    }
+}
+
+/// Every event still queued on `link`, encoded.
+fn queued(link: &mut SessionLink) -> VecDeque<Result<pb::ServerEvent, Status>> {
+    std::iter::from_fn(|| link.try_next_event())
+        .map(|delivery| Ok(encode_event(&delivery.event, delivery.seq)))
+        .collect()
+}
+
+impl Stream for EventStream {
+    type Item = Result<pb::ServerEvent, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(words) = &mut this.last_words {
+                return Poll::Ready(words.pop_front());
+            }
+            let mut guard = lock_link(&this.link);
+            let link = &mut *guard;
+            if this.killed.as_mut().poll(cx).is_ready() {
+                let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
+                let mut words = if code.flushes_queue_on_close() {
+                    queued(link)
+                } else {
+                    VecDeque::new()
+                };
+                words.push_back(Ok(encode_event(&Event::farewell(code), None)));
+                words.push_back(Err(status_for(code)));
+                this.last_words = Some(words);
+                continue;
+            }
+            if let Poll::Ready(ending) = Pin::new(&mut this.ending).poll(cx) {
+                let mut words = queued(link);
+                if let Ok(Ending::Violation(event, status)) = ending {
+                    words.push_back(Ok(encode_event(&event, None)));
+                    words.push_back(Err(status));
+                }
+                this.last_words = Some(words);
+                continue;
+            }
+            return link
+                .poll_next_event(cx)
+                .map(|delivery| delivery.map(|d| Ok(encode_event(&d.event, d.seq))));
+        }
+    }
+}
+
+/// The request side of a session: reads `ClientEvent`s into the core until
+/// the session ends, then tells the response stream how to finish.
 async fn serve(
-    inbound: Streaming<pb::ClientEvent>,
-    session: Session,
-    link: SessionLink,
-    outgoing: Outgoing,
-) {
-    let (reason, session, last_words) = pump(inbound, session, link, &outgoing).await;
-    // Free the role and tell the peer first: a stuck stream must not delay it.
-    session.end(reason).await;
-    if let Some((queued, event, status)) = last_words {
-        finish_with(&outgoing, queued, event, status).await;
-    }
-}
-
-/// What a stream ends with: the events still queued for it (written
-/// first), a last event, and the status.
-type LastWords = Option<(Vec<Delivery>, Event, Status)>;
-
-async fn pump(
     mut inbound: Streaming<pb::ClientEvent>,
     mut session: Session,
-    mut link: SessionLink,
-    outgoing: &Outgoing,
-) -> (EndReason, Session, LastWords) {
-    // Made once each, not on every wake-up (a new waiter costs about 400
-    // instructions): a kill wakes `killed`, whichever branch the loop is
-    // in; tonic dropping the response stream wakes `gone`.
-    let killed = link.killed();
+    handles: StreamHandles,
+) {
+    let StreamHandles {
+        ending,
+        mut gone,
+        link,
+    } = handles;
+    // Made once each, not on every wake-up.
+    let killed = session.killed();
     tokio::pin!(killed);
-    let gone = outgoing.closed();
-    tokio::pin!(gone);
-    loop {
+    let (reason, words) = loop {
         tokio::select! {
             biased;
+            // The response stream writes the farewell.
             () = &mut killed => {
-                let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
-                let queued = if code.flushes_queue_on_close() {
-                    std::iter::from_fn(|| link.try_next_event()).collect()
-                } else {
-                    Vec::new()
-                };
-                return (EndReason::Closed(code), session, Some((queued, Event::farewell(code), status_for(code))));
+                let code = session.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
+                break (EndReason::Closed(code), Ending::Quietly);
             }
-            () = &mut gone => return (EndReason::ConnectionLost, session, None),
-            event = link.next_event() => {
-                let Some(event) = event else {
-                    return (EndReason::ConnectionLost, session, None);
-                };
-                tokio::select! {
-                    biased;
-                    // The loop's first branch handles the kill.
-                    () = &mut killed => {}
-                    sent = outgoing.send(Ok(encode_event(&event.event, event.seq))) => {
-                        if sent.is_err() {
-                            return (EndReason::ConnectionLost, session, None);
-                        }
-                    }
-                }
-            }
+            _ = &mut gone => break (EndReason::ConnectionLost, Ending::Quietly),
             message = inbound.message() => match message {
                 Ok(Some(message)) => match decode_event(message) {
                     Ok(request) => session.handle(request).await,
@@ -135,7 +220,7 @@ async fn pump(
                     Err(DecodeFailure::Undecodable) => {
                         let (rejection, grpc_code) = undecodable();
                         let status = Status::new(grpc_code, rejection.message.to_string());
-                        return (EndReason::ProtocolViolation(rejection.code), session, Some((Vec::new(), Event::error(rejection, None), status)));
+                        break (EndReason::ProtocolViolation(rejection.code), Ending::Violation(Event::error(rejection, None), status));
                     }
                 },
                 // End of the request stream: a half-close (clean) or a
@@ -145,38 +230,33 @@ async fn pump(
                 Ok(None) => {
                     let cancelled = tokio::time::timeout(CANCEL_PROBE, &mut gone).await.is_ok();
                     let reason = if cancelled { EndReason::ConnectionLost } else { EndReason::ClientClosed };
-                    return (reason, session, None);
+                    break (reason, Ending::Quietly);
                 }
                 Err(status) => match violation(&status) {
                     Some((rejection, grpc_code)) => {
                         let code = rejection.code;
                         let status = Status::new(grpc_code, rejection.message.to_string());
-                        return (EndReason::ProtocolViolation(code), session, Some((Vec::new(), Event::error(rejection, None), status)));
+                        break (EndReason::ProtocolViolation(code), Ending::Violation(Event::error(rejection, None), status));
                     }
-                    None => return (EndReason::ConnectionLost, session, None),
+                    None => break (EndReason::ConnectionLost, Ending::Quietly),
                 },
             },
         }
+    };
+    // The stream writes what is queued and its last words on its own; the
+    // session ends at once (a stuck stream must not delay the peer's news).
+    let _ = ending.send(words);
+    session.end(reason).await;
+    // A stream that has not finished in time (its client stopped reading)
+    // lets go of its queued events. Its last words are made when it is
+    // next polled, so they are still written if the client reads again.
+    if tokio::time::timeout(CLOSE_TIMEOUT, &mut gone)
+        .await
+        .is_err()
+    {
+        let mut link = lock_link(&link);
+        while link.try_next_event().is_some() {}
     }
-}
-
-/// Sends what was still queued, a last event and the final status, if the
-/// client is still there (all within the close timeout).
-async fn finish_with(outgoing: &Outgoing, queued: Vec<Delivery>, last: Event, status: Status) {
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        for delivery in queued {
-            if outgoing
-                .send(Ok(encode_event(&delivery.event, delivery.seq)))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        let _ = outgoing.send(Ok(encode_event(&last, None))).await;
-        let _ = outgoing.send(Err(status)).await;
-    })
-    .await;
 }
 
 /// The gRPC status a session ends with when the server closes it.
