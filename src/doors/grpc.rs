@@ -204,6 +204,8 @@ async fn serve(
     // Made once each, not on every wake-up.
     let killed = session.killed();
     tokio::pin!(killed);
+    // Whether `gone` has resolved (a oneshot must not be polled again).
+    let mut stream_dropped = false;
     let (reason, words) = loop {
         tokio::select! {
             biased;
@@ -212,7 +214,10 @@ async fn serve(
                 let code = session.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
                 break (EndReason::Closed(code), Ending::Quietly);
             }
-            _ = &mut gone => break (EndReason::ConnectionLost, Ending::Quietly),
+            _ = &mut gone => {
+                stream_dropped = true;
+                break (EndReason::ConnectionLost, Ending::Quietly);
+            }
             message = inbound.message() => match message {
                 Ok(Some(message)) => match decode_event(message) {
                     Ok(request) => session.handle(request).await,
@@ -229,6 +234,7 @@ async fn serve(
                 // half-close leaves it open.
                 Ok(None) => {
                     let cancelled = tokio::time::timeout(CANCEL_PROBE, &mut gone).await.is_ok();
+                    stream_dropped = cancelled;
                     let reason = if cancelled { EndReason::ConnectionLost } else { EndReason::ClientClosed };
                     break (reason, Ending::Quietly);
                 }
@@ -250,9 +256,10 @@ async fn serve(
     // A stream that has not finished in time (its client stopped reading)
     // lets go of its queued events. Its last words are made when it is
     // next polled, so they are still written if the client reads again.
-    if tokio::time::timeout(CLOSE_TIMEOUT, &mut gone)
-        .await
-        .is_err()
+    if !stream_dropped
+        && tokio::time::timeout(CLOSE_TIMEOUT, &mut gone)
+            .await
+            .is_err()
     {
         let mut link = lock_link(&link);
         while link.try_next_event().is_some() {}

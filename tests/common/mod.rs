@@ -4,6 +4,8 @@
 pub mod cluster;
 
 use std::net::SocketAddr;
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -18,6 +20,37 @@ use tokio::task::JoinHandle;
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a test listens to assert that nothing arrives.
 pub const SILENCE: Duration = Duration::from_millis(200);
+
+/// Panics on tokio's worker threads (`tokio-rt-worker`): the gateway's tasks (and the test
+/// clients' connection tasks) run there, and tokio keeps a panicking task
+/// from failing anything, so without this count such a panic would go
+/// unnoticed once cleanup had happened.
+static WORKER_PANICS: AtomicUsize = AtomicUsize::new(0);
+
+fn count_worker_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let on_worker = std::thread::current()
+                .name()
+                .is_some_and(|name| name.starts_with("tokio-"));
+            if on_worker {
+                WORKER_PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            default_hook(info);
+        }));
+    });
+}
+
+/// Fails the test if any task panicked on a runtime worker so far.
+pub fn assert_no_task_panicked() {
+    let panics = WORKER_PANICS.load(Ordering::SeqCst);
+    assert_eq!(
+        panics, 0,
+        "{panics} task(s) panicked on a runtime worker (see the output above)"
+    );
+}
 
 /// A gateway serving on an ephemeral port for the length of a test.
 pub struct TestGateway {
@@ -49,6 +82,7 @@ impl TestGateway {
     }
 
     pub async fn start_with(config: Config) -> TestGateway {
+        count_worker_panics();
         let listener = TcpListener::bind(config.listen).await.expect("bind");
         let address = listener.local_addr().expect("local address");
         let gateway = Gateway::from_config(config).await.expect("gateway");
@@ -103,6 +137,7 @@ impl TestGateway {
         loop {
             let census = self.census();
             if census.is_empty() {
+                assert_no_task_panicked();
                 return;
             }
             if tokio::time::Instant::now() > deadline {
@@ -147,6 +182,9 @@ impl Drop for TestGateway {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        if !std::thread::panicking() {
+            assert_no_task_panicked();
         }
     }
 }
