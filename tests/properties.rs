@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use prost::Message as _;
 use serde_json::{Value, json};
-use signalgate::core::payload::{MAX_PAYLOAD_DEPTH, json_value_depth, scan_json_text};
+use signalgate::core::payload::{MAX_PAYLOAD_DEPTH, ScanError, json_value_depth, scan_json};
 use signalgate::core::{Command, JsonPayload, Relay};
 use signalgate::doors::grpc::decode_event;
 use signalgate::doors::json::{decode_frame, encode_event};
@@ -81,10 +81,39 @@ proptest! {
         } else {
             serde_json::to_string(&value).expect("serializes")
         };
-        let shape = scan_json_text(&text);
+        let shape = scan_json(&text).expect("valid JSON").shape();
         prop_assert_eq!(shape.depth, json_value_depth(&value));
         prop_assert_eq!(shape.unicode_escapes, needs_unicode_escape(&value));
         prop_assert!(shape.numbers_finite);
+    }
+
+    /// The scanner and serde_json accept the same texts (up to the depth
+    /// limit, where the scanner stops): valid JSON, and valid JSON with one
+    /// byte replaced, inserted or removed.
+    #[test]
+    fn the_scanner_accepts_what_serde_json_accepts(
+        value in json_value(),
+        pretty in any::<bool>(),
+        edit in prop::option::of((any::<prop::sample::Index>(), 0..3u8, prop::sample::select(
+            b" \t\n\"\\/{}[]:,.-+eE0123456789abfnrtuxl\x00\x1f".to_vec()
+        ))),
+    ) {
+        let mut bytes = json_text(&value, pretty).into_bytes();
+        if let Some((at, kind, byte)) = edit {
+            let at = at.index(bytes.len() + 1);
+            match kind {
+                0 if at < bytes.len() => bytes[at] = byte,
+                1 => bytes.insert(at, byte),
+                _ if at < bytes.len() => { bytes.remove(at); }
+                _ => {}
+            }
+        }
+        let Ok(text) = String::from_utf8(bytes) else { return Ok(()) };
+        let by_serde = serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok();
+        match scan_json(&text) {
+            Err(ScanError::TooDeep) => {}
+            scanned => prop_assert_eq!(scanned.is_ok(), by_serde, "{:?}", text),
+        }
     }
 
     #[test]
@@ -159,9 +188,9 @@ proptest! {
     fn the_encoded_walk_agrees_with_the_tree_conversion(data in json_value()) {
         let value = json_to_value(&data);
         let encoded = EncodedValue::from_bytes(value.encode_to_vec());
-        let walked = encoded.canonical_to_raw_json().expect("prost writes the canonical encoding");
+        let walked = encoded.canonical_to_json_text().expect("prost writes the canonical encoding");
         let through_tree = value_to_raw_json(&value).expect("finite");
-        prop_assert_eq!(walked.get(), through_tree.get());
+        prop_assert_eq!(walked.as_str(), through_tree.get());
     }
 
     /// Whatever the bytes, the encoded value converts as decoding would.
@@ -171,8 +200,8 @@ proptest! {
         let through_tree = prost_types::Value::decode(bytes.as_slice())
             .ok()
             .and_then(|value| value_to_raw_json(&value).ok());
-        let direct = encoded.to_raw_json().ok();
-        prop_assert_eq!(direct.as_ref().map(|raw| raw.get()), through_tree.as_ref().map(|raw| raw.get()));
+        let direct = encoded.to_json_text().ok();
+        prop_assert_eq!(direct.as_deref(), through_tree.as_ref().map(|raw| raw.get()));
     }
 
     /// A relayed payload on its way to a gRPC client: the one-pass
@@ -180,8 +209,7 @@ proptest! {
     #[test]
     fn payloads_transcode_to_the_same_value(data in json_value(), pretty in any::<bool>()) {
         let text = json_text(&data, pretty);
-        let raw: Box<serde_json::value::RawValue> = serde_json::from_str(&text).expect("valid JSON");
-        if let Ok(payload) = JsonPayload::from_boxed_raw(raw) {
+        if let Ok(payload) = JsonPayload::from_text(text.clone()) {
             let encoded = EncodedValue::from_payload(&payload);
             let decoded = prost_types::Value::decode(encoded.as_bytes()).expect("decodes");
             prop_assert_eq!(decoded, json_text_to_value(&text).expect("valid JSON"));

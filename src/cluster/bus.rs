@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
 use crate::core::{Command, DeliveryError, ErrorCode, Event, Role, SessionExport, SessionId, Uid};
-use crate::doors::json::{decode_command, event_data, event_request_id};
+use crate::doors::json::{Data, decode_command, event_data, event_request_id};
 
 /// One message between nodes.
 #[derive(Debug, Serialize, Deserialize, Default)]
@@ -236,7 +236,7 @@ pub(crate) fn decode_event(name: &str, data: Option<&RawValue>) -> Result<Event,
         "syncfrom" => Event::SyncFrom,
         "peer_away" => Event::PeerAway,
         "peer_back" => Event::PeerBack,
-        relayed => match decode_command(relayed, data) {
+        relayed => match decode_command(relayed, data.map(Data::Raw)) {
             Ok(Command::Relay(relay)) => Event::Relayed(relay),
             Ok(_) => return Err(BusError::Malformed(format!("{relayed} is not relayed"))),
             Err(rejection) => return Err(BusError::Malformed(rejection.to_string())),

@@ -8,6 +8,7 @@
 //! - [`error`]: error codes and the reasons a session ends.
 //! - [`identity`]: who an authenticated connection is and what it may register as.
 //! - [`limits`]: per-session rate limiting.
+//! - [`json_text`]: a one-pass validating scanner for JSON text.
 //! - [`payload`]: relayed JSON kept as text, validated once.
 //! - [`session`]: a session's state: sequence numbers, resume buffer, attachment.
 //! - [`registry`]: the pairing registry interface and its in-memory implementation.
@@ -19,6 +20,7 @@ pub mod event;
 pub mod handover;
 pub mod hub;
 pub mod identity;
+pub mod json_text;
 pub mod limits;
 pub mod payload;
 pub mod registry;

@@ -1,9 +1,12 @@
 //! Relayed JSON, kept as its validated text so that a JSON door can pass it
 //! through without re-parsing or re-serializing it.
 
+use serde::ser::Error as _;
+use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use super::error::Rejection;
+pub use super::json_text::{ScanError, ScannedJson, TextShape, scan_json};
 
 /// Deepest accepted nesting of arrays and objects in a relayed payload.
 ///
@@ -11,79 +14,6 @@ use super::error::Rejection;
 /// decoders stop at 100 nested messages and each JSON level costs two of
 /// them in a `google.protobuf.Value`, so the limit is set well below that.
 pub const MAX_PAYLOAD_DEPTH: usize = 32;
-
-/// What one pass over valid JSON text finds out, without parsing it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TextShape {
-    /// Nesting depth of arrays and objects (`1` for `[]`, `0` for a scalar).
-    pub depth: usize,
-    /// Whether every number is within the range of a double (what
-    /// JavaScript and `google.protobuf.Value` can hold).
-    pub numbers_finite: bool,
-    /// Whether some string holds a `\u` escape (which raw validation does
-    /// not check for lone surrogates).
-    pub unicode_escapes: bool,
-}
-
-/// Scans valid JSON text once. Only long or exponent-carrying number tokens
-/// are parsed, so an ordinary payload costs one pass over its bytes.
-pub fn scan_json_text(text: &str) -> TextShape {
-    let bytes = text.as_bytes();
-    let mut shape = TextShape {
-        depth: 0,
-        numbers_finite: true,
-        unicode_escapes: false,
-    };
-    let mut depth = 0usize;
-    let mut index = 0;
-    while index < bytes.len() {
-        let byte = bytes[index];
-        index += 1;
-        match byte {
-            b'"' => {
-                // Jump between the quote and backslash bytes of the string:
-                // most of a payload is string content.
-                loop {
-                    let rest = bytes.get(index..).unwrap_or_default();
-                    let Some(offset) = memchr::memchr2(b'"', b'\\', rest) else {
-                        // Unterminated (not valid JSON): nothing more to see.
-                        index = bytes.len();
-                        break;
-                    };
-                    index += offset + 1;
-                    if rest[offset] == b'"' {
-                        break;
-                    }
-                    // A backslash: the escaped byte is skipped with it.
-                    if bytes.get(index) == Some(&b'u') {
-                        shape.unicode_escapes = true;
-                    }
-                    index += 1;
-                }
-            }
-            b'[' | b'{' => {
-                depth += 1;
-                shape.depth = shape.depth.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            b'-' | b'0'..=b'9' => {
-                let start = index - 1;
-                while index < bytes.len()
-                    && matches!(bytes[index], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-                {
-                    index += 1;
-                }
-                let token = &text[start..index];
-                let suspicious = token.len() > 300 || token.contains(['e', 'E']);
-                if suspicious && !token.parse::<f64>().is_ok_and(f64::is_finite) {
-                    shape.numbers_finite = false;
-                }
-            }
-            _ => {}
-        }
-    }
-    shape
-}
 
 /// The nesting depth of a parsed value.
 pub fn json_value_depth(value: &serde_json::Value) -> usize {
@@ -105,29 +35,52 @@ fn too_deep() -> Rejection {
 /// Any JSON value, held as text that is known to be valid JSON.
 ///
 /// JSON doors create it straight from the bytes they received
-/// ([`JsonPayload::from_raw`]); the gRPC door converts from and to
-/// `google.protobuf.Value` only when it is involved.
-#[derive(Debug)]
-pub struct JsonPayload(Box<RawValue>);
+/// ([`JsonPayload::from_scanned`], [`JsonPayload::from_raw`]); the gRPC
+/// door converts from and to `google.protobuf.Value` only when it is
+/// involved.
+#[derive(Clone, Debug)]
+pub struct JsonPayload(Text);
+
+/// Where the text came from: serde_json checked it, or the scanner did.
+/// Both hold valid JSON; serde_json's form serializes as itself for free.
+#[derive(Clone, Debug)]
+enum Text {
+    Raw(Box<RawValue>),
+    Scanned(Box<str>),
+}
 
 impl JsonPayload {
     /// Copies an already-validated raw JSON value, refusing payloads nested
     /// deeper than [`MAX_PAYLOAD_DEPTH`] and numbers no door but a JSON one
     /// could carry (beyond the range of a double).
     pub fn from_raw(raw: &RawValue) -> Result<Self, Rejection> {
-        Self::check(raw.get())?;
-        Ok(JsonPayload(raw.to_owned()))
+        Self::check(scan_json(raw.get()).map_err(refusal)?)?;
+        Ok(JsonPayload(Text::Raw(raw.to_owned())))
     }
 
-    /// Takes a raw JSON value a door rendered (e.g. from a protobuf value),
-    /// with the same checks as [`JsonPayload::from_raw`] and no copy.
-    pub fn from_boxed_raw(raw: Box<RawValue>) -> Result<Self, Rejection> {
-        Self::check(raw.get())?;
-        Ok(JsonPayload(raw))
+    /// Copies a value the scanner checked, with the checks of
+    /// [`JsonPayload::from_raw`].
+    pub fn from_scanned(scanned: ScannedJson<'_>) -> Result<Self, Rejection> {
+        Self::check(scanned)?;
+        Ok(JsonPayload(Text::Scanned(scanned.text().into())))
     }
 
-    fn check(text: &str) -> Result<(), Rejection> {
-        let shape = scan_json_text(text);
+    /// Takes JSON text a door rendered (e.g. from a protobuf value): the
+    /// scanner checks it (one pass, no copy), with the checks of
+    /// [`JsonPayload::from_raw`].
+    pub fn from_text(text: String) -> Result<Self, Rejection> {
+        let scanned = scan_json(&text).map_err(refusal)?;
+        Self::check(scanned)?;
+        if scanned.text().len() == text.len() {
+            Ok(JsonPayload(Text::Scanned(text.into_boxed_str())))
+        } else {
+            // Whitespace around the value: keep the value alone.
+            Ok(JsonPayload(Text::Scanned(scanned.text().into())))
+        }
+    }
+
+    fn check(scanned: ScannedJson<'_>) -> Result<(), Rejection> {
+        let shape = scanned.shape();
         if shape.depth > MAX_PAYLOAD_DEPTH {
             return Err(too_deep());
         }
@@ -136,10 +89,12 @@ impl JsonPayload {
                 "numbers must fit in a double (JSON numbers travel as doubles on every door)",
             ));
         }
-        // Raw validation lets lone UTF-16 surrogates in `\u` escapes through;
-        // such a string has no value on the other doors. Check the (rare)
+        // The scan lets lone UTF-16 surrogates in `\u` escapes through; such
+        // a string has no value on the other doors. Check the (rare)
         // payloads with escapes fully.
-        if shape.unicode_escapes && serde_json::from_str::<serde_json::Value>(text).is_err() {
+        if shape.unicode_escapes
+            && serde_json::from_str::<serde_json::Value>(scanned.text()).is_err()
+        {
             return Err(Rejection::bad_request(
                 "strings must not contain lone UTF-16 surrogates (\\uD800-\\uDFFF)",
             ));
@@ -155,38 +110,49 @@ impl JsonPayload {
         }
         // Serializing a `serde_json::Value` cannot fail: its map keys are strings.
         let text = serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned());
-        Ok(RawValue::from_string(text).map_or_else(|_| JsonPayload::null(), JsonPayload))
+        Ok(RawValue::from_string(text).map_or_else(|_| JsonPayload::null(), JsonPayload::raw))
+    }
+
+    fn raw(raw: Box<RawValue>) -> Self {
+        JsonPayload(Text::Raw(raw))
     }
 
     /// The JSON `null`.
     pub fn null() -> Self {
-        JsonPayload(RawValue::NULL.to_owned())
+        JsonPayload::raw(RawValue::NULL.to_owned())
     }
 
     /// The JSON text.
     pub fn as_str(&self) -> &str {
-        self.0.get()
-    }
-
-    /// The raw value, for embedding in a serialized envelope.
-    pub fn as_raw(&self) -> &RawValue {
-        &self.0
+        match &self.0 {
+            Text::Raw(raw) => raw.get(),
+            Text::Scanned(text) => text,
+        }
     }
 
     /// Size of the JSON text in bytes.
     pub fn len(&self) -> usize {
-        self.0.get().len()
+        self.as_str().len()
     }
 
     /// Whether the text is empty (never true for a valid payload).
     pub fn is_empty(&self) -> bool {
-        self.0.get().is_empty()
+        self.as_str().is_empty()
     }
 }
 
-impl Clone for JsonPayload {
-    fn clone(&self) -> Self {
-        JsonPayload(self.0.clone())
+/// Serializes as the JSON value itself (for serde_json: the text verbatim).
+impl Serialize for JsonPayload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Text::Raw(raw) => raw.serialize(serializer),
+            // serde_json passes raw values through only as `RawValue`; the
+            // scanned text is valid JSON, so this borrows it after one more
+            // check (only JSON doors other than the one it came in on pay it).
+            Text::Scanned(text) => serde_json::from_str::<&RawValue>(text)
+                .map_err(S::Error::custom)?
+                .serialize(serializer),
+        }
     }
 }
 
@@ -196,17 +162,17 @@ impl PartialEq for JsonPayload {
     }
 }
 
+/// A scan failure as a rejection.
+fn refusal(error: ScanError) -> Rejection {
+    match error {
+        ScanError::TooDeep => too_deep(),
+        ScanError::Invalid => Rejection::bad_request("payload is not valid JSON"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn depth_ignores_brackets_inside_strings() {
-        assert_eq!(scan_json_text(r#"1"#).depth, 0);
-        assert_eq!(scan_json_text(r#"[]"#).depth, 1);
-        assert_eq!(scan_json_text(r#"{"a":[{"b":"[[[{{"}]}"#).depth, 3);
-        assert_eq!(scan_json_text(r#"["\"[", [1]]"#).depth, 2);
-    }
 
     #[test]
     fn lone_surrogates_are_refused() {
@@ -216,28 +182,39 @@ mod tests {
             JsonPayload::from_raw(&raw).is_err(),
             "value parse: {parsed:?}"
         );
+        assert!(JsonPayload::from_text(raw.get().to_owned()).is_err());
     }
 
     #[test]
     fn numbers_beyond_a_double_are_refused() {
-        assert!(
-            scan_json_text(r#"{"a":[1,-2.5e10,"1e999"],"b":1.7976931348623157e308}"#)
-                .numbers_finite
-        );
-        assert!(!scan_json_text("1e999").numbers_finite);
-        assert!(!scan_json_text(&format!("[{}]", "3".repeat(400))).numbers_finite);
-        assert!(!scan_json_text("[-1E+400]").numbers_finite);
-        assert!(scan_json_text(r#"["\u00e9"]"#).unicode_escapes);
-        assert!(!scan_json_text(r#"["\\u00e9"]"#).unicode_escapes);
         let raw = RawValue::from_string(format!("[{}]", "3".repeat(400))).expect("json");
         assert!(JsonPayload::from_raw(&raw).is_err());
+        assert!(JsonPayload::from_text("[1e999]".to_owned()).is_err());
     }
 
     #[test]
     fn text_and_value_depth_agree() {
         let text = r#"{"a":[1,{"b":[[]]}],"c":{}}"#;
         let value: serde_json::Value = serde_json::from_str(text).expect("json");
-        assert_eq!(scan_json_text(text).depth, json_value_depth(&value));
+        assert_eq!(
+            scan_json(text).map(|v| v.shape().depth),
+            Ok(json_value_depth(&value))
+        );
         assert_eq!(json_value_depth(&value), 5);
+    }
+
+    #[test]
+    fn scanned_and_raw_payloads_are_the_same_json() {
+        let text = r#"{"sdp":"v=0\r\n","n":[1,2.5,null]}"#;
+        let raw = RawValue::from_string(text.to_owned()).expect("json");
+        let from_raw = JsonPayload::from_raw(&raw).expect("payload");
+        let from_text = JsonPayload::from_text(format!(" {text}\n")).expect("payload");
+        assert_eq!(from_raw, from_text);
+        assert_eq!(from_text.as_str(), text);
+        assert_eq!(
+            serde_json::to_string(&from_text).expect("serializes"),
+            serde_json::to_string(&from_raw).expect("serializes")
+        );
+        assert!(JsonPayload::from_text("{\"a\":".to_owned()).is_err());
     }
 }

@@ -360,8 +360,8 @@ pub fn decode_event(message: pb::ClientEvent) -> Result<Request, DecodeFailure> 
 }
 
 fn payload(value: &EncodedValue, id: Option<RequestId>) -> Result<JsonPayload, DecodeFailure> {
-    match value.to_raw_json() {
-        Ok(raw) => JsonPayload::from_boxed_raw(raw).map_err(|r| DecodeFailure::Refused(id, r)),
+    match value.to_json_text() {
+        Ok(text) => JsonPayload::from_text(text).map_err(|r| DecodeFailure::Refused(id, r)),
         Err(ValueError::Undecodable) => Err(DecodeFailure::Undecodable),
         Err(error @ ValueError::NonFiniteNumber) => Err(DecodeFailure::Refused(
             id,

@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::core::json_text::{JsonScanner, ScannedJson};
 use crate::core::{
     Command, Event, FileOffer, JsonPayload, Rejection, Relay, Request, RequestId, Role, Uid,
 };
@@ -36,6 +37,13 @@ pub struct DecodeFailure {
 
 /// Decodes one text frame of the WebSocket door.
 pub fn decode_frame(text: &str) -> Result<Request, DecodeFailure> {
+    if let Some(envelope) = plain_envelope(text) {
+        return decode_envelope(
+            envelope.event.map(Cow::Borrowed),
+            envelope.data,
+            envelope.id,
+        );
+    }
     // serde would also read a struct from an array; a frame is an object.
     if !text.trim_start().starts_with('{') {
         return Err(DecodeFailure {
@@ -51,32 +59,142 @@ pub fn decode_frame(text: &str) -> Result<Request, DecodeFailure> {
             "a frame must be one JSON object {{\"event\", \"data\", \"id\"}}: {e}"
         )),
     })?;
-    let id = match envelope.id {
+    decode_envelope(
+        envelope.event,
+        envelope.data.map(Data::Raw),
+        envelope.id.map(RawValue::get),
+    )
+}
+
+fn decode_envelope(
+    event: Option<Cow<'_, str>>,
+    data: Option<Data<'_>>,
+    id: Option<&str>,
+) -> Result<Request, DecodeFailure> {
+    let id = match id {
         None => None,
         Some(raw) => Some(parse_request_id(raw).map_err(|rejection| DecodeFailure {
             id: None,
             rejection,
         })?),
     };
-    let event = envelope.event.ok_or_else(|| DecodeFailure {
+    let event = event.ok_or_else(|| DecodeFailure {
         id,
         rejection: Rejection::bad_request("missing \"event\""),
     })?;
-    let command = decode_command(&event, envelope.data)
-        .map_err(|rejection| DecodeFailure { id, rejection })?;
+    let command =
+        decode_command(&event, data).map_err(|rejection| DecodeFailure { id, rejection })?;
     Ok(Request::new(id, command))
 }
 
-fn parse_request_id(raw: &RawValue) -> Result<RequestId, Rejection> {
-    match serde_json::from_str::<u64>(raw.get()) {
+/// An envelope read by [`plain_envelope`]: what serde would have read, with
+/// `data` already checked by the scanner.
+struct PlainEnvelope<'a> {
+    event: Option<&'a str>,
+    data: Option<Data<'a>>,
+    id: Option<&'a str>,
+}
+
+/// Reads the envelope in one pass with the JSON scanner, for the frames
+/// clients send: an object whose keys and event name have no escapes, each
+/// key once. `None` for anything else, which then goes through serde (for
+/// the same result, or serde's own error message): what this returns is
+/// exactly what serde reads from the same text.
+fn plain_envelope(text: &str) -> Option<PlainEnvelope<'_>> {
+    let mut scanner = JsonScanner::new(text);
+    let mut envelope = PlainEnvelope {
+        event: None,
+        data: None,
+        id: None,
+    };
+    let (mut seen_event, mut seen_data, mut seen_id) = (false, false, false);
+    if !scanner.eat(b'{') {
+        return None;
+    }
+    if !scanner.eat(b'}') {
+        loop {
+            let key = scanner.plain_string()?;
+            if !scanner.eat(b':') {
+                return None;
+            }
+            // A null reads as an absent field, as serde reads an `Option`.
+            match key {
+                "event" => {
+                    if std::mem::replace(&mut seen_event, true) {
+                        return None;
+                    }
+                    if !scanner.eat_null() {
+                        envelope.event = Some(scanner.plain_string()?);
+                    }
+                }
+                "data" => {
+                    if std::mem::replace(&mut seen_data, true) {
+                        return None;
+                    }
+                    if !scanner.eat_null() {
+                        envelope.data = Some(Data::Scanned(scanner.value().ok()?));
+                    }
+                }
+                "id" => {
+                    if std::mem::replace(&mut seen_id, true) {
+                        return None;
+                    }
+                    if !scanner.eat_null() {
+                        envelope.id = Some(scanner.value().ok()?.text());
+                    }
+                }
+                _ => {
+                    scanner.value().ok()?;
+                }
+            }
+            if scanner.eat(b'}') {
+                break;
+            }
+            if !scanner.eat(b',') {
+                return None;
+            }
+        }
+    }
+    scanner.at_end().then_some(envelope)
+}
+
+fn parse_request_id(raw: &str) -> Result<RequestId, Rejection> {
+    match serde_json::from_str::<u64>(raw) {
         Ok(id) if id > 0 => Ok(id),
         _ => Err(Rejection::bad_request("\"id\" must be a positive integer")),
     }
 }
 
+/// The `data` of a JSON request: a raw value serde_json checked, or a value
+/// the scanner checked.
+#[derive(Clone, Copy, Debug)]
+pub enum Data<'a> {
+    /// Checked by serde_json.
+    Raw(&'a RawValue),
+    /// Checked by the scanner.
+    Scanned(ScannedJson<'a>),
+}
+
+impl<'a> Data<'a> {
+    /// The JSON text.
+    pub fn text(self) -> &'a str {
+        match self {
+            Data::Raw(raw) => raw.get(),
+            Data::Scanned(scanned) => scanned.text(),
+        }
+    }
+
+    fn payload(self) -> Result<JsonPayload, Rejection> {
+        match self {
+            Data::Raw(raw) => JsonPayload::from_raw(raw),
+            Data::Scanned(scanned) => JsonPayload::from_scanned(scanned),
+        }
+    }
+}
+
 /// Interprets an event name and its data (shared by every JSON-speaking door).
-pub fn decode_command(event: &str, data: Option<&RawValue>) -> Result<Command, Rejection> {
-    let payload = || data.map_or_else(|| Ok(JsonPayload::null()), JsonPayload::from_raw);
+pub fn decode_command(event: &str, data: Option<Data<'_>>) -> Result<Command, Rejection> {
+    let payload = || data.map_or_else(|| Ok(JsonPayload::null()), Data::payload);
     Ok(match event {
         "register" => decode_register(data)?,
         "syncto" => Command::Relay(Relay::SyncTo(payload()?)),
@@ -110,9 +228,9 @@ struct RegisterData {
     role: serde_json::Value,
 }
 
-fn decode_register(data: Option<&RawValue>) -> Result<Command, Rejection> {
+fn decode_register(data: Option<Data<'_>>) -> Result<Command, Rejection> {
     let data = data.ok_or_else(|| Rejection::bad_request("register needs {\"uid\", \"type\"}"))?;
-    let RegisterData { uid, role } = serde_json::from_str(data.get())
+    let RegisterData { uid, role } = serde_json::from_str(data.text())
         .map_err(|_| Rejection::bad_request("register needs {\"uid\", \"type\"}"))?;
     let uid = match &uid {
         serde_json::Value::String(s) => Uid::new(s)?,
@@ -144,11 +262,11 @@ struct ResumeData {
     last_seq: u64,
 }
 
-fn decode_resume(data: Option<&RawValue>) -> Result<Command, Rejection> {
+fn decode_resume(data: Option<Data<'_>>) -> Result<Command, Rejection> {
     const SHAPE: &str = "resume needs {\"token\": string, \"last_seq\": number}";
     let data = data.ok_or_else(|| Rejection::bad_request(SHAPE))?;
     let ResumeData { token, last_seq } =
-        serde_json::from_str(data.get()).map_err(|_| Rejection::bad_request(SHAPE))?;
+        serde_json::from_str(data.text()).map_err(|_| Rejection::bad_request(SHAPE))?;
     Ok(Command::Resume { token, last_seq })
 }
 
@@ -158,20 +276,20 @@ struct TransfileData {
     name: String,
 }
 
-fn decode_transfile(data: Option<&RawValue>) -> Result<FileOffer, Rejection> {
+fn decode_transfile(data: Option<Data<'_>>) -> Result<FileOffer, Rejection> {
     const SHAPE: &str = "transfile needs {\"size\": bytes, \"name\": string}";
     let data = data.ok_or_else(|| Rejection::bad_request(SHAPE))?;
     let TransfileData { size, name } =
-        serde_json::from_str(data.get()).map_err(|_| Rejection::bad_request(SHAPE))?;
+        serde_json::from_str(data.text()).map_err(|_| Rejection::bad_request(SHAPE))?;
     let size = whole_number(&size).ok_or_else(|| Rejection::bad_request(SHAPE))?;
     Ok(FileOffer { size, name })
 }
 
-fn decode_byte_count(data: Option<&RawValue>) -> Result<u64, Rejection> {
+fn decode_byte_count(data: Option<Data<'_>>) -> Result<u64, Rejection> {
     const SHAPE: &str = "ctrlSendSpeed needs a byte count (a non-negative whole number)";
     let data = data.ok_or_else(|| Rejection::bad_request(SHAPE))?;
     let number: serde_json::Number =
-        serde_json::from_str(data.get()).map_err(|_| Rejection::bad_request(SHAPE))?;
+        serde_json::from_str(data.text()).map_err(|_| Rejection::bad_request(SHAPE))?;
     whole_number(&number).ok_or_else(|| Rejection::bad_request(SHAPE))
 }
 
@@ -242,7 +360,7 @@ pub enum EventData<'a> {
         peer_present: bool,
     },
     /// Relayed JSON, passed through as text.
-    Raw(&'a RawValue),
+    Raw(&'a JsonPayload),
     /// `transfile`: `{"size", "name"}`.
     File {
         /// Bytes.
@@ -304,7 +422,7 @@ pub fn event_data(event: &Event) -> Option<EventData<'_>> {
         }
         Event::Relayed(relay) => match relay {
             Relay::SyncTo(p) | Relay::Message(p) | Relay::Export(p) | Relay::Exception(p) => {
-                EventData::Raw(p.as_raw())
+                EventData::Raw(p)
             }
             Relay::Transfile(offer) => EventData::File {
                 size: offer.size,
@@ -376,6 +494,105 @@ fn relayed_envelope(name: &str, payload: &JsonPayload, seq: Option<u64>) -> Stri
 mod tests {
     use super::*;
     use crate::core::ErrorCode;
+    use proptest::prelude::*;
+
+    /// What serde reads from a frame, as text.
+    fn read_by_serde(text: &str) -> Option<(Option<String>, Option<String>, Option<String>)> {
+        let envelope: IncomingEnvelope<'_> = serde_json::from_str(text).ok()?;
+        Some((
+            envelope.event.map(Cow::into_owned),
+            envelope.data.map(|raw| raw.get().to_owned()),
+            envelope.id.map(|raw| raw.get().to_owned()),
+        ))
+    }
+
+    fn read_by_scanner(text: &str) -> Option<(Option<String>, Option<String>, Option<String>)> {
+        let envelope = plain_envelope(text)?;
+        Some((
+            envelope.event.map(str::to_owned),
+            envelope.data.map(|data| data.text().to_owned()),
+            envelope.id.map(str::to_owned),
+        ))
+    }
+
+    /// Frames as clients write them, and with one byte changed, added or
+    /// removed.
+    fn frames() -> impl Strategy<Value = String> {
+        let field = prop_oneof![
+            Just(r#""event":"message""#.to_owned()),
+            Just(r#""event":null"#.to_owned()),
+            Just(r#""event":"m\u0065""#.to_owned()),
+            Just(r#""event":3"#.to_owned()),
+            Just(r#""data":{"sdp":"v=0\r\n","n":[1,-2.5e3,true,null]}"#.to_owned()),
+            Just(r#""data" : [ "a" , { } ] "#.to_owned()),
+            Just(r#""data":null"#.to_owned()),
+            Just(r#""data":"\u00e9""#.to_owned()),
+            Just(r#""id":7"#.to_owned()),
+            Just(r#""id":null"#.to_owned()),
+            Just(r#""id":-1.5"#.to_owned()),
+            Just(r#""other":[[{"x":1}]]"#.to_owned()),
+            Just(r#""\u0069d":7"#.to_owned()),
+        ];
+        (
+            prop::collection::vec(field, 0..5),
+            prop::option::of((
+                any::<prop::sample::Index>(),
+                0..3u8,
+                prop::sample::select(b" {}[]:,\"\\nul0-ex".to_vec()),
+            )),
+        )
+            .prop_map(|(fields, edit)| {
+                let mut bytes = format!("{{{}}}", fields.join(",")).into_bytes();
+                if let Some((at, kind, byte)) = edit {
+                    let at = at.index(bytes.len() + 1);
+                    match kind {
+                        0 if at < bytes.len() => bytes[at] = byte,
+                        1 => bytes.insert(at, byte),
+                        _ if at < bytes.len() => {
+                            bytes.remove(at);
+                        }
+                        _ => {}
+                    }
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// The one-pass envelope reader reads exactly what serde reads, or
+        /// leaves the frame to serde.
+        #[test]
+        fn the_plain_envelope_reads_what_serde_reads(text in frames()) {
+            if let Some(read) = read_by_scanner(&text) {
+                prop_assert_eq!(Some(read), read_by_serde(&text), "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn frames_clients_write_take_the_plain_path() {
+        for text in [
+            r#"{"event":"message","data":{"t":1,"p":"xx"}}"#,
+            r#" { "event" : "register" , "data" : {"uid":"u","type":0}, "id" : 3 } "#,
+            r#"{"data":[1,2],"event":"syncto","extra":{"a":[null]}}"#,
+            r#"{"event":"ipaddr","data":null,"id":null}"#,
+            "{}",
+        ] {
+            assert!(read_by_scanner(text).is_some(), "{text}");
+            assert_eq!(read_by_scanner(text), read_by_serde(text), "{text}");
+        }
+        for text in [
+            r#"{"event":"message","event":"message"}"#,
+            r#"{"ev\u0065nt":"message"}"#,
+            r#"{"event":"m\u0065"}"#,
+            r#"{"event":"message",}"#,
+            r#"{"event":"message"} x"#,
+        ] {
+            assert!(read_by_scanner(text).is_none(), "{text}");
+        }
+    }
 
     #[test]
     fn resume_accepts_both_spellings_of_last_seq() {

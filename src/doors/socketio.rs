@@ -24,8 +24,9 @@ use socketioxide::{SendError, SocketError};
 use socketioxide_core::Value as PacketValue;
 use tokio::sync::mpsc;
 
-use super::json::{EventData, decode_command, event_data, event_request_id};
+use super::json::{Data, EventData, decode_command, event_data, event_request_id};
 use crate::auth::{AuthError, AuthPolicy};
+use crate::core::json_text::{JsonScanner, ScannedJson};
 use crate::core::{
     Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, Rejection, Request, RequestId,
     Session, SessionLink,
@@ -390,17 +391,23 @@ fn decode_packet(
             "binary attachments are not accepted; send JSON",
         ));
     }
-    let arguments: Vec<&RawValue> =
-        serde_json::from_str(text).map_err(|_| Rejection::bad_request("malformed event packet"))?;
-    let (event, data, meta) = match arguments.as_slice() {
-        [event, rest @ ..] => (event, rest.first().copied(), rest.get(1).copied()),
-        [] => return Err(Rejection::bad_request("event packet without a name")),
+    let (event, data, meta) = match plain_packet(text) {
+        Some((event, data, meta)) => (event, data.map(Data::Scanned), meta.map(|meta| meta.text())),
+        None => {
+            let arguments: Vec<&RawValue> = serde_json::from_str(text)
+                .map_err(|_| Rejection::bad_request("malformed event packet"))?;
+            let (event, data, meta) = match arguments.as_slice() {
+                [event, rest @ ..] => (event, rest.first().copied(), rest.get(1).copied()),
+                [] => return Err(Rejection::bad_request("event packet without a name")),
+            };
+            let event: &str = serde_json::from_str(event.get())
+                .map_err(|_| Rejection::bad_request("event name must be a string"))?;
+            (event, data.map(Data::Raw), meta.map(RawValue::get))
+        }
     };
-    let event: &str = serde_json::from_str(event.get())
-        .map_err(|_| Rejection::bad_request("event name must be a string"))?;
     let client_id = match meta.filter(|_| resumption_client) {
         Some(meta) => Some(
-            serde_json::from_str::<RequestMeta>(meta.get())
+            serde_json::from_str::<RequestMeta>(meta)
                 .ok()
                 .filter(|meta| meta.id > 0 && meta.id < DOOR_ID_BASE)
                 .ok_or_else(|| {
@@ -413,8 +420,34 @@ fn decode_packet(
         None => None,
     };
     // A null placeholder before the id argument means "no data".
-    let data = data.filter(|raw| !(meta.is_some() && raw.get() == "null"));
+    let data = data.filter(|data| !(meta.is_some() && data.text() == "null"));
     Ok((decode_command(event, data)?, client_id))
+}
+
+/// Reads `["event", data?, meta?, ...]` in one pass with the JSON scanner
+/// when the event name has no escapes: the name, the checked `data` and
+/// `meta` arguments (later ones are checked and ignored). `None` for
+/// anything else, which serde reads as before.
+fn plain_packet(text: &str) -> Option<(&str, Option<ScannedJson<'_>>, Option<ScannedJson<'_>>)> {
+    let mut scanner = JsonScanner::new(text);
+    if !scanner.eat(b'[') {
+        return None;
+    }
+    let event = scanner.plain_string()?;
+    let mut arguments = [None, None];
+    let mut count = 0;
+    while !scanner.eat(b']') {
+        if !scanner.eat(b',') {
+            return None;
+        }
+        let argument = scanner.value().ok()?;
+        if let Some(slot) = arguments.get_mut(count) {
+            *slot = Some(argument);
+        }
+        count += 1;
+    }
+    let [data, meta] = arguments;
+    scanner.at_end().then_some((event, data, meta))
 }
 
 /// Why an event could not be emitted.
@@ -545,5 +578,48 @@ async fn emit(
             Some(seq) => patiently(link, || socket.emit(event.name(), &(seq,))).await,
             None => patiently(link, || socket.emit(event.name(), &NoArguments)).await,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What serde reads from the packet text: the name and the first two
+    /// arguments' text.
+    fn read_by_serde(text: &str) -> Option<(String, Option<String>, Option<String>)> {
+        let arguments: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+        let (event, rest) = arguments.split_first()?;
+        let event: &str = serde_json::from_str(event.get()).ok()?;
+        let text_of = |raw: Option<&&RawValue>| raw.map(|raw| raw.get().to_owned());
+        Some((event.to_owned(), text_of(rest.first()), text_of(rest.get(1))))
+    }
+
+    #[test]
+    fn plain_packets_read_what_serde_reads() {
+        for text in [
+            r#"["message",{"t":1,"p":"xx"}]"#,
+            r#"["ipaddr"]"#,
+            r#" [ "syncto" , null , {"id":4} , 5 ] "#,
+            r#"["register",{"uid":"u","type":0}]"#,
+        ] {
+            let (event, data, meta) = plain_packet(text).expect("plain");
+            let read = (
+                event.to_owned(),
+                data.map(|d| d.text().to_owned()),
+                meta.map(|m| m.text().to_owned()),
+            );
+            assert_eq!(Some(read), read_by_serde(text), "{text}");
+        }
+        for text in [
+            "[]",
+            r#"["m\u0065ssage",1]"#,
+            r#"[3,1]"#,
+            r#"["message",1,]"#,
+            r#"["message",01]"#,
+            r#"{"event":"message"}"#,
+        ] {
+            assert!(plain_packet(text).is_none(), "{text}");
+        }
     }
 }

@@ -19,7 +19,6 @@ use prost::DecodeError;
 use prost::encoding::{
     DecodeContext, WireType, check_wire_type, decode_varint, encode_key, encode_varint, skip_field,
 };
-use serde_json::value::RawValue;
 
 use crate::core::JsonPayload;
 
@@ -66,23 +65,24 @@ impl EncodedValue {
     /// The value as JSON text: whole numbers within ±2^53 as integers,
     /// object keys in ascending order, exactly as
     /// [`value_to_raw_json`] writes the decoded value.
-    pub fn to_raw_json(&self) -> Result<Box<RawValue>, ValueError> {
-        if let Some(raw) = self.canonical_to_raw_json() {
-            return Ok(raw);
+    pub fn to_json_text(&self) -> Result<String, ValueError> {
+        if let Some(text) = self.canonical_to_json_text() {
+            return Ok(text);
         }
         let value = <prost_types::Value as prost::Message>::decode(self.bytes.as_slice())
             .map_err(|_| ValueError::Undecodable)?;
-        value_to_raw_json(&value).map_err(|_| ValueError::NonFiniteNumber)
+        let raw = value_to_raw_json(&value).map_err(|_| ValueError::NonFiniteNumber)?;
+        Ok(String::from(Box::<str>::from(raw)))
     }
 
     /// The JSON text by the direct walk alone: `None` when the encoding is
-    /// not canonical (or not valid), where [`EncodedValue::to_raw_json`]
+    /// not canonical (or not valid), where [`EncodedValue::to_json_text`]
     /// falls back to decoding.
-    pub fn canonical_to_raw_json(&self) -> Option<Box<RawValue>> {
+    pub fn canonical_to_json_text(&self) -> Option<String> {
         let mut text = String::with_capacity(self.bytes.len() + 16);
         write_canonical(&self.bytes, 0, &mut text)?;
-        // The walk wrote JSON; serde_json checks it once more as it wraps it.
-        RawValue::from_string(text).ok()
+        // The walk wrote JSON; the payload's scan checks it once more.
+        Some(text)
     }
 
     /// A relayed payload as a protobuf value: the JSON text, known to be
@@ -621,14 +621,11 @@ mod tests {
     fn canonical_encodings_take_the_direct_walk() {
         let data = json!({"a": [1, 2.5, -3, true, null, "x\"y"], "b": {"": {}, "c": []}, "long": "z".repeat(300)});
         let value = encoded(&data);
-        let direct = value.canonical_to_raw_json().expect("canonical");
+        let direct = value.canonical_to_json_text().expect("canonical");
         let decoded = prost_types::Value::decode(value.as_bytes()).expect("decodes");
+        assert_eq!(direct, value_to_raw_json(&decoded).expect("finite").get());
         assert_eq!(
-            direct.get(),
-            value_to_raw_json(&decoded).expect("finite").get()
-        );
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(direct.get()).expect("json"),
+            serde_json::from_str::<serde_json::Value>(&direct).expect("json"),
             data
         );
     }
@@ -638,31 +635,30 @@ mod tests {
         // Two kinds in one value: the last wins.
         let two_kinds = [STRING_KEY, 1, b'a', BOOL_KEY, 1];
         let value = EncodedValue::from_bytes(two_kinds.to_vec());
-        assert!(value.canonical_to_raw_json().is_none());
-        assert_eq!(value.to_raw_json().expect("decodes").get(), "true");
+        assert!(value.canonical_to_json_text().is_none());
+        assert_eq!(value.to_json_text().expect("decodes"), "true");
         // Keys out of order are sorted, as the decoded map sorts them.
         let value = EncodedValue::from_payload(&payload(r#"{"b":1,"a":2}"#));
-        assert!(value.canonical_to_raw_json().is_none());
-        assert_eq!(
-            value.to_raw_json().expect("decodes").get(),
-            r#"{"a":2,"b":1}"#
-        );
+        assert!(value.canonical_to_json_text().is_none());
+        assert_eq!(value.to_json_text().expect("decodes"), r#"{"a":2,"b":1}"#);
         // Broken bytes and invalid UTF-8.
         let truncated = EncodedValue::from_bytes(vec![STRING_KEY, 5, b'a']);
-        assert_eq!(truncated.to_raw_json().err(), Some(ValueError::Undecodable));
+        assert_eq!(
+            truncated.to_json_text().err(),
+            Some(ValueError::Undecodable)
+        );
         let not_utf8 = EncodedValue::from_bytes(vec![STRING_KEY, 1, 0xff]);
-        assert_eq!(not_utf8.to_raw_json().err(), Some(ValueError::Undecodable));
+        assert_eq!(not_utf8.to_json_text().err(), Some(ValueError::Undecodable));
         let nan = EncodedValue::from_bytes(
             std::iter::once(NUMBER_KEY)
                 .chain(f64::NAN.to_le_bytes())
                 .collect(),
         );
-        assert_eq!(nan.to_raw_json().err(), Some(ValueError::NonFiniteNumber));
+        assert_eq!(nan.to_json_text().err(), Some(ValueError::NonFiniteNumber));
     }
 
     fn payload(text: &str) -> JsonPayload {
-        let raw = RawValue::from_string(text.to_owned()).expect("json");
-        JsonPayload::from_boxed_raw(raw).expect("a payload")
+        JsonPayload::from_text(text.to_owned()).expect("a payload")
     }
 
     fn transcoded(text: &str) -> prost_types::Value {
