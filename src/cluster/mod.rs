@@ -491,27 +491,37 @@ impl Registry for RedisRegistry {
     }
 
     async fn peer_of(&self, uid: &Uid, role: Role, session: SessionId) -> Result<Peer, RouteError> {
+        match self.peer_of_now(uid, role, session) {
+            Some(answer) => answer,
+            None => self.inner.lookup_peer(uid, role, session).await,
+        }
+    }
+
+    fn peer_of_now(
+        &self,
+        uid: &Uid,
+        role: Role,
+        session: SessionId,
+    ) -> Option<Result<Peer, RouteError>> {
         let inner = &self.inner;
         match inner.local.local_peer(uid, role, session) {
-            Err(()) => return Err(RouteError::NotOwner),
-            Ok(Some(peer)) => return Ok(Peer::local(peer)),
+            Err(()) => return Some(Err(RouteError::NotOwner)),
+            Ok(Some(peer)) => return Some(Ok(Peer::local(peer))),
             Ok(None) => {}
         }
         if !inner.available() {
-            return Err(RouteError::Registry(inner.unavailable()));
+            return Some(Err(RouteError::Registry(inner.unavailable())));
         }
-        if let Some((node, peer)) = inner.local.route(uid, role, session) {
-            return Ok(Peer::remote(Arc::new(RemotePeer {
-                inner: Arc::clone(inner),
-                node,
-                session: peer,
-                uid: uid.clone(),
-                role: role.peer(),
-                away: false,
-                cached_for: Some(session),
-            })));
-        }
-        inner.lookup_peer(uid, role, session).await
+        let (node, peer) = inner.local.route(uid, role, session)?;
+        Some(Ok(Peer::remote(Arc::new(RemotePeer {
+            inner: Arc::clone(inner),
+            node,
+            session: peer,
+            uid: uid.clone(),
+            role: role.peer(),
+            away: false,
+            cached_for: Some(session),
+        }))))
     }
 
     fn census(&self) -> RegistryCensus {

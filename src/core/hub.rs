@@ -709,22 +709,19 @@ impl Session {
                 "syncto goes from app to web only",
             ));
         }
-        let peer = self
-            .hub
-            .shared
-            .registry
-            .peer_of(&uid, role, self.id())
-            .await
-            .map_err(|e| match e {
-                RouteError::NoPeer => {
-                    Rejection::new(ErrorCode::NoPeer, "the peer is not connected")
-                }
-                RouteError::NotOwner => Rejection::new(
-                    ErrorCode::Replaced,
-                    "a newer session registered the same uid and role",
-                ),
-                RouteError::Registry(e) => Rejection::new(ErrorCode::Unavailable, e.to_string()),
-            })?;
+        let registry = &self.hub.shared.registry;
+        let route = match registry.peer_of_now(&uid, role, self.id()) {
+            Some(route) => route,
+            None => registry.peer_of(&uid, role, self.id()).await,
+        };
+        let peer = route.map_err(|e| match e {
+            RouteError::NoPeer => Rejection::new(ErrorCode::NoPeer, "the peer is not connected"),
+            RouteError::NotOwner => Rejection::new(
+                ErrorCode::Replaced,
+                "a newer session registered the same uid and role",
+            ),
+            RouteError::Registry(e) => Rejection::new(ErrorCode::Unavailable, e.to_string()),
+        })?;
         let kind = relay.kind();
         let offered = peer.offer(Event::Relayed(relay)).await;
         if offered == Err(DeliveryError::SlowConsumer) {

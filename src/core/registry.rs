@@ -186,6 +186,19 @@ pub trait Registry: Send + Sync + 'static {
     /// The peer of `session`, which must still hold (uid, role).
     async fn peer_of(&self, uid: &Uid, role: Role, session: SessionId) -> Result<Peer, RouteError>;
 
+    /// [`Registry::peer_of`] without waiting, when the registry can answer
+    /// from this process's memory (the relay path asks this first: an
+    /// `async` trait call costs an allocation). `None`: ask `peer_of`.
+    fn peer_of_now(
+        &self,
+        uid: &Uid,
+        role: Role,
+        session: SessionId,
+    ) -> Option<Result<Peer, RouteError>> {
+        let _ = (uid, role, session);
+        None
+    }
+
     /// Current size of the registry.
     fn census(&self) -> RegistryCensus;
 
@@ -294,6 +307,18 @@ impl InMemoryRegistry {
         Self::default()
     }
 
+    fn local_peer_of(&self, uid: &Uid, role: Role, session: SessionId) -> Result<Peer, RouteError> {
+        let mut shard = self.shard(uid);
+        let pair = shard.get_mut(uid).ok_or(RouteError::NotOwner)?;
+        if !pair.holds(role, session) {
+            return Err(RouteError::NotOwner);
+        }
+        pair.slot(role.peer())
+            .clone()
+            .map(Peer::local)
+            .ok_or(RouteError::NoPeer)
+    }
+
     fn shard(&self, uid: &Uid) -> MutexGuard<'_, HashMap<Uid, Pair>> {
         let index = (self.hasher.hash_one(uid) as usize) % self.shards.len();
         // A poisoned shard only means another thread panicked mid-operation;
@@ -347,15 +372,16 @@ impl Registry for InMemoryRegistry {
     }
 
     async fn peer_of(&self, uid: &Uid, role: Role, session: SessionId) -> Result<Peer, RouteError> {
-        let mut shard = self.shard(uid);
-        let pair = shard.get_mut(uid).ok_or(RouteError::NotOwner)?;
-        if !pair.holds(role, session) {
-            return Err(RouteError::NotOwner);
-        }
-        pair.slot(role.peer())
-            .clone()
-            .map(Peer::local)
-            .ok_or(RouteError::NoPeer)
+        self.local_peer_of(uid, role, session)
+    }
+
+    fn peer_of_now(
+        &self,
+        uid: &Uid,
+        role: Role,
+        session: SessionId,
+    ) -> Option<Result<Peer, RouteError>> {
+        Some(self.local_peer_of(uid, role, session))
     }
 
     fn census(&self) -> RegistryCensus {

@@ -521,6 +521,11 @@ impl SessionLink {
         self.attachment.killed()
     }
 
+    /// Whether an event is waiting to be written.
+    pub fn has_queued_events(&self) -> bool {
+        !self.events.is_empty() || self.attachment.has_preface.load(Ordering::Acquire)
+    }
+
     /// Whether the server has closed this connection.
     pub fn is_killed(&self) -> bool {
         self.attachment.kill_switch.is_cancelled()

@@ -477,7 +477,11 @@ pub fn encode_event(event: &Event, seq: Option<u64>) -> String {
 /// valid JSON already), without its per-field escaping on the hot path.
 fn relayed_envelope(name: &str, payload: &JsonPayload, seq: Option<u64>) -> String {
     use std::fmt::Write as _;
-    let mut text = String::with_capacity(48 + name.len() + payload.len());
+    // The exact length: a `String` whose capacity is its length becomes the
+    // frame's bytes without another allocation.
+    let seq_len = seq.map_or(0, |seq| 7 + seq.checked_ilog10().unwrap_or(0) as usize + 1);
+    let length = 20 + name.len() + payload.len() + seq_len;
+    let mut text = String::with_capacity(length);
     text.push_str(r#"{"event":""#);
     text.push_str(name);
     text.push_str(r#"","data":"#);
@@ -487,6 +491,7 @@ fn relayed_envelope(name: &str, payload: &JsonPayload, seq: Option<u64>) -> Stri
         let _ = write!(text, r#","seq":{seq}"#);
     }
     text.push('}');
+    debug_assert_eq!(text.len(), length);
     text
 }
 

@@ -592,7 +592,11 @@ mod tests {
         let (event, rest) = arguments.split_first()?;
         let event: &str = serde_json::from_str(event.get()).ok()?;
         let text_of = |raw: Option<&&RawValue>| raw.map(|raw| raw.get().to_owned());
-        Some((event.to_owned(), text_of(rest.first()), text_of(rest.get(1))))
+        Some((
+            event.to_owned(),
+            text_of(rest.first()),
+            text_of(rest.get(1)),
+        ))
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The JSON WebSocket door at `/ws`: one text frame, one JSON envelope.
 
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -286,25 +287,50 @@ where
             frame = socket.next() => {
                 // Anything from the client proves the link alive.
                 answer_due = None;
-                match read_frame(frame, &mut session).await {
-                Step::Continue => {}
-                Step::End(reason) => return (reason, session, Vec::new()),
-                Step::Violation(violation) => {
-                    let rejection = violation.rejection();
-                    let code = rejection.code;
-                    // What the session already queued, then the error, then the close.
-                    let mut last_words = Vec::new();
-                    while let Some(delivery) = link.try_next_event() {
-                        last_words.push(text_frame(&delivery));
+                // Frames that arrived together are handled together: one
+                // turn of the loop (and of its other branches) per batch.
+                let mut frame = frame;
+                for turn in 1..=READ_BATCH {
+                    match read_frame(frame, &mut session).await {
+                        Step::Continue => {}
+                        Step::End(reason) => return (reason, session, Vec::new()),
+                        Step::Violation(violation) => {
+                            let last_words = violation_last_words(&mut link, violation);
+                            return (EndReason::ProtocolViolation(violation.rejection().code), session, last_words);
+                        }
                     }
-                    last_words.push(Message::Text(encode_event(&Event::error(rejection, None), None).into()));
-                    last_words.push(close(violation.close_code(), code.as_str()));
-                    return (EndReason::ProtocolViolation(code), session, last_words);
+                    // Kills and events to write come first, as in the loop.
+                    if turn == READ_BATCH || link.has_queued_events() || link.is_killed() {
+                        break;
+                    }
+                    match std::future::poll_fn(|cx| Poll::Ready(socket.poll_next_unpin(cx))).await {
+                        Poll::Ready(next) => frame = next,
+                        Poll::Pending => break,
+                    }
                 }
-            }
             },
         }
     }
+}
+
+/// Frames handled in one turn of the session loop while the session has
+/// nothing to write and is not killed; then its other work (pings, a
+/// stalled client's backlog) gets a turn.
+const READ_BATCH: usize = 16;
+
+/// What the session already queued, then the error, then the close.
+fn violation_last_words(link: &mut SessionLink, violation: Violation) -> Vec<Message> {
+    let rejection = violation.rejection();
+    let code = rejection.code;
+    let mut last_words = Vec::new();
+    while let Some(delivery) = link.try_next_event() {
+        last_words.push(text_frame(&delivery));
+    }
+    last_words.push(Message::Text(
+        encode_event(&Event::error(rejection, None), None).into(),
+    ));
+    last_words.push(close(violation.close_code(), code.as_str()));
+    last_words
 }
 
 fn close(code: u16, reason: &'static str) -> Message {
