@@ -9,6 +9,7 @@
 //! - [`identity`]: who an authenticated connection is and what it may register as.
 //! - [`limits`]: per-session rate limiting.
 //! - [`json_text`]: a one-pass validating scanner for JSON text.
+//! - `outbox`: the bounded queue between a session's senders and its door.
 //! - [`payload`]: relayed JSON kept as text, validated once.
 //! - [`session`]: a session's state: sequence numbers, resume buffer, attachment.
 //! - [`registry`]: the pairing registry interface and its in-memory implementation.
@@ -22,6 +23,7 @@ pub mod hub;
 pub mod identity;
 pub mod json_text;
 pub mod limits;
+mod outbox;
 pub mod payload;
 pub mod registry;
 pub mod session;

@@ -17,12 +17,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::command::{Role, Uid};
 use super::error::ErrorCode;
 use super::event::Event;
+use super::outbox::{Outbox, PushError};
 use crate::telemetry::metrics;
 
 /// A session id: 64 random bits, shown as 16 hex digits.
@@ -127,7 +127,7 @@ impl ResumeLimits {
 /// events to write before the outbox (the replay of a resume).
 #[derive(Debug)]
 pub(crate) struct Attachment {
-    outbox: mpsc::Sender<Delivery>,
+    outbox: Outbox<Delivery>,
     kill_switch: CancellationToken,
     kill_reason: OnceLock<ErrorCode>,
     door: DoorKind,
@@ -310,9 +310,8 @@ impl SessionHandle {
         limits: ResumeLimits,
         shutdown: &CancellationToken,
     ) -> (Arc<SessionHandle>, SessionLink) {
-        let (outbox, events) = mpsc::channel(capacity.max(1));
         let attachment = Arc::new(Attachment {
-            outbox,
+            outbox: Outbox::new(capacity),
             kill_switch: shutdown.child_token(),
             kill_reason: OnceLock::new(),
             door,
@@ -326,7 +325,7 @@ impl SessionHandle {
             limits,
             state: Mutex::new(State::fresh(Some(Arc::clone(&attachment)), false)),
         });
-        (handle, SessionLink { events, attachment })
+        (handle, SessionLink { attachment })
     }
 
     /// A session handed over by another node (see `handover`), not yet
@@ -420,17 +419,17 @@ impl SessionHandle {
             // Away: retained above, delivered on resume.
             return Ok(());
         };
-        match attachment.outbox.try_send(delivery) {
+        match attachment.outbox.push(delivery) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full(_)) => {
                 if close_on_overflow {
                     attachment.kill(ErrorCode::SlowConsumer);
                 }
                 Err(DeliveryError::SlowConsumer)
             }
             // The connection is going; a retained event survives it.
-            Err(mpsc::error::TrySendError::Closed(_)) if retain => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(DeliveryError::Gone),
+            Err(PushError::Closed(_)) if retain => Ok(()),
+            Err(PushError::Closed(_)) => Err(DeliveryError::Gone),
         }
     }
 
@@ -474,34 +473,35 @@ fn observed(delivery: Delivery) -> Delivery {
 /// to watch.
 #[derive(Debug)]
 pub struct SessionLink {
-    events: mpsc::Receiver<Delivery>,
     attachment: Arc<Attachment>,
+}
+
+impl Drop for SessionLink {
+    /// The door is gone: nothing more can be queued for this connection.
+    fn drop(&mut self) {
+        self.attachment.outbox.close();
+    }
 }
 
 impl SessionLink {
     /// The next event to write: a resume's replay first, then the outbox.
-    pub async fn next_event(&mut self) -> Option<Delivery> {
-        if let Some(delivery) = self.take_preface() {
-            return Some(delivery);
-        }
-        self.events.recv().await.map(observed)
+    pub async fn next_event(&mut self) -> Delivery {
+        std::future::poll_fn(|cx| self.poll_next_event(cx)).await
     }
 
     /// Polls for the next event to write, for a door that is itself polled
     /// (the gRPC response stream): a resume's replay first, then the outbox.
-    pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+    pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Delivery> {
         if let Some(delivery) = self.take_preface() {
-            return Poll::Ready(Some(delivery));
+            return Poll::Ready(delivery);
         }
-        self.events
-            .poll_recv(cx)
-            .map(|delivery| delivery.map(observed))
+        self.attachment.outbox.poll_pop(cx).map(observed)
     }
 
     /// An event if one is ready (for batching writes).
     pub fn try_next_event(&mut self) -> Option<Delivery> {
         self.take_preface()
-            .or_else(|| self.events.try_recv().ok().map(observed))
+            .or_else(|| self.attachment.outbox.try_pop().map(observed))
     }
 
     fn take_preface(&self) -> Option<Delivery> {
@@ -523,7 +523,7 @@ impl SessionLink {
 
     /// Whether an event is waiting to be written.
     pub fn has_queued_events(&self) -> bool {
-        !self.events.is_empty() || self.attachment.has_preface.load(Ordering::Acquire)
+        self.attachment.has_preface.load(Ordering::Acquire) || !self.attachment.outbox.is_empty()
     }
 
     /// Whether the server has closed this connection.

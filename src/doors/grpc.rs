@@ -184,7 +184,7 @@ impl Stream for EventStream {
             }
             return link
                 .poll_next_event(cx)
-                .map(|delivery| delivery.map(|d| Ok(encode_event(&d.event, d.seq))));
+                .map(|delivery| Some(Ok(encode_event(&delivery.event, delivery.seq))));
         }
     }
 }

@@ -322,9 +322,6 @@ async fn pump(
                 return (EndReason::Closed(code), session, Some(code));
             }
             event = link.next_event() => {
-                let Some(event) = event else {
-                    return (EndReason::ConnectionLost, session, None);
-                };
                 if emit(socket, &mut acks, &link, &event, with_seq).await.is_err() {
                     // Killed while waiting (the first branch says why) or gone.
                     if !link.is_killed() {

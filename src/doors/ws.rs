@@ -251,9 +251,6 @@ where
                 return (EndReason::Closed(code), session, last_words);
             }
             event = link.next_event() => {
-                let Some(event) = event else {
-                    return (EndReason::ConnectionLost, session, Vec::new());
-                };
                 tokio::select! {
                     biased;
                     // A write stuck on a full socket must not hide a kill:

@@ -1,0 +1,154 @@
+//! A session's outbox: the bounded queue between whoever sends a session
+//! an event and the door task that writes it.
+//!
+//! Many writers push without waiting (a full outbox is the caller's policy
+//! decision, see `SessionHandle::queue`); one reader, the door, pops. An
+//! idle outbox holds no buffer: its queue grows with what is queued (up to
+//! the bound) and gives large buffers back once drained, where a channel
+//! would allocate its first block of slots for every connection up front.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+
+/// Why an item could not be pushed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PushError<T> {
+    /// The outbox holds its bound.
+    Full(T),
+    /// The reader is gone.
+    Closed(T),
+}
+
+/// A drained queue keeps at most this many slots of spare room.
+const KEPT_SLOTS: usize = 16;
+
+/// A bounded multi-writer, single-reader queue.
+#[derive(Debug)]
+pub(crate) struct Outbox<T> {
+    queue: Mutex<VecDeque<T>>,
+    capacity: usize,
+    reader: AtomicWaker,
+    closed: AtomicBool,
+}
+
+impl<T> Outbox<T> {
+    /// An empty outbox holding at most `capacity` (at least one) items.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Outbox {
+            queue: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            reader: AtomicWaker::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, VecDeque<T>> {
+        // Each critical section is one queue operation: a panic cannot leave
+        // the queue half-changed, so a poisoned lock is still usable.
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `item` and wakes the reader.
+    pub(crate) fn push(&self, item: T) -> Result<(), PushError<T>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PushError::Closed(item));
+        }
+        {
+            let mut queue = self.queue();
+            if queue.len() >= self.capacity {
+                return Err(PushError::Full(item));
+            }
+            queue.push_back(item);
+        }
+        self.reader.wake();
+        Ok(())
+    }
+
+    /// The oldest item, if any.
+    pub(crate) fn try_pop(&self) -> Option<T> {
+        let mut queue = self.queue();
+        let item = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > KEPT_SLOTS {
+            queue.shrink_to(KEPT_SLOTS);
+        }
+        item
+    }
+
+    /// The oldest item, or `Pending` with the reader's waker registered.
+    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<T> {
+        if let Some(item) = self.try_pop() {
+            return Poll::Ready(item);
+        }
+        self.reader.register(cx.waker());
+        // A push between the first look and the registration woke nobody.
+        match self.try_pop() {
+            Some(item) => Poll::Ready(item),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue().is_empty()
+    }
+
+    /// The reader is gone: refuses further pushes and drops what is queued.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let drained = std::mem::take(&mut *self.queue());
+        drop(drained);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn bounded_in_order_and_closable() {
+        let outbox = Outbox::new(2);
+        assert_eq!(outbox.push(1), Ok(()));
+        assert_eq!(outbox.push(2), Ok(()));
+        assert_eq!(outbox.push(3), Err(PushError::Full(3)));
+        assert_eq!(outbox.try_pop(), Some(1));
+        assert_eq!(outbox.push(3), Ok(()));
+        assert_eq!(outbox.try_pop(), Some(2));
+        assert_eq!(outbox.try_pop(), Some(3));
+        assert!(outbox.is_empty());
+        outbox.close();
+        assert_eq!(outbox.push(4), Err(PushError::Closed(4)));
+    }
+
+    #[test]
+    fn drained_queues_give_back_large_buffers() {
+        let outbox = Outbox::new(1000);
+        for n in 0..500 {
+            assert_eq!(outbox.push(n), Ok(()));
+        }
+        while outbox.try_pop().is_some() {}
+        assert!(outbox.queue().capacity() <= KEPT_SLOTS);
+    }
+
+    #[tokio::test]
+    async fn a_push_wakes_the_waiting_reader() {
+        let outbox = Arc::new(Outbox::new(4));
+        let reader = tokio::spawn({
+            let outbox = Arc::clone(&outbox);
+            async move { std::future::poll_fn(|cx| outbox.poll_pop(cx)).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(outbox.push(7), Ok(()));
+        let popped = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+            .await
+            .expect("woken")
+            .expect("joined");
+        assert_eq!(popped, 7);
+    }
+}
