@@ -105,14 +105,40 @@ fn role_label(role: Option<Role>) -> &'static str {
     role.map_or("none", Role::as_str)
 }
 
+const ROLES: [Option<Role>; 3] = [None, Some(Role::Web), Some(Role::App)];
+
+/// The connection gauges, looked up once: a labelled lookup costs a few
+/// thousand instructions, and every session setup moves a gauge three times.
+static CONNECTION_GAUGES: OnceLock<Vec<metrics::Gauge>> = OnceLock::new();
+
+fn connection_gauge(door: DoorKind, role: Option<Role>) -> Option<&'static metrics::Gauge> {
+    let gauges = CONNECTION_GAUGES.get_or_init(|| {
+        DOORS
+            .iter()
+            .flat_map(|door| {
+                ROLES.iter().map(move |role| {
+                    gauge!(CONNECTIONS, "door" => door.as_str(), "role" => role_label(*role))
+                })
+            })
+            .collect()
+    });
+    let door_index = DOORS.iter().position(|d| *d == door)?;
+    let role_index = ROLES.iter().position(|r| *r == role)?;
+    gauges.get(door_index * ROLES.len() + role_index)
+}
+
 /// A connection opened, or moved between roles.
 pub fn connection_opened(door: DoorKind, role: Option<Role>) {
-    gauge!(CONNECTIONS, "door" => door.as_str(), "role" => role_label(role)).increment(1.0);
+    if let Some(gauge) = connection_gauge(door, role) {
+        gauge.increment(1.0);
+    }
 }
 
 /// A connection closed (or left a role).
 pub fn connection_closed(door: DoorKind, role: Option<Role>) {
-    gauge!(CONNECTIONS, "door" => door.as_str(), "role" => role_label(role)).decrement(1.0);
+    if let Some(gauge) = connection_gauge(door, role) {
+        gauge.decrement(1.0);
+    }
 }
 
 const RELAY_KINDS: [RelayKind; 6] = [
