@@ -277,8 +277,11 @@ async fn flooding_past_the_rate_limit_is_refused_then_closed() {
             }
         }
         let mut limited = 0;
+        let mut seen = Vec::new();
         let closed = loop {
-            match flooder.next().await {
+            let next = flooder.next().await;
+            seen.push(format!("{next:?}"));
+            match next {
                 Incoming::Event(event) if event["event"] == "error" => {
                     assert_eq!(event["data"]["code"], "RATE_LIMITED", "{event}");
                     limited += 1;
@@ -287,7 +290,7 @@ async fn flooding_past_the_rate_limit_is_refused_then_closed() {
                 Incoming::Closed(closed) => break closed,
             }
         };
-        assert!(limited >= 10, "{door}: {limited} refusals");
+        assert!(limited >= 10, "{door}: {limited} refusals; saw {seen:#?}");
         match closed {
             Closed::WebSocket(Some((code, _))) => assert_eq!(code, 4003),
             Closed::Grpc(code, _) => assert_eq!(code, tonic::Code::ResourceExhausted),

@@ -247,15 +247,33 @@ async fn serve(
     socket: SocketRef,
     session: Session,
     link: SessionLink,
-    packets: mpsc::Receiver<Inbound>,
+    mut packets: mpsc::Receiver<Inbound>,
 ) {
-    let (reason, session, farewell) = pump(&socket, session, link, packets).await;
+    let (reason, session, farewell) = pump(&socket, session, link, &mut packets).await;
     session.end(reason).await;
     if let Some(code) = farewell {
         let _ = emit_unsequenced(&socket, &Event::farewell(code));
+        // Read (and drop) what the client still sends until it pauses:
+        // closing the transport with unread input resets the connection,
+        // and a reset destroys the last words before the client reads them.
+        // (Not while the server shuts down: it closes every transport.)
+        if code != ErrorCode::ShuttingDown {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                while let Ok(Some(Inbound::Packet { .. })) =
+                    tokio::time::timeout(CLIENT_PAUSE, packets.recv()).await
+                {}
+            })
+            .await;
+        }
         let _ = socket.disconnect();
     }
 }
+
+/// How long the door drains a closed session's inbound packets at most.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A pause in the client's packets that ends the drain.
+const CLIENT_PAUSE: Duration = Duration::from_millis(20);
 
 /// Request ids the door makes up for acknowledgement callbacks start here,
 /// far above any id a client may choose (clients use at most 2^53).
@@ -300,7 +318,7 @@ async fn pump(
     socket: &SocketRef,
     mut session: Session,
     mut link: SessionLink,
-    mut packets: mpsc::Receiver<Inbound>,
+    packets: &mut mpsc::Receiver<Inbound>,
 ) -> (EndReason, Session, Option<ErrorCode>) {
     let mut acks = PendingAcks::default();
     let with_seq = wants_resumption(socket);
