@@ -91,7 +91,7 @@ impl<'a> JsonScanner<'a> {
     }
 
     /// Skips whitespace; the next byte, if any.
-    pub fn peek(&mut self) -> Option<u8> {
+    fn peek(&mut self) -> Option<u8> {
         self.skip_whitespace();
         self.bytes().get(self.at).copied()
     }

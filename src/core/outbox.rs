@@ -101,6 +101,8 @@ impl<T> Outbox<T> {
     /// The reader is gone: refuses further pushes and drops what is queued.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        // Taken out under the lock, dropped after it: dropping events can
+        // run arbitrary destructors.
         let drained = std::mem::take(&mut *self.queue());
         drop(drained);
     }

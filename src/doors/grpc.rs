@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tokio_stream::Stream;
 use tonic::{Code, Status, Streaming};
 
+use super::CLOSE_TIMEOUT;
 use crate::auth::{AuthPolicy, bearer};
 use crate::core::{
     Command, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, JsonPayload, Rejection, Relay,
@@ -25,11 +26,6 @@ use crate::telemetry::metrics;
 /// How long the door watches the response stream after the request stream
 /// ends, to tell a cancelled stream from a half-close.
 const CANCEL_PROBE: Duration = Duration::from_millis(100);
-
-/// How long a response stream has to write its queued events once its
-/// session ended; after that they are dropped (its last event and status
-/// are still written if the client reads again).
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The tonic service: opens a core session per `Connect` stream.
 #[derive(Clone, Debug)]

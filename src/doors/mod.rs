@@ -8,6 +8,12 @@
 //! - [`grpc`]: the `signalgate.v1.Signaling/Connect` bidirectional stream (tonic).
 //! - [`socketio`]: Socket.IO 2.x/4.x at `/socket.io/` (socketioxide), the seed's wire shapes.
 
+use std::time::Duration;
+
+/// How long every door gives a session it ends to get its last words out
+/// (docs/PROTOCOL.md: queued events, the farewell, the close).
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub mod grpc;
 pub mod json;
 pub mod origin;

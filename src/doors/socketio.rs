@@ -24,6 +24,7 @@ use socketioxide::{SendError, SocketError};
 use socketioxide_core::Value as PacketValue;
 use tokio::sync::mpsc;
 
+use super::CLOSE_TIMEOUT;
 use super::json::{Data, EventData, decode_command, event_data, event_request_id};
 use crate::auth::{AuthError, AuthPolicy};
 use crate::core::json_text::{JsonScanner, ScannedJson};
@@ -268,9 +269,6 @@ async fn serve(
         let _ = socket.disconnect();
     }
 }
-
-/// How long the door drains a closed session's inbound packets at most.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A pause in the client's packets that ends the drain.
 const CLIENT_PAUSE: Duration = Duration::from_millis(20);

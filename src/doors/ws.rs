@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite;
 
+use super::CLOSE_TIMEOUT;
 use super::json::{decode_frame, encode_event};
 use crate::auth::{AuthPolicy, bearer};
 use crate::core::{
@@ -138,9 +139,6 @@ struct Heartbeat {
     interval: Duration,
     timeout: Duration,
 }
-
-/// How long the door spends on the closing handshake of a session it ends.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A client error that ends the session, with its close code.
 #[derive(Clone, Copy, Debug)]
