@@ -6,12 +6,10 @@
 //! registrations of the same (uid, role) on this node that finish out of
 //! order still leave the one Redis chose last.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::core::session::lock;
-use crate::core::{RegistryCensus, Role, SessionHandle, SessionId, Uid};
+use crate::core::{RegistryCensus, Role, SessionHandle, SessionId, Uid, UidMap};
 
 const SHARDS: usize = 16;
 
@@ -58,20 +56,18 @@ pub(crate) struct LocalBound {
 
 /// Sharded (uid → both roles) map of this node's sessions.
 pub(crate) struct LocalTable {
-    hasher: RandomState,
-    shards: Box<[Mutex<HashMap<Uid, Pair>>]>,
+    shards: Box<[Mutex<UidMap<Pair>>]>,
 }
 
 impl LocalTable {
     pub(crate) fn new() -> LocalTable {
         LocalTable {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(UidMap::default())).collect(),
         }
     }
 
-    fn shard(&self, uid: &Uid) -> MutexGuard<'_, HashMap<Uid, Pair>> {
-        let index = (self.hasher.hash_one(uid) as usize) % self.shards.len();
+    fn shard(&self, uid: &Uid) -> MutexGuard<'_, UidMap<Pair>> {
+        let index = uid.shard_index(self.shards.len());
         lock(&self.shards[index])
     }
 

@@ -1,7 +1,9 @@
 //! What a client can ask the server to do, independent of the door it uses.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::sync::{Arc, OnceLock};
 
 use super::error::Rejection;
 use super::payload::JsonPayload;
@@ -52,8 +54,17 @@ impl fmt::Display for Role {
 }
 
 /// A validated user id: 1 to [`MAX_UID_BYTES`] bytes, no control characters.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Uid(Arc<str>);
+///
+/// A uid carries a digest of its text, made once when the uid is made with
+/// a key chosen at random for the process (SipHash, as `std`'s maps use, so
+/// clients cannot pick colliding uids). Maps keyed by uid ([`UidMap`]) and
+/// the registry's shards use the digest, so the relay path, which looks up
+/// the sender's uid for every event, never hashes the text again.
+#[derive(Clone)]
+pub struct Uid {
+    text: Arc<str>,
+    digest: u64,
+}
 
 impl Uid {
     /// Validates a uid.
@@ -71,18 +82,88 @@ impl Uid {
                 "uid must not contain control characters",
             ));
         }
-        Ok(Uid(Arc::from(text)))
+        static DIGEST_KEY: OnceLock<RandomState> = OnceLock::new();
+        let digest = DIGEST_KEY.get_or_init(RandomState::new).hash_one(text);
+        Ok(Uid {
+            text: Arc::from(text),
+            digest,
+        })
     }
 
     /// The uid text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// Which of `count` shards (at least one) this uid belongs to. Uses
+    /// other bits of the digest than a map's bucket index does, so that
+    /// the uids of one shard still spread over its map.
+    pub fn shard_index(&self, count: usize) -> usize {
+        ((self.digest >> 32) as usize) % count.max(1)
+    }
+}
+
+impl PartialEq for Uid {
+    fn eq(&self, other: &Uid) -> bool {
+        self.digest == other.digest && self.text == other.text
+    }
+}
+
+impl Eq for Uid {}
+
+impl Hash for Uid {
+    /// Equal uids have equal text, hence equal digests.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.digest);
+    }
+}
+
+impl PartialOrd for Uid {
+    fn partial_cmp(&self, other: &Uid) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Uid {
+    /// By text.
+    fn cmp(&self, other: &Uid) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
+impl fmt::Debug for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Uid").field(&self.text).finish()
     }
 }
 
 impl fmt::Display for Uid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
+    }
+}
+
+/// A map keyed by uid that uses the uid's digest as its hash.
+pub type UidMap<V> = HashMap<Uid, V, BuildHasherDefault<UidDigestHasher>>;
+
+/// The hasher of [`UidMap`]: passes a uid's digest through. (Anything else
+/// hashed with it is folded in FNV-1a style, so it stays a correct hasher.)
+#[derive(Default)]
+pub struct UidDigestHasher(u64);
+
+impl Hasher for UidDigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, digest: u64) {
+        self.0 ^= digest;
     }
 }
 
@@ -217,5 +298,38 @@ impl Request {
             command,
             client_chosen_id: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_made_apart_from_the_same_text_are_one_key() {
+        let mut map = UidMap::default();
+        for n in 0..1000 {
+            map.insert(Uid::new(&format!("user-{n}")).expect("uid"), n);
+        }
+        assert_eq!(map.len(), 1000);
+        for n in 0..1000 {
+            let uid = Uid::new(&format!("user-{n}")).expect("uid");
+            assert_eq!(map.get(&uid), Some(&n));
+            assert!(uid.shard_index(16) < 16);
+        }
+        assert_eq!(map.get(&Uid::new("user-1000").expect("uid")), None);
+        let (a, b) = (Uid::new("a").expect("uid"), Uid::new("b").expect("uid"));
+        assert_ne!(a, b);
+        assert!(a < b);
+        assert_eq!(a, Uid::new("a").expect("uid"));
+    }
+
+    #[test]
+    fn shards_are_all_used() {
+        let mut used = [0usize; 16];
+        for n in 0..1600 {
+            used[Uid::new(&n.to_string()).expect("uid").shard_index(16)] += 1;
+        }
+        assert!(used.iter().all(|&count| count > 50), "{used:?}");
     }
 }

@@ -28,7 +28,9 @@ pub mod payload;
 pub mod registry;
 pub mod session;
 
-pub use command::{Command, FileOffer, Relay, RelayKind, Request, RequestId, Role, Uid};
+pub use command::{
+    Command, FileOffer, Relay, RelayKind, Request, RequestId, Role, Uid, UidDigestHasher, UidMap,
+};
 pub use error::{EndReason, ErrorCode, Rejection};
 pub use event::Event;
 pub use handover::{SessionExport, SessionExporter};

@@ -5,14 +5,12 @@
 //! same trait: its operations are few and coarse so that each one can be
 //! made atomic across nodes.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::command::{Role, Uid};
+use super::command::{Role, Uid, UidMap};
 use super::error::{ErrorCode, Rejection};
 use super::event::Event;
 use super::handover::{SessionExport, SessionExporter};
@@ -288,15 +286,13 @@ impl Pair {
 /// A blocking mutex is right here: every critical section is a few map
 /// operations and never awaits, so an async mutex would only add cost.
 pub struct InMemoryRegistry {
-    hasher: RandomState,
-    shards: Box<[Mutex<HashMap<Uid, Pair>>]>,
+    shards: Box<[Mutex<UidMap<Pair>>]>,
 }
 
 impl Default for InMemoryRegistry {
     fn default() -> Self {
         InMemoryRegistry {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(UidMap::default())).collect(),
         }
     }
 }
@@ -319,8 +315,8 @@ impl InMemoryRegistry {
             .ok_or(RouteError::NoPeer)
     }
 
-    fn shard(&self, uid: &Uid) -> MutexGuard<'_, HashMap<Uid, Pair>> {
-        let index = (self.hasher.hash_one(uid) as usize) % self.shards.len();
+    fn shard(&self, uid: &Uid) -> MutexGuard<'_, UidMap<Pair>> {
+        let index = uid.shard_index(self.shards.len());
         // A poisoned shard only means another thread panicked mid-operation;
         // the map itself is still consistent (each operation is a few inserts
         // and removes), so keep serving.
