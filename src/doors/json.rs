@@ -476,7 +476,6 @@ pub fn encode_event(event: &Event, seq: Option<u64>) -> String {
 /// [`OutgoingEnvelope`] (event names are plain ASCII words, the payload is
 /// valid JSON already), without its per-field escaping on the hot path.
 fn relayed_envelope(name: &str, payload: &JsonPayload, seq: Option<u64>) -> String {
-    use std::fmt::Write as _;
     // The exact length: a `String` whose capacity is its length becomes the
     // frame's bytes without another allocation.
     let seq_len = seq.map_or(0, |seq| 7 + seq.checked_ilog10().unwrap_or(0) as usize + 1);
@@ -487,8 +486,8 @@ fn relayed_envelope(name: &str, payload: &JsonPayload, seq: Option<u64>) -> Stri
     text.push_str(r#"","data":"#);
     text.push_str(payload.as_str());
     if let Some(seq) = seq {
-        // Writing into a String cannot fail.
-        let _ = write!(text, r#","seq":{seq}"#);
+        text.push_str(r#","seq":"#);
+        text.push_str(itoa::Buffer::new().format(seq));
     }
     text.push('}');
     debug_assert_eq!(text.len(), length);
