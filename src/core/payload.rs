@@ -1,7 +1,7 @@
 //! Relayed JSON, kept as its validated text so that a JSON door can pass it
 //! through without re-parsing or re-serializing it.
 
-use serde::ser::Error as _;
+use serde::ser::SerializeStruct as _;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -140,17 +140,27 @@ impl JsonPayload {
     }
 }
 
+/// The struct name by which serde_json's serializer recognizes a raw value
+/// (`serde_json::value::RawValue` serializes as this struct).
+const SERDE_JSON_RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
 /// Serializes as the JSON value itself (for serde_json: the text verbatim).
 impl Serialize for JsonPayload {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.0 {
             Text::Raw(raw) => raw.serialize(serializer),
-            // serde_json passes raw values through only as `RawValue`; the
-            // scanned text is valid JSON, so this borrows it after one more
-            // check (only JSON doors other than the one it came in on pay it).
-            Text::Scanned(text) => serde_json::from_str::<&RawValue>(text)
-                .map_err(S::Error::custom)?
-                .serialize(serializer),
+            Text::Scanned(text) => {
+                // Exactly what `RawValue::serialize` does, for text the
+                // scanner has already checked: serde_json writes a struct
+                // named by its raw-value token verbatim. (`RawValue` itself
+                // can be made from a `String` only by parsing it again, or
+                // with `unsafe`.) Other serializers see the same struct a
+                // `RawValue` shows them. A test checks the output is the
+                // text itself.
+                let mut raw = serializer.serialize_struct(SERDE_JSON_RAW_VALUE_TOKEN, 1)?;
+                raw.serialize_field(SERDE_JSON_RAW_VALUE_TOKEN, text.as_ref())?;
+                raw.end()
+            }
         }
     }
 }
@@ -213,6 +223,11 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&from_text).expect("serializes"),
             serde_json::to_string(&from_raw).expect("serializes")
+        );
+        // Written verbatim, also inside other values.
+        assert_eq!(
+            serde_json::to_string(&("message", &from_text, 1)).expect("serializes"),
+            format!(r#"["message",{text},1]"#)
         );
         assert!(JsonPayload::from_text("{\"a\":".to_owned()).is_err());
     }
