@@ -353,13 +353,18 @@ mod tests {
 
     #[test]
     fn special_bytes_are_found_at_every_offset() {
-        for length in 0..20 {
+        for length in 0..40 {
             for special in [b'"', b'\\', 0x00, 0x1f] {
                 for at in 0..length {
                     let mut bytes = vec![b'a'; length];
                     // Bytes around the special one that must not count.
                     bytes.iter_mut().skip(at + 1).for_each(|b| *b = 0x20);
                     bytes[at] = special;
+                    assert_eq!(find_string_special(&bytes), Some(at), "{bytes:?}");
+                    // A later special byte does not hide the first.
+                    if let Some(last) = bytes.last_mut().filter(|_| at + 1 < length) {
+                        *last = b'"';
+                    }
                     assert_eq!(find_string_special(&bytes), Some(at), "{bytes:?}");
                 }
             }
