@@ -18,6 +18,7 @@ use super::error::{EndReason, ErrorCode, Rejection};
 use super::event::Event;
 use super::handover::{SessionExport, SessionExporter};
 use super::identity::Identity;
+use super::kill::ShutdownSignal;
 use super::limits::{RateLimit, TokenBucket, Verdict};
 use super::registry::{Peer, Registry, RegistryCensus, RouteError};
 use super::session::{
@@ -77,7 +78,7 @@ impl Census {
 struct Shared {
     registry: Arc<dyn Registry>,
     config: HubConfig,
-    shutdown: CancellationToken,
+    shutdown: ShutdownSignal,
     open_sessions: AtomicUsize,
     away_sessions: AtomicUsize,
     /// Resume token → session. Tokens are secrets: never logged.
@@ -216,7 +217,7 @@ impl Hub {
             shared: Arc::new(Shared {
                 registry,
                 config,
-                shutdown: CancellationToken::new(),
+                shutdown: ShutdownSignal::default(),
                 open_sessions: AtomicUsize::new(0),
                 away_sessions: AtomicUsize::new(0),
                 resume_tokens: Mutex::new(HashMap::new()),
@@ -284,7 +285,7 @@ impl Hub {
 
     /// Tells every session, present and future, to close with `SHUTTING_DOWN`.
     pub fn shutdown(&self) {
-        self.shared.shutdown.cancel();
+        self.shared.shutdown.trigger();
     }
 
     /// Whether the gateway should receive new sessions: not shutting down,
@@ -305,7 +306,7 @@ impl Hub {
 
     /// Whether [`Hub::shutdown`] was called.
     pub fn is_shutting_down(&self) -> bool {
-        self.shared.shutdown.is_cancelled()
+        self.shared.shutdown.is_triggered()
     }
 
     fn forget_token(&self, token: Option<Arc<str>>) {
@@ -382,7 +383,7 @@ impl Hub {
         tokio::select! {
             () = tokio::time::sleep(self.shared.config.resume.window) => {}
             () = wake.cancelled() => {}
-            () = self.shared.shutdown.cancelled() => {}
+            () = self.shared.shutdown.triggered() => {}
         }
         let reason = {
             let state = handle.state();

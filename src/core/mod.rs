@@ -22,6 +22,7 @@ pub mod handover;
 pub mod hub;
 pub mod identity;
 pub mod json_text;
+mod kill;
 pub mod limits;
 mod outbox;
 pub mod payload;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::command::{Role, Uid};
 use super::error::ErrorCode;
 use super::event::Event;
+use super::kill::{KillSwitch, Killed, ShutdownSignal};
 use super::outbox::{Outbox, PushError};
 use crate::telemetry::metrics;
 
@@ -128,8 +129,7 @@ impl ResumeLimits {
 #[derive(Debug)]
 pub(crate) struct Attachment {
     outbox: Outbox<Delivery>,
-    kill_switch: CancellationToken,
-    kill_reason: OnceLock<ErrorCode>,
+    kill_switch: Arc<KillSwitch>,
     door: DoorKind,
     /// The role this connection is counted under in the connection gauge,
     /// once its session registered or resumed.
@@ -153,25 +153,15 @@ impl Attachment {
     }
 
     pub(crate) fn kill(&self, reason: ErrorCode) {
-        let _ = self.kill_reason.set(reason);
-        self.kill_switch.cancel();
+        self.kill_switch.kill(reason);
     }
 
-    pub(crate) fn killed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.kill_switch.clone().cancelled_owned()
+    pub(crate) fn killed(&self) -> Killed {
+        self.kill_switch.killed()
     }
 
     pub(crate) fn kill_reason(&self) -> Option<ErrorCode> {
-        if !self.kill_switch.is_cancelled() {
-            return None;
-        }
-        // Cancelled without a reason: by the parent, the server's shutdown.
-        Some(
-            self.kill_reason
-                .get()
-                .copied()
-                .unwrap_or(ErrorCode::ShuttingDown),
-        )
+        self.kill_switch.reason()
     }
 
     pub(crate) fn door(&self) -> DoorKind {
@@ -303,17 +293,16 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// A session attached to a new connection, and the door's link to it.
-    /// `capacity` bounds the outbox; `shutdown` is the server-wide token.
+    /// `capacity` bounds the outbox; `shutdown` is the server-wide signal.
     pub(crate) fn new(
         door: DoorKind,
         capacity: usize,
         limits: ResumeLimits,
-        shutdown: &CancellationToken,
+        shutdown: &ShutdownSignal,
     ) -> (Arc<SessionHandle>, SessionLink) {
         let attachment = Arc::new(Attachment {
             outbox: Outbox::new(capacity),
-            kill_switch: shutdown.child_token(),
-            kill_reason: OnceLock::new(),
+            kill_switch: Arc::new(shutdown.new_kill_switch()),
             door,
             counted_role: OnceLock::new(),
             preface: Mutex::new(VecDeque::new()),
@@ -516,7 +505,8 @@ impl SessionLink {
         next
     }
 
-    /// Resolves when the server closes this connection.
+    /// Resolves when the server closes this connection. Cheap to poll
+    /// again and again from the same task.
     pub fn killed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         self.attachment.killed()
     }
@@ -528,7 +518,7 @@ impl SessionLink {
 
     /// Whether the server has closed this connection.
     pub fn is_killed(&self) -> bool {
-        self.attachment.kill_switch.is_cancelled()
+        self.attachment.kill_switch.is_killed()
     }
 
     /// Closes the connection from the door's side (e.g. the transport's own

@@ -261,24 +261,9 @@ where
                     }
                 }
             }
-            () = async { if let Some(at) = deadline { tokio::time::sleep_until(at).await } }, if deadline.is_some() => {
-                // The heartbeat failed: the link is dead, an abrupt end.
-                return (EndReason::ConnectionLost, session, Vec::new());
-            }
-            _ = pings.tick() => {
-                if answer_due.is_none() {
-                    answer_due = Some(tokio::time::Instant::now() + heartbeat.timeout);
-                    tokio::select! {
-                        biased;
-                        () = &mut killed => {}
-                        sent = socket.send(Message::Ping(Bytes::new())) => {
-                            if sent.is_err() {
-                                return (EndReason::ConnectionLost, session, Vec::new());
-                            }
-                        }
-                    }
-                }
-            }
+            // Before the heartbeat's timers: while frames keep arriving the
+            // client is evidently alive, and the timers are polled (and
+            // armed) whenever it pauses, instead of on every turn.
             frame = socket.next() => {
                 // Anything from the client proves the link alive.
                 answer_due = None;
@@ -304,6 +289,24 @@ where
                     }
                 }
             },
+            () = async { if let Some(at) = deadline { tokio::time::sleep_until(at).await } }, if deadline.is_some() => {
+                // The heartbeat failed: the link is dead, an abrupt end.
+                return (EndReason::ConnectionLost, session, Vec::new());
+            }
+            _ = pings.tick() => {
+                if answer_due.is_none() {
+                    answer_due = Some(tokio::time::Instant::now() + heartbeat.timeout);
+                    tokio::select! {
+                        biased;
+                        () = &mut killed => {}
+                        sent = socket.send(Message::Ping(Bytes::new())) => {
+                            if sent.is_err() {
+                                return (EndReason::ConnectionLost, session, Vec::new());
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
