@@ -24,7 +24,7 @@ pub mod identity;
 pub mod json_text;
 mod kill;
 pub mod limits;
-mod outbox;
+pub(crate) mod outbox;
 pub mod payload;
 pub mod registry;
 pub mod session;

@@ -70,6 +70,23 @@ impl<T> Outbox<T> {
         Ok(())
     }
 
+    /// Queues `item` even past the bound (unless the reader is gone), and
+    /// wakes the reader: for the one item that ends a stream, which must
+    /// not be lost to a full queue.
+    pub(crate) fn push_last(&self, item: T) -> Result<(), T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(item);
+        }
+        self.queue().push_back(item);
+        self.reader.wake();
+        Ok(())
+    }
+
+    /// The oldest item, once there is one.
+    pub(crate) async fn pop(&self) -> T {
+        std::future::poll_fn(|cx| self.poll_pop(cx)).await
+    }
+
     /// The oldest item, if any.
     pub(crate) fn try_pop(&self) -> Option<T> {
         let mut queue = self.queue();
@@ -126,6 +143,18 @@ mod tests {
         assert!(outbox.is_empty());
         outbox.close();
         assert_eq!(outbox.push(4), Err(PushError::Closed(4)));
+        assert_eq!(outbox.push_last(4), Err(4));
+    }
+
+    #[test]
+    fn the_last_item_goes_past_the_bound_in_order() {
+        let outbox = Outbox::new(1);
+        assert_eq!(outbox.push(1), Ok(()));
+        assert_eq!(outbox.push(2), Err(PushError::Full(2)));
+        assert_eq!(outbox.push_last(3), Ok(()));
+        assert_eq!(outbox.try_pop(), Some(1));
+        assert_eq!(outbox.try_pop(), Some(3));
+        assert_eq!(outbox.try_pop(), None);
     }
 
     #[test]

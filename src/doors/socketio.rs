@@ -22,12 +22,12 @@ use socketioxide::handler::{ConnectHandler, FromMessage, FromMessageParts};
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SendError, SocketError};
 use socketioxide_core::Value as PacketValue;
-use tokio::sync::mpsc;
 
 use super::CLOSE_TIMEOUT;
 use super::json::{Data, EventData, decode_command, event_data, event_request_id};
 use crate::auth::{AuthError, AuthPolicy};
 use crate::core::json_text::{JsonScanner, ScannedJson};
+use crate::core::outbox::{Outbox, PushError};
 use crate::core::{
     Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, Rejection, Request, RequestId,
     Session, SessionLink,
@@ -144,11 +144,38 @@ enum Inbound {
     },
     /// The socket disconnected.
     Disconnected(DisconnectReason),
+    /// socketioxide dropped the socket's callbacks without a disconnect.
+    Gone,
 }
 
-/// Where a socket's packets go: stored in the socket's extensions.
+/// A socket's queue of packets for its session's task: the core's outbox
+/// type (empty until used, where a channel allocates its first block of
+/// slots for every connection).
+type PacketQueue = Outbox<Inbound>;
+
+/// Where a socket's packets go: stored in the socket's extensions (and
+/// held by its disconnect callback). When socketioxide drops the last one,
+/// the task is told.
 #[derive(Clone)]
-struct Inbox(mpsc::Sender<Inbound>);
+struct Inbox(Arc<InboxSender>);
+
+struct InboxSender(Arc<PacketQueue>);
+
+impl Drop for InboxSender {
+    fn drop(&mut self) {
+        let _ = self.0.push_last(Inbound::Gone);
+    }
+}
+
+/// The session task's end of the queue: closing it drops what is still
+/// queued (whose acknowledgement callbacks hold the socket).
+struct PacketReader(Arc<PacketQueue>);
+
+impl Drop for PacketReader {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
 
 fn accept(socket: SocketRef, hub: Hub) {
     let identity = socket
@@ -156,14 +183,16 @@ fn accept(socket: SocketRef, hub: Hub) {
         .get::<Authenticated>()
         .map(|Authenticated(identity)| identity);
     let (session, link) = hub.open(DoorKind::SocketIo, identity);
-    let (inbox, packets) = mpsc::channel(INBOX_CAPACITY);
-    socket.extensions.insert(Inbox(inbox.clone()));
+    let queue = Arc::new(PacketQueue::new(INBOX_CAPACITY));
+    let inbox = Inbox(Arc::new(InboxSender(Arc::clone(&queue))));
+    socket.extensions.insert(inbox.clone());
     socket.on_fallback(async |_: Enqueued| {});
     socket.on_disconnect(async move |reason: DisconnectReason| {
-        // Sent after every packet that arrived before the disconnect.
-        let _ = inbox.send(Inbound::Disconnected(reason)).await;
+        // Queued after every packet that arrived before the disconnect.
+        let Inbox(sender) = &inbox;
+        let _ = sender.0.push_last(Inbound::Disconnected(reason));
     });
-    tokio::spawn(serve(socket, session, link, packets));
+    tokio::spawn(serve(socket, session, link, PacketReader(queue)));
 }
 
 /// An extractor whose only job is to queue the packet for the session task,
@@ -185,8 +214,8 @@ impl FromMessage<LocalAdapter> for Enqueued {
             Some(_) => AckSender::from_message_parts(&socket, &mut value, &ack_id).ok(),
             None => None,
         };
-        if let Err(mpsc::error::TrySendError::Full(Inbound::Packet { ack, .. })) =
-            inbox.try_send(Inbound::Packet { value, ack })
+        if let Err(PushError::Full(Inbound::Packet { ack, .. })) =
+            inbox.0.push(Inbound::Packet { value, ack })
         {
             // The client sends faster than its session is served: refuse,
             // never drop silently.
@@ -244,13 +273,8 @@ impl Serialize for NoArguments {
     }
 }
 
-async fn serve(
-    socket: SocketRef,
-    session: Session,
-    link: SessionLink,
-    mut packets: mpsc::Receiver<Inbound>,
-) {
-    let (reason, session, farewell) = pump(&socket, session, link, &mut packets).await;
+async fn serve(socket: SocketRef, session: Session, link: SessionLink, packets: PacketReader) {
+    let (reason, session, farewell) = pump(&socket, session, link, &packets.0).await;
     session.end(reason).await;
     if let Some(code) = farewell {
         let _ = emit_unsequenced(&socket, &Event::farewell(code));
@@ -260,8 +284,8 @@ async fn serve(
         // (Not while the server shuts down: it closes every transport.)
         if code != ErrorCode::ShuttingDown {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                while let Ok(Some(Inbound::Packet { .. })) =
-                    tokio::time::timeout(CLIENT_PAUSE, packets.recv()).await
+                while let Ok(Inbound::Packet { .. }) =
+                    tokio::time::timeout(CLIENT_PAUSE, packets.0.pop()).await
                 {}
             })
             .await;
@@ -316,7 +340,7 @@ async fn pump(
     socket: &SocketRef,
     mut session: Session,
     mut link: SessionLink,
-    packets: &mut mpsc::Receiver<Inbound>,
+    packets: &PacketQueue,
 ) -> (EndReason, Session, Option<ErrorCode>) {
     let mut acks = PendingAcks::default();
     let with_seq = wants_resumption(socket);
@@ -345,8 +369,8 @@ async fn pump(
                     }
                 }
             }
-            inbound = packets.recv() => match inbound {
-                Some(Inbound::Packet { value, ack }) => match decode_packet(&value, with_seq) {
+            inbound = packets.pop() => match inbound {
+                Inbound::Packet { value, ack } => match decode_packet(&value, with_seq) {
                     Ok((command, client_id)) => {
                         let request = Request {
                             id: acks.track(ack, client_id),
@@ -357,10 +381,10 @@ async fn pump(
                     }
                     Err(rejection) => session.reject(acks.track(ack, None), rejection),
                 },
-                Some(Inbound::Disconnected(reason)) => {
+                Inbound::Disconnected(reason) => {
                     return (end_reason(reason), session, None);
                 }
-                None => return (EndReason::ConnectionLost, session, None),
+                Inbound::Gone => return (EndReason::ConnectionLost, session, None),
             },
         }
     }
