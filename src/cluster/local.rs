@@ -6,12 +6,10 @@
 //! registrations of the same (uid, role) on this node that finish out of
 //! order still leave the one Redis chose last.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 
-use crate::core::session::lock;
+use crate::core::registry::UidShards;
 use crate::core::{RegistryCensus, Role, SessionHandle, SessionId, Uid, UidMap};
-
-const SHARDS: usize = 16;
 
 #[derive(Clone)]
 struct Slot {
@@ -56,19 +54,18 @@ pub(crate) struct LocalBound {
 
 /// Sharded (uid → both roles) map of this node's sessions.
 pub(crate) struct LocalTable {
-    shards: Box<[Mutex<UidMap<Pair>>]>,
+    shards: UidShards<Pair>,
 }
 
 impl LocalTable {
     pub(crate) fn new() -> LocalTable {
         LocalTable {
-            shards: (0..SHARDS).map(|_| Mutex::new(UidMap::default())).collect(),
+            shards: UidShards::default(),
         }
     }
 
     fn shard(&self, uid: &Uid) -> MutexGuard<'_, UidMap<Pair>> {
-        let index = uid.shard_index(self.shards.len());
-        lock(&self.shards[index])
+        self.shards.shard(uid)
     }
 
     /// Puts `handle` in (uid, role) unless a binding with a later epoch is
@@ -192,8 +189,7 @@ impl LocalTable {
     /// Every binding held here, with its epoch.
     pub(crate) fn snapshot(&self) -> Vec<(Uid, Role, Arc<SessionHandle>, u64)> {
         let mut all = Vec::new();
-        for shard in self.shards.iter() {
-            let shard = lock(shard);
+        for shard in self.shards.each() {
             for (uid, pair) in shard.iter() {
                 for (role, slot) in [(Role::Web, &pair.web), (Role::App, &pair.app)] {
                     if let Some(slot) = slot {
@@ -212,8 +208,8 @@ impl LocalTable {
 
     pub(crate) fn census(&self) -> RegistryCensus {
         let mut census = RegistryCensus::default();
-        for shard in self.shards.iter() {
-            for pair in lock(shard).values() {
+        for shard in self.shards.each() {
+            for pair in shard.values() {
                 census.count_uid(pair.web.is_some(), pair.app.is_some());
             }
         }

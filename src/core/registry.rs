@@ -255,7 +255,38 @@ pub trait Registry: Send + Sync + 'static {
     }
 }
 
-const SHARDS: usize = 16;
+/// Maps keyed by uid, spread over mutex-guarded shards (16) by the uid's
+/// digest, so that sessions of different uids rarely wait for each other.
+///
+/// A blocking mutex is right here: every critical section is a few map
+/// operations and never awaits, so an async mutex would only add cost.
+pub(crate) struct UidShards<V> {
+    shards: Box<[Mutex<UidMap<V>>]>,
+}
+
+impl<V> Default for UidShards<V> {
+    fn default() -> Self {
+        const SHARDS: usize = 16;
+        UidShards {
+            shards: (0..SHARDS).map(|_| Mutex::new(UidMap::default())).collect(),
+        }
+    }
+}
+
+impl<V> UidShards<V> {
+    /// The shard holding `uid`, locked.
+    pub(crate) fn shard(&self, uid: &Uid) -> MutexGuard<'_, UidMap<V>> {
+        // A poisoned shard only means another thread panicked mid-operation;
+        // the map itself is still consistent (each operation is a few inserts
+        // and removes), so keep serving.
+        lock(&self.shards[uid.shard_index(self.shards.len())])
+    }
+
+    /// Every shard, locked one at a time.
+    pub(crate) fn each(&self) -> impl Iterator<Item = MutexGuard<'_, UidMap<V>>> {
+        self.shards.iter().map(|shard| lock(shard))
+    }
+}
 
 /// Both roles of one uid.
 #[derive(Default)]
@@ -282,19 +313,9 @@ impl Pair {
 }
 
 /// The embedded registry: sharded maps behind `std::sync::Mutex`es.
-///
-/// A blocking mutex is right here: every critical section is a few map
-/// operations and never awaits, so an async mutex would only add cost.
+#[derive(Default)]
 pub struct InMemoryRegistry {
-    shards: Box<[Mutex<UidMap<Pair>>]>,
-}
-
-impl Default for InMemoryRegistry {
-    fn default() -> Self {
-        InMemoryRegistry {
-            shards: (0..SHARDS).map(|_| Mutex::new(UidMap::default())).collect(),
-        }
-    }
+    shards: UidShards<Pair>,
 }
 
 impl InMemoryRegistry {
@@ -316,11 +337,7 @@ impl InMemoryRegistry {
     }
 
     fn shard(&self, uid: &Uid) -> MutexGuard<'_, UidMap<Pair>> {
-        let index = uid.shard_index(self.shards.len());
-        // A poisoned shard only means another thread panicked mid-operation;
-        // the map itself is still consistent (each operation is a few inserts
-        // and removes), so keep serving.
-        lock(&self.shards[index])
+        self.shards.shard(uid)
     }
 }
 
@@ -382,8 +399,8 @@ impl Registry for InMemoryRegistry {
 
     fn census(&self) -> RegistryCensus {
         let mut census = RegistryCensus::default();
-        for shard in self.shards.iter() {
-            for pair in lock(shard).values() {
+        for shard in self.shards.each() {
+            for pair in shard.values() {
                 census.count_uid(pair.web.is_some(), pair.app.is_some());
             }
         }
