@@ -216,6 +216,32 @@ proptest! {
         }
     }
 
+    /// A protobuf value a gRPC client sends reaches every peer as the
+    /// conversion to JSON and back would deliver it: JSON peers read the
+    /// same text, gRPC peers get the same bytes, whether the gateway kept
+    /// the value in its encoding or not; and it keeps exactly the values
+    /// that conversion gives back unchanged.
+    #[test]
+    fn kept_protobuf_values_reach_peers_as_converted_ones(data in json_value(), noise in prop::collection::vec(any::<u8>(), 0..48)) {
+        for bytes in [json_to_value(&data).encode_to_vec(), noise.clone()] {
+            let sent = EncodedValue::from_bytes(bytes);
+            let converted = sent
+                .to_json_text()
+                .ok()
+                .and_then(|text| JsonPayload::from_text(text).ok());
+            match (sent.clone().into_payload(), converted) {
+                (Ok(relayed), Some(converted)) => {
+                    prop_assert_eq!(relayed.as_str(), converted.as_str());
+                    let again = EncodedValue::from_payload(&converted);
+                    prop_assert_eq!(&EncodedValue::from_payload(&relayed), &again);
+                    prop_assert_eq!(relayed.native::<EncodedValue>().is_some(), again == sent);
+                }
+                (Err(_), None) => {}
+                (relayed, converted) => prop_assert!(false, "{relayed:?} vs {converted:?}"),
+            }
+        }
+    }
+
     #[test]
     fn every_decodable_payload_fits_every_door(data in json_value()) {
         // What a JSON door accepts, gRPC can carry: the depth limit is below

@@ -229,11 +229,12 @@ pub enum Relay {
 }
 
 impl Relay {
-    /// Size of the payload in bytes (for memory accounting).
+    /// Size of the payload in bytes (for memory accounting; fixed for the
+    /// event's life, see [`JsonPayload::held_bytes`]).
     pub fn payload_len(&self) -> usize {
         match self {
             Relay::SyncTo(p) | Relay::Message(p) | Relay::Export(p) | Relay::Exception(p) => {
-                p.len()
+                p.held_bytes()
             }
             Relay::Transfile(offer) => offer.name.len() + 8,
             Relay::CtrlSendSpeed(_) => 8,

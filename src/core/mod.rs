@@ -38,7 +38,7 @@ pub use handover::{SessionExport, SessionExporter};
 pub use hub::{Census, Hub, HubConfig, Session};
 pub use identity::Identity;
 pub use limits::RateLimit;
-pub use payload::JsonPayload;
+pub use payload::{JsonPayload, NativePayload};
 pub use registry::{
     Bound, InMemoryRegistry, Peer, Registry, RegistryCensus, RegistryError, RemoteSession,
     RouteError,

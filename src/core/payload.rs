@@ -1,5 +1,11 @@
 //! Relayed JSON, kept as its validated text so that a JSON door can pass it
-//! through without re-parsing or re-serializing it.
+//! through without re-parsing or re-serializing it, or in the encoding of
+//! the door it came from, so that a peer on the same kind of door gets it
+//! without a conversion to JSON and back.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use serde::ser::SerializeStruct as _;
 use serde::{Serialize, Serializer};
@@ -32,21 +38,71 @@ fn too_deep() -> Rejection {
     ))
 }
 
-/// Any JSON value, held as text that is known to be valid JSON.
+/// Any JSON value, held as text that is known to be valid JSON, or in a
+/// door's own encoding that renders as such text.
 ///
 /// JSON doors create it straight from the bytes they received
-/// ([`JsonPayload::from_scanned`], [`JsonPayload::from_raw`]); the gRPC
-/// door converts from and to `google.protobuf.Value` only when it is
-/// involved.
+/// ([`JsonPayload::from_scanned`], [`JsonPayload::from_raw`]). The gRPC
+/// door keeps a `google.protobuf.Value` it received in its encoding
+/// ([`JsonPayload::from_native`]) when that encoding is exactly the one the
+/// door would write for the value's JSON text: a gRPC peer then gets the
+/// same bytes either way, and the JSON text is rendered only if a JSON door
+/// (or the cluster bus) asks for it, once.
 #[derive(Clone, Debug)]
 pub struct JsonPayload(Text);
 
-/// Where the text came from: serde_json checked it, or the scanner did.
-/// Both hold valid JSON; serde_json's form serializes as itself for free.
+/// Where the text came from: serde_json checked it, the scanner did, or a
+/// door kept its own encoding. All hold valid JSON; serde_json's form
+/// serializes as itself for free.
 #[derive(Clone, Debug)]
 enum Text {
     Raw(Box<RawValue>),
     Scanned(Box<str>),
+    Native(Arc<Native>),
+}
+
+/// A relayed value in a door's own encoding (the gRPC door's protobuf
+/// `Value`), which renders as JSON text.
+///
+/// A door makes one only for a value it has checked: the text that
+/// [`NativePayload::render_json`] returns must pass the checks of
+/// [`JsonPayload::from_text`] (the core scans it once more when rendering,
+/// and carries `null` in its place if it does not, logging the door's bug).
+pub trait NativePayload: Any + Send + Sync + fmt::Debug {
+    /// The value as JSON text.
+    fn render_json(&self) -> String;
+    /// Bytes the encoding holds, for the memory a session keeps for
+    /// resumption; fixed for the payload's life.
+    fn encoded_len(&self) -> usize;
+}
+
+/// A native payload and its JSON text, once something needed it.
+#[derive(Debug)]
+struct Native {
+    value: Box<dyn NativePayload>,
+    json: OnceLock<Box<str>>,
+}
+
+impl Native {
+    fn json(&self) -> &str {
+        self.json.get_or_init(|| {
+            let text = self.value.render_json();
+            match scan_json(&text)
+                .map_err(refusal)
+                .and_then(JsonPayload::check)
+            {
+                Ok(()) => text.into_boxed_str(),
+                Err(rejection) => {
+                    tracing::error!(
+                        payload = ?self.value,
+                        reason = %rejection.message,
+                        "a door's native payload rendered invalid JSON; relaying null"
+                    );
+                    "null".into()
+                }
+            }
+        })
+    }
 }
 
 impl JsonPayload {
@@ -112,6 +168,23 @@ impl JsonPayload {
         Ok(RawValue::from_string(text).map_or_else(|_| JsonPayload::null(), JsonPayload::raw))
     }
 
+    /// Keeps a value in its door's encoding; see [`NativePayload`] for what
+    /// the door must have checked.
+    pub fn from_native(value: impl NativePayload) -> Self {
+        JsonPayload(Text::Native(Arc::new(Native {
+            value: Box::new(value),
+            json: OnceLock::new(),
+        })))
+    }
+
+    /// The value in a door's encoding, if it was kept in that encoding.
+    pub fn native<T: NativePayload>(&self) -> Option<&T> {
+        match &self.0 {
+            Text::Native(native) => (native.value.as_ref() as &dyn Any).downcast_ref::<T>(),
+            _ => None,
+        }
+    }
+
     fn raw(raw: Box<RawValue>) -> Self {
         JsonPayload(Text::Raw(raw))
     }
@@ -121,17 +194,30 @@ impl JsonPayload {
         JsonPayload::raw(RawValue::NULL.to_owned())
     }
 
-    /// The JSON text.
+    /// The JSON text (rendered on first use for a native payload).
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Text::Raw(raw) => raw.get(),
             Text::Scanned(text) => text,
+            Text::Native(native) => native.json(),
         }
     }
 
     /// Size of the JSON text in bytes.
     pub fn len(&self) -> usize {
         self.as_str().len()
+    }
+
+    /// Bytes the payload holds: its text's length, or its native
+    /// encoding's. Fixed for the payload's life (unlike [`JsonPayload::len`]
+    /// of a native payload, it renders nothing), so that memory accounting
+    /// adds and subtracts the same figure.
+    pub fn held_bytes(&self) -> usize {
+        match &self.0 {
+            Text::Raw(raw) => raw.get().len(),
+            Text::Scanned(text) => text.len(),
+            Text::Native(native) => native.value.encoded_len(),
+        }
     }
 
     /// Whether the text is empty (never true for a valid payload).
@@ -149,7 +235,8 @@ impl Serialize for JsonPayload {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.0 {
             Text::Raw(raw) => raw.serialize(serializer),
-            Text::Scanned(text) => {
+            Text::Scanned(_) | Text::Native(_) => {
+                let text = self.as_str();
                 // Exactly what `RawValue::serialize` does, for text the
                 // scanner has already checked: serde_json writes a struct
                 // named by its raw-value token verbatim. (`RawValue` itself
@@ -158,7 +245,7 @@ impl Serialize for JsonPayload {
                 // `RawValue` shows them. A test checks the output is the
                 // text itself.
                 let mut raw = serializer.serialize_struct(SERDE_JSON_RAW_VALUE_TOKEN, 1)?;
-                raw.serialize_field(SERDE_JSON_RAW_VALUE_TOKEN, text.as_ref())?;
+                raw.serialize_field(SERDE_JSON_RAW_VALUE_TOKEN, text)?;
                 raw.end()
             }
         }
@@ -182,6 +269,50 @@ fn refusal(error: ScanError) -> Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A door's encoding that renders whatever text it holds.
+    #[derive(Debug, PartialEq)]
+    struct Rendered(&'static str);
+
+    impl NativePayload for Rendered {
+        fn render_json(&self) -> String {
+            self.0.to_owned()
+        }
+        fn encoded_len(&self) -> usize {
+            3
+        }
+    }
+
+    #[test]
+    fn native_payloads_render_once_checked() {
+        let payload = JsonPayload::from_native(Rendered(r#"{"a":[1,"b"]}"#));
+        assert_eq!(
+            payload.native::<Rendered>(),
+            Some(&Rendered(r#"{"a":[1,"b"]}"#))
+        );
+        // What it holds is its encoding's size, before and after rendering.
+        assert_eq!(payload.held_bytes(), 3);
+        assert_eq!(payload.as_str(), r#"{"a":[1,"b"]}"#);
+        assert_eq!(payload.held_bytes(), 3);
+        assert_eq!(
+            serde_json::to_string(&("message", &payload)).expect("serializes"),
+            r#"["message",{"a":[1,"b"]}]"#
+        );
+        // Clones share the rendering.
+        let clone = payload.clone();
+        assert!(std::ptr::eq(clone.as_str(), payload.as_str()));
+        // Not some other encoding.
+        assert!(JsonPayload::null().native::<Rendered>().is_none());
+    }
+
+    #[test]
+    fn a_native_payload_that_renders_invalid_json_travels_as_null() {
+        for text in ["{\"a\":", "[1e999]", &"[".repeat(40)] {
+            let payload =
+                JsonPayload::from_native(Rendered(Box::leak(text.to_owned().into_boxed_str())));
+            assert_eq!(payload.as_str(), "null", "{text}");
+        }
+    }
 
     #[test]
     fn lone_surrogates_are_refused() {

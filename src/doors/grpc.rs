@@ -19,7 +19,7 @@ use crate::core::{
     Command, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, JsonPayload, Rejection, Relay,
     Request, RequestId, Role, Session, SessionLink, Uid,
 };
-use crate::proto::encoded::{EncodedValue, ValueError};
+use crate::proto::encoded::{EncodedValue, PayloadError, ValueError};
 use crate::proto::server::{self as pb, client_event, server_event};
 use crate::telemetry::metrics;
 
@@ -333,11 +333,11 @@ pub fn decode_event(message: pb::ClientEvent) -> Result<Request, DecodeFailure> 
             };
             Command::Register { uid, role }
         }
-        client_event::Event::Syncto(value) => Command::Relay(Relay::SyncTo(payload(&value, id)?)),
-        client_event::Event::Message(value) => Command::Relay(Relay::Message(payload(&value, id)?)),
-        client_event::Event::Export(value) => Command::Relay(Relay::Export(payload(&value, id)?)),
+        client_event::Event::Syncto(value) => Command::Relay(Relay::SyncTo(payload(value, id)?)),
+        client_event::Event::Message(value) => Command::Relay(Relay::Message(payload(value, id)?)),
+        client_event::Event::Export(value) => Command::Relay(Relay::Export(payload(value, id)?)),
         client_event::Event::Exception(value) => {
-            Command::Relay(Relay::Exception(payload(&value, id)?))
+            Command::Relay(Relay::Exception(payload(value, id)?))
         }
         client_event::Event::Transfile(file) => Command::Relay(Relay::Transfile(FileOffer {
             size: file.size,
@@ -355,15 +355,16 @@ pub fn decode_event(message: pb::ClientEvent) -> Result<Request, DecodeFailure> 
     Ok(Request::new(id, command))
 }
 
-fn payload(value: &EncodedValue, id: Option<RequestId>) -> Result<JsonPayload, DecodeFailure> {
-    match value.to_json_text() {
-        Ok(text) => JsonPayload::from_text(text).map_err(|r| DecodeFailure::Refused(id, r)),
-        Err(ValueError::Undecodable) => Err(DecodeFailure::Undecodable),
-        Err(error @ ValueError::NonFiniteNumber) => Err(DecodeFailure::Refused(
-            id,
-            Rejection::bad_request(error.to_string()),
-        )),
-    }
+/// A relayed value: kept in its encoding when a gRPC peer would get the
+/// same bytes back from its JSON text ([`EncodedValue::into_payload`]).
+fn payload(value: EncodedValue, id: Option<RequestId>) -> Result<JsonPayload, DecodeFailure> {
+    value.into_payload().map_err(|error| match error {
+        PayloadError::Value(ValueError::Undecodable) => DecodeFailure::Undecodable,
+        PayloadError::Value(error @ ValueError::NonFiniteNumber) => {
+            DecodeFailure::Refused(id, Rejection::bad_request(error.to_string()))
+        }
+        PayloadError::Refused(rejection) => DecodeFailure::Refused(id, rejection),
+    })
 }
 
 fn value(payload: &JsonPayload) -> EncodedValue {

@@ -20,7 +20,8 @@ use prost::encoding::{
     DecodeContext, WireType, check_wire_type, decode_varint, encode_key, encode_varint, skip_field,
 };
 
-use crate::core::JsonPayload;
+use crate::core::payload::MAX_PAYLOAD_DEPTH;
+use crate::core::{JsonPayload, NativePayload};
 
 use super::json::{MAX_SAFE_INTEGER, json_text_to_value, serialize_number, value_to_raw_json};
 
@@ -88,8 +89,12 @@ impl EncodedValue {
     /// A relayed payload as a protobuf value: the JSON text, known to be
     /// valid, is transcoded in one pass (no tokenizer, strings copied
     /// whole unless escaped). The result decodes to the value
-    /// [`super::json::json_text_to_value`] gives.
+    /// [`super::json::json_text_to_value`] gives. A payload that arrived as a protobuf value in this form
+    /// ([`EncodedValue::into_payload`]) is these bytes again.
     pub fn from_payload(payload: &JsonPayload) -> Self {
+        if let Some(value) = payload.native::<EncodedValue>() {
+            return value.clone();
+        }
         let text = payload.as_str();
         let mut transcoder = Transcoder {
             text: text.as_bytes(),
@@ -108,6 +113,118 @@ impl EncodedValue {
                 bytes: prost::Message::encode_to_vec(&value),
             },
         )
+    }
+}
+
+impl EncodedValue {
+    /// Whether these are exactly the bytes [`EncodedValue::from_payload`]
+    /// writes for the value's JSON text, and that text is a valid payload
+    /// (nested at most [`MAX_PAYLOAD_DEPTH`] deep, numbers finite). Such a
+    /// value can travel to a gRPC peer as it is, and to anyone else as the
+    /// JSON it renders: every peer gets what the conversion to JSON and
+    /// back would have given it. Anything else (another encoder's field
+    /// order, an unset kind, `-0`, overlong lengths) takes the conversion.
+    pub fn is_transcoded_form(&self) -> bool {
+        transcoded_value(&self.bytes, 0).is_some()
+    }
+
+    /// The value as a relayed payload: kept in its encoding when
+    /// [`EncodedValue::is_transcoded_form`], else converted to JSON text
+    /// (and checked as such).
+    pub fn into_payload(self) -> Result<JsonPayload, PayloadError> {
+        if self.is_transcoded_form() {
+            return Ok(JsonPayload::from_native(self));
+        }
+        let text = self.to_json_text().map_err(PayloadError::Value)?;
+        JsonPayload::from_text(text).map_err(PayloadError::Refused)
+    }
+}
+
+/// Why an encoded value cannot be relayed.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// It has no JSON text.
+    #[error(transparent)]
+    Value(ValueError),
+    /// Its JSON text is not a valid payload.
+    #[error("{0}")]
+    Refused(crate::core::Rejection),
+}
+
+/// The JSON is rendered by the walk the bytes were checked with, so it
+/// passes the payload's checks.
+impl NativePayload for EncodedValue {
+    fn render_json(&self) -> String {
+        // `to_json_text` is the walk for these bytes (they are canonical).
+        self.to_json_text().unwrap_or_else(|_| "null".to_owned())
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Reads a length that [`end_delimited`] would have written (the shortest
+/// varint), then that many bytes.
+fn take_transcoded_delimited<'a>(reader: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let before = reader.len();
+    let contents = take_delimited(reader)?;
+    let prefix = before - reader.len() - contents.len();
+    (prefix == prost::encoding::encoded_len_varint(contents.len() as u64)).then_some(contents)
+}
+
+/// Checks a `Value`'s fields against what [`Transcoder::value`] writes:
+/// one kind, set; `null` and booleans as one byte; numbers finite and not
+/// `-0` (which JSON writes as `0`); strings valid UTF-8; containers at
+/// most [`MAX_PAYLOAD_DEPTH`] deep; object keys present, ascending and
+/// unique (the JSON walk writes them sorted); shortest lengths.
+fn transcoded_value(mut reader: &[u8], depth: usize) -> Option<()> {
+    let (&key, rest) = reader.split_first()?;
+    reader = rest;
+    match key {
+        NULL_KEY => (reader == [0]).then_some(()),
+        BOOL_KEY => matches!(reader, [0] | [1]).then_some(()),
+        NUMBER_KEY => {
+            let number = f64::from_le_bytes(*<&[u8; 8]>::try_from(reader).ok()?);
+            (number.is_finite() && !(number == 0.0 && number.is_sign_negative())).then_some(())
+        }
+        STRING_KEY => {
+            let text = take_transcoded_delimited(&mut reader)?;
+            at_end(reader)?;
+            std::str::from_utf8(text).ok().map(drop)
+        }
+        LIST_KEY | STRUCT_KEY if depth < MAX_PAYLOAD_DEPTH => {
+            let mut items = take_transcoded_delimited(&mut reader)?;
+            at_end(reader)?;
+            let mut previous: Option<&[u8]> = None;
+            while !items.is_empty() {
+                if !take_key(&mut items, ENTRY_KEY) {
+                    return None;
+                }
+                let mut item = take_transcoded_delimited(&mut items)?;
+                if key == STRUCT_KEY {
+                    // An entry: its key (always written), then its value.
+                    if !take_key(&mut item, ENTRY_KEY) {
+                        return None;
+                    }
+                    let name = take_transcoded_delimited(&mut item)?;
+                    std::str::from_utf8(name).ok()?;
+                    if previous.is_some_and(|previous| name <= previous) {
+                        return None;
+                    }
+                    previous = Some(name);
+                    if !take_key(&mut item, ENTRY_VALUE_KEY) {
+                        return None;
+                    }
+                    let value = take_transcoded_delimited(&mut item)?;
+                    at_end(item)?;
+                    item = value;
+                }
+                transcoded_value(item, depth + 1)?;
+            }
+            Some(())
+        }
+        _ => None,
     }
 }
 
@@ -699,6 +816,112 @@ mod tests {
                 assert!(zero.is_sign_negative());
             }
         }
+    }
+
+    /// The bytes a gRPC peer gets for the value through its JSON text.
+    fn through_json(value: &EncodedValue) -> Option<EncodedValue> {
+        let text = value.to_json_text().ok()?;
+        let payload = JsonPayload::from_text(text).ok()?;
+        Some(EncodedValue::from_payload(&payload))
+    }
+
+    #[test]
+    fn the_transcoded_form_is_kept_and_relayed_as_it_is() {
+        for text in [
+            "null",
+            "[]",
+            "{}",
+            "false",
+            r#"{"p":"xxxx","t":1764100000000}"#,
+            r#"{"":[{"a":"\u0000\n\"é中😀"},0.5,-2,1e300,[[[]]]],"b":{"c":null}}"#,
+            &format!(r#"{{"k":"{}","n":[1e300,-0.5]}}"#, "x".repeat(300)),
+        ] {
+            let sent = EncodedValue::from_payload(&payload(text));
+            assert!(sent.is_transcoded_form(), "{text}");
+            let relayed = sent.clone().into_payload().expect("a payload");
+            assert_eq!(relayed.native::<EncodedValue>(), Some(&sent), "{text}");
+            // A JSON peer reads the text the conversion gives, a gRPC peer
+            // the bytes it gives: the ones that were sent.
+            let converted = sent.to_json_text().expect("JSON text");
+            assert_eq!(relayed.as_str(), converted, "{text}");
+            assert_eq!(EncodedValue::from_payload(&relayed), sent, "{text}");
+            assert_eq!(through_json(&sent), Some(sent.clone()), "{text}");
+        }
+    }
+
+    #[test]
+    fn other_forms_take_the_conversion() {
+        let number = |n: f64| {
+            std::iter::once(NUMBER_KEY)
+                .chain(n.to_le_bytes())
+                .collect::<Vec<u8>>()
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("no kind set", vec![]),
+            ("null written as 1", vec![NULL_KEY, 1]),
+            ("true written as 2", vec![BOOL_KEY, 2]),
+            ("negative zero", number(-0.0)),
+            ("an overlong length", vec![STRING_KEY, 0x81, 0x00, b'a']),
+            // prost leaves out an empty key and a value with no kind.
+            (
+                "an entry without its key",
+                vec![STRUCT_KEY, 4, ENTRY_KEY, 2, ENTRY_VALUE_KEY, 0],
+            ),
+            (
+                "keys out of order",
+                EncodedValue::from_payload(&payload(r#"{"b":1,"a":2}"#)).bytes,
+            ),
+            (
+                "a key twice",
+                EncodedValue::from_payload(&payload(r#"{"a":1,"a":2}"#)).bytes,
+            ),
+            ("two kinds", vec![STRING_KEY, 1, b'a', BOOL_KEY, 1]),
+        ];
+        for (case, bytes) in cases {
+            let sent = EncodedValue::from_bytes(bytes);
+            assert!(!sent.is_transcoded_form(), "{case}");
+            let relayed = sent.clone().into_payload().expect("a payload");
+            assert!(relayed.native::<EncodedValue>().is_none(), "{case}");
+            assert_eq!(
+                Some(EncodedValue::from_payload(&relayed)),
+                through_json(&sent),
+                "{case}"
+            );
+        }
+        // Refused as the conversion refuses them.
+        assert!(matches!(
+            EncodedValue::from_bytes(number(f64::NAN)).into_payload(),
+            Err(PayloadError::Value(ValueError::NonFiniteNumber))
+        ));
+        assert!(matches!(
+            EncodedValue::from_bytes(vec![STRING_KEY, 1, 0xff]).into_payload(),
+            Err(PayloadError::Value(ValueError::Undecodable))
+        ));
+    }
+
+    #[test]
+    fn the_depth_limit_holds_for_kept_values() {
+        let nested = |depth: usize| {
+            let text = "[".repeat(depth) + &"]".repeat(depth);
+            EncodedValue::from_payload(&JsonPayload::from_text(text).unwrap_or_else(|_| {
+                JsonPayload::from_value(&serde_json::Value::Null).expect("null")
+            }))
+        };
+        assert!(nested(MAX_PAYLOAD_DEPTH).is_transcoded_form());
+        // One level deeper: built by hand, as no valid payload is that deep.
+        let inner = nested(MAX_PAYLOAD_DEPTH).bytes;
+        let mut deeper = vec![LIST_KEY];
+        let mut item = vec![ENTRY_KEY];
+        encode_varint(inner.len() as u64, &mut item);
+        item.extend_from_slice(&inner);
+        encode_varint(item.len() as u64, &mut deeper);
+        deeper.extend_from_slice(&item);
+        let deeper = EncodedValue::from_bytes(deeper);
+        assert!(!deeper.is_transcoded_form());
+        assert!(matches!(
+            deeper.into_payload(),
+            Err(PayloadError::Refused(_))
+        ));
     }
 
     #[test]
