@@ -227,6 +227,23 @@ if cpu_seed and ws_kernel:
     )
     if instruction_rows:
         kernel_floor += " Instruction counts of signalgate's own code are in the callgrind section below."
+floor_cpu = by_label.get("saturated/floor", {}).get("server_cpu_us_per_relay")
+floor_ratios = round_ratios("floor")
+if cpu_seed and cpu_ws and ws_ratios and floor_cpu and floor_ratios:
+    floor_instructions = {row["label"]: row.get("instructions_per_relay") for row in instruction_rows}
+    kernel_floor += (
+        f"\n\n**The stack's floor.** The same stack doing nothing but relay (`floor`) costs "
+        f"{floor_cpu:.2f} µs per relay in its median round: seed ÷ floor {floor_ratios[0]:.1f}x "
+        f"({floor_ratios[1]:.1f}x–{floor_ratios[2]:.1f}x over the rounds), against "
+        f"{ws_ratios[0]:.1f}x for the WebSocket door. Everything signalgate does per message on top "
+        f"(checking the JSON, the registry lookup, sequence numbers, the events kept for "
+        f"resumption, the bounded outbox, metrics) costs {cpu_ws - floor_cpu:.2f} µs per relay there."
+    )
+    if floor_instructions.get("instructions/floor") and floor_instructions.get("instructions/ws"):
+        kernel_floor += (
+            f" In instructions (callgrind, below): {floor_instructions['instructions/floor']:,.0f} for the "
+            f"floor, {floor_instructions['instructions/ws']:,.0f} for the WebSocket door."
+        )
 if instruction_rows:
     instructions_table = ["| door | relays counted | instructions | instructions per relay |", "|---|---|---|---|"]
     for row in instruction_rows:
@@ -269,7 +286,12 @@ its delay.
 ## Saturated relay: 200 pairs, window 4, 200-byte payloads
 
 `signalgate bench --pairs 200 --window 4 --size 200 --duration 10s --web-door D --app-door D`
-(seed: `--seed`). The last row is cross-door: web on WebSocket, app on gRPC.
+(seed: `--seed`). `ws+grpc` is cross-door: web on WebSocket, app on gRPC.
+`floor` is not signalgate: it is `examples/relay_floor.rs`, the WebSocket
+door's stack (tokio, hyper-util, axum's WebSocket with the same buffer
+sizes, a task per connection, one queue hop, batched writes) relaying
+frames verbatim and doing nothing else: the floor under the WebSocket
+door's cost.
 These runs are repeated in rounds, each round running every target once
 in turn; each row is the round with the median server CPU per relay, and
 the last column gives the range over all rounds (sent / received is that
