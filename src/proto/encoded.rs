@@ -941,6 +941,10 @@ mod tests {
         for len in [126, 127, 128, 129, 16_383, 16_384, 70_000] {
             let text = serde_json::to_string(&json!([["x".repeat(len)]])).expect("json");
             assert_eq!(transcoded(&text), json_text_to_value(&text).expect("json"));
+            // And the walks read every width of length back.
+            let sent = EncodedValue::from_payload(&payload(&text));
+            assert!(sent.is_transcoded_form(), "{len}");
+            assert_eq!(sent.canonical_to_json_text().as_deref(), Some(text.as_str()));
         }
     }
 
