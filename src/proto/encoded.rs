@@ -944,7 +944,10 @@ mod tests {
             // And the walks read every width of length back.
             let sent = EncodedValue::from_payload(&payload(&text));
             assert!(sent.is_transcoded_form(), "{len}");
-            assert_eq!(sent.canonical_to_json_text().as_deref(), Some(text.as_str()));
+            assert_eq!(
+                sent.canonical_to_json_text().as_deref(),
+                Some(text.as_str())
+            );
         }
     }
 
