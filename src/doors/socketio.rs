@@ -2,13 +2,14 @@
 //! clients, Socket.IO 2.x (Engine.IO 3) and 3.x/4.x (Engine.IO 4), over
 //! websocket or HTTP long-polling, unchanged.
 //!
-//! socketioxide runs every event handler as its own task, which would lose
-//! the order of a client's events. So the door does its work in an
-//! extractor ([`Enqueued`]), which socketioxide calls synchronously in
-//! packet order, and hands each packet to the session's one task.
+//! socketioxide runs every closure it is given as an event handler as its
+//! own task, which would lose the order of a client's events (and costs a
+//! task per packet). So the door's fallback handler is a
+//! [`MessageHandler`] of its own ([`EnqueuePacket`]), which socketioxide
+//! calls synchronously in packet order; it hands each packet to the
+//! session's one task.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
-use socketioxide::handler::{ConnectHandler, FromMessage, FromMessageParts};
+use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler};
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SendError, SocketError};
 use socketioxide_core::Value as PacketValue;
@@ -186,7 +187,7 @@ fn accept(socket: SocketRef, hub: Hub) {
     let queue = Arc::new(PacketQueue::new(INBOX_CAPACITY));
     let inbox = Inbox(Arc::new(InboxSender(Arc::clone(&queue))));
     socket.extensions.insert(inbox.clone());
-    socket.on_fallback(async |_: Enqueued| {});
+    socket.on_fallback(EnqueuePacket);
     socket.on_disconnect(async move |reason: DisconnectReason| {
         // Queued after every packet that arrived before the disconnect.
         let Inbox(sender) = &inbox;
@@ -195,20 +196,15 @@ fn accept(socket: SocketRef, hub: Hub) {
     tokio::spawn(serve(socket, session, link, PacketReader(queue)));
 }
 
-/// An extractor whose only job is to queue the packet for the session task,
-/// in arrival order (extractors run before socketioxide spawns the handler).
-pub struct Enqueued;
+/// The handler of every event packet: queues it for the session task, in
+/// arrival order, where socketioxide dispatches it (no task per packet).
+#[derive(Clone, Copy, Debug)]
+pub struct EnqueuePacket;
 
-impl FromMessage<LocalAdapter> for Enqueued {
-    type Error = Infallible;
-
-    fn from_message(
-        socket: Arc<Socket<LocalAdapter>>,
-        mut value: PacketValue,
-        ack_id: Option<i64>,
-    ) -> Result<Self, Infallible> {
+impl MessageHandler<LocalAdapter, EnqueuePacket> for EnqueuePacket {
+    fn call(&self, socket: Arc<Socket<LocalAdapter>>, mut value: PacketValue, ack_id: Option<i64>) {
         let Some(Inbox(inbox)) = socket.extensions.get::<Inbox>() else {
-            return Ok(Enqueued);
+            return;
         };
         let ack = match ack_id {
             Some(_) => AckSender::from_message_parts(&socket, &mut value, &ack_id).ok(),
@@ -233,7 +229,6 @@ impl FromMessage<LocalAdapter> for Enqueued {
                 }
             }
         }
-        Ok(Enqueued)
     }
 }
 
