@@ -93,8 +93,9 @@ impl Native {
             {
                 Ok(()) => text.into_boxed_str(),
                 Err(rejection) => {
+                    // The payload's bytes are the client's data: not logged.
                     tracing::error!(
-                        payload = ?self.value,
+                        encoded_bytes = self.value.encoded_len(),
                         reason = %rejection.message,
                         "a door's native payload rendered invalid JSON; relaying null"
                     );
