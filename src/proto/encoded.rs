@@ -89,8 +89,9 @@ impl EncodedValue {
     /// A relayed payload as a protobuf value: the JSON text, known to be
     /// valid, is transcoded in one pass (no tokenizer, strings copied
     /// whole unless escaped). The result decodes to the value
-    /// [`super::json::json_text_to_value`] gives. A payload that arrived as a protobuf value in this form
-    /// ([`EncodedValue::into_payload`]) is these bytes again.
+    /// [`super::json::json_text_to_value`] gives. A payload that arrived
+    /// as a protobuf value in the transcoded form
+    /// ([`EncodedValue::into_payload`]) is those bytes again.
     pub fn from_payload(payload: &JsonPayload) -> Self {
         if let Some(value) = payload.native::<EncodedValue>() {
             return value.clone();
@@ -114,9 +115,7 @@ impl EncodedValue {
             },
         )
     }
-}
 
-impl EncodedValue {
     /// Whether these are exactly the bytes [`EncodedValue::from_payload`]
     /// writes for the value's JSON text, and that text is a valid payload
     /// (nested at most [`MAX_PAYLOAD_DEPTH`] deep, numbers finite). Such a
