@@ -223,7 +223,7 @@ proptest! {
     /// that conversion gives back unchanged.
     #[test]
     fn kept_protobuf_values_reach_peers_as_converted_ones(data in json_value(), noise in prop::collection::vec(any::<u8>(), 0..48)) {
-        for bytes in [json_to_value(&data).encode_to_vec(), noise.clone()] {
+        for bytes in [json_to_value(&data).encode_to_vec(), noise] {
             let sent = EncodedValue::from_bytes(bytes);
             let converted = sent
                 .to_json_text()
