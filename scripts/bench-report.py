@@ -183,14 +183,23 @@ ratio_rounds = [r for r in all_rows if r["label"] == "saturated/seed"]
 cpu_ws = by_label.get("saturated/ws", {}).get("server_cpu_us_per_relay")
 cpu_seed = by_label.get("saturated/seed", {}).get("server_cpu_us_per_relay")
 targets = ["| target | goal | measured | |", "|---|---|---|---|"]
+def floor_text(door):
+    """The same ratio for the door's stack relaying and nothing else."""
+    floor_ratios = round_ratios(f"floor-{door}")
+    if not floor_ratios:
+        return ""
+    median, low, high = floor_ratios
+    return f"; the stack alone (`floor-{door}`): {median:.1f}x ({low:.1f}x–{high:.1f}x)"
+
+
 ws_ratios = round_ratios("ws")
 if cpu_ws and cpu_seed and ws_ratios:
-    targets.append(target_line("CPU per relay, WebSocket", "≤ 1/6 of seed, ≤ 10 µs", f"{cpu_ws:.2f} µs vs seed {cpu_seed:.2f} µs (median rounds); {ratio_text(ws_ratios)}", cpu_ws <= 10 and ws_ratios[0] >= 6))
+    targets.append(target_line("CPU per relay, WebSocket", "≤ 1/6 of seed, ≤ 10 µs", f"{cpu_ws:.2f} µs vs seed {cpu_seed:.2f} µs (median rounds); {ratio_text(ws_ratios)}{floor_text('ws')}", cpu_ws <= 10 and ws_ratios[0] >= 6))
 for door in ("grpc", "socketio"):
     ours = by_label.get(f"saturated/{door}", {}).get("server_cpu_us_per_relay")
     door_ratios = round_ratios(door)
     if ours and door_ratios:
-        targets.append(target_line(f"CPU per relay, {door}", "≤ 1/4 of seed", f"{ours:.2f} µs; {ratio_text(door_ratios)}", door_ratios[0] >= 4))
+        targets.append(target_line(f"CPU per relay, {door}", "≤ 1/4 of seed", f"{ours:.2f} µs; {ratio_text(door_ratios)}{floor_text(door)}", door_ratios[0] >= 4))
 rtt = by_label.get("rtt20/ws", {}).get("rtt_p99_us")
 if rtt:
     targets.append(target_line("p99 round trip, 20 pairs, window 1 (ws)", "≤ 2 ms", f"{rtt / 1000:.2f} ms (seed {by_label.get('rtt20/seed', {}).get('rtt_p99_us', 0) / 1000:.2f} ms)", rtt <= 2000))
@@ -198,7 +207,9 @@ for door, goal in (("ws", 8), ("grpc", 24)):
     biggest = max((r for r in rows if r["label"].startswith("idle-") and r["label"].endswith(f"/{door}")), key=lambda r: r["pairs"], default=None)
     if biggest and biggest.get("server_rss_kib_per_connection") is not None:
         value = biggest["server_rss_kib_per_connection"]
-        targets.append(target_line(f"idle memory per {door} connection", f"≤ {goal} KiB at 100k", f"{value:.2f} KiB at {2 * biggest['pairs']:,} (100k impossible here: fd cap)", value <= goal))
+        stack = by_label.get(biggest["label"].rsplit("/", 1)[0] + f"/floor-{door}", {}).get("server_rss_kib_per_connection")
+        stack_text = f"; the stack alone (`floor-{door}`): {stack:.2f} KiB" if stack is not None else ""
+        targets.append(target_line(f"idle memory per {door} connection", f"≤ {goal} KiB at 100k", f"{value:.2f} KiB at {2 * biggest['pairs']:,} (100k impossible here: fd cap){stack_text}", value <= goal))
 setup_ratio = ratio("saturated", "ws", "setup_sessions_per_second", better="higher")
 if setup_ratio:
     targets.append(target_line("sessions set up per second (as driven)", "≥ 10x seed", f"{setup_ratio:.1f}x (saturated scenario; bounded by the load generator's core)", setup_ratio >= 10))
@@ -227,23 +238,34 @@ if cpu_seed and ws_kernel:
     )
     if instruction_rows:
         kernel_floor += " Instruction counts of signalgate's own code are in the callgrind section below."
-floor_cpu = by_label.get("saturated/floor", {}).get("server_cpu_us_per_relay")
-floor_ratios = round_ratios("floor")
-if cpu_seed and cpu_ws and ws_ratios and floor_cpu and floor_ratios:
-    floor_instructions = {row["label"]: row.get("instructions_per_relay") for row in instruction_rows}
-    kernel_floor += (
-        f"\n\n**The stack's floor.** The same stack doing nothing but relay (`floor`) costs "
-        f"{floor_cpu:.2f} µs per relay in its median round: seed ÷ floor {floor_ratios[0]:.1f}x "
-        f"({floor_ratios[1]:.1f}x–{floor_ratios[2]:.1f}x over the rounds), against "
-        f"{ws_ratios[0]:.1f}x for the WebSocket door. Everything signalgate does per message on top "
-        f"(checking the JSON, the registry lookup, sequence numbers, the events kept for "
-        f"resumption, the bounded outbox, metrics) costs {cpu_ws - floor_cpu:.2f} µs per relay there."
+floor_lines = []
+floor_instructions = {row["label"]: row.get("instructions_per_relay") for row in instruction_rows}
+for door, title in (("ws", "WebSocket"), ("grpc", "gRPC"), ("socketio", "Socket.IO")):
+    door_cpu = by_label.get(f"saturated/{door}", {}).get("server_cpu_us_per_relay")
+    floor_cpu = by_label.get(f"saturated/floor-{door}", {}).get("server_cpu_us_per_relay")
+    door_ratios, floor_ratios = round_ratios(door), round_ratios(f"floor-{door}")
+    if not (door_cpu and floor_cpu and door_ratios and floor_ratios):
+        continue
+    line = (
+        f"| {title} | {floor_cpu:.2f} µs; {floor_ratios[0]:.1f}x ({floor_ratios[1]:.1f}x–{floor_ratios[2]:.1f}x) "
+        f"| {door_cpu:.2f} µs; {door_ratios[0]:.1f}x ({door_ratios[1]:.1f}x–{door_ratios[2]:.1f}x) "
+        f"| {door_cpu - floor_cpu:.2f} µs"
     )
-    if floor_instructions.get("instructions/floor") and floor_instructions.get("instructions/ws"):
-        kernel_floor += (
-            f" In instructions (callgrind, below): {floor_instructions['instructions/floor']:,.0f} for the "
-            f"floor, {floor_instructions['instructions/ws']:,.0f} for the WebSocket door."
-        )
+    ours_count, floor_count = floor_instructions.get(f"instructions/{door}"), floor_instructions.get(f"instructions/floor-{door}")
+    line += f" | {fmt(floor_count)} → {fmt(ours_count)} |" if ours_count and floor_count else " | — |"
+    floor_lines.append(line)
+if floor_lines:
+    kernel_floor += (
+        "\n\n**Each door's floor.** `floor-D` is door D's stack doing nothing but relay "
+        "(see above). Beside it, the door: CPU per relay in the median round and seed ÷ it "
+        "per round (median, range); what signalgate's own work per message (checking the "
+        "JSON, the registry lookup, sequence numbers, the events kept for resumption, the "
+        "bounded outbox and its hops between tasks, metrics) adds in the median rounds; and "
+        "user-space instructions per relay (callgrind, below).\n\n"
+        "| door | floor: CPU per relay; seed ÷ floor | signalgate: CPU per relay; seed ÷ signalgate "
+        "| signalgate's own work | instructions per relay, floor → signalgate |\n|---|---|---|---|---|\n"
+        + "\n".join(floor_lines)
+    )
 if instruction_rows:
     instructions_table = ["| door | relays counted | instructions | instructions per relay |", "|---|---|---|---|"]
     for row in instruction_rows:
@@ -265,7 +287,7 @@ else:
 machine = f"{os.cpu_count()} cores, {cpu_model()}, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, Linux {platform.release()}"
 body = f"""# Benchmarks
 
-Reproduce with `scripts/bench` (about fifteen minutes; `QUICK=1` for 3 s runs, `ROUNDS=N` for N rounds of the saturated runs).
+Reproduce with `scripts/bench` (about twenty minutes; `QUICK=1` for 3 s runs, `ROUNDS=N` for N rounds of the saturated runs).
 It builds the release binary, starts the seed reference server
 (`../shared/reference/seed-server`, Node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}, socket.io 4.8.1) and signalgate
 one at a time pinned to core 0 (`taskset -c 0`), drives them with
@@ -287,11 +309,17 @@ its delay.
 
 `signalgate bench --pairs 200 --window 4 --size 200 --duration 10s --web-door D --app-door D`
 (seed: `--seed`). `ws+grpc` is cross-door: web on WebSocket, app on gRPC.
-`floor` is not signalgate: it is `examples/relay_floor.rs`, the WebSocket
-door's stack (tokio, hyper-util, axum's WebSocket with the same buffer
-sizes, a task per connection, one queue hop, batched writes) relaying
-frames verbatim and doing nothing else: the floor under the WebSocket
-door's cost.
+The `floor-D` rows are not signalgate: each is door D's stack relaying
+and doing nothing else, the floor under that door's cost.
+`floor-ws` is `examples/relay_floor.rs` (tokio, hyper-util, axum's
+WebSocket with the same buffer sizes, a task per connection, one queue
+hop, batched writes, frames relayed verbatim); `floor-grpc` is
+`examples/grpc_floor.rs` (hyper-util with the gateway's HTTP/2 settings,
+axum in front of tonic, the gateway's generated types and codec, a task
+per stream's request side, a value relayed in the bytes it came in);
+`floor-socketio` is `examples/socketio_floor.rs` (socketioxide with the
+gateway's settings, a packet's argument emitted to the peer from
+socketioxide's own handler call).
 These runs are repeated in rounds, each round running every target once
 in turn; each row is the round with the median server CPU per relay, and
 the last column gives the range over all rounds (sent / received is that
@@ -334,6 +362,10 @@ Latency here is the time for one pair's whole exchange.
 {table("burst/", [name, relays, p50, p99, rmax, loss, cpu])}
 
 ## Idle scale: registered and paired connections
+
+`floor-grpc` is `examples/grpc_floor.rs` holding the same number of idle
+gRPC connections: what tonic, hyper and h2 hold per connection before
+signalgate's session, registry entry and tasks.
 
 {table("idle-", [("scenario", lambda r: r["label"]), setup, setup_cpu, setup_kernel, rss_total, rss])}
 
