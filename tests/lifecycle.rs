@@ -138,3 +138,68 @@ async fn shutdown_closes_every_session_with_shutting_down() {
         .expect("stop task");
     assert!(hub.census().is_empty(), "{:?}", hub.census());
 }
+
+/// One Socket.IO client that behaves as socket.io-client does: it emits
+/// the moment the namespace's CONNECT packet arrives, before `welcome`.
+/// Returns the answer to that first emit's acknowledgement callback.
+async fn first_emit_after_connect(gateway: &TestGateway) -> serde_json::Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket",
+        gateway.address
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    match socket.next().await {
+        Some(Ok(Message::Text(text))) if text.starts_with('0') => {}
+        other => panic!("expected the Engine.IO open packet, got {other:?}"),
+    }
+    socket.send(Message::text("40")).await.expect("send");
+    loop {
+        let Some(Ok(Message::Text(text))) = socket.next().await else {
+            panic!("the connection ended before CONNECT");
+        };
+        if text.starts_with("40") {
+            break;
+        }
+    }
+    socket
+        .send(Message::text(r#"420["message",{"early":true}]"#))
+        .await
+        .expect("send");
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let Some(Ok(Message::Text(text))) = socket.next().await else {
+                panic!("the connection ended before the acknowledgement");
+            };
+            if let Some(arguments) = text.strip_prefix("430") {
+                return serde_json::from_str::<serde_json::Value>(arguments).expect("JSON");
+            }
+        }
+    })
+    .await
+    .expect("the first emit after CONNECT was never acknowledged");
+    let _ = socket.close(None).await;
+    answer
+}
+
+/// socketioxide answers a namespace CONNECT before it runs the gateway's
+/// (spawned) connect handler: an event the client sends at once must not be
+/// dropped for want of a handler. Many clients at a time, so that the
+/// handlers wait in the run queue while the first events arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_events_sent_right_after_connect_are_handled() {
+    let gateway = TestGateway::start().await;
+    // Before the fix about two runs in five failed with 5 rounds.
+    for _ in 0..20 {
+        let answers =
+            futures_util::future::join_all((0..64).map(|_| first_emit_after_connect(&gateway)))
+                .await;
+        for answer in answers {
+            assert_eq!(answer[0]["error"]["code"], "NOT_REGISTERED", "{answer}");
+        }
+    }
+    gateway.assert_empty().await;
+}

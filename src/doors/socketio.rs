@@ -77,9 +77,19 @@ pub fn router(hub: Hub, config: &SocketIoConfig, auth: AuthPolicy) -> axum::Rout
         let hub = hub.clone();
         async move { accept(socket, hub) }
     };
+    // socketioxide sends the namespace's CONNECT packet after its
+    // middlewares and before the connect handler, which it spawns: a
+    // client that emits the moment it is connected would find no handler
+    // and its packet would be dropped. So the middleware, once the client
+    // is let in, sets up the packet queue and the handlers; the session's
+    // task, started by the connect handler, finds the packets in order.
     let authenticate = move |socket: SocketRef, TryData(handshake): TryData<serde_json::Value>| {
         let auth = auth.clone();
-        async move { authenticate(&socket, handshake.ok(), &auth) }
+        async move {
+            authenticate(&socket, handshake.ok(), &auth)?;
+            listen(&socket);
+            Ok::<(), Refused>(())
+        }
     };
     io.ns("/", connect.with(authenticate));
     axum::Router::new().route_service(PATH, service)
@@ -172,20 +182,24 @@ impl Drop for InboxSender {
 /// queued (whose acknowledgement callbacks hold the socket).
 struct PacketReader(Arc<PacketQueue>);
 
+/// The queue a socket's session task will read, kept in the socket's
+/// extensions from the connect middleware until the task starts.
+#[derive(Clone)]
+struct QueuedPackets(Arc<PacketQueue>);
+
 impl Drop for PacketReader {
     fn drop(&mut self) {
         self.0.close();
     }
 }
 
-fn accept(socket: SocketRef, hub: Hub) {
-    let identity = socket
-        .extensions
-        .get::<Authenticated>()
-        .map(|Authenticated(identity)| identity);
-    let (session, link) = hub.open(DoorKind::SocketIo, identity);
+/// Called by the connect middleware once the client is let in, before
+/// socketioxide answers CONNECT: from here on every packet and the
+/// disconnect are queued for the session's task.
+fn listen(socket: &SocketRef) {
     let queue = Arc::new(PacketQueue::new(INBOX_CAPACITY));
     let inbox = Inbox(Arc::new(InboxSender(Arc::clone(&queue))));
+    socket.extensions.insert(QueuedPackets(queue));
     socket.extensions.insert(inbox.clone());
     socket.on_fallback(EnqueuePacket);
     socket.on_disconnect(async move |reason: DisconnectReason| {
@@ -193,6 +207,22 @@ fn accept(socket: SocketRef, hub: Hub) {
         let Inbox(sender) = &inbox;
         let _ = sender.0.push_last(Inbound::Disconnected(reason));
     });
+}
+
+/// The connect handler: opens the session and starts its task, which reads
+/// what the socket has queued since the middleware's [`listen`].
+fn accept(socket: SocketRef, hub: Hub) {
+    let Some(QueuedPackets(queue)) = socket.extensions.remove::<QueuedPackets>() else {
+        // Only a socket the middleware let in reaches this handler.
+        tracing::error!("a Socket.IO socket connected without its packet queue");
+        let _ = socket.disconnect();
+        return;
+    };
+    let identity = socket
+        .extensions
+        .get::<Authenticated>()
+        .map(|Authenticated(identity)| identity);
+    let (session, link) = hub.open(DoorKind::SocketIo, identity);
     tokio::spawn(serve(socket, session, link, PacketReader(queue)));
 }
 
