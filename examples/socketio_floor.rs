@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use axum::Router;
@@ -50,7 +50,7 @@ struct Peer(Arc<OnceLock<Weak<FloorSocket>>>);
 type FirstSocket = (Weak<FloorSocket>, Peer);
 
 /// Sockets waiting for their peer, by uid.
-static WAITING: Mutex<Option<HashMap<String, FirstSocket>>> = Mutex::new(None);
+static WAITING: LazyLock<Mutex<HashMap<String, FirstSocket>>> = LazyLock::new(Mutex::default);
 
 /// Messages relayed so far, served at `/relayed` so that a profile can be
 /// divided by the relays made while it counted.
@@ -150,7 +150,6 @@ impl MessageHandler<LocalAdapter, Relay> for Relay {
         }
         let Some(uid) = uid_of(text) else { return };
         let first = WAITING.lock().ok().and_then(|mut waiting| {
-            let waiting = waiting.get_or_insert_with(HashMap::new);
             let first = waiting.remove(uid);
             if first.is_none() {
                 waiting.insert(

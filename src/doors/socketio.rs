@@ -182,16 +182,16 @@ impl Drop for InboxSender {
 /// queued (whose acknowledgement callbacks hold the socket).
 struct PacketReader(Arc<PacketQueue>);
 
-/// The queue a socket's session task will read, kept in the socket's
-/// extensions from the connect middleware until the task starts.
-#[derive(Clone)]
-struct QueuedPackets(Arc<PacketQueue>);
-
 impl Drop for PacketReader {
     fn drop(&mut self) {
         self.0.close();
     }
 }
+
+/// The queue a socket's session task will read, kept in the socket's
+/// extensions from the connect middleware until the task starts.
+#[derive(Clone)]
+struct QueuedPackets(Arc<PacketQueue>);
 
 /// Called by the connect middleware once the client is let in, before
 /// socketioxide answers CONNECT: from here on every packet and the
