@@ -22,25 +22,22 @@
 
 #![forbid(unsafe_code)]
 
+mod floor;
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
 use futures_util::Stream;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use signalgate::proto::server::signaling_server::{Signaling, SignalingServer};
 use signalgate::proto::server::{
     ClientEvent, Registered, ServerEvent, SyncFrom, Welcome, client_event, server_event,
 };
-use tokio::net::TcpListener;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tonic::{Request, Response, Status, Streaming};
 use tower::ServiceExt;
@@ -55,28 +52,14 @@ type PeerSlot = Arc<OnceLock<EventSender>>;
 /// Sessions waiting for their peer, by uid.
 type Waiting = Arc<Mutex<HashMap<String, (EventSender, PeerSlot)>>>;
 
-/// Messages relayed so far, served at `/relayed` so that a profile can be
-/// divided by the relays made while it counted.
-static RELAYED: AtomicU64 = AtomicU64::new(0);
-
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let address: SocketAddr = std::env::args()
-        .nth(1)
-        .and_then(|text| text.parse().ok())
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3191)));
-    let listener = TcpListener::bind(address).await?;
     let signaling = SignalingServer::new(Floor::default());
-    let router = Router::new()
-        .route(
-            "/relayed",
-            get(|| async { RELAYED.load(Ordering::Relaxed).to_string() }),
-        )
-        .route_service(
-            "/signalgate.v1.Signaling/{*method}",
-            signaling
-                .map_request(|request: axum::extract::Request| request.map(tonic::body::Body::new)),
-        );
+    let router = Router::new().route_service(
+        "/signalgate.v1.Signaling/{*method}",
+        signaling
+            .map_request(|request: axum::extract::Request| request.map(tonic::body::Body::new)),
+    );
     // signalgate's HTTP/2 settings (src/server.rs, src/config.rs).
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -85,17 +68,7 @@ async fn main() -> std::io::Result<()> {
         .keep_alive_interval(Duration::from_secs(25))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_concurrent_streams(signalgate::config::DEFAULT_HTTP2_MAX_STREAMS);
-    loop {
-        let (stream, _) = listener.accept().await?;
-        stream.set_nodelay(true)?;
-        let builder = builder.clone();
-        let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            let _ = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    floor::serve(floor::address(3191), builder, router).await
 }
 
 /// The service: one relay per `Connect`.
@@ -150,7 +123,7 @@ async fn relay(mut inbound: Streaming<ClientEvent>, own: EventSender, waiting: W
             Some(client_event::Event::Message(value)) => {
                 if let Some(peer) = slot.get() {
                     let _ = peer.send(Some(event(server_event::Event::Message(value))));
-                    RELAYED.fetch_add(1, Ordering::Relaxed);
+                    floor::relayed();
                 }
             }
             Some(client_event::Event::Register(register)) => {

@@ -20,9 +20,9 @@
 
 #![forbid(unsafe_code)]
 
+mod floor;
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -31,10 +31,8 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// What reaches a session's task from elsewhere.
@@ -48,37 +46,16 @@ enum Inbound {
 /// Sessions waiting for their peer, by uid.
 type Waiting = Arc<Mutex<HashMap<String, UnboundedSender<Inbound>>>>;
 
-/// Frames relayed so far, served at `/relayed` so that a profile can be
-/// divided by the relays made while it counted.
-static RELAYED: AtomicU64 = AtomicU64::new(0);
-
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let address: SocketAddr = std::env::args()
-        .nth(1)
-        .and_then(|text| text.parse().ok())
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3190)));
-    let listener = TcpListener::bind(address).await?;
     let waiting: Waiting = Arc::default();
-    let router = Router::new()
-        .route("/ws", get(upgrade))
-        .route(
-            "/relayed",
-            get(|| async { RELAYED.load(Ordering::Relaxed).to_string() }),
-        )
-        .with_state(waiting);
-    let builder = Builder::new(TokioExecutor::new());
-    loop {
-        let (stream, _) = listener.accept().await?;
-        stream.set_nodelay(true)?;
-        let builder = builder.clone();
-        let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            let _ = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let router = Router::new().route("/ws", get(upgrade)).with_state(waiting);
+    floor::serve(
+        floor::address(3190),
+        Builder::new(TokioExecutor::new()),
+        router,
+    )
+    .await
 }
 
 async fn upgrade(State(waiting): State<Waiting>, upgrade: WebSocketUpgrade) -> Response {
@@ -131,7 +108,7 @@ async fn relay(mut socket: WebSocket, waiting: Waiting) {
                 let Some(Ok(Message::Text(text))) = frame else { return };
                 if let Some(peer) = &peer {
                     let _ = peer.send(Inbound::Frame(text));
-                    RELAYED.fetch_add(1, Ordering::Relaxed);
+                    floor::relayed();
                     continue;
                 }
                 let Some(uid) = uid_of(text.as_str()).map(str::to_owned) else { continue };

@@ -20,17 +20,15 @@
 
 #![forbid(unsafe_code)]
 
+mod floor;
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
@@ -38,7 +36,6 @@ use socketioxide::extract::SocketRef;
 use socketioxide::handler::MessageHandler;
 use socketioxide::socket::Socket;
 use socketioxide_core::Value as PacketValue;
-use tokio::net::TcpListener;
 
 type FloorSocket = Socket<LocalAdapter>;
 
@@ -52,17 +49,8 @@ type FirstSocket = (Weak<FloorSocket>, Peer);
 /// Sockets waiting for their peer, by uid.
 static WAITING: LazyLock<Mutex<HashMap<String, FirstSocket>>> = LazyLock::new(Mutex::default);
 
-/// Messages relayed so far, served at `/relayed` so that a profile can be
-/// divided by the relays made while it counted.
-static RELAYED: AtomicU64 = AtomicU64::new(0);
-
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let address: SocketAddr = std::env::args()
-        .nth(1)
-        .and_then(|text| text.parse().ok())
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3192)));
-    let listener = TcpListener::bind(address).await?;
     // signalgate's settings (src/doors/socketio.rs, src/config.rs).
     let (service, io) = SocketIo::builder()
         .ping_interval(Duration::from_secs(25))
@@ -81,24 +69,13 @@ async fn main() -> std::io::Result<()> {
             &RawText(r#"{"message":"Welcome!","id":"floor"}"#),
         );
     });
-    let router = Router::new()
-        .route(
-            "/relayed",
-            get(|| async { RELAYED.load(Ordering::Relaxed).to_string() }),
-        )
-        .route_service("/socket.io/", service);
-    let builder = Builder::new(TokioExecutor::new());
-    loop {
-        let (stream, _) = listener.accept().await?;
-        stream.set_nodelay(true)?;
-        let builder = builder.clone();
-        let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            let _ = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let router = Router::new().route_service("/socket.io/", service);
+    floor::serve(
+        floor::address(3192),
+        Builder::new(TokioExecutor::new()),
+        router,
+    )
+    .await
 }
 
 /// JSON text written as it is (what `serde_json::value::RawValue` does,
@@ -141,7 +118,7 @@ impl MessageHandler<LocalAdapter, Relay> for Relay {
         {
             if let Some(peer) = peer.get().and_then(Weak::upgrade) {
                 let _ = peer.emit("message", &RawText(data));
-                RELAYED.fetch_add(1, Ordering::Relaxed);
+                floor::relayed();
             }
             return;
         }

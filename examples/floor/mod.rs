@@ -1,0 +1,56 @@
+//! What the floor examples share (`relay_floor`, `grpc_floor`,
+//! `socketio_floor`): the listening address, the relay counter served at
+//! `/relayed`, and the gateway's way of serving connections (hyper-util's
+//! connection builder with upgrades, `TCP_NODELAY`, a task per connection).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+/// Messages relayed so far, served at `/relayed` so that a profile can be
+/// divided by the relays made while it counted.
+static RELAYED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one relayed message.
+pub fn relayed() {
+    RELAYED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The address in the first argument, or 127.0.0.1 with `default_port`.
+pub fn address(default_port: u16) -> SocketAddr {
+    std::env::args()
+        .nth(1)
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)))
+}
+
+/// Serves `router`, with `GET /relayed` added, on `address` until
+/// accepting fails.
+pub async fn serve(
+    address: SocketAddr,
+    builder: Builder<TokioExecutor>,
+    router: Router,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(address).await?;
+    let router = router.route(
+        "/relayed",
+        get(|| async { RELAYED.load(Ordering::Relaxed).to_string() }),
+    );
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let builder = builder.clone();
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let _ = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
