@@ -8,28 +8,52 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::cluster::Topology;
-use common::{TestClient, TestGateway, paired, test_config};
+use common::{TestClient, TestGateway, paired, paired_with_ids, test_config};
 use serde_json::{Value, json};
 use signalgate::Config;
 use signalgate::client::Door;
 
-/// Generates, per (dropped door, resume door, peer door), one test on one
-/// node and one on two nodes where the resume lands on the other node (the
-/// session is handed over).
+/// Generates, per (dropped door, resume door, peer door), tests on one
+/// node and on two nodes where the resume lands on the other node (the
+/// session is handed over), each with request ids on every request and
+/// with none at all (gRPC id 0, no JSON `id`, no Socket.IO callback).
 macro_rules! across_three_doors {
     ($($name:ident: $dropped:expr, $resumed:expr, $peer:expr;)*) => {$(
         mod $name {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn one_node() {
-                nothing_lost_nothing_twice(Topology::Single, $dropped, $resumed, $peer).await
+                nothing_lost_nothing_twice(Topology::Single, $dropped, $resumed, $peer, Ids::Everywhere).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn across_nodes() {
-                nothing_lost_nothing_twice(Topology::TwoNodes, $dropped, $resumed, $peer).await
+                nothing_lost_nothing_twice(Topology::TwoNodes, $dropped, $resumed, $peer, Ids::Everywhere).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn one_node_without_ids() {
+                nothing_lost_nothing_twice(Topology::Single, $dropped, $resumed, $peer, Ids::Nowhere).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn across_nodes_without_ids() {
+                nothing_lost_nothing_twice(Topology::TwoNodes, $dropped, $resumed, $peer, Ids::Nowhere).await
             }
         }
     )*};
+}
+
+/// Whether a scenario's requests carry request ids.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ids {
+    /// Every request, `register` and `resume` included.
+    Everywhere,
+    /// None: success is seen only in its effect.
+    Nowhere,
+}
+
+impl Ids {
+    fn of(self, id: u64) -> Option<u64> {
+        (self == Ids::Everywhere).then_some(id)
+    }
 }
 
 use Door::{Grpc, SocketIo, Ws};
@@ -113,24 +137,45 @@ async fn read_until(
 /// numbered messages, the web keeps sending, the app resumes on another
 /// door within the window: both end up with every message exactly once, in
 /// order; the web sees `peer_away` then `peer_back` and never `byebye`.
+/// With `Ids::Nowhere` no request carries an id, `resume` included: the
+/// resume is still answered by `resumed` and the replay.
 async fn nothing_lost_nothing_twice(
     topology: Topology,
     dropped_door: Door,
     resume_door: Door,
     peer_door: Door,
+    ids: Ids,
 ) {
     let gateway = topology.start().await;
-    let (mut web, mut app) = paired(&gateway, "phone", peer_door, dropped_door).await;
+    // Request ids: web 100 (register), 101..; app 1 (register), 2...
+    let (mut web, mut app) = paired_with_ids(
+        &gateway,
+        "phone",
+        peer_door,
+        dropped_door,
+        (ids == Ids::Everywhere).then_some((100, 1)),
+    )
+    .await;
+    let web_id = |n: u64| ids.of(101 + n);
+    let app_id = |n: u64| ids.of(2 + n);
     let token = app.resume_token();
     let session_id = app.welcome["id"].clone();
     let (mut web_seen, mut app_seen) = (Seen::default(), Seen::default());
 
-    // A two-way stream: ten each way. Request ids: app 1.., web 101...
+    // A two-way stream: ten each way.
     for n in 0..10 {
-        web.send("message", Some(numbered("web", n)), Some(101 + n))
+        web.send("message", Some(numbered("web", n)), web_id(n))
             .await;
-        app.send("message", Some(numbered("app", n)), Some(1 + n))
+        app.send("message", Some(numbered("app", n)), app_id(n))
             .await;
+    }
+    if ids == Ids::Nowhere {
+        // Without acks the app cannot tell what to re-send: it drops only
+        // once the web has had all it sent.
+        read_until(&mut web, &mut web_seen, "app", |seen| {
+            seen.numbers.len() >= 10
+        })
+        .await;
     }
     // The app reads half of what comes its way, then loses its network.
     read_until(&mut app, &mut app_seen, "web", |seen| {
@@ -146,7 +191,7 @@ async fn nothing_lost_nothing_twice(
     })
     .await;
     for n in 10..20 {
-        web.send("message", Some(numbered("web", n)), Some(101 + n))
+        web.send("message", Some(numbered("web", n)), web_id(n))
             .await;
     }
     assert_eq!(gateway.census().away_sessions, 1);
@@ -157,7 +202,7 @@ async fn nothing_lost_nothing_twice(
     app.send(
         "resume",
         Some(json!({"token": token, "last_seq": last_seq})),
-        Some(1000),
+        ids.of(1000),
     )
     .await;
     let resumed = app.expect("resumed").await;
@@ -169,43 +214,57 @@ async fn nothing_lost_nothing_twice(
         .expect("fresh token")
         .to_owned();
     assert_ne!(next_token, token, "a spent token is replaced");
-    // Every missed event, then the resume's own ack.
-    read_until(&mut app, &mut app_seen, "web", |seen| {
-        seen.acked().contains(&1000)
-    })
-    .await;
-    // Re-send every request without an ack; also one that was acked, as a
-    // client unsure of its state would: neither is applied twice, both acked.
-    let resent: Vec<u64> = (1..=10)
-        .filter(|id| !app_seen.acked().contains(id))
-        .chain([1])
-        .collect();
-    let acks_before = app_seen.acks.len();
-    for id in resent.iter().copied() {
-        app.send("message", Some(numbered("app", id - 1)), Some(id))
+    match ids {
+        Ids::Everywhere => {
+            // Every missed event, then the resume's own ack.
+            read_until(&mut app, &mut app_seen, "web", |seen| {
+                seen.acked().contains(&1000)
+            })
             .await;
+            // Re-send every request without an ack; also one that was
+            // acked, as a client unsure of its state would: neither is
+            // applied twice, both acked.
+            let resent: Vec<u64> = (2..=11)
+                .filter(|id| !app_seen.acked().contains(id))
+                .chain([2])
+                .collect();
+            let acks_before = app_seen.acks.len();
+            for id in resent.iter().copied() {
+                app.send("message", Some(numbered("app", id - 2)), Some(id))
+                    .await;
+            }
+            read_until(&mut app, &mut app_seen, "web", |seen| {
+                seen.acks.len() >= acks_before + resent.len()
+            })
+            .await;
+            assert!((2..=11).all(|id| app_seen.acked().contains(&id)));
+        }
+        Ids::Nowhere => {
+            // Every missed event is replayed.
+            read_until(&mut app, &mut app_seen, "web", |seen| {
+                seen.numbers.len() >= 20
+            })
+            .await;
+        }
     }
-    read_until(&mut app, &mut app_seen, "web", |seen| {
-        seen.acks.len() >= acks_before + resent.len()
-    })
-    .await;
-    assert!((1..=10).all(|id| app_seen.acked().contains(&id)));
 
     // Normal flow again, both ways.
     for n in 20..25 {
-        web.send("message", Some(numbered("web", n)), Some(101 + n))
+        web.send("message", Some(numbered("web", n)), web_id(n))
             .await;
     }
     for n in 10..15 {
-        app.send("message", Some(numbered("app", n)), Some(1 + n))
+        app.send("message", Some(numbered("app", n)), app_id(n))
             .await;
     }
     read_until(&mut app, &mut app_seen, "web", |seen| {
-        seen.numbers.len() >= 25 && (11..=15).all(|id| seen.acked().contains(&id))
+        seen.numbers.len() >= 25
+            && (ids == Ids::Nowhere || (12..=16).all(|id| seen.acked().contains(&id)))
     })
     .await;
     read_until(&mut web, &mut web_seen, "app", |seen| {
-        seen.numbers.len() >= 15 && (101..=125).all(|id| seen.acked().contains(&id))
+        seen.numbers.len() >= 15
+            && (ids == Ids::Nowhere || (101..=125).all(|id| seen.acked().contains(&id)))
     })
     .await;
     app.expect_silence().await;
@@ -221,6 +280,9 @@ async fn nothing_lost_nothing_twice(
         (0..15).collect::<Vec<_>>(),
         "the web got every app message once, in order"
     );
+    if ids == Ids::Nowhere {
+        assert!(app_seen.acks.is_empty() && web_seen.acks.is_empty());
+    }
     let away = web_seen
         .names
         .iter()

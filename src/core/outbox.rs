@@ -110,6 +110,12 @@ impl<T> Outbox<T> {
         }
     }
 
+    /// Wakes the reader without queueing anything: for what it must read
+    /// from elsewhere first (a resumed connection's preface).
+    pub(crate) fn wake_reader(&self) {
+        self.reader.wake();
+    }
+
     /// Whether nothing is queued.
     pub(crate) fn is_empty(&self) -> bool {
         self.queue().is_empty()

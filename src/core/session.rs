@@ -168,10 +168,14 @@ impl Attachment {
         self.door
     }
 
-    /// Queues events that the door writes before anything in the outbox.
+    /// Queues events that the door writes before anything in the outbox,
+    /// and wakes the door: nothing else may follow them (a request without
+    /// an id that succeeds queues no `ack`), and a door that waits on its
+    /// outbox must not sleep through them.
     pub(crate) fn set_preface(&self, events: impl IntoIterator<Item = Delivery>) {
         lock(&self.preface).extend(events);
         self.has_preface.store(true, Ordering::Release);
+        self.outbox.wake_reader();
     }
 
     /// What a resumed connection writes first: `resumed` (unsequenced),

@@ -333,17 +333,26 @@ impl TestClient {
 
     /// Registers and returns the `registered` data.
     pub async fn register(&mut self, uid: &str, role: &str) -> Value {
+        self.register_with_id(uid, role, None).await
+    }
+
+    /// Registers with request id `id` (then `ack {id}` follows
+    /// `registered`, and is consumed); returns the `registered` data.
+    pub async fn register_with_id(&mut self, uid: &str, role: &str, id: Option<u64>) -> Value {
         let seed_type = if role == "web" { 0 } else { 1 };
-        self.send(
-            "register",
-            Some(json!({"uid": uid, "type": seed_type})),
-            None,
-        )
-        .await;
+        self.send("register", Some(json!({"uid": uid, "type": seed_type})), id)
+            .await;
         let registered = self.expect("registered").await;
         assert_eq!(registered["uid"], uid);
         assert_eq!(registered["role"], role);
         assert_eq!(registered["type"], seed_type);
+        if let Some(id) = id {
+            if role == "app" && registered["peerPresent"] == true {
+                // The app's `syncfrom` comes before the ack.
+                self.expect("syncfrom").await;
+            }
+            self.expect_ack(id).await;
+        }
         registered
     }
 
@@ -376,13 +385,27 @@ pub async fn paired(
     web_door: Door,
     app_door: Door,
 ) -> (TestClient, TestClient) {
+    paired_with_ids(gateway, uid, web_door, app_door, None).await
+}
+
+/// [`paired`], registering the web with request id `ids.0` and the app
+/// with `ids.1` when `ids` is given (their acks consumed).
+pub async fn paired_with_ids(
+    gateway: &impl Connect,
+    uid: &str,
+    web_door: Door,
+    app_door: Door,
+    ids: Option<(u64, u64)>,
+) -> (TestClient, TestClient) {
     let mut web = gateway.connect_as("web", web_door).await;
     let mut app = gateway.connect_as("app", app_door).await;
-    let registered = web.register(uid, "web").await;
+    let registered = web.register_with_id(uid, "web", ids.map(|i| i.0)).await;
     assert_eq!(registered["peerPresent"], false);
-    let registered = app.register(uid, "app").await;
+    let registered = app.register_with_id(uid, "app", ids.map(|i| i.1)).await;
     assert_eq!(registered["peerPresent"], true);
-    app.expect("syncfrom").await;
+    if ids.is_none() {
+        app.expect("syncfrom").await;
+    }
     (web, app)
 }
 
