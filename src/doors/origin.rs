@@ -64,26 +64,30 @@ impl OriginPolicy {
     }
 }
 
-/// `*` matches any run of characters; everything else matches itself.
+/// `*` matches a non-empty run of the characters its place allows;
+/// everything else matches itself. A `*` right after `:` is a port and
+/// matches digits only; any other `*` is part of a host and matches letters,
+/// digits, `-` and `.` only. So `http://localhost:*` never matches
+/// `http://localhost:3000.evil.com` or `http://localhost:1@evil.com`.
 fn glob_match(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let Some(first) = parts.next() else {
-        return pattern == text;
-    };
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
+    glob_match_bytes(pattern.as_bytes(), text.as_bytes(), None)
+}
+
+fn glob_match_bytes(pattern: &[u8], text: &[u8], before: Option<u8>) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => {
+            let allowed = |c: &u8| match before {
+                Some(b':') => c.is_ascii_digit(),
+                _ => c.is_ascii_alphanumeric() || *c == b'-' || *c == b'.',
+            };
+            let run = text.iter().take_while(|c| allowed(c)).count();
+            (1..=run).any(|taken| glob_match_bytes(rest, &text[taken..], Some(b'*')))
+        }
+        Some((&literal, rest)) => {
+            text.first() == Some(&literal) && glob_match_bytes(rest, &text[1..], Some(literal))
         }
     }
-    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// Middleware: refuses a foreign `Origin` with 403 before any upgrade.
@@ -127,5 +131,22 @@ mod tests {
             "https://example.com.evil.io"
         ));
         assert!(OriginPolicy::new(&["https://x".into()]).allows(None));
+    }
+
+    #[test]
+    fn a_wildcard_port_is_digits_and_a_wildcard_host_is_a_host() {
+        let port = ["http://localhost:*"];
+        assert!(allows(&port, "http://localhost:3000"));
+        assert!(!allows(&port, "http://localhost:3000.evil.com"));
+        assert!(!allows(&port, "http://localhost:1@evil.com"));
+        assert!(!allows(&port, "http://localhost:"));
+        assert!(!allows(&port, "http://localhost:80/x"));
+        let host = ["https://*.example.com"];
+        assert!(!allows(&host, "https://evil.com@a.example.com"));
+        assert!(!allows(&host, "https://.example.com"));
+        assert!(allows(&host, "https://a-b.c.example.com"));
+        let both = ["https://*.example.com:*"];
+        assert!(allows(&both, "https://a.example.com:8443"));
+        assert!(!allows(&both, "https://a.example.com:8443.evil"));
     }
 }
