@@ -92,6 +92,8 @@ impl fmt::Debug for AuthPolicy {
 fn validation(algorithm: Algorithm) -> Validation {
     let mut validation = Validation::new(algorithm);
     validation.set_required_spec_claims(&["exp", "sub"]);
+    // `nbf`, when present, is checked too (with the same leeway as `exp`).
+    validation.validate_nbf = true;
     validation.leeway = 5;
     validation
 }

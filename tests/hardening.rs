@@ -128,6 +128,12 @@ async fn bad_tokens_are_refused_before_anything_enters_the_registry() {
         )),
         // No expiry.
         Some(signed(json!({"sub": "eve"}), Algorithm::HS256, SECRET)),
+        // Not valid before an hour from now (beyond the leeway).
+        Some(signed(
+            json!({"sub": "eve", "exp": now() + 7200, "nbf": now() + 3600}),
+            Algorithm::HS256,
+            SECRET,
+        )),
     ];
     for door in Door::ALL {
         for token in &bad {
