@@ -114,6 +114,15 @@ async fn ws_malformed_frames_get_bad_request_and_the_session_survives() {
             Some(18),
         ),
         ("{\"event\": \"ctrlSendSpeed\", \"id\": 19}", Some(19)),
+        // Unparseable, but the id is unambiguous: the error names it.
+        (r#"{"event":"ipaddr","event":"nope","id":20}"#, Some(20)),
+        (r#"{"id":21,"event":"ipaddr","event":"nope"}"#, Some(21)),
+        (r#"{"id":22,"event":"ipaddr","data":"#, Some(22)),
+        (r#"{"id":23,"event":"ipaddr","id":23,"id":23}"#, Some(23)),
+        // Ambiguous or unreadable ids: none.
+        (r#"{"id":24,"event":"ipaddr","id":25}"#, None),
+        (r#"{"id":-1,"event":"ipaddr","event":"x"}"#, None),
+        (r#"{"event":"ipaddr","event":"nope","id":0}"#, None),
     ];
     for (text, id) in cases {
         raw.send_raw(Message::text(*text)).await.expect("send");

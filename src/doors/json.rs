@@ -54,7 +54,7 @@ pub fn decode_frame(text: &str) -> Result<Request, DecodeFailure> {
         });
     }
     let envelope: IncomingEnvelope<'_> = serde_json::from_str(text).map_err(|e| DecodeFailure {
-        id: None,
+        id: salvage_id(text),
         rejection: Rejection::bad_request(format!(
             "a frame must be one JSON object {{\"event\", \"data\", \"id\"}}: {e}"
         )),
@@ -156,6 +156,35 @@ fn plain_envelope(text: &str) -> Option<PlainEnvelope<'_>> {
         }
     }
     scanner.at_end().then_some(envelope)
+}
+
+/// The request id of a frame that could not be decoded, when it can still
+/// be told: every top-level `"id"` read before the frame went wrong (a
+/// duplicate key, a syntax error later on) holds the same valid id. So the
+/// `error` still names the request it answers.
+fn salvage_id(text: &str) -> Option<RequestId> {
+    let mut scanner = JsonScanner::new(text);
+    let mut found: Option<RequestId> = None;
+    if !scanner.eat(b'{') {
+        return None;
+    }
+    while let Some(key) = scanner.plain_string() {
+        if !scanner.eat(b':') {
+            break;
+        }
+        let Ok(value) = scanner.value() else { break };
+        if key == "id" {
+            let id = parse_request_id(value.text()).ok()?;
+            if found.is_some_and(|earlier| earlier != id) {
+                return None;
+            }
+            found = Some(id);
+        }
+        if !scanner.eat(b',') {
+            break;
+        }
+    }
+    found
 }
 
 fn parse_request_id(raw: &str) -> Result<RequestId, Rejection> {
