@@ -49,6 +49,8 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     /// The server is going away (shutdown).
     pub const GOING_AWAY: u16 = 1001;
+    /// A frame that breaks the WebSocket protocol (RFC 6455).
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// A binary frame on the JSON door.
     pub const UNSUPPORTED_DATA: u16 = 1003;
     /// A text frame that is not valid UTF-8.
@@ -146,6 +148,9 @@ enum Violation {
     BinaryFrame,
     InvalidUtf8,
     TooLarge,
+    /// A frame that breaks RFC 6455 (unmasked, reserved bits set, a
+    /// control frame over 125 bytes or fragmented, an unknown opcode, ...).
+    Protocol,
 }
 
 impl Violation {
@@ -158,6 +163,7 @@ impl Violation {
             Violation::TooLarge => {
                 Rejection::new(ErrorCode::MessageTooLarge, "message exceeds the size limit")
             }
+            Violation::Protocol => Rejection::bad_request("WebSocket protocol violation"),
         }
     }
 
@@ -166,6 +172,7 @@ impl Violation {
             Violation::BinaryFrame => close_code::UNSUPPORTED_DATA,
             Violation::InvalidUtf8 => close_code::INVALID_PAYLOAD,
             Violation::TooLarge => close_code::MESSAGE_TOO_BIG,
+            Violation::Protocol => close_code::PROTOCOL_ERROR,
         }
     }
 }
@@ -375,12 +382,25 @@ async fn read_frame(frame: Option<Result<Message, axum::Error>>, session: &mut S
     }
 }
 
-/// Maps a read error to how the session ends.
+/// Maps a read error to how the session ends: the client's bytes breaking
+/// the protocol end it at once as a violation; the connection going away
+/// (an I/O error, EOF without a close frame) is an abrupt end.
+///
+/// Leans on axum's internals: axum wraps tungstenite's error, which is
+/// downcast here. That only works while this crate's tokio-tungstenite is
+/// the one axum uses (Cargo.toml pins the same version; the test
+/// `tests/bad_input.rs` `ws_protocol_violations_close_with_1002` fails loudly
+/// if it no longer is).
 fn classify(error: axum::Error) -> Step {
+    use tungstenite::error::ProtocolError;
     let inner = error.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Capacity(_)) => Step::Violation(Violation::TooLarge),
         Some(tungstenite::Error::Utf8(_)) => Step::Violation(Violation::InvalidUtf8),
+        Some(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+            Step::End(EndReason::ConnectionLost)
+        }
+        Some(tungstenite::Error::Protocol(_)) => Step::Violation(Violation::Protocol),
         _ => Step::End(EndReason::ConnectionLost),
     }
 }
