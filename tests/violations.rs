@@ -211,3 +211,167 @@ impl TestClient {
         }
     }
 }
+
+/// A gRPC message frame: the compressed flag, the length, the bytes.
+fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
+    let mut frame = vec![u8::from(compressed)];
+    frame.extend_from_slice(&u32::try_from(message.len()).expect("len").to_be_bytes());
+    frame.extend_from_slice(message);
+    frame
+}
+
+/// A raw HTTP/2 `Connect` stream registered as the app of `uid`: what it
+/// read so far is consumed (welcome, registered, syncfrom, ack).
+struct RawGrpc {
+    _client: h2::client::SendRequest<bytes::Bytes>,
+    stream: h2::SendStream<bytes::Bytes>,
+    body: h2::RecvStream,
+    buffered: Vec<u8>,
+}
+
+impl RawGrpc {
+    async fn register(gateway: &TestGateway, uid: &str) -> RawGrpc {
+        use prost::Message as _;
+        use signalgate::proto::v1 as pb;
+        let tcp = TcpStream::connect(gateway.address).await.expect("tcp");
+        let (client, connection) = h2::client::handshake(tcp).await.expect("h2");
+        tokio::spawn(connection);
+        let mut client = client.ready().await.expect("ready");
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!(
+                "http://{}/signalgate.v1.Signaling/Connect",
+                gateway.address
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request");
+        let (response, mut stream) = client.send_request(request, false).expect("send");
+        let register = pb::ClientEvent {
+            id: 1,
+            event: Some(pb::client_event::Event::Register(pb::Register {
+                uid: uid.to_owned(),
+                role: pb::Role::App as i32,
+            })),
+        }
+        .encode_to_vec();
+        stream
+            .send_data(grpc_frame(false, &register).into(), false)
+            .expect("data");
+        let body = response.await.expect("response").into_body();
+        let mut raw = RawGrpc {
+            _client: client,
+            stream,
+            body,
+            buffered: Vec::new(),
+        };
+        for expected in ["welcome", "registered", "syncfrom", "ack"] {
+            let event = raw.next_event().await.expect("an event");
+            assert_eq!(event_name(&event), expected, "{event:?}");
+        }
+        raw
+    }
+
+    /// The next `ServerEvent`, or `None` at the end of the body.
+    async fn next_event(&mut self) -> Option<signalgate::proto::v1::ServerEvent> {
+        use prost::Message as _;
+        loop {
+            if self.buffered.len() >= 5 {
+                let len = u32::from_be_bytes(self.buffered[1..5].try_into().expect("4")) as usize;
+                if self.buffered.len() >= 5 + len {
+                    let message: Vec<u8> = self.buffered.drain(..5 + len).skip(5).collect();
+                    return Some(
+                        signalgate::proto::v1::ServerEvent::decode(&message[..]).expect("decode"),
+                    );
+                }
+            }
+            let chunk = tokio::time::timeout(common::EVENT_TIMEOUT, self.body.data())
+                .await
+                .expect("in time")?
+                .expect("data");
+            let _ = self.body.flow_control().release_capacity(chunk.len());
+            self.buffered.extend_from_slice(&chunk);
+        }
+    }
+
+    /// The stream's `grpc-status`, once the body has ended.
+    async fn status(&mut self) -> Option<String> {
+        let trailers = tokio::time::timeout(common::EVENT_TIMEOUT, self.body.trailers())
+            .await
+            .expect("in time")
+            .expect("trailers")?;
+        trailers
+            .get("grpc-status")
+            .map(|value| value.to_str().expect("ascii").to_owned())
+    }
+}
+
+fn event_name(event: &signalgate::proto::v1::ServerEvent) -> &'static str {
+    use signalgate::proto::v1::server_event::Event;
+    match event.event {
+        Some(Event::Welcome(_)) => "welcome",
+        Some(Event::Registered(_)) => "registered",
+        Some(Event::Syncfrom(_)) => "syncfrom",
+        Some(Event::Ack(_)) => "ack",
+        Some(Event::Error(_)) => "error",
+        _ => "other",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_broken_framing_ends_the_session_with_bad_request() {
+    let gateway = TestGateway::start().await;
+    let (mut web, mut app) = paired(&gateway, "bystander", Door::Ws, Door::Grpc).await;
+    let ipaddr = {
+        use prost::Message as _;
+        use signalgate::proto::v1 as pb;
+        pb::ClientEvent {
+            id: 2,
+            event: Some(pb::client_event::Event::Ipaddr(pb::IpAddrRequest {})),
+        }
+        .encode_to_vec()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "the compressed flag without grpc-encoding",
+            grpc_frame(true, &ipaddr),
+        ),
+        ("an invalid compressed flag", {
+            let mut frame = grpc_frame(false, &ipaddr);
+            frame[0] = 7;
+            frame
+        }),
+        (
+            "a message cut short by END_STREAM",
+            grpc_frame(false, &ipaddr)[..4].to_vec(),
+        ),
+    ];
+    for (n, (what, bytes)) in cases.into_iter().enumerate() {
+        let uid = format!("framing-{n}");
+        let mut peer = gateway.connect(Door::Ws).await;
+        peer.register(&uid, "web").await;
+        let mut raw = RawGrpc::register(&gateway, &uid).await;
+        raw.stream
+            .send_data(bytes.into(), true)
+            .expect("send the broken frame");
+        let error = raw.next_event().await.expect("an error event");
+        match &error.event {
+            Some(signalgate::proto::v1::server_event::Event::Error(error)) => {
+                assert_eq!(error.code, "BAD_REQUEST", "{what}: {error:?}");
+            }
+            other => panic!("{what}: expected an error, got {other:?}"),
+        }
+        assert!(raw.next_event().await.is_none(), "{what}");
+        assert_eq!(
+            raw.status().await.as_deref(),
+            Some("3"),
+            "{what}: INVALID_ARGUMENT"
+        );
+        // Ended at once: the peer hears byebye, not peer_away.
+        assert_eq!(peer.expect_next_named_any().await, "byebye", "{what}");
+        peer.close().await;
+    }
+    still_relaying(&mut web, &mut app).await;
+    finish(gateway, web, app).await;
+}

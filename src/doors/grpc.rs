@@ -278,15 +278,25 @@ fn status_for(code: ErrorCode) -> Status {
 
 /// A stream error caused by the client's bytes (rather than by the
 /// connection going away): the rejection and the status the stream ends with.
+///
+/// Leans on tonic's internals: tonic's decoder makes the statuses for bytes
+/// it cannot take (a compressed flag without `grpc-encoding`, an invalid
+/// flag, a message cut short by END_STREAM, bytes prost cannot decode, a
+/// message over the limit) itself, with no source error; a status from the
+/// transport (an h2 or I/O error: the connection or stream is gone) carries
+/// that error as its source. `tests/violations.rs` and `tests/bad_input.rs`
+/// fail loudly if this stops holding.
 fn violation(status: &Status) -> Option<(Rejection, Code)> {
+    if std::error::Error::source(status).is_some() {
+        return None;
+    }
     match status.code() {
         // tonic's decode limit.
         Code::OutOfRange => Some((
             Rejection::new(ErrorCode::MessageTooLarge, "message exceeds the size limit"),
             Code::OutOfRange,
         )),
-        // prost could not decode the bytes.
-        Code::Internal if status.message().contains("decode") => Some(undecodable()),
+        Code::Internal => Some(undecodable()),
         _ => None,
     }
 }
