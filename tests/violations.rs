@@ -375,3 +375,89 @@ async fn grpc_broken_framing_ends_the_session_with_bad_request() {
     still_relaying(&mut web, &mut app).await;
     finish(gateway, web, app).await;
 }
+
+/// socketioxide's parser closes the transport on a packet it cannot read
+/// (before the door sees it, so no `error` can name it): the session ends
+/// at once as a violation, the peer hears `byebye`, the token is dead.
+/// This pins the documented decision (docs/PROTOCOL.md, Socket.IO).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_unreadable_packets_end_the_session_at_once() {
+    use signalgate::client::{Closed, Incoming};
+    use tokio_tungstenite::tungstenite::Message;
+    let gateway = TestGateway::start().await;
+    let (mut web, mut app) = paired(&gateway, "bystander", Door::Ws, Door::Grpc).await;
+    let packets = [
+        r#"42["message","#,
+        r#"42{"event":"message"}"#,
+        r#"42[17,1]"#,
+    ];
+    for (n, packet) in packets.into_iter().enumerate() {
+        let uid = format!("unreadable-{n}");
+        let (mut peer, mut sender) = paired(&gateway, &uid, Door::Ws, Door::SocketIo).await;
+        let token = sender.resume_token();
+        let signalgate::client::Client::SocketIo(raw) = &mut sender.client else {
+            panic!("a Socket.IO client");
+        };
+        raw.send_raw(Message::text(packet)).await.expect("send");
+        match tokio::time::timeout(common::EVENT_TIMEOUT, raw.recv())
+            .await
+            .expect("in time")
+            .expect("recv")
+        {
+            Incoming::Closed(Closed::SocketIo(_)) => {}
+            other => panic!("{packet}: expected the transport closed, got {other:?}"),
+        }
+        assert_eq!(peer.expect_next_named_any().await, "byebye", "{packet}");
+        let mut late = gateway.connect(Door::Ws).await;
+        late.send(
+            "resume",
+            Some(json!({"token": token, "last_seq": 0})),
+            Some(3),
+        )
+        .await;
+        late.expect_error("RESUME_FAILED", Some(3)).await;
+        late.close().await;
+        peer.close().await;
+    }
+    still_relaying(&mut web, &mut app).await;
+    finish(gateway, web, app).await;
+}
+
+/// A Socket.IO acknowledgement id beyond what socketioxide's parser reads
+/// (a signed 64-bit integer) is no id to it: the event is handled as one
+/// without a callback, so it takes effect (rule 8: answered or takes
+/// effect) and a failure is still answered with an `error` event. This
+/// pins the documented decision (docs/PROTOCOL.md, Socket.IO).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_ack_ids_past_the_parser_are_events_without_a_callback() {
+    use signalgate::client::Incoming;
+    use tokio_tungstenite::tungstenite::Message;
+    let gateway = TestGateway::start().await;
+    let (mut peer, mut sender) = paired(&gateway, "huge-ack", Door::Ws, Door::SocketIo).await;
+    let signalgate::client::Client::SocketIo(raw) = &mut sender.client else {
+        panic!("a Socket.IO client");
+    };
+    raw.send_raw(Message::text(r#"4218446744073709551616["message",1]"#))
+        .await
+        .expect("send");
+    assert_eq!(peer.expect("message").await, json!(1));
+    raw.send_raw(Message::text(r#"4218446744073709551617["fly",1]"#))
+        .await
+        .expect("send");
+    match tokio::time::timeout(common::EVENT_TIMEOUT, raw.recv())
+        .await
+        .expect("in time")
+        .expect("recv")
+    {
+        Incoming::Event(event) => {
+            assert_eq!(event["event"], "error", "{event}");
+            assert_eq!(event["data"]["code"], "BAD_REQUEST", "{event}");
+            assert!(event.get("id").is_none(), "{event}");
+        }
+        other => panic!("{other:?}"),
+    }
+    sender.close().await;
+    peer.expect("byebye").await;
+    peer.close().await;
+    gateway.assert_empty().await;
+}
