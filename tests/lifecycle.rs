@@ -203,3 +203,65 @@ async fn socketio_events_sent_right_after_connect_are_handled() {
     }
     gateway.assert_empty().await;
 }
+
+/// A client flooding past the rate limit is closed; what it may reconcile
+/// from (docs/PROTOCOL.md, "How sessions end"): the requests answered are
+/// exactly the first ones it sent, each once and in order, the last being
+/// the `RATE_LIMITED` that closed it; every later one is unanswered and was
+/// not applied; the peer received exactly the acknowledged messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_close_answers_a_prefix_of_the_requests() {
+    let gateway = TestGateway::start_with(Config {
+        rate_limit: 20.0,
+        rate_burst: 10.0,
+        ..test_config()
+    })
+    .await;
+    for door in Door::ALL {
+        let (mut peer, mut flooder) = paired(&gateway, "reconcile", Door::Ws, door).await;
+        for id in 1..=60u64 {
+            let request = signalgate::client::envelope("message", Some(json!(id)), Some(id));
+            if flooder.client.send(&request).await.is_err() {
+                break;
+            }
+        }
+        let mut answered = Vec::new();
+        let mut acked = Vec::new();
+        loop {
+            match flooder.next().await {
+                Incoming::Event(event) if event["event"] == "ack" => {
+                    let id = event["id"].as_u64().expect("id");
+                    answered.push(id);
+                    acked.push(id);
+                }
+                Incoming::Event(event) if event["event"] == "error" => {
+                    assert_eq!(event["data"]["code"], "RATE_LIMITED", "{door}: {event}");
+                    // The farewell before the close carries no id.
+                    if let Some(id) = event.get("id").and_then(|id| id.as_u64()) {
+                        answered.push(id);
+                    }
+                }
+                Incoming::Event(other) => panic!("{door}: {other}"),
+                Incoming::Closed(_) => break,
+            }
+        }
+        let prefix: Vec<u64> = (1..=answered.len() as u64).collect();
+        assert_eq!(answered, prefix, "{door}: answers are a prefix, in order");
+        assert!(answered.len() < 60, "{door}: the flood was never closed");
+        let mut delivered = Vec::new();
+        loop {
+            let event = peer.next_event().await;
+            match event["event"].as_str() {
+                Some("message") => delivered.push(event["data"].as_u64().expect("n")),
+                Some("byebye") => break,
+                _ => panic!("{door}: {event}"),
+            }
+        }
+        assert_eq!(
+            delivered, acked,
+            "{door}: exactly the acknowledged took effect"
+        );
+        peer.close().await;
+    }
+    gateway.assert_empty().await;
+}
