@@ -14,6 +14,9 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:3186";
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Events a session may have queued before it counts as a slow consumer.
 pub const DEFAULT_OUTBOX_CAPACITY: usize = 256;
+/// Bytes (estimated) a session may have queued before it counts as a slow
+/// consumer: 16 messages of the largest size.
+pub const DEFAULT_OUTBOX_MAX_BYTES: usize = 1024 * 1024;
 /// Initial WebSocket read buffer per connection. Signaling messages are
 /// small; 1 KiB keeps an idle connection under 8 KiB of RSS, and larger
 /// messages just take more reads.
@@ -32,6 +35,8 @@ pub const DEFAULT_RESUME_BUFFER_BYTES: usize = 256 * 1024;
 pub const DEFAULT_RATE_LIMIT: f64 = 100.0;
 /// Requests a session may burst above the sustained rate.
 pub const DEFAULT_RATE_BURST: f64 = 200.0;
+/// Socket.IO handshakes per second per client IP (a burst of twice as many).
+pub const DEFAULT_SOCKETIO_HANDSHAKE_RATE: f64 = 50.0;
 /// Open connections in all.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 250_000;
 /// Open connections from one IP address (generous: carriers NAT many phones
@@ -41,8 +46,12 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 10_000;
 pub const DEFAULT_MAX_UID_BYTES: usize = 128;
 /// How long a connection may stay without registering or resuming.
 pub const DEFAULT_REGISTER_TIMEOUT: &str = "30s";
-/// How long a client may take to send HTTP/1 request headers (slowloris).
+/// How long a client may take to send HTTP/1 request headers (slowloris),
+/// to begin its first request on a new connection, and to send a Socket.IO
+/// polling POST's body.
 pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
+/// How long a connection may stay open with no request or stream on it.
+pub const DEFAULT_IDLE_TIMEOUT: &str = "60s";
 /// Concurrent HTTP/2 streams (gRPC sessions) per connection.
 pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 128;
 /// Heartbeat interval: WebSocket pings, Engine.IO pings, HTTP/2 keepalive.
@@ -140,6 +149,11 @@ pub struct Config {
     #[arg(long, env = "SIGNALGATE_OUTBOX_CAPACITY", default_value_t = DEFAULT_OUTBOX_CAPACITY)]
     pub outbox_capacity: usize,
 
+    /// Bytes (estimated) a session may have queued before it is closed as a
+    /// slow consumer (one event always fits).
+    #[arg(long, env = "SIGNALGATE_OUTBOX_MAX_BYTES", default_value_t = DEFAULT_OUTBOX_MAX_BYTES)]
+    pub outbox_max_bytes: usize,
+
     /// Initial WebSocket read buffer per connection, in bytes.
     #[arg(long, env = "SIGNALGATE_WS_READ_BUFFER_BYTES", default_value_t = DEFAULT_WS_READ_BUFFER_BYTES)]
     pub ws_read_buffer_bytes: usize,
@@ -190,6 +204,11 @@ pub struct Config {
     #[arg(long, env = "SIGNALGATE_RATE_BURST", default_value_t = DEFAULT_RATE_BURST)]
     pub rate_burst: f64,
 
+    /// Socket.IO handshakes per second per client IP, with a burst of
+    /// twice as many (0: unlimited).
+    #[arg(long, env = "SIGNALGATE_SOCKETIO_HANDSHAKE_RATE", default_value_t = DEFAULT_SOCKETIO_HANDSHAKE_RATE)]
+    pub socketio_handshake_rate: f64,
+
     /// Open connections in all; more are refused at accept.
     #[arg(long, env = "SIGNALGATE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -206,9 +225,16 @@ pub struct Config {
     #[arg(long, env = "SIGNALGATE_REGISTER_TIMEOUT", default_value = DEFAULT_REGISTER_TIMEOUT, value_parser = parse_duration)]
     pub register_timeout: Duration,
 
-    /// How long a client may take to send HTTP/1 request headers.
+    /// How long a client may take to send HTTP/1 request headers, to begin
+    /// its first request (or HTTP/2 stream) on a new connection, and to send
+    /// a Socket.IO polling POST's body.
     #[arg(long, env = "SIGNALGATE_HEADER_READ_TIMEOUT", default_value = DEFAULT_HEADER_READ_TIMEOUT, value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+
+    /// How long a connection may stay open with no request or stream on it
+    /// (0: forever). Upgraded WebSockets have their heartbeat instead.
+    #[arg(long, env = "SIGNALGATE_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = parse_duration)]
+    pub idle_timeout: Duration,
 
     /// Concurrent HTTP/2 streams (gRPC sessions) per connection.
     #[arg(long, env = "SIGNALGATE_HTTP2_MAX_STREAMS", default_value_t = DEFAULT_HTTP2_MAX_STREAMS)]
@@ -265,6 +291,7 @@ impl Default for Config {
             advertise_ip: Vec::new(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
+            outbox_max_bytes: DEFAULT_OUTBOX_MAX_BYTES,
             ws_read_buffer_bytes: DEFAULT_WS_READ_BUFFER_BYTES,
             ws_write_buffer_bytes: DEFAULT_WS_WRITE_BUFFER_BYTES,
             shutdown_grace: Duration::from_secs(10),
@@ -278,11 +305,13 @@ impl Default for Config {
             tls_key: None,
             rate_limit: DEFAULT_RATE_LIMIT,
             rate_burst: DEFAULT_RATE_BURST,
+            socketio_handshake_rate: DEFAULT_SOCKETIO_HANDSHAKE_RATE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_uid_bytes: DEFAULT_MAX_UID_BYTES,
             register_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),
@@ -322,9 +351,15 @@ mod tests {
             parsed.config.header_read_timeout,
             defaults.header_read_timeout
         );
+        assert_eq!(parsed.config.idle_timeout, defaults.idle_timeout);
         assert_eq!(parsed.config.ping_interval, defaults.ping_interval);
         assert_eq!(parsed.config.ping_timeout, defaults.ping_timeout);
         assert_eq!(parsed.config.rate_limit, defaults.rate_limit);
+        assert_eq!(parsed.config.outbox_max_bytes, defaults.outbox_max_bytes);
+        assert_eq!(
+            parsed.config.socketio_handshake_rate,
+            defaults.socketio_handshake_rate
+        );
         assert_eq!(parsed.config.redis_prefix, defaults.redis_prefix);
         assert_eq!(parsed.config.node_ttl, defaults.node_ttl);
     }

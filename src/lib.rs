@@ -11,6 +11,7 @@
 //! - [`config`]: flags and environment variables → one plain [`config::Config`].
 //! - [`server`]: the composition root: one port, every door, shutdown.
 //! - [`listener`]: connection caps and TLS, before HTTP.
+//! - [`connection`]: one connection under hyper, closed when it stops making progress.
 //! - [`cluster`]: the Redis-backed registry that lets several nodes act as one.
 //! - [`core`]: protocol-neutral sessions, registry and rules (no wire types).
 //! - [`doors`]: thin adapters from each wire protocol to the core.
@@ -28,6 +29,7 @@ pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod connection;
 pub mod core;
 pub mod doors;
 pub mod listener;

@@ -13,10 +13,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Request, Response, StatusCode, header};
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -25,9 +23,11 @@ use tracing::{debug, info, warn};
 use crate::auth::AuthPolicy;
 use crate::cluster::{ClusterConfig, RedisRegistry};
 use crate::config::Config;
+use crate::connection::{self, ConnectionBounds, Finish};
 use crate::core::{Census, Hub, HubConfig, InMemoryRegistry, RateLimit, Registry, ResumeLimits};
 use crate::doors::grpc::GrpcDoor;
 use crate::doors::origin::{self, OriginPolicy};
+use crate::doors::polling::PollingLimits;
 use crate::doors::socketio::{self, SocketIoConfig};
 use crate::doors::ws::{self, WsConfig, WsDoor};
 use crate::listener::{Conn, ConnectionLimits, tls_acceptor};
@@ -37,6 +37,9 @@ use crate::telemetry;
 
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Margin over Engine.IO's own lifetime of a silent polling session before
+/// it stops counting against the polling caps.
+const POLLING_SLACK: Duration = Duration::from_secs(5);
 /// Pause after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -100,6 +103,7 @@ impl Gateway {
             registry,
             HubConfig {
                 outbox_capacity: config.outbox_capacity,
+                outbox_max_bytes: config.outbox_max_bytes,
                 addresses: address_source(&config.advertise_ip),
                 resume: ResumeLimits {
                     window: config.resume_window,
@@ -147,7 +151,13 @@ impl Gateway {
             .keep_alive_timeout(config.ping_timeout)
             .max_concurrent_streams(config.http2_max_streams);
         let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
-        let graceful = GracefulShutdown::new();
+        let bounds = ConnectionBounds {
+            first_request: config.header_read_timeout,
+            idle: config.idle_timeout,
+        };
+        // Every connection's task, and the signal that tells them to finish.
+        let connections = tokio_util::task::TaskTracker::new();
+        let finish_connections = tokio_util::sync::CancellationToken::new();
         let upkeep = tokio_util::sync::CancellationToken::new();
         tokio::spawn(telemetry::metrics::run_upkeep(upkeep.clone()));
         let _stop_upkeep = upkeep.drop_guard();
@@ -183,14 +193,14 @@ impl Gateway {
                     }
                     let tls = self.tls.clone();
                     let builder = builder.clone();
-                    let service = TowerToHyperService::new(self.router.clone());
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let conn = match tls {
-                            None => Conn::plain(stream, permit),
+                    let router = self.router.clone();
+                    let finish = finish_connections.clone();
+                    connections.spawn(async move {
+                        let (finished, error) = match tls {
+                            None => connection::serve(Conn::plain(stream, permit), peer, builder, router, bounds, finish).await,
                             Some(acceptor) => {
                                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                    Ok(Ok(stream)) => Conn::tls(stream, permit),
+                                    Ok(Ok(stream)) => connection::serve(Conn::tls(stream, permit), peer, builder, router, bounds, finish).await,
                                     Ok(Err(error)) => {
                                         debug!(%peer, %error, "TLS handshake failed");
                                         return;
@@ -202,8 +212,11 @@ impl Gateway {
                                 }
                             }
                         };
-                        let connection = builder.serve_connection_with_upgrades(TokioIo::new(conn), service);
-                        if let Err(error) = watcher.watch(connection.into_owned()).await {
+                        if finished == Finish::Idle {
+                            telemetry::metrics::stalled("silent");
+                            debug!(%peer, "connection closed: silent past its bound");
+                        }
+                        if let Some(error) = error {
                             debug!(%peer, %error, "connection ended with an error");
                         }
                     });
@@ -214,16 +227,19 @@ impl Gateway {
         info!("shutting down: closing every session");
         self.hub.shutdown();
         let grace = self.config.shutdown_grace;
+        finish_connections.cancel();
+        connections.close();
         let drained = tokio::time::timeout(grace, async {
-            graceful.shutdown().await;
+            connections.wait().await;
             wait_for_sessions(&self.hub).await;
         })
         .await;
         match drained {
-            Ok(()) => info!("every session closed"),
+            Ok(()) => info!("every session and connection closed"),
             Err(_) => warn!(
                 open_sessions = self.hub.census().open_sessions,
-                "grace period over; exiting with sessions still open"
+                open_connections = connections.len(),
+                "grace period over; exiting with sessions or connections still open"
             ),
         }
         self.hub.leave().await;
@@ -284,6 +300,17 @@ fn build_router(hub: &Hub, config: &Config, auth: &AuthPolicy) -> anyhow::Result
             ping_timeout: config.ping_timeout,
             max_buffered_packets: config.outbox_capacity,
             read_buffer_bytes: config.ws_read_buffer_bytes,
+            polling: PollingLimits {
+                max_sessions: config.max_connections,
+                max_sessions_per_ip: config.max_connections_per_ip,
+                handshake_rate: RateLimit {
+                    per_second: config.socketio_handshake_rate,
+                    burst: config.socketio_handshake_rate * 2.0,
+                },
+                // socketioxide has closed a session silent this long.
+                session_lifetime: config.ping_interval + config.ping_timeout + POLLING_SLACK,
+                body_timeout: config.header_read_timeout,
+            },
         },
         auth.clone(),
     )

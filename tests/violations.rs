@@ -22,7 +22,8 @@ struct RawWebSocket {
 enum ServerFrame {
     Text(Value),
     Close(Option<u16>),
-    Other(u8),
+    /// A frame of another kind (a pong, a binary frame).
+    Other,
     /// The connection ended without a close frame.
     Eof,
 }
@@ -131,7 +132,7 @@ fn parse_server_frame(bytes: &[u8]) -> Option<(ServerFrame, usize)> {
         0x8 => ServerFrame::Close(
             (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
         ),
-        opcode => ServerFrame::Other(opcode),
+        _ => ServerFrame::Other,
     };
     Some((frame, header + len))
 }

@@ -35,6 +35,9 @@ pub type AddressSource = Arc<dyn Fn() -> Arc<[Ipv4Addr]> + Send + Sync>;
 pub struct HubConfig {
     /// Capacity of each connection's outbox, in events.
     pub outbox_capacity: usize,
+    /// Capacity of each connection's outbox, in estimated bytes (one event
+    /// always fits).
+    pub outbox_max_bytes: usize,
     /// Produces the addresses sent in answer to `ipaddr`.
     pub addresses: AddressSource,
     /// Session resumption: window and retention bounds.
@@ -52,6 +55,7 @@ impl fmt::Debug for HubConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HubConfig")
             .field("outbox_capacity", &self.outbox_capacity)
+            .field("outbox_max_bytes", &self.outbox_max_bytes)
             .field("resume", &self.resume)
             .finish_non_exhaustive()
     }
@@ -240,7 +244,7 @@ impl Hub {
         let config = &self.shared.config;
         let (handle, link) = SessionHandle::new(
             door,
-            config.outbox_capacity,
+            (config.outbox_capacity, config.outbox_max_bytes),
             config.resume,
             &self.shared.shutdown,
         );

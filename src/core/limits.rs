@@ -72,6 +72,12 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket is full again at `now`: no different from a new one.
+    pub fn is_full_at(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled_at);
+        self.tokens + elapsed.as_secs_f64() * self.limit.per_second >= self.limit.burst.max(1.0)
+    }
+
     /// How long until the next token (for error messages).
     pub fn retry_after(&self) -> Duration {
         if !self.limit.enabled() || self.tokens >= 1.0 {

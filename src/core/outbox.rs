@@ -26,27 +26,54 @@ pub(crate) enum PushError<T> {
 /// A drained queue keeps at most this many slots of spare room.
 const KEPT_SLOTS: usize = 16;
 
-/// A bounded multi-writer, single-reader queue.
+/// A bounded multi-writer, single-reader queue: at most `capacity` items
+/// and at most `max_bytes` of them as `weigh` counts (one item is always
+/// let in, whatever it weighs: a single message is bounded by the message
+/// size limit).
 #[derive(Debug)]
 pub(crate) struct Outbox<T> {
-    queue: Mutex<VecDeque<T>>,
+    queue: Mutex<Queue<T>>,
     capacity: usize,
+    max_bytes: usize,
+    weigh: fn(&T) -> usize,
     reader: AtomicWaker,
     closed: AtomicBool,
+}
+
+/// The items and what they weigh together.
+#[derive(Debug)]
+struct Queue<T> {
+    items: VecDeque<T>,
+    bytes: usize,
 }
 
 impl<T> Outbox<T> {
     /// An empty outbox holding at most `capacity` (at least one) items.
     pub(crate) fn new(capacity: usize) -> Self {
+        Outbox::with_byte_bound(capacity, usize::MAX, |_| 0)
+    }
+
+    /// An empty outbox holding at most `capacity` (at least one) items
+    /// weighing at most `max_bytes` together.
+    pub(crate) fn with_byte_bound(
+        capacity: usize,
+        max_bytes: usize,
+        weigh: fn(&T) -> usize,
+    ) -> Self {
         Outbox {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                bytes: 0,
+            }),
             capacity: capacity.max(1),
+            max_bytes,
+            weigh,
             reader: AtomicWaker::new(),
             closed: AtomicBool::new(false),
         }
     }
 
-    fn queue(&self) -> MutexGuard<'_, VecDeque<T>> {
+    fn queue(&self) -> MutexGuard<'_, Queue<T>> {
         // Each critical section is one queue operation: a panic cannot leave
         // the queue half-changed, so a poisoned lock is still usable.
         self.queue
@@ -60,24 +87,33 @@ impl<T> Outbox<T> {
             return Err(PushError::Closed(item));
         }
         {
+            let weight = (self.weigh)(&item);
             let mut queue = self.queue();
-            if queue.len() >= self.capacity {
+            let too_heavy =
+                !queue.items.is_empty() && queue.bytes.saturating_add(weight) > self.max_bytes;
+            if queue.items.len() >= self.capacity || too_heavy {
                 return Err(PushError::Full(item));
             }
-            queue.push_back(item);
+            queue.bytes += weight;
+            queue.items.push_back(item);
         }
         self.reader.wake();
         Ok(())
     }
 
-    /// Queues `item` even past the bound (unless the reader is gone), and
+    /// Queues `item` even past the bounds (unless the reader is gone), and
     /// wakes the reader: for the one item that ends a stream, which must
     /// not be lost to a full queue.
     pub(crate) fn push_last(&self, item: T) -> Result<(), T> {
         if self.closed.load(Ordering::Acquire) {
             return Err(item);
         }
-        self.queue().push_back(item);
+        let weight = (self.weigh)(&item);
+        {
+            let mut queue = self.queue();
+            queue.bytes += weight;
+            queue.items.push_back(item);
+        }
         self.reader.wake();
         Ok(())
     }
@@ -90,9 +126,12 @@ impl<T> Outbox<T> {
     /// The oldest item, if any.
     pub(crate) fn try_pop(&self) -> Option<T> {
         let mut queue = self.queue();
-        let item = queue.pop_front();
-        if queue.is_empty() && queue.capacity() > KEPT_SLOTS {
-            queue.shrink_to(KEPT_SLOTS);
+        let item = queue.items.pop_front();
+        if let Some(item) = &item {
+            queue.bytes -= (self.weigh)(item);
+        }
+        if queue.items.is_empty() && queue.items.capacity() > KEPT_SLOTS {
+            queue.items.shrink_to(KEPT_SLOTS);
         }
         item
     }
@@ -118,7 +157,7 @@ impl<T> Outbox<T> {
 
     /// Whether nothing is queued.
     pub(crate) fn is_empty(&self) -> bool {
-        self.queue().is_empty()
+        self.queue().items.is_empty()
     }
 
     /// The reader is gone: refuses further pushes and drops what is queued.
@@ -126,7 +165,11 @@ impl<T> Outbox<T> {
         self.closed.store(true, Ordering::Release);
         // Taken out under the lock, dropped after it: dropping events can
         // run arbitrary destructors.
-        let drained = std::mem::take(&mut *self.queue());
+        let drained = {
+            let mut queue = self.queue();
+            queue.bytes = 0;
+            std::mem::take(&mut queue.items)
+        };
         drop(drained);
     }
 }
@@ -170,7 +213,23 @@ mod tests {
             assert_eq!(outbox.push(n), Ok(()));
         }
         while outbox.try_pop().is_some() {}
-        assert!(outbox.queue().capacity() <= KEPT_SLOTS);
+        assert!(outbox.queue().items.capacity() <= KEPT_SLOTS);
+    }
+
+    #[test]
+    fn bounded_in_bytes_too_but_one_item_always_fits() {
+        let outbox: Outbox<Vec<u8>> = Outbox::with_byte_bound(100, 10, Vec::len);
+        assert_eq!(outbox.push(vec![0; 50]), Ok(()), "one item always fits");
+        assert_eq!(outbox.push(vec![1]), Err(PushError::Full(vec![1])));
+        assert_eq!(outbox.try_pop(), Some(vec![0; 50]));
+        assert_eq!(outbox.push(vec![2; 6]), Ok(()));
+        assert_eq!(outbox.push(vec![3; 4]), Ok(()));
+        assert_eq!(outbox.push(vec![4]), Err(PushError::Full(vec![4])));
+        assert_eq!(outbox.push_last(vec![5; 3]), Ok(()), "the last item passes");
+        assert_eq!(outbox.try_pop(), Some(vec![2; 6]));
+        assert_eq!(outbox.try_pop(), Some(vec![3; 4]));
+        assert_eq!(outbox.try_pop(), Some(vec![5; 3]));
+        assert_eq!(outbox.queue().bytes, 0);
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 //! - [`ws`]: the JSON WebSocket at `/ws` (axum).
 //! - [`grpc`]: the `signalgate.v1.Signaling/Connect` bidirectional stream (tonic).
 //! - [`socketio`]: Socket.IO 2.x/4.x at `/socket.io/` (socketioxide), the seed's wire shapes.
+//! - [`polling`]: Socket.IO's HTTP-side bounds: handshake rate, long-polling session caps, POST deadline.
 
 use std::time::Duration;
 
@@ -17,5 +18,6 @@ pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub mod grpc;
 pub mod json;
 pub mod origin;
+pub mod polling;
 pub mod socketio;
 pub mod ws;

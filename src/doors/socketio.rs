@@ -35,6 +35,8 @@ use crate::core::{
 };
 use crate::telemetry::metrics;
 
+use super::polling::{self, PollingGuard, PollingLimits};
+
 /// Packets a session may have waiting for its task before the client is
 /// told to slow down.
 const INBOX_CAPACITY: usize = 256;
@@ -53,6 +55,8 @@ pub struct SocketIoConfig {
     pub max_buffered_packets: usize,
     /// Initial websocket read buffer per connection.
     pub read_buffer_bytes: usize,
+    /// Bounds on handshakes, long-polling sessions and POST bodies.
+    pub polling: PollingLimits,
 }
 
 /// The path Socket.IO clients use by default.
@@ -92,7 +96,12 @@ pub fn router(hub: Hub, config: &SocketIoConfig, auth: AuthPolicy) -> axum::Rout
         }
     };
     io.ns("/", connect.with(authenticate));
-    axum::Router::new().route_service(PATH, service)
+    axum::Router::new()
+        .route_service(PATH, service)
+        .layer(axum::middleware::from_fn_with_state(
+            PollingGuard::new(config.polling),
+            polling::guard,
+        ))
 }
 
 /// Who a Socket.IO connection authenticated as, kept in its extensions.

@@ -40,6 +40,8 @@ pub const REGISTRY_AVAILABLE: &str = "signalgate_registry_available";
 pub const CLUSTER_FRAMES: &str = "signalgate_cluster_frames_total";
 /// Connections refused before a session existed, by reason.
 pub const REFUSED: &str = "signalgate_refused_connections_total";
+/// Connections closed for not making progress, by reason.
+pub const STALLED: &str = "signalgate_stalled_connections_total";
 
 /// Relay latency buckets: 50 µs to 1 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -207,4 +209,10 @@ pub fn resume_failed(reason: &'static str) {
 /// A connection was refused before a session existed.
 pub fn refused(reason: &'static str) {
     counter!(REFUSED, "reason" => reason).increment(1);
+}
+
+/// A connection closed for not making progress: `silent` (no request
+/// within its bound), `slow_body` (a polling POST's body not in time).
+pub fn stalled(reason: &'static str) {
+    counter!(STALLED, "reason" => reason).increment(1);
 }

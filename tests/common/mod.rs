@@ -72,6 +72,9 @@ pub fn test_config() -> Config {
         shutdown_grace: Duration::from_secs(5),
         // Scenario tests send bursts; the rate limit has its own tests.
         rate_limit: 0.0,
+        // Tests open Socket.IO connections in bursts from one address; the
+        // handshake rate has its own tests.
+        socketio_handshake_rate: 0.0,
         ..Config::default()
     }
 }
