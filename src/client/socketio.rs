@@ -238,10 +238,17 @@ fn ack_packet(body: &str) -> Result<Value, ClientError> {
         .map_err(|_| protocol_error("ack without an id"))?;
     let arguments: Vec<Value> =
         serde_json::from_str(&body[split..]).map_err(|e| protocol_error(format!("ack: {e}")))?;
-    let reply = arguments.into_iter().next().unwrap_or(Value::Null);
-    Ok(if reply["ok"] == true {
+    let mut arguments = arguments.into_iter();
+    let reply = arguments.next().unwrap_or(Value::Null);
+    // A resumption client's answers carry their sequence number second.
+    let seq = arguments.next().and_then(|meta| meta.get("seq").cloned());
+    let mut envelope = if reply["ok"] == true {
         json!({"event": "ack", "id": id})
     } else {
         json!({"event": "error", "data": reply["error"], "id": id})
-    })
+    };
+    if let Some(seq) = seq {
+        envelope["seq"] = seq;
+    }
+    Ok(envelope)
 }

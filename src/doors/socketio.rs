@@ -598,11 +598,20 @@ async fn emit(
     if let Some(id) = event_request_id(event)
         && let Some(ack) = acks.callbacks.remove(&id)
     {
-        let sent = match event {
+        let rejection;
+        let reply = match event {
             Event::Error { code, message, .. } => {
-                ack.send(&AckReply::failed(&Rejection::new(*code, message.clone())))
+                rejection = Rejection::new(*code, message.clone());
+                AckReply::failed(&rejection)
             }
-            _ => ack.send(&AckReply::done()),
+            _ => AckReply::done(),
+        };
+        // A resumption client learns the answer's sequence number from a
+        // second argument, as from any event: its `last_seq` must count
+        // the answers it had, or a resume would replay them.
+        let sent = match &seq {
+            Some(seq) => ack.send(&(&reply, seq)),
+            None => ack.send(&reply),
         };
         // An acknowledgement is consumed by a failed send and cannot wait
         // for room: a client too slow to take the answers to its own
