@@ -9,14 +9,30 @@ use serde_json::json;
 use signalgate::Config;
 use signalgate::client::{Closed, Door, Incoming};
 
+/// Which bound of the outbox a slow consumer reaches.
+#[derive(Clone, Copy)]
+enum Bound {
+    /// A few events.
+    Events,
+    /// A few large events' bytes, with room for 100,000 events.
+    Bytes,
+}
+
 /// A reader that never reads is closed as a slow consumer; its peer is told
 /// about every event that could not be queued, then gets `byebye`.
-async fn slow_consumer(slow_door: Door) {
-    let gateway = TestGateway::start_with(Config {
-        outbox_capacity: 8,
-        ..test_config()
-    })
-    .await;
+async fn slow_consumer(slow_door: Door, bound: Bound) {
+    let config = match bound {
+        Bound::Events => Config {
+            outbox_capacity: 8,
+            ..test_config()
+        },
+        Bound::Bytes => Config {
+            outbox_capacity: 100_000,
+            outbox_max_bytes: 256 * 1024,
+            ..test_config()
+        },
+    };
+    let gateway = TestGateway::start_with(config).await;
     let (mut web, app) = paired(&gateway, "flood", Door::Ws, slow_door).await;
     let chunk = "z".repeat(60 * 1024);
     let mut refused = None;
@@ -55,17 +71,20 @@ async fn slow_consumer(slow_door: Door) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_ws_consumer_is_closed() {
-    slow_consumer(Door::Ws).await;
+    slow_consumer(Door::Ws, Bound::Events).await;
+    slow_consumer(Door::Ws, Bound::Bytes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_grpc_consumer_is_closed() {
-    slow_consumer(Door::Grpc).await;
+    slow_consumer(Door::Grpc, Bound::Events).await;
+    slow_consumer(Door::Grpc, Bound::Bytes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_socketio_consumer_is_closed() {
-    slow_consumer(Door::SocketIo).await;
+    slow_consumer(Door::SocketIo, Bound::Events).await;
+    slow_consumer(Door::SocketIo, Bound::Bytes).await;
 }
 
 /// A gRPC client that stops reading is replaced. `REPLACED` writes what was
