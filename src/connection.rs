@@ -190,7 +190,8 @@ where
             let call = router.clone().oneshot(request);
             async move {
                 let response = call.await?;
-                Ok::<_, Infallible>(response.map(|inner| Body::new(TrackedBody { inner, open })))
+                // Handed to hyper as it is: no second boxing of the body.
+                Ok::<_, Infallible>(response.map(|inner| TrackedBody { inner, open }))
             }
         })
     };

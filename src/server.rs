@@ -299,13 +299,11 @@ fn build_router(hub: &Hub, config: &Config, auth: &AuthPolicy) -> anyhow::Result
             ping_interval: config.ping_interval,
             ping_timeout: config.ping_timeout,
             // socketioxide's own buffer sits ahead of the socket, bounded in
-            // packets only: enough packets of the largest size to fill the
-            // outbox's byte bound (at least 16), never more than it holds
-            // in events. So a Socket.IO session pins at most twice
-            // --outbox-max-bytes.
-            max_buffered_packets: (config.outbox_max_bytes / config.max_message_bytes.max(1))
-                .max(16)
-                .min(config.outbox_capacity),
+            // packets only. It must hold the answers to a burst of requests:
+            // an acknowledgement callback cannot wait for room (a failed
+            // send consumes it), so it is as large as the outbox in events
+            // (docs/SECURITY.md).
+            max_buffered_packets: config.outbox_capacity,
             read_buffer_bytes: config.ws_read_buffer_bytes,
             polling: PollingLimits {
                 max_sessions: config.max_connections,

@@ -83,8 +83,10 @@ async fn slow_grpc_consumer_is_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_socketio_consumer_is_closed() {
+    // Not `Bound::Bytes`: socketioxide's own buffer ahead of the socket
+    // holds `--outbox-capacity` packets whatever they weigh
+    // (docs/SECURITY.md).
     slow_consumer(Door::SocketIo, Bound::Events).await;
-    slow_consumer(Door::SocketIo, Bound::Bytes).await;
 }
 
 /// A gRPC client that stops reading is replaced. `REPLACED` writes what was
