@@ -440,37 +440,8 @@ async fn raw_grpc_app(
     h2::client::SendRequest<bytes::Bytes>,
     h2::SendStream<bytes::Bytes>,
 ) {
-    use prost::Message as _;
-    let tcp = tokio::net::TcpStream::connect(gateway.address)
-        .await
-        .expect("tcp");
-    let (client, connection) = h2::client::handshake(tcp).await.expect("h2");
-    tokio::spawn(connection);
-    let mut client = client.ready().await.expect("ready");
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!(
-            "http://{}/signalgate.v1.Signaling/Connect",
-            gateway.address
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .expect("request");
-    let (response, mut stream) = client.send_request(request, false).expect("send");
-    let register = signalgate::proto::v1::ClientEvent {
-        id: 0,
-        event: Some(signalgate::proto::v1::client_event::Event::Register(
-            signalgate::proto::v1::Register {
-                uid: uid.to_owned(),
-                role: signalgate::proto::v1::Role::App as i32,
-            },
-        )),
-    }
-    .encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&u32::try_from(register.len()).expect("len").to_be_bytes());
-    frame.extend_from_slice(&register);
+    let (client, mut stream, response) = common::raw_grpc::connect_stream(gateway).await;
+    let frame = common::raw_grpc::grpc_frame(false, &common::raw_grpc::register_app(uid, 0));
     stream
         .send_data(bytes::Bytes::from(frame), false)
         .expect("data");

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::raw_grpc::{self, grpc_frame};
 use common::{TestClient, TestGateway, finish, paired, still_relaying};
 use serde_json::{Value, json};
 use signalgate::client::Door;
@@ -213,14 +214,6 @@ impl TestClient {
     }
 }
 
-/// A gRPC message frame: the compressed flag, the length, the bytes.
-fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
-    let mut frame = vec![u8::from(compressed)];
-    frame.extend_from_slice(&u32::try_from(message.len()).expect("len").to_be_bytes());
-    frame.extend_from_slice(message);
-    frame
-}
-
 /// A raw HTTP/2 `Connect` stream registered as the app of `uid`: what it
 /// read so far is consumed (welcome, registered, syncfrom, ack).
 struct RawGrpc {
@@ -232,33 +225,12 @@ struct RawGrpc {
 
 impl RawGrpc {
     async fn register(gateway: &TestGateway, uid: &str) -> RawGrpc {
-        use prost::Message as _;
-        use signalgate::proto::v1 as pb;
-        let tcp = TcpStream::connect(gateway.address).await.expect("tcp");
-        let (client, connection) = h2::client::handshake(tcp).await.expect("h2");
-        tokio::spawn(connection);
-        let mut client = client.ready().await.expect("ready");
-        let request = http::Request::builder()
-            .method("POST")
-            .uri(format!(
-                "http://{}/signalgate.v1.Signaling/Connect",
-                gateway.address
-            ))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .expect("request");
-        let (response, mut stream) = client.send_request(request, false).expect("send");
-        let register = pb::ClientEvent {
-            id: 1,
-            event: Some(pb::client_event::Event::Register(pb::Register {
-                uid: uid.to_owned(),
-                role: pb::Role::App as i32,
-            })),
-        }
-        .encode_to_vec();
+        let (client, mut stream, response) = raw_grpc::connect_stream(gateway).await;
         stream
-            .send_data(grpc_frame(false, &register).into(), false)
+            .send_data(
+                grpc_frame(false, &raw_grpc::register_app(uid, 1)).into(),
+                false,
+            )
             .expect("data");
         let body = response.await.expect("response").into_body();
         let mut raw = RawGrpc {

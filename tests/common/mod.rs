@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod raw_grpc;
 
 use std::net::SocketAddr;
 use std::sync::Once;
