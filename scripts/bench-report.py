@@ -291,7 +291,7 @@ Reproduce with `scripts/bench` (about twenty minutes; `QUICK=1` for 3 s runs, `R
 It builds the release binary, starts the seed reference server
 (`../shared/reference/seed-server`, Node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}, socket.io 4.8.1) and signalgate
 one at a time pinned to core 0 (`taskset -c 0`), drives them with
-`signalgate bench` pinned to core 1, and renders this page with
+`signalgate-bench` pinned to core 1, and renders this page with
 `scripts/bench-report.py` from `docs/bench/results.jsonl`.
 
 Machine: {machine}. The machine is shared and noisy; every comparison below
@@ -307,17 +307,17 @@ its delay.
 
 ## Saturated relay: 200 pairs, window 4, 200-byte payloads
 
-`signalgate bench --pairs 200 --window 4 --size 200 --duration 10s --web-door D --app-door D`
+`signalgate-bench --pairs 200 --window 4 --size 200 --duration 10s --web-door D --app-door D`
 (seed: `--seed`). `ws+grpc` is cross-door: web on WebSocket, app on gRPC.
 The `floor-D` rows are not signalgate: each is door D's stack relaying
 and doing nothing else, the floor under that door's cost.
-`floor-ws` is `examples/relay_floor.rs` (tokio, hyper-util, axum's
+`floor-ws` is `bench/examples/relay_floor.rs` (tokio, hyper-util, axum's
 WebSocket with the same buffer sizes, a task per connection, one queue
 hop, batched writes, frames relayed verbatim); `floor-grpc` is
-`examples/grpc_floor.rs` (hyper-util with the gateway's HTTP/2 settings,
+`bench/examples/grpc_floor.rs` (hyper-util with the gateway's HTTP/2 settings,
 axum in front of tonic, the gateway's generated types and codec, a task
 per stream's request side, a value relayed in the bytes it came in);
-`floor-socketio` is `examples/socketio_floor.rs` (socketioxide with the
+`floor-socketio` is `bench/examples/socketio_floor.rs` (socketioxide with the
 gateway's settings, a packet's argument emitted to the peer from
 socketioxide's own handler call).
 These runs are repeated in rounds, each round running every target once
@@ -363,7 +363,7 @@ Latency here is the time for one pair's whole exchange.
 
 ## Idle scale: registered and paired connections
 
-`floor-grpc` is `examples/grpc_floor.rs` holding the same number of idle
+`floor-grpc` is `bench/examples/grpc_floor.rs` holding the same number of idle
 gRPC connections: what tonic, hyper and h2 hold per connection before
 signalgate's session, registry entry and tasks.
 

@@ -99,9 +99,6 @@ pub struct Cli {
 pub enum CliCommand {
     /// Run the gateway (the default).
     Serve,
-    /// Load a gateway (or the seed reference server) and report throughput,
-    /// latency, loss, and the server's CPU and memory.
-    Bench(crate::bench::BenchArgs),
     /// Mint an HS256 token for development, signed with the JWT secret.
     Token {
         /// The uid the token allows (its `sub`).

@@ -2,11 +2,10 @@
 //!
 //! A browser ("web") and a native app ("app") register under the same uid;
 //! the gateway pairs them and relays their signaling. Three doors share one
-//! pairing registry: a gRPC bidirectional stream, a JSON WebSocket and (soon)
+//! pairing registry: a gRPC bidirectional stream, a JSON WebSocket and
 //! Socket.IO.
 //!
 //! # Layout
-//! - [`bench`](mod@bench): the load generator (`signalgate bench`).
 //! - [`auth`]: JWT authentication of connections, and minting for development.
 //! - [`config`]: flags and environment variables → one plain [`config::Config`].
 //! - [`server`]: the composition root: one port, every door, shutdown.
@@ -16,7 +15,6 @@
 //! - [`core`]: protocol-neutral sessions, registry and rules (no wire types).
 //! - [`doors`]: thin adapters from each wire protocol to the core.
 //! - [`proto`]: generated gRPC types and `google.protobuf.Value` ⇄ JSON.
-//! - [`client`]: the client side of every door, used by tests and tools.
 //! - [`net`]: the machine's addresses, for `ipaddr`.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`web`]: the demo page and browser SDK served at `/`.
@@ -25,8 +23,6 @@
 #![warn(missing_docs)]
 
 pub mod auth;
-pub mod bench;
-pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod connection;

@@ -13,10 +13,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None | Some(CliCommand::Serve) => serve(cli.config).await,
-        Some(CliCommand::Bench(args)) => {
-            signalgate::bench::run(args).await?;
-            Ok(())
-        }
         Some(CliCommand::Token {
             uid,
             role,

@@ -25,7 +25,7 @@ use common::{TestClient, TestGateway};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{Value, json};
-use signalgate::client::Door;
+use signalgate_client::Door;
 
 /// What a generated request asks for.
 #[derive(Clone, Copy, Debug)]
@@ -292,7 +292,7 @@ async fn send_sentinel(client: &mut TestClient, sentinel: u64) {
 }
 
 fn with_id(event: &str, data: Option<Value>, id: Option<u64>) -> Value {
-    signalgate::client::envelope(event, data, id)
+    signalgate_client::envelope(event, data, id)
 }
 
 /// Events up to (not including) the sentinel's `error`.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{TestClient, TestGateway, finish, http_get, paired, still_relaying};
 use serde_json::json;
-use signalgate::client::{Client, Closed, Door, GrpcClient, Incoming, SocketIoClient, WsClient};
 use signalgate::proto::v1::{self as pb, client_event};
+use signalgate_client::{Client, Closed, Door, GrpcClient, Incoming, SocketIoClient, WsClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;

@@ -1,4 +1,4 @@
-//! The load generator (`signalgate bench`) against a real gateway: every
+//! The load generator (`signalgate-bench`) against a real gateway: every
 //! mode finishes, counts what it sent and received, and reads the server's
 //! CPU time. Nothing here asserts a timing.
 
@@ -6,7 +6,7 @@ mod common;
 
 use clap::Parser;
 use common::TestGateway;
-use signalgate::bench::{BenchArgs, BenchReport};
+use signalgate_bench::{BenchArgs, BenchReport};
 
 #[derive(Parser)]
 struct Cli {
@@ -14,15 +14,21 @@ struct Cli {
     bench: BenchArgs,
 }
 
-/// Runs `signalgate bench` with `flags` against `gateway`, which lives in
+/// Runs `signalgate-bench` with `flags` against `gateway`, which lives in
 /// this process: the "server pid" is our own.
 async fn bench(gateway: &TestGateway, flags: &[&str]) -> BenchReport {
     let target = gateway.address.to_string();
     let pid = std::process::id().to_string();
-    let mut argv = vec!["bench", "--target", &target, "--server-pid", &pid];
+    let mut argv = vec![
+        "signalgate-bench",
+        "--target",
+        &target,
+        "--server-pid",
+        &pid,
+    ];
     argv.extend_from_slice(flags);
     let Cli { bench: args } = Cli::try_parse_from(argv).expect("bench flags");
-    signalgate::bench::run(args).await.expect("bench run")
+    signalgate_bench::run(args).await.expect("bench run")
 }
 
 fn assert_relayed_without_loss(report: &BenchReport) {
@@ -131,7 +137,7 @@ async fn a_refusing_server_fails_the_run_instead_of_counting_nothing() {
         "0s",
     ];
     let Cli { bench: args } = Cli::try_parse_from(argv).expect("bench flags");
-    let error = signalgate::bench::run(args)
+    let error = signalgate_bench::run(args)
         .await
         .expect_err("a refused run is an error");
     let message = format!("{error:#}");

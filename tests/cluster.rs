@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{RedisServer, TEST_NODE_TTL, TestCluster, Topology};
 use common::{EVENT_TIMEOUT, SILENCE, TestClient, TestGateway, http_get, paired, test_config};
 use serde_json::{Value, json};
-use signalgate::client::{Door, Incoming};
+use signalgate_client::{Door, Incoming};
 
 /// Everything a client receives until it is closed or `quiet` passes with
 /// nothing new; and whether it was closed.
@@ -94,7 +94,7 @@ async fn kill_9_of_a_node_frees_its_sessions_and_peers_get_byebye_in_time() {
         let uid = format!("split-{n}");
         let mut victim = common::connected(door, address, None).await;
         victim
-            .send(&signalgate::client::envelope(
+            .send(&signalgate_client::envelope(
                 "register",
                 Some(json!({"uid": uid, "type": n % 2})),
                 None,

@@ -11,10 +11,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use signalgate::Config;
 use signalgate::auth::mint;
-use signalgate::client::{
+use signalgate::core::Role;
+use signalgate_client::{
     Client, ClientError, Closed, ConnectOptions, Door, GrpcClient, Incoming, WsClient,
 };
-use signalgate::core::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "test-secret-of-the-gateway";
@@ -277,7 +277,7 @@ async fn flooding_past_the_rate_limit_is_refused_then_closed() {
             // The server may close the flooder before all 40 are out (a
             // release build gets there first on Socket.IO, whose transport
             // then resets): a send failing after that is the point.
-            let request = signalgate::client::envelope("ipaddr", None, Some(id));
+            let request = signalgate_client::envelope("ipaddr", None, Some(id));
             if flooder.client.send(&request).await.is_err() {
                 break;
             }

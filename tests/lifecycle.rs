@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{TestGateway, paired, test_config};
 use serde_json::json;
 use signalgate::Config;
-use signalgate::client::{Closed, Door, Incoming};
+use signalgate_client::{Closed, Door, Incoming};
 
 /// Which bound of the outbox a slow consumer reaches.
 #[derive(Clone, Copy)]
@@ -241,7 +241,7 @@ async fn a_rate_limit_close_answers_a_prefix_of_the_requests() {
     for door in Door::ALL {
         let (mut peer, mut flooder) = paired(&gateway, "reconcile", Door::Ws, door).await;
         for id in 1..=60u64 {
-            let request = signalgate::client::envelope("message", Some(json!(id)), Some(id));
+            let request = signalgate_client::envelope("message", Some(json!(id)), Some(id));
             if flooder.client.send(&request).await.is_err() {
                 break;
             }

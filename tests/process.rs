@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{BINARY, connected};
 use serde_json::json;
-use signalgate::client::{Closed, Door, Incoming, envelope};
+use signalgate_client::{Closed, Door, Incoming, envelope};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_every_session_and_exits_within_the_grace_period() {
@@ -119,7 +119,7 @@ async fn the_token_subcommand_mints_what_the_gateway_accepts() {
     let _ = child.wait();
 }
 
-async fn register(client: &mut signalgate::client::Client, uid: &str, role: u8) {
+async fn register(client: &mut signalgate_client::Client, uid: &str, role: u8) {
     let frame = envelope("register", Some(json!({"uid": uid, "type": role})), None);
     client.send(&frame).await.expect("send");
 }

@@ -11,7 +11,7 @@ use common::cluster::Topology;
 use common::{TestClient, TestGateway, paired, paired_with_ids, test_config};
 use serde_json::{Value, json};
 use signalgate::Config;
-use signalgate::client::Door;
+use signalgate_client::Door;
 
 /// Generates, per (dropped door, resume door, peer door), tests on one
 /// node and on two nodes where the resume lands on the other node (the

@@ -6,7 +6,7 @@ mod common;
 use common::cluster::Topology;
 use common::{TestGateway, paired};
 use serde_json::json;
-use signalgate::client::{Closed, Door};
+use signalgate_client::{Closed, Door};
 
 /// Generates, for each scenario, one test per (web door, app door) pair, on
 /// one node and split over two nodes sharing Redis.
@@ -15,7 +15,7 @@ macro_rules! across_doors {
         mod $scenario {
             /// Web and app on one gateway.
             mod one_node {
-                use signalgate::client::Door;
+                use signalgate_client::Door;
                 use crate::common::cluster::Topology;
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn web_ws_app_ws() { super::super::$scenario(Topology::Single, Door::Ws, Door::Ws).await }
@@ -38,7 +38,7 @@ macro_rules! across_doors {
             }
             /// Web and app on two gateways sharing Redis.
             mod two_nodes {
-                use signalgate::client::Door;
+                use signalgate_client::Door;
                 use crate::common::cluster::Topology;
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn web_ws_app_ws() { super::super::$scenario(Topology::TwoNodes, Door::Ws, Door::Ws).await }
@@ -250,7 +250,7 @@ async fn order_holds_for_a_thousand_messages(topology: Topology, web_door: Door,
             )
             .await
             {
-                let signalgate::client::Incoming::Event(event) = event.expect("recv") else {
+                let signalgate_client::Incoming::Event(event) = event.expect("recv") else {
                     panic!("closed early")
                 };
                 if event["event"] == "ack" {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestGateway, paired, still_relaying, test_config};
 use signalgate::Config;
-use signalgate::client::Door;
+use signalgate_client::Door;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 

@@ -8,7 +8,7 @@ mod common;
 use common::raw_grpc::{self, grpc_frame};
 use common::{TestClient, TestGateway, finish, paired, still_relaying};
 use serde_json::{Value, json};
-use signalgate::client::Door;
+use signalgate_client::Door;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -355,7 +355,7 @@ async fn grpc_broken_framing_ends_the_session_with_bad_request() {
 /// This pins the documented decision (docs/PROTOCOL.md, Socket.IO).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socketio_unreadable_packets_end_the_session_at_once() {
-    use signalgate::client::{Closed, Incoming};
+    use signalgate_client::{Closed, Incoming};
     use tokio_tungstenite::tungstenite::Message;
     let gateway = TestGateway::start().await;
     let (mut web, mut app) = paired(&gateway, "bystander", Door::Ws, Door::Grpc).await;
@@ -368,7 +368,7 @@ async fn socketio_unreadable_packets_end_the_session_at_once() {
         let uid = format!("unreadable-{n}");
         let (mut peer, mut sender) = paired(&gateway, &uid, Door::Ws, Door::SocketIo).await;
         let token = sender.resume_token();
-        let signalgate::client::Client::SocketIo(raw) = &mut sender.client else {
+        let signalgate_client::Client::SocketIo(raw) = &mut sender.client else {
             panic!("a Socket.IO client");
         };
         raw.send_raw(Message::text(packet)).await.expect("send");
@@ -403,11 +403,11 @@ async fn socketio_unreadable_packets_end_the_session_at_once() {
 /// pins the documented decision (docs/PROTOCOL.md, Socket.IO).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socketio_ack_ids_past_the_parser_are_events_without_a_callback() {
-    use signalgate::client::Incoming;
+    use signalgate_client::Incoming;
     use tokio_tungstenite::tungstenite::Message;
     let gateway = TestGateway::start().await;
     let (mut peer, mut sender) = paired(&gateway, "huge-ack", Door::Ws, Door::SocketIo).await;
-    let signalgate::client::Client::SocketIo(raw) = &mut sender.client else {
+    let signalgate_client::Client::SocketIo(raw) = &mut sender.client else {
         panic!("a Socket.IO client");
     };
     raw.send_raw(Message::text(r#"4218446744073709551616["message",1]"#))

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio_tungstenite::tungstenite;
 
 use super::CLOSE_TIMEOUT;
 use super::json::{decode_frame, encode_event};

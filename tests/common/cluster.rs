@@ -5,8 +5,8 @@ use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use signalgate::client::Door;
 use signalgate::core::Census;
+use signalgate_client::Door;
 
 use super::{Connect, EVENT_TIMEOUT, TestClient, TestGateway, test_config};
 

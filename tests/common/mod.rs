@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use signalgate::client::{Client, Closed, ConnectOptions, Door, Incoming, envelope};
 use signalgate::core::{Census, Hub};
 use signalgate::{Config, Gateway};
+use signalgate_client::{Client, Closed, ConnectOptions, Door, Incoming, envelope};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -1,4 +1,4 @@
-//! `signalgate bench`: a load generator for signalgate (any door, or mixed)
+//! `signalgate-bench`: a load generator for signalgate (any door, or mixed)
 //! and for the seed reference server (Socket.IO, seed wire).
 //!
 //! It sets up N pairs (web + app under one uid, timed as sessions per
@@ -11,6 +11,9 @@
 //! (`--write-each`: one write per message). Given the
 //! server's pid it reads the server's CPU time and RSS from /proc.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,8 +25,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::client::{Client, ConnectOptions, Door, Incoming, envelope};
-use crate::config::parse_duration;
+use signalgate::config::parse_duration;
+use signalgate_client::{Client, ConnectOptions, Door, Incoming, envelope};
 
 /// A door on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -12,8 +12,10 @@ use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{ClientError, Closed, ConnectOptions, Incoming, tcp};
-use crate::proto::json::{json_to_value, value_to_json};
-use crate::proto::v1::{self as pb, client_event, server_event, signaling_client::SignalingClient};
+use signalgate::proto::json::{json_to_value, value_to_json};
+use signalgate::proto::v1::{
+    self as pb, client_event, server_event, signaling_client::SignalingClient,
+};
 
 /// Requests queued towards the server before `send` waits.
 const SEND_BUFFER: usize = 64;
