@@ -13,6 +13,7 @@
 //! - [`connection`]: one connection under hyper, closed when it stops making progress.
 //! - [`cluster`]: the Redis-backed registry that lets several nodes act as one.
 //! - [`core`]: protocol-neutral sessions, registry and rules (no wire types).
+//! - [`protocol`]: wire formats shared by more than one user (the JSON envelope: JSON doors and cluster).
 //! - [`doors`]: thin adapters from each wire protocol to the core.
 //! - [`proto`]: generated gRPC types and `google.protobuf.Value` ⇄ JSON.
 //! - [`net`]: the machine's addresses, for `ipaddr`.
@@ -31,6 +32,7 @@ pub mod doors;
 pub mod listener;
 pub mod net;
 pub mod proto;
+pub mod protocol;
 pub mod server;
 pub mod telemetry;
 pub mod web;

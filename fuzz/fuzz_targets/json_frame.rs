@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use signalgate::core::{Command, Event};
-use signalgate::doors::json::{decode_frame, encode_event};
+use signalgate::protocol::envelope::{decode_frame, encode_event};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
 use crate::core::{Command, DeliveryError, ErrorCode, Event, Role, SessionExport, SessionId, Uid};
-use crate::doors::json::{Data, decode_command, event_data, event_request_id};
+use crate::protocol::envelope::{Data, decode_command, event_data, event_request_id};
 
 /// One message between nodes.
 #[derive(Debug, Serialize, Deserialize, Default)]

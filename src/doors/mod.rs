@@ -2,7 +2,6 @@
 //! decodes its frames into [`crate::core::Request`]s, renders
 //! [`crate::core::Event`]s back, and maps errors in one place.
 //!
-//! - [`json`]: the JSON envelope shared by the WebSocket door (decode/encode).
 //! - [`origin`]: the Origin allowlist and CORS shared by the browser doors.
 //! - [`ws`]: the JSON WebSocket at `/ws` (axum).
 //! - [`grpc`]: the `signalgate.v1.Signaling/Connect` bidirectional stream (tonic).
@@ -16,7 +15,6 @@ use std::time::Duration;
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub mod grpc;
-pub mod json;
 pub mod origin;
 pub mod polling;
 pub mod socketio;

@@ -25,7 +25,6 @@ use socketioxide::{SendError, SocketError};
 use socketioxide_core::Value as PacketValue;
 
 use super::CLOSE_TIMEOUT;
-use super::json::{Data, EventData, decode_command, event_data, event_request_id};
 use crate::auth::{AuthError, AuthPolicy};
 use crate::core::json_text::{JsonScanner, ScannedJson};
 use crate::core::outbox::{Outbox, PushError};
@@ -33,6 +32,7 @@ use crate::core::{
     Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, Rejection, Request, RequestId,
     Session, SessionLink,
 };
+use crate::protocol::envelope::{Data, EventData, decode_command, event_data, event_request_id};
 use crate::telemetry::metrics;
 
 use super::polling::{self, PollingGuard, PollingLimits};

@@ -12,11 +12,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 
 use super::CLOSE_TIMEOUT;
-use super::json::{decode_frame, encode_event};
 use crate::auth::{AuthPolicy, bearer};
 use crate::core::{
     Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, Rejection, Session, SessionLink,
 };
+use crate::protocol::envelope::{decode_frame, encode_event};
 use crate::telemetry::metrics;
 
 /// Settings of the WebSocket door.

@@ -1,5 +1,7 @@
-//! The JSON envelope `{"event": NAME, "data": ANY, "id": N}` of the WebSocket
-//! door: decoding client frames into requests and rendering events.
+//! The JSON envelope `{"event": NAME, "data": ANY, "id": N}`: decoding
+//! client frames into requests and rendering events, for the WebSocket
+//! door, the Socket.IO door (its packets carry the same event names and
+//! data) and the cluster (relayed events and hand-overs between nodes).
 //!
 //! Only the envelope is parsed; relayed `data` stays raw JSON text end to end.
 

@@ -1,0 +1,9 @@
+//! Wire formats shared by more than one user, so that none of them owns
+//! another's: the JSON envelope is spoken by the JSON doors (WebSocket,
+//! Socket.IO) and carried by the cluster's node frames, which therefore
+//! import nothing from a door.
+//!
+//! - [`envelope`]: `{"event": NAME, "data": ANY, "id": N}` ⇄ core requests
+//!   and events.
+
+pub mod envelope;
