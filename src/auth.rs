@@ -153,13 +153,10 @@ impl AuthPolicy {
         }
         let role = match claims.role.as_deref() {
             None => None,
-            Some("web") => Some(Role::Web),
-            Some("app") => Some(Role::App),
-            Some(other) => {
-                return Err(AuthError::Invalid(format!(
-                    "unknown role claim {other:?} (use web or app)"
-                )));
-            }
+            Some(name) => Some(
+                name.parse::<Role>()
+                    .map_err(|unknown| AuthError::Invalid(format!("role claim: {unknown}")))?,
+            ),
         };
         Ok(Some(Identity {
             subject: claims.sub,

@@ -91,10 +91,7 @@ impl Activity {
     }
 
     fn quiet(&self) -> MutexGuard<'_, Quiet> {
-        // One plain assignment per critical section: never half-changed.
-        self.quiet
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.quiet)
     }
 
     fn begin(self: &Arc<Self>) -> OpenRequest {

@@ -18,6 +18,7 @@
 //! - [`proto`]: generated gRPC types and `google.protobuf.Value` ⇄ JSON.
 //! - [`net`]: the machine's addresses, for `ipaddr`.
 //! - [`telemetry`]: logs and Prometheus metrics.
+//! - `sync`: the one lock helper.
 //! - [`web`]: the demo page and browser SDK served at `/`.
 
 #![forbid(unsafe_code)]
@@ -34,6 +35,7 @@ pub mod net;
 pub mod proto;
 pub mod protocol;
 pub mod server;
+mod sync;
 pub mod telemetry;
 pub mod web;
 

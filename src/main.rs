@@ -19,11 +19,7 @@ async fn main() -> anyhow::Result<()> {
             ttl,
             jwt_secret,
         }) => {
-            let role = match role.as_deref() {
-                Some("web") => Some(Role::Web),
-                Some("app") => Some(Role::App),
-                _ => None,
-            };
+            let role = role.as_deref().map(str::parse::<Role>).transpose()?;
             println!("{}", auth::mint(&jwt_secret, &uid, role, ttl)?);
             Ok(())
         }

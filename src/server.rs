@@ -24,7 +24,7 @@ use crate::auth::AuthPolicy;
 use crate::cluster::{ClusterConfig, RedisRegistry};
 use crate::config::Config;
 use crate::connection::{self, ConnectionBounds, Finish};
-use crate::core::{Census, Hub, HubConfig, InMemoryRegistry, RateLimit, Registry, ResumeLimits};
+use crate::core::{Hub, HubConfig, InMemoryRegistry, RateLimit, Registry, ResumeLimits};
 use crate::doors::grpc::GrpcDoor;
 use crate::doors::origin::{self, OriginPolicy};
 use crate::doors::polling::PollingLimits;
@@ -408,9 +408,4 @@ async fn not_found(request: Request<Body>) -> Response<Body> {
     let mut response = Response::new(Body::from("not found\n"));
     *response.status_mut() = StatusCode::NOT_FOUND;
     response
-}
-
-/// The current census of a gateway's hub (for tests and tools).
-pub fn census(hub: &Hub) -> Census {
-    hub.census()
 }

@@ -124,11 +124,8 @@ pub(crate) fn encode_export(export: &SessionExport) -> Result<ExportWire, BusErr
 }
 
 fn parse_role(text: &str) -> Result<Role, BusError> {
-    match text {
-        "web" => Ok(Role::Web),
-        "app" => Ok(Role::App),
-        other => Err(BusError::Malformed(format!("role {other}"))),
-    }
+    text.parse()
+        .map_err(|unknown| BusError::Malformed(format!("{unknown}")))
 }
 
 fn data_as<T: serde::de::DeserializeOwned>(data: Option<&RawValue>) -> Result<T, BusError> {

@@ -23,7 +23,7 @@ mod local;
 mod membership;
 mod scripts;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,11 +35,11 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::core::session::lock;
 use crate::core::{
     Bound, ErrorCode, Identity, Peer, Registry, RegistryCensus, RegistryError, Rejection, Role,
     RouteError, SessionExport, SessionExporter, SessionHandle, SessionId, Uid,
 };
+use crate::sync::lock;
 use crate::telemetry::metrics;
 use bus::Frame;
 use channel::{RemotePeer, Unanswered};
@@ -115,11 +115,7 @@ fn member(uid: &Uid, role: Role) -> String {
 }
 
 fn parse_role(text: &str) -> Option<Role> {
-    match text {
-        "web" => Some(Role::Web),
-        "app" => Some(Role::App),
-        _ => None,
-    }
+    text.parse().ok()
 }
 
 /// A registry entry: `<node>/<session>`.
@@ -245,11 +241,6 @@ impl RedisRegistry {
         tokio::spawn(Arc::clone(&inner).reasserter());
         info!(node = %inner.node, prefix = %inner.keys.prefix, ttl_ms = inner.node_ttl.as_millis() as u64, "joined the cluster over Redis");
         Ok(RedisRegistry { inner })
-    }
-
-    /// This node's id in Redis.
-    pub fn node_id(&self) -> &str {
-        &self.inner.node
     }
 }
 
@@ -675,40 +666,5 @@ impl Registry for RedisRegistry {
             )
             .await;
         info!(node = %inner.node, "left the cluster");
-    }
-}
-
-/// Bindings this node holds in Redis that it does not hold locally, and
-/// the other way round (for tests and diagnostics).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Drift {
-    /// In Redis only.
-    pub redis_only: HashSet<String>,
-    /// Here only.
-    pub local_only: HashSet<String>,
-}
-
-impl RedisRegistry {
-    /// Compares this node's bindings set in Redis with its local table.
-    pub async fn drift(&self) -> Result<Drift, RegistryError> {
-        let inner = &self.inner;
-        let mut connection = inner.connection();
-        let in_redis: HashSet<String> = inner
-            .call(
-                redis::cmd("SMEMBERS")
-                    .arg(inner.keys.bindings(&inner.node))
-                    .query_async(&mut connection),
-            )
-            .await?;
-        let here: HashSet<String> = inner
-            .local
-            .snapshot()
-            .into_iter()
-            .map(|(uid, role, _, _)| member(&uid, role))
-            .collect();
-        Ok(Drift {
-            redis_only: in_redis.difference(&here).cloned().collect(),
-            local_only: here.difference(&in_redis).cloned().collect(),
-        })
     }
 }

@@ -53,6 +53,24 @@ impl fmt::Display for Role {
     }
 }
 
+/// A role name that is neither `"web"` nor `"app"`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?} (use web or app)")]
+pub struct UnknownRole(pub String);
+
+impl std::str::FromStr for Role {
+    type Err = UnknownRole;
+
+    /// `"web"` or `"app"`: the one place a role is read from its name.
+    fn from_str(text: &str) -> Result<Role, UnknownRole> {
+        match text {
+            "web" => Ok(Role::Web),
+            "app" => Ok(Role::App),
+            other => Err(UnknownRole(other.to_owned())),
+        }
+    }
+}
+
 /// A validated user id: 1 to [`MAX_UID_BYTES`] bytes, no control characters.
 ///
 /// A uid carries a digest of its text, made once when the uid is made with
@@ -323,6 +341,15 @@ mod tests {
         assert_ne!(a, b);
         assert!(a < b);
         assert_eq!(a, Uid::new("a").expect("uid"));
+    }
+
+    #[test]
+    fn roles_read_back_their_names_only() {
+        for role in [Role::Web, Role::App] {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+        }
+        assert_eq!("Web".parse::<Role>(), Err(UnknownRole("Web".into())));
+        assert!("".parse::<Role>().is_err());
     }
 
     #[test]

@@ -23,8 +23,9 @@ use super::limits::{RateLimit, TokenBucket, Verdict};
 use super::registry::{Peer, Registry, RegistryCensus, RouteError};
 use super::session::{
     Attachment, Delivery, DeliveryError, DoorKind, Phase, ResumeLimits, SessionHandle, SessionId,
-    SessionLink, estimated_bytes, lock,
+    SessionLink, estimated_bytes,
 };
+use crate::sync::lock;
 use crate::telemetry::metrics;
 
 /// Where the answer to `ipaddr` comes from.

@@ -31,6 +31,7 @@ pub mod session;
 
 pub use command::{
     Command, FileOffer, Relay, RelayKind, Request, RequestId, Role, Uid, UidDigestHasher, UidMap,
+    UnknownRole,
 };
 pub use error::{EndReason, ErrorCode, Rejection};
 pub use event::Event;

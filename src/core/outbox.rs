@@ -74,11 +74,8 @@ impl<T> Outbox<T> {
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue<T>> {
-        // Each critical section is one queue operation: a panic cannot leave
-        // the queue half-changed, so a poisoned lock is still usable.
-        self.queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        // Each critical section is one queue operation.
+        crate::sync::lock(&self.queue)
     }
 
     /// Queues `item` and wakes the reader.

@@ -15,7 +15,8 @@ use super::error::{ErrorCode, Rejection};
 use super::event::Event;
 use super::handover::{SessionExport, SessionExporter};
 use super::identity::Identity;
-use super::session::{DeliveryError, SessionHandle, SessionId, lock};
+use super::session::{DeliveryError, SessionHandle, SessionId};
+use crate::sync::lock;
 
 /// A session held by another node, reached through whatever links the
 /// nodes (the Redis registry's bus). Implemented outside the core.

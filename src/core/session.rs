@@ -24,6 +24,7 @@ use super::error::ErrorCode;
 use super::event::Event;
 use super::kill::{KillSwitch, Killed, ShutdownSignal};
 use super::outbox::{Outbox, PushError};
+use crate::sync::lock;
 use crate::telemetry::metrics;
 
 /// A session id: 64 random bits, shown as 16 hex digits.
@@ -266,15 +267,6 @@ impl State {
     }
 }
 
-/// Locks a mutex, recovering from poisoning: every critical section in the
-/// core leaves its data consistent, so a panic elsewhere is no reason to
-/// stop serving.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Estimated memory of a retained event, for the byte bound.
 pub(crate) fn estimated_bytes(event: &Event) -> usize {
     const OVERHEAD: usize = 96;
@@ -337,11 +329,6 @@ impl SessionHandle {
     /// The session id.
     pub fn id(&self) -> SessionId {
         self.id
-    }
-
-    /// The (uid, role) the session registered as, if it did.
-    pub fn binding(&self) -> Option<(Uid, Role)> {
-        self.state().binding.clone()
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {

@@ -84,7 +84,7 @@ enum Ending {
 type SharedLink = Arc<Mutex<SessionLink>>;
 
 fn lock_link(link: &SharedLink) -> MutexGuard<'_, SessionLink> {
-    link.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    crate::sync::lock(link)
 }
 
 /// The request side's handles on a response stream.

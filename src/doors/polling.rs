@@ -118,10 +118,7 @@ impl PollingGuard {
     }
 
     fn state(&self) -> MutexGuard<'_, GuardState> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.shared.state)
     }
 
     /// Long-polling sessions counted now.

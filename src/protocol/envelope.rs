@@ -275,14 +275,12 @@ fn decode_register(data: Option<Data<'_>>) -> Result<Command, Rejection> {
 
 /// Accepts the seed's numeric types (0 web, 1 app) and the names.
 fn decode_role(value: &serde_json::Value) -> Result<Role, Rejection> {
+    let invalid = || Rejection::bad_request("type must be 0 or \"web\", 1 or \"app\"");
     match value {
         serde_json::Value::Number(n) if n.as_u64() == Some(0) => Ok(Role::Web),
         serde_json::Value::Number(n) if n.as_u64() == Some(1) => Ok(Role::App),
-        serde_json::Value::String(s) if s == "web" => Ok(Role::Web),
-        serde_json::Value::String(s) if s == "app" => Ok(Role::App),
-        _ => Err(Rejection::bad_request(
-            "type must be 0 or \"web\", 1 or \"app\"",
-        )),
+        serde_json::Value::String(name) => name.parse().map_err(|_| invalid()),
+        _ => Err(invalid()),
     }
 }
 
