@@ -14,14 +14,14 @@ use tokio_stream::Stream;
 use tonic::{Code, Status, Streaming};
 
 use super::CLOSE_TIMEOUT;
-use crate::auth::{AuthPolicy, bearer};
+use super::{Presented, authenticate};
+use crate::auth::AuthPolicy;
 use crate::core::{
     Command, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, JsonPayload, Rejection, Relay,
     Request, RequestId, Role, Session, SessionLink, Uid,
 };
 use crate::proto::encoded::{EncodedValue, PayloadError, ValueError};
 use crate::proto::server::{self as pb, client_event, server_event};
-use crate::telemetry::metrics;
 
 /// How long the door watches the response stream after the request stream
 /// ends, to tell a cancelled stream from a half-close.
@@ -52,15 +52,15 @@ impl pb::signaling_server::Signaling for GrpcDoor {
         if self.hub.is_shutting_down() {
             return Err(status_for(ErrorCode::ShuttingDown));
         }
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .and_then(bearer);
-        let identity = self.auth.authenticate(token).map_err(|error| {
-            metrics::refused("unauthenticated");
-            Status::unauthenticated(format!("UNAUTHENTICATED: {error}"))
-        })?;
+        let presented = Presented {
+            token: None,
+            authorization: request
+                .metadata()
+                .get("authorization")
+                .and_then(|value| value.to_str().ok()),
+        };
+        let identity = authenticate(&self.auth, presented)
+            .map_err(|error| Status::unauthenticated(format!("UNAUTHENTICATED: {error}")))?;
         let (session, link) = self.hub.open(DoorKind::Grpc, identity);
         let (stream, handles) = EventStream::new(link);
         tokio::spawn(serve(request.into_inner(), session, handles));

@@ -10,9 +10,37 @@
 
 use std::time::Duration;
 
+use crate::auth::{AuthError, AuthPolicy, bearer};
+use crate::core::Identity;
+use crate::telemetry::metrics;
+
 /// How long every door gives a session it ends to get its last words out
 /// (docs/PROTOCOL.md: queued events, the farewell, the close).
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where a connection presented its token, as each door finds it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Presented<'a> {
+    /// A value in the door's own place (`?token=`, the Socket.IO handshake's
+    /// `auth.token` or `token` query parameter): tried first.
+    pub token: Option<&'a str>,
+    /// An `Authorization` header (gRPC: metadata) value, `Bearer <token>`.
+    pub authorization: Option<&'a str>,
+}
+
+/// The one token check of every door: the token presented (its own place
+/// first, then `Authorization: Bearer`), checked against `auth`; a refusal
+/// is counted (`signalgate_refused_connections_total{reason="unauthenticated"}`).
+pub(crate) fn authenticate(
+    auth: &AuthPolicy,
+    presented: Presented<'_>,
+) -> Result<Option<Identity>, AuthError> {
+    let token = presented
+        .token
+        .or_else(|| presented.authorization.and_then(bearer));
+    auth.authenticate(token)
+        .inspect_err(|_| metrics::refused("unauthenticated"))
+}
 
 pub mod grpc;
 pub mod origin;

@@ -33,8 +33,8 @@ use crate::core::{
     Session, SessionLink,
 };
 use crate::protocol::envelope::{Data, EventData, decode_command, event_data, event_request_id};
-use crate::telemetry::metrics;
 
+use super::Presented;
 use super::polling::{self, PollingGuard, PollingLimits};
 
 /// Packets a session may have waiting for its task before the client is
@@ -129,19 +129,15 @@ fn authenticate(
         .and_then(|payload| payload.get("token"))
         .and_then(serde_json::Value::as_str)
         .map(str::to_owned);
-    let from_query = query_parameter(socket, "token");
-    let token = from_handshake.or(from_query);
-    match auth.authenticate(token.as_deref()) {
-        Ok(Some(identity)) => {
-            socket.extensions.insert(Authenticated(identity));
-            Ok(())
-        }
-        Ok(None) => Ok(()),
-        Err(error) => {
-            metrics::refused("unauthenticated");
-            Err(Refused(error))
-        }
+    let token = from_handshake.or_else(|| query_parameter(socket, "token"));
+    let presented = Presented {
+        token: token.as_deref(),
+        authorization: None,
+    };
+    if let Some(identity) = super::authenticate(auth, presented).map_err(Refused)? {
+        socket.extensions.insert(Authenticated(identity));
     }
+    Ok(())
 }
 
 /// A query parameter of the handshake request, percent-decoded.

@@ -12,12 +12,12 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 
 use super::CLOSE_TIMEOUT;
-use crate::auth::{AuthPolicy, bearer};
+use super::{Presented, authenticate};
+use crate::auth::AuthPolicy;
 use crate::core::{
     Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, Rejection, Session, SessionLink,
 };
 use crate::protocol::envelope::{decode_frame, encode_event};
-use crate::telemetry::metrics;
 
 /// Settings of the WebSocket door.
 #[derive(Clone, Debug)]
@@ -103,15 +103,15 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let header_token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(bearer);
-    let token = query.token.as_deref().or(header_token);
-    let identity = match door.auth.authenticate(token) {
+    let presented = Presented {
+        token: query.token.as_deref(),
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok()),
+    };
+    let identity = match authenticate(&door.auth, presented) {
         Ok(identity) => identity,
         Err(error) => {
-            metrics::refused("unauthenticated");
             return (
                 StatusCode::UNAUTHORIZED,
                 format!("UNAUTHENTICATED: {error}\n"),
