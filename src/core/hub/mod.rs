@@ -1,0 +1,381 @@
+//! The rules: register, replace, relay, resume, disconnect. Every door
+//! funnels its connections through [`Hub::open`] and [`Session`]; nothing
+//! else decides what a request means.
+//!
+//! - this module: the [`Hub`] (open, detach, away, the one ending of every
+//!   session);
+//! - `relay`: a connection's [`Session`] and its requests (register, relay,
+//!   ipaddr);
+//! - `resume`: taking a session over, on this node or handed over by
+//!   another.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::error::{EndReason, ErrorCode};
+use super::event::Event;
+use super::handover::SessionExporter;
+use super::identity::Identity;
+use super::kill::ShutdownSignal;
+use super::limits::{RateLimit, TokenBucket};
+use super::registry::{Registry, RegistryCensus};
+use super::session::{Attachment, DoorKind, Phase, ResumeLimits, SessionHandle, SessionLink};
+use crate::sync::lock;
+use crate::telemetry::metrics;
+
+mod counts;
+mod relay;
+mod resume;
+#[cfg(test)]
+mod tests;
+
+use counts::SessionCounts;
+
+pub use relay::Session;
+
+/// Where the answer to `ipaddr` comes from.
+pub type AddressSource = Arc<dyn Fn() -> Arc<[Ipv4Addr]> + Send + Sync>;
+
+/// Settings the rules need.
+#[derive(Clone)]
+pub struct HubConfig {
+    /// Capacity of each connection's outbox, in events.
+    pub outbox_capacity: usize,
+    /// Capacity of each connection's outbox, in estimated bytes (one event
+    /// always fits).
+    pub outbox_max_bytes: usize,
+    /// Produces the addresses sent in answer to `ipaddr`.
+    pub addresses: AddressSource,
+    /// Session resumption: window and retention bounds.
+    pub resume: ResumeLimits,
+    /// Per-session request rate limit.
+    pub rate_limit: RateLimit,
+    /// How long a connection may stay without registering or resuming
+    /// (zero: forever).
+    pub register_timeout: Duration,
+    /// Longest uid accepted at `register`, in bytes.
+    pub max_uid_bytes: usize,
+}
+
+impl fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("outbox_capacity", &self.outbox_capacity)
+            .field("outbox_max_bytes", &self.outbox_max_bytes)
+            .field("resume", &self.resume)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many sessions are live and what the registry holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Sessions not yet ended (attached or away).
+    pub open_sessions: usize,
+    /// Sessions whose connection dropped, waiting for a resume.
+    pub away_sessions: usize,
+    /// The registry's view.
+    pub registry: RegistryCensus,
+}
+
+impl Census {
+    /// True when nothing is held: no session, no uid.
+    pub fn is_empty(&self) -> bool {
+        self.open_sessions == 0 && self.registry == RegistryCensus::default()
+    }
+}
+
+struct Shared {
+    registry: Arc<dyn Registry>,
+    config: HubConfig,
+    shutdown: ShutdownSignal,
+    counts: SessionCounts,
+    /// Resume token → session. Tokens are secrets: never logged.
+    resume_tokens: Mutex<HashMap<Arc<str>, Weak<SessionHandle>>>,
+}
+
+/// The entry point of the core: a cheap, cloneable handle shared by every door.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub over `registry`.
+    pub fn new(registry: Arc<dyn Registry>, config: HubConfig) -> Hub {
+        let hub = Hub {
+            shared: Arc::new(Shared {
+                registry,
+                config,
+                shutdown: ShutdownSignal::default(),
+                counts: SessionCounts::default(),
+                resume_tokens: Mutex::new(HashMap::new()),
+            }),
+        };
+        let exporter: Weak<dyn SessionExporter> = Arc::downgrade(&hub.shared) as Weak<Shared>;
+        hub.shared.registry.set_exporter(exporter);
+        hub
+    }
+
+    fn new_resume_token(&self) -> Arc<str> {
+        resume::new_resume_token(self.shared.registry.resume_token_tag())
+    }
+
+    /// Opens a session for a new connection: the door keeps the [`Session`]
+    /// to submit requests and the [`SessionLink`] to write events. `welcome`
+    /// is already queued. `identity` is who the connection authenticated as
+    /// (`None` when authentication is off).
+    pub fn open(&self, door: DoorKind, identity: Option<Identity>) -> (Session, SessionLink) {
+        let config = &self.shared.config;
+        let (handle, link) = SessionHandle::new(
+            door,
+            (config.outbox_capacity, config.outbox_max_bytes),
+            config.resume,
+            &self.shared.shutdown,
+        );
+        self.shared.counts.opened();
+        let resume_token = config.resume.enabled().then(|| {
+            let token = self.new_resume_token();
+            handle.state().resume_token = Some(Arc::clone(&token));
+            lock(&self.shared.resume_tokens).insert(Arc::clone(&token), Arc::downgrade(&handle));
+            token
+        });
+        if !config.register_timeout.is_zero() {
+            tokio::spawn(enforce_register_timeout(
+                Arc::downgrade(&handle),
+                Arc::downgrade(link.attachment()),
+                config.register_timeout,
+            ));
+        }
+        let session = Session {
+            hub: self.clone(),
+            attachment: Arc::clone(link.attachment()),
+            handle,
+            identity,
+            bucket: TokenBucket::new(config.rate_limit),
+            ended: false,
+            overflowed: None,
+        };
+        session.reply(Event::Welcome {
+            session_id: session.id(),
+            resume_token,
+        });
+        (session, link)
+    }
+
+    /// Sessions live and registry contents.
+    pub fn census(&self) -> Census {
+        Census {
+            open_sessions: self.shared.counts.open(),
+            away_sessions: self.shared.counts.away(),
+            registry: self.shared.registry.census(),
+        }
+    }
+
+    /// Tells every session, present and future, to close with `SHUTTING_DOWN`.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.trigger();
+    }
+
+    /// Whether the gateway should receive new sessions: not shutting down,
+    /// and its registry available.
+    pub fn is_ready(&self) -> bool {
+        !self.is_shutting_down() && self.shared.registry.is_available()
+    }
+
+    /// Whether the registry can serve registrations (Redis reachable).
+    pub fn registry_available(&self) -> bool {
+        self.shared.registry.is_available()
+    }
+
+    /// Lets the registry leave the cluster (after the sessions closed).
+    pub async fn leave(&self) {
+        self.shared.registry.leave().await;
+    }
+
+    /// Whether [`Hub::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutdown.is_triggered()
+    }
+
+    fn forget_token(&self, token: Option<Arc<str>>) {
+        if let Some(token) = token {
+            lock(&self.shared.resume_tokens).remove(&token);
+        }
+    }
+
+    /// Detaches a connection from its session. A clean end ends the
+    /// session; an abrupt one holds a registered session away for the
+    /// resume window. A connection superseded by a resume changes nothing.
+    async fn detach(
+        &self,
+        handle: Arc<SessionHandle>,
+        attachment: Arc<Attachment>,
+        reason: EndReason,
+    ) {
+        let limits = self.shared.config.resume;
+        attachment.uncount();
+        let away = {
+            let mut state = handle.state();
+            match &state.attachment {
+                Some(current) if Arc::ptr_eq(current, &attachment) => {}
+                // Resumed elsewhere, or already ended.
+                _ => return,
+            }
+            state.attachment = None;
+            let hold = reason == EndReason::ConnectionLost
+                && limits.enabled()
+                && state.binding.is_some()
+                && matches!(state.phase, Phase::Open)
+                && !self.is_shutting_down();
+            if hold {
+                let wake = CancellationToken::new();
+                state.away_generation += 1;
+                let generation = state.away_generation;
+                state.phase = Phase::Away {
+                    wake: wake.clone(),
+                    generation,
+                };
+                state
+                    .binding
+                    .clone()
+                    .map(|binding| (wake, generation, binding))
+            } else {
+                None
+            }
+        };
+        let Some((wake, generation, (uid, role))) = away else {
+            self.terminate(&handle, reason, Some(attachment.door()))
+                .await;
+            return;
+        };
+        self.shared.counts.went_away();
+        metrics::disconnected("away");
+        info!(session = %handle.id(), %uid, %role, door = attachment.door().as_str(), window_secs = limits.window.as_secs(), "away");
+        self.shared
+            .registry
+            .set_away(&uid, role, handle.id(), true)
+            .await;
+        if let Ok(peer) = self.shared.registry.peer_of(&uid, role, handle.id()).await {
+            let _ = peer.deliver(Event::PeerAway).await;
+        }
+        tokio::spawn(self.clone().watch_away(handle, wake, generation));
+    }
+
+    /// Ends an away session when its window passes, unless it is resumed first.
+    async fn watch_away(
+        self,
+        handle: Arc<SessionHandle>,
+        wake: CancellationToken,
+        generation: u64,
+    ) {
+        tokio::select! {
+            () = tokio::time::sleep(self.shared.config.resume.window) => {}
+            () = wake.cancelled() => {}
+            () = self.shared.shutdown.triggered() => {}
+        }
+        let reason = {
+            let state = handle.state();
+            match &state.phase {
+                // Still away from the same drop (a resume replaces the phase,
+                // a later drop starts a new generation with its own watcher).
+                Phase::Away {
+                    generation: current,
+                    ..
+                } if *current == generation => match state.end_reason {
+                    Some(code) => EndReason::Closed(code),
+                    None if self.is_shutting_down() => EndReason::Closed(ErrorCode::ShuttingDown),
+                    None => EndReason::ResumeWindowExpired,
+                },
+                _ => return,
+            }
+        };
+        self.terminate(&handle, reason, None).await;
+    }
+
+    /// The one ending of every session: frees its role, tells the peer
+    /// `byebye`, forgets its token.
+    async fn terminate(
+        &self,
+        handle: &Arc<SessionHandle>,
+        reason: EndReason,
+        door: Option<DoorKind>,
+    ) {
+        let (binding, token, was_away, door) = {
+            let mut state = handle.state();
+            if matches!(state.phase, Phase::Ended) {
+                return;
+            }
+            let was_away = matches!(state.phase, Phase::Away { .. });
+            state.phase = Phase::Ended;
+            state.retained.clear();
+            state.retained_bytes = 0;
+            let door = state.attachment.take().map(|a| a.door()).or(door);
+            (
+                state.binding.take(),
+                state.resume_token.take(),
+                was_away,
+                door,
+            )
+        };
+        if was_away {
+            self.shared.counts.no_longer_away();
+        }
+        self.forget_token(token);
+        metrics::disconnected(reason.label());
+        let id = handle.id();
+        // An away session has no door any more.
+        let door = door.map_or("away", DoorKind::as_str);
+        match binding {
+            Some((uid, role)) => match self.shared.registry.unbind(&uid, role, id).await {
+                Ok(peer) => {
+                    let peer_told = match peer {
+                        Some(peer) => peer.deliver(Event::ByeBye).await.is_ok(),
+                        None => false,
+                    };
+                    info!(session = %id, %uid, %role, door, reason = reason.label(), peer_told, "disconnected");
+                }
+                Err(error) => {
+                    warn!(session = %id, %uid, %role, door, %error, "disconnected, but the registry could not be updated");
+                }
+            },
+            None => {
+                tracing::debug!(session = %id, door, reason = reason.label(), "unregistered session ended");
+            }
+        }
+        self.shared.counts.ended();
+    }
+}
+
+/// Closes a connection whose session neither registered nor resumed in time.
+async fn enforce_register_timeout(
+    handle: Weak<SessionHandle>,
+    attachment: Weak<Attachment>,
+    timeout: Duration,
+) {
+    tokio::time::sleep(timeout).await;
+    let (Some(handle), Some(attachment)) = (handle.upgrade(), attachment.upgrade()) else {
+        return;
+    };
+    let idle = {
+        let state = handle.state();
+        state.binding.is_none() && matches!(state.phase, Phase::Open)
+    };
+    if idle {
+        attachment.kill(ErrorCode::RegisterTimeout);
+    }
+}
