@@ -229,6 +229,11 @@ impl JsonPayload {
 
 /// The struct name by which serde_json's serializer recognizes a raw value
 /// (`serde_json::value::RawValue` serializes as this struct).
+///
+/// Leans on serde_json's internals: the token is not public API. If a
+/// serde_json release changes it, the payload would be written as a
+/// one-field object instead of verbatim, and the test
+/// `scanned_and_raw_payloads_are_the_same_json` fails loudly.
 const SERDE_JSON_RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// Serializes as the JSON value itself (for serde_json: the text verbatim).
