@@ -1,0 +1,32 @@
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return -1
+end
+local members = redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))
+local owner = ARGV[1] .. '/'
+for _, member in ipairs(members) do
+  local role, uid = string.match(member, '^(%a+):(.*)$')
+  if role then
+    local key = ARGV[2] .. ':uid:' .. uid
+    local current = redis.call('HGET', key, role)
+    if current and string.sub(current, 1, #owner) == owner then
+      redis.call('HDEL', key, role, role .. ':away')
+      local other = 'web'
+      if role == 'web' then other = 'app' end
+      local peer = redis.call('HGET', key, other)
+      if peer then
+        local node, session = string.match(peer, '^([^/]+)/(.+)$')
+        if node then
+          redis.call('PUBLISH', ARGV[2] .. ':node:' .. node, cjson.encode({
+            t = 'deliver', uid = uid, role = other, session = session, event = 'byebye'}))
+        end
+      else
+        redis.call('DEL', key)
+      end
+    end
+  end
+end
+local left = redis.call('SCARD', KEYS[1])
+if left == 0 then
+  redis.call('SREM', KEYS[3], ARGV[1])
+end
+return left
