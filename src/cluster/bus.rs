@@ -1,11 +1,13 @@
-//! What nodes say to each other over Redis pub/sub: one flat JSON frame per
-//! message, published on the receiving node's channel.
+//! What nodes say to each other over Redis pub/sub: typed [`Frame`]s,
+//! published on the receiving node's channel as one flat JSON object.
 //!
-//! Three kinds: `deliver` (an event for one of the node's sessions, with an
-//! optional reply address), `kill` (close one of its sessions, e.g.
-//! `REPLACED`) and `reply` (the outcome of a `deliver` that asked for one).
-//! The Lua scripts publish `deliver` (byebye) and `kill` frames themselves,
-//! so the shape is kept flat and simple enough to build with `cjson`.
+//! The wire stays flat (a `t` naming the kind, then the fields that kind
+//! uses) because the Lua scripts publish `deliver` (byebye) and `kill`
+//! frames themselves with `cjson`, and because serde's tagged enums buffer
+//! their fields, which a relayed payload kept as raw JSON text cannot come
+//! out of. So [`Wire`] is the one flat shape, and [`Frame`] the typed one
+//! every node works with: a frame is read into it once on arrival (a
+//! malformed one is refused there) and written from it once on departure.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -13,60 +15,299 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
-use crate::core::{Command, DeliveryError, ErrorCode, Event, Role, SessionExport, SessionId, Uid};
+use crate::core::{
+    Command, DeliveryError, ErrorCode, Event, Identity, Rejection, Role, SessionExport, SessionId,
+    Uid,
+};
 use crate::protocol::envelope::{Data, decode_command, event_data, event_request_id};
 
 /// One message between nodes.
+#[derive(Debug)]
+pub(crate) enum Frame {
+    /// An event for one of the receiving node's sessions (name and data in
+    /// the JSON envelope's shape); with an asker, the outcome goes back in
+    /// a [`Frame::Reply`].
+    Deliver {
+        to: Target,
+        event: String,
+        data: Option<Box<RawValue>>,
+        asker: Option<Asker>,
+    },
+    /// Close one of the receiving node's sessions.
+    Kill { to: Target, code: ErrorCode },
+    /// Another node resumes a session this one holds: hand it over.
+    Take {
+        resume_token: String,
+        last_seq: u64,
+        identity: Option<Identity>,
+        asker: Asker,
+    },
+    /// The node that took a session bound it here (`bound`) or lost it to
+    /// a newer registration: forward or refuse what was held for it.
+    Adopted { session: SessionId, bound: bool },
+    /// The answer to a frame that named an asker.
+    Reply { token: u64, answer: Answer },
+}
+
+/// One session of the receiving node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub uid: Uid,
+    pub role: Role,
+    pub session: SessionId,
+}
+
+/// The node that wants an answer, and its correlation token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Asker {
+    pub node: String,
+    pub token: u64,
+}
+
+/// What a [`Frame::Reply`] says.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The outcome of a `deliver`.
+    Delivered(Result<(), DeliveryError>),
+    /// A `take` went through: the session, handed over.
+    Exported(ExportWire),
+    /// A `take` was refused.
+    Refused(Rejection),
+}
+
+impl Frame {
+    /// The kind, as the wire's `t` names it (also the metrics label).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Frame::Deliver { .. } => "deliver",
+            Frame::Kill { .. } => "kill",
+            Frame::Take { .. } => "take",
+            Frame::Adopted { .. } => "adopted",
+            Frame::Reply { .. } => "reply",
+        }
+    }
+
+    /// The session a `deliver` or `kill` is for.
+    pub(crate) fn target(&self) -> Option<&Target> {
+        match self {
+            Frame::Deliver { to, .. } | Frame::Kill { to, .. } => Some(to),
+            _ => None,
+        }
+    }
+
+    /// The JSON text published for this frame.
+    pub(crate) fn encode(self) -> Result<String, BusError> {
+        serde_json::to_string(&Wire::from(self)).map_err(|e| BusError::Malformed(e.to_string()))
+    }
+
+    /// A frame from the JSON text another node (or a script) published.
+    pub(crate) fn decode(payload: &[u8]) -> Result<Frame, BusError> {
+        let wire: Wire =
+            serde_json::from_slice(payload).map_err(|e| BusError::Malformed(e.to_string()))?;
+        Frame::try_from(wire)
+    }
+}
+
+/// The flat wire shape of every frame: `t`, then the fields its kind uses.
 #[derive(Debug, Serialize, Deserialize, Default)]
-pub(crate) struct Frame {
-    /// `deliver`, `kill` or `reply`.
-    pub t: String,
-    /// Target uid (`deliver`, `kill`).
+struct Wire {
+    t: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
-    /// Target role, `web` or `app` (`deliver`, `kill`).
+    uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    /// Target session id, 16 hex digits (`deliver`, `kill`).
+    role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session: Option<String>,
-    /// Event name as the JSON doors spell it (`deliver`).
+    session: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<String>,
-    /// Event data in the JSON doors' shape (`deliver`).
+    event: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Box<RawValue>>,
-    /// Error code (`kill`).
+    data: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-    /// Node to send the reply to (`deliver`).
+    code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reply_node: Option<String>,
-    /// Correlates a `reply` with its `deliver`.
+    reply_node: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<u64>,
-    /// `delivered`, `slow_consumer` or `gone`; for a `take`: `exported`
-    /// or `refused` (`reply`).
+    token: Option<u64>,
+    /// `reply`: `delivered`, `slow_consumer`, `gone`, `unreachable`,
+    /// `exported` or `refused`; `adopted`: `bound` or `lost`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
-    /// The resume token a `take` presents.
+    outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resume_token: Option<String>,
-    /// The `last_seq` a `take` presents.
+    resume_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_seq: Option<u64>,
-    /// The resuming connection's authenticated subject (`take`).
+    last_seq: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
-    /// The role its token restricts it to (`take`).
+    subject: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role_limit: Option<String>,
-    /// Why a `take` was refused (with `code`).
+    role_limit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// The handed-over session (a `reply` to a `take`).
+    message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub export: Option<ExportWire>,
+    export: Option<ExportWire>,
+}
+
+impl From<Frame> for Wire {
+    fn from(frame: Frame) -> Wire {
+        let kind = frame.kind().to_owned();
+        let target = |to: Target| Wire {
+            uid: Some(to.uid.as_str().to_owned()),
+            role: Some(to.role.as_str().to_owned()),
+            session: Some(to.session.to_string()),
+            ..Wire::default()
+        };
+        let asked = |wire: Wire, asker: Option<Asker>| match asker {
+            Some(Asker { node, token }) => Wire {
+                reply_node: Some(node),
+                token: Some(token),
+                ..wire
+            },
+            None => wire,
+        };
+        let wire = match frame {
+            Frame::Deliver {
+                to,
+                event,
+                data,
+                asker,
+            } => asked(
+                Wire {
+                    event: Some(event),
+                    data,
+                    ..target(to)
+                },
+                asker,
+            ),
+            Frame::Kill { to, code } => Wire {
+                code: Some(code.as_str().to_owned()),
+                ..target(to)
+            },
+            Frame::Take {
+                resume_token,
+                last_seq,
+                identity,
+                asker,
+            } => asked(
+                Wire {
+                    resume_token: Some(resume_token),
+                    last_seq: Some(last_seq),
+                    role_limit: identity
+                        .as_ref()
+                        .and_then(|identity| identity.role)
+                        .map(|role| role.as_str().to_owned()),
+                    subject: identity.map(|identity| identity.subject),
+                    ..Wire::default()
+                },
+                Some(asker),
+            ),
+            Frame::Adopted { session, bound } => Wire {
+                session: Some(session.to_string()),
+                outcome: Some(if bound { "bound" } else { "lost" }.to_owned()),
+                ..Wire::default()
+            },
+            Frame::Reply { token, answer } => {
+                let wire = Wire {
+                    token: Some(token),
+                    ..Wire::default()
+                };
+                match answer {
+                    Answer::Delivered(outcome) => Wire {
+                        outcome: Some(encode_outcome(outcome).to_owned()),
+                        ..wire
+                    },
+                    Answer::Exported(export) => Wire {
+                        outcome: Some("exported".to_owned()),
+                        export: Some(export),
+                        ..wire
+                    },
+                    Answer::Refused(rejection) => Wire {
+                        outcome: Some("refused".to_owned()),
+                        code: Some(rejection.code.as_str().to_owned()),
+                        message: Some(rejection.message.into_owned()),
+                        ..wire
+                    },
+                }
+            }
+        };
+        Wire { t: kind, ..wire }
+    }
+}
+
+impl TryFrom<Wire> for Frame {
+    type Error = BusError;
+
+    fn try_from(wire: Wire) -> Result<Frame, BusError> {
+        let missing = |field: &str| BusError::Malformed(format!("{} without {field}", wire.t));
+        let target = || -> Result<Target, BusError> {
+            let uid = wire.uid.as_deref().ok_or_else(|| missing("uid"))?;
+            let session = wire.session.as_deref().ok_or_else(|| missing("session"))?;
+            Ok(Target {
+                uid: Uid::new(uid).map_err(|e| BusError::Malformed(e.to_string()))?,
+                role: parse_role(wire.role.as_deref().ok_or_else(|| missing("role"))?)?,
+                session: SessionId::parse(session)
+                    .ok_or_else(|| BusError::Malformed(format!("session {session}")))?,
+            })
+        };
+        let asker = || match (&wire.reply_node, wire.token) {
+            (Some(node), Some(token)) => Some(Asker {
+                node: node.clone(),
+                token,
+            }),
+            _ => None,
+        };
+        Ok(match wire.t.as_str() {
+            "deliver" => Frame::Deliver {
+                to: target()?,
+                asker: asker(),
+                event: wire.event.ok_or_else(|| missing("event"))?,
+                data: wire.data,
+            },
+            "kill" => Frame::Kill {
+                to: target()?,
+                // The scripts always name the code; REPLACED is why a
+                // session is killed from another node.
+                code: wire
+                    .code
+                    .as_deref()
+                    .and_then(ErrorCode::parse)
+                    .unwrap_or(ErrorCode::Replaced),
+            },
+            "take" => Frame::Take {
+                asker: asker().ok_or_else(|| missing("reply_node and token"))?,
+                identity: wire.subject.map(|subject| Identity {
+                    subject,
+                    role: wire
+                        .role_limit
+                        .as_deref()
+                        .and_then(|role| role.parse().ok()),
+                }),
+                resume_token: wire.resume_token.unwrap_or_default(),
+                last_seq: wire.last_seq.unwrap_or(0),
+            },
+            "adopted" => Frame::Adopted {
+                session: wire
+                    .session
+                    .as_deref()
+                    .and_then(SessionId::parse)
+                    .ok_or_else(|| missing("session"))?,
+                bound: wire.outcome.as_deref() == Some("bound"),
+            },
+            "reply" => Frame::Reply {
+                token: wire.token.ok_or_else(|| missing("token"))?,
+                answer: match (wire.outcome.as_deref(), wire.export) {
+                    (Some("exported"), Some(export)) => Answer::Exported(export),
+                    (Some("refused"), _) => Answer::Refused(Rejection::new(
+                        wire.code
+                            .as_deref()
+                            .and_then(ErrorCode::parse)
+                            .unwrap_or(ErrorCode::ResumeFailed),
+                        wire.message.unwrap_or_else(|| "resume refused".to_owned()),
+                    )),
+                    (outcome, _) => Answer::Delivered(decode_outcome(outcome.unwrap_or(""))),
+                },
+            },
+            other => return Err(BusError::Malformed(format!("unknown frame kind {other}"))),
+        })
+    }
 }
 
 /// A session handed to another node.
@@ -242,7 +483,7 @@ pub(crate) fn decode_event(name: &str, data: Option<&RawValue>) -> Result<Event,
 }
 
 /// The wire form of a delivery outcome.
-pub(crate) fn encode_outcome(outcome: Result<(), DeliveryError>) -> &'static str {
+fn encode_outcome(outcome: Result<(), DeliveryError>) -> &'static str {
     match outcome {
         Ok(()) => "delivered",
         Err(DeliveryError::SlowConsumer) => "slow_consumer",
@@ -252,7 +493,7 @@ pub(crate) fn encode_outcome(outcome: Result<(), DeliveryError>) -> &'static str
 }
 
 /// A delivery outcome from its wire form.
-pub(crate) fn decode_outcome(text: &str) -> Result<(), DeliveryError> {
+fn decode_outcome(text: &str) -> Result<(), DeliveryError> {
     match text {
         "delivered" => Ok(()),
         "slow_consumer" => Err(DeliveryError::SlowConsumer),
@@ -280,16 +521,29 @@ mod tests {
             Event::Relayed(Relay::CtrlSendSpeed(65536)),
         ] {
             let (name, data) = encode_event(&event).expect("encodes");
-            let frame = Frame {
-                t: "deliver".into(),
-                event: Some(name),
+            let to = target();
+            let frame = Frame::Deliver {
+                to: to.clone(),
+                event: name,
                 data,
-                ..Frame::default()
+                asker: Some(Asker {
+                    node: "0123456789abcdef".into(),
+                    token: 7,
+                }),
             };
-            let text = serde_json::to_string(&frame).expect("serializes");
-            let back: Frame = serde_json::from_str(&text).expect("parses");
-            let decoded = decode_event(back.event.as_deref().unwrap_or(""), back.data.as_deref())
-                .expect("decodes");
+            let text = frame.encode().expect("serializes");
+            let Frame::Deliver {
+                to: back_to,
+                event: name,
+                data,
+                asker,
+            } = Frame::decode(text.as_bytes()).expect("parses")
+            else {
+                panic!("not a deliver: {text}");
+            };
+            assert_eq!(back_to, to);
+            assert_eq!(asker.map(|asker| asker.token), Some(7));
+            let decoded = decode_event(&name, data.as_deref()).expect("decodes");
             assert_eq!(decoded, event);
         }
     }
@@ -332,15 +586,124 @@ mod tests {
             was_away: true,
         };
         let wire = encode_export(&export).expect("encodes");
-        let frame = Frame {
-            t: "reply".into(),
-            export: Some(wire),
-            ..Frame::default()
+        let frame = Frame::Reply {
+            token: 3,
+            answer: Answer::Exported(wire),
         };
-        let text = serde_json::to_string(&frame).expect("serializes");
-        let back: Frame = serde_json::from_str(&text).expect("parses");
-        let decoded = decode_export(back.export.as_ref().expect("export")).expect("decodes");
-        assert_eq!(decoded, export);
+        let text = frame.encode().expect("serializes");
+        let Frame::Reply {
+            token: 3,
+            answer: Answer::Exported(wire),
+        } = Frame::decode(text.as_bytes()).expect("parses")
+        else {
+            panic!("not an exported reply: {text}");
+        };
+        assert_eq!(decode_export(&wire).expect("decodes"), export);
+    }
+
+    fn target() -> Target {
+        Target {
+            uid: Uid::new("u").expect("uid"),
+            role: Role::App,
+            session: SessionId::random(),
+        }
+    }
+
+    /// The shapes the Lua scripts publish (`cjson.encode` of a flat table).
+    #[test]
+    fn frames_the_scripts_publish_are_read() {
+        let session = SessionId::random();
+        let byebye = format!(
+            r#"{{"t":"deliver","uid":"ü","role":"web","session":"{session}","event":"byebye"}}"#
+        );
+        let Frame::Deliver {
+            to, event, asker, ..
+        } = Frame::decode(byebye.as_bytes()).expect("deliver")
+        else {
+            panic!("a deliver");
+        };
+        assert_eq!(
+            (to.role, to.session, event.as_str()),
+            (Role::Web, session, "byebye")
+        );
+        assert!(asker.is_none());
+        let kill = format!(
+            r#"{{"code":"REPLACED","role":"app","session":"{session}","t":"kill","uid":"u"}}"#
+        );
+        assert!(matches!(
+            Frame::decode(kill.as_bytes()),
+            Ok(Frame::Kill {
+                code: ErrorCode::Replaced,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn malformed_frames_are_refused() {
+        for text in [
+            r#"{"t":"deliver","uid":"u","role":"app"}"#,
+            r#"{"t":"kill","uid":"u","role":"admin","session":"0123456789abcdef"}"#,
+            r#"{"t":"take","resume_token":"x"}"#,
+            r#"{"t":"reply"}"#,
+            r#"{"t":"dance"}"#,
+            "not json",
+        ] {
+            assert!(Frame::decode(text.as_bytes()).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn take_adopted_and_replies_round_trip() {
+        let take = Frame::Take {
+            resume_token: "node.secret".into(),
+            last_seq: 4,
+            identity: Some(Identity {
+                subject: "u".into(),
+                role: Some(Role::Web),
+            }),
+            asker: Asker {
+                node: "0123456789abcdef".into(),
+                token: 9,
+            },
+        };
+        let text = take.encode().expect("encodes");
+        let Frame::Take {
+            resume_token,
+            last_seq: 4,
+            identity: Some(identity),
+            asker,
+        } = Frame::decode(text.as_bytes()).expect("decodes")
+        else {
+            panic!("{text}");
+        };
+        assert_eq!(resume_token, "node.secret");
+        assert_eq!(
+            (identity.subject.as_str(), identity.role),
+            ("u", Some(Role::Web))
+        );
+        assert_eq!(asker.token, 9);
+        let session = SessionId::random();
+        for bound in [true, false] {
+            let text = Frame::Adopted { session, bound }.encode().expect("encodes");
+            assert!(matches!(
+                Frame::decode(text.as_bytes()),
+                Ok(Frame::Adopted { session: s, bound: b }) if s == session && b == bound
+            ));
+        }
+        let refused = Frame::Reply {
+            token: 1,
+            answer: Answer::Refused(Rejection::new(ErrorCode::Forbidden, "not yours")),
+        };
+        let text = refused.encode().expect("encodes");
+        let Ok(Frame::Reply {
+            answer: Answer::Refused(rejection),
+            ..
+        }) = Frame::decode(text.as_bytes())
+        else {
+            panic!("{text}");
+        };
+        assert_eq!(rejection.code, ErrorCode::Forbidden);
     }
 
     #[test]

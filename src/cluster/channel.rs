@@ -10,13 +10,9 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use super::bus::{self, Frame};
-use super::{
-    COMMAND_TIMEOUT, EARLY_KILL_MEMORY, Inner, RECONNECT_BACKOFF, REPLY_TIMEOUT, lock, parse_role,
-};
-use crate::core::{
-    DeliveryError, ErrorCode, Event, RemoteSession, Role, RouteError, SessionId, Uid,
-};
+use super::bus::{self, Answer, Asker, Frame, Target};
+use super::{COMMAND_TIMEOUT, EARLY_KILL_MEMORY, Inner, RECONNECT_BACKOFF, REPLY_TIMEOUT, lock};
+use crate::core::{DeliveryError, Event, RemoteSession, Role, RouteError, SessionId, Uid};
 use crate::telemetry::metrics;
 
 impl Inner {
@@ -72,43 +68,41 @@ impl Inner {
 
     /// Handles one frame from another node.
     pub(super) fn receive(self: &Arc<Self>, payload: &[u8]) {
-        let frame: Frame = match serde_json::from_slice(payload) {
+        let frame = match Frame::decode(payload) {
             Ok(frame) => frame,
             Err(error) => {
                 warn!(%error, "malformed frame on the node channel");
                 return;
             }
         };
-        metrics::cluster_frame(&frame.t, "in");
-        match frame.t.as_str() {
-            "reply" => {
-                let Some(token) = frame.token else {
-                    return;
-                };
+        metrics::cluster_frame(frame.kind(), "in");
+        match frame {
+            Frame::Reply { token, answer } => {
                 if let Some(waiter) = lock(&self.pending).remove(&token) {
-                    let _ = waiter.send(frame);
+                    let _ = waiter.send(answer);
                 }
             }
-            "take" => self.hand_over(frame),
-            "deliver" => {
+            Frame::Take {
+                resume_token,
+                last_seq,
+                identity,
+                asker,
+            } => self.hand_over(&resume_token, last_seq, identity.as_ref(), asker),
+            Frame::Adopted { session, bound } => self.adopted(session, bound),
+            frame @ Frame::Deliver { .. } => {
                 if let Some(frame) = self.divert_if_moved(frame) {
                     let outcome = self.deliver_here(&frame);
                     self.answer(&frame, outcome);
                 }
             }
-            "adopted" => self.adopted(&frame),
-            "kill" => {
-                let Some(frame) = self.divert_if_moved(frame) else {
+            frame @ Frame::Kill { .. } => {
+                let Some(Frame::Kill {
+                    to: Target { uid, role, session },
+                    code,
+                }) = self.divert_if_moved(frame)
+                else {
                     return;
                 };
-                let Some((uid, role, session)) = target(&frame) else {
-                    return;
-                };
-                let code = frame
-                    .code
-                    .as_deref()
-                    .and_then(ErrorCode::parse)
-                    .unwrap_or(ErrorCode::Replaced);
                 let handle = {
                     let mut early = lock(&self.early_kills);
                     let handle = self.local.get(&uid, role, Some(session));
@@ -130,36 +124,44 @@ impl Inner {
                     handle.kill(code);
                 }
             }
-            other => warn!(kind = other, "unknown frame on the node channel"),
         }
     }
 
     /// Sends the outcome of a `deliver` to its sender, if it asked.
     pub(super) fn answer(self: &Arc<Self>, frame: &Frame, outcome: Result<(), DeliveryError>) {
-        if let (Some(node), Some(token)) = (frame.reply_node.clone(), frame.token) {
-            let reply = Frame {
-                t: "reply".into(),
-                token: Some(token),
-                outcome: Some(bus::encode_outcome(outcome).to_owned()),
-                ..Frame::default()
+        if let Frame::Deliver {
+            asker: Some(Asker { node, token }),
+            ..
+        } = frame
+        {
+            let reply = Frame::Reply {
+                token: *token,
+                answer: Answer::Delivered(outcome),
             };
-            let inner = Arc::clone(self);
+            let (node, inner) = (node.clone(), Arc::clone(self));
             tokio::spawn(async move {
-                let _ = inner.publish(&node, &reply).await;
+                let _ = inner.publish(&node, reply).await;
             });
         }
     }
 
     pub(super) fn deliver_here(&self, frame: &Frame) -> Result<(), DeliveryError> {
-        let (uid, role, session) = target(frame).ok_or(DeliveryError::Gone)?;
-        let event = bus::decode_event(frame.event.as_deref().unwrap_or(""), frame.data.as_deref())
-            .map_err(|error| {
-                warn!(%error, "undeliverable frame");
-                DeliveryError::Gone
-            })?;
+        let Frame::Deliver {
+            to: Target { uid, role, session },
+            event,
+            data,
+            ..
+        } = frame
+        else {
+            return Err(DeliveryError::Gone);
+        };
+        let event = bus::decode_event(event, data.as_deref()).map_err(|error| {
+            warn!(%error, "undeliverable frame");
+            DeliveryError::Gone
+        })?;
         let handle = self
             .local
-            .get(&uid, role, Some(session))
+            .get(uid, *role, Some(*session))
             .ok_or(DeliveryError::Gone)?;
         handle.deliver(event)
     }
@@ -181,42 +183,50 @@ impl Inner {
             warn!(%error, "event not sent to a remote peer");
             DeliveryError::Unreachable
         })?;
-        let frame = Frame {
-            t: "deliver".into(),
-            uid: Some(uid.as_str().to_owned()),
-            role: Some(role.as_str().to_owned()),
-            session: Some(session.to_string()),
-            event: Some(name),
+        let deliver = |asker| Frame::Deliver {
+            to: Target {
+                uid: uid.clone(),
+                role,
+                session,
+            },
+            event: name,
             data,
-            ..Frame::default()
+            asker,
         };
         if !matches!(event, Event::Relayed(_)) {
-            return match self.publish(node, &frame).await {
+            return match self.publish(node, deliver(None)).await {
                 Ok(receivers) if receivers > 0 => Ok(()),
                 // Nobody listens on the node's channel (it is dead, or cut
                 // off from Redis), or Redis is unreachable.
                 _ => Err(DeliveryError::Unreachable),
             };
         }
-        match self.ask(node, frame).await {
-            Ok(reply) => bus::decode_outcome(reply.outcome.as_deref().unwrap_or("")),
-            Err(Unanswered::NobodyListens | Unanswered::NoAnswer) => {
+        match self.ask(node, |asker| deliver(Some(asker))).await {
+            Ok(Answer::Delivered(outcome)) => outcome,
+            Ok(_) | Err(Unanswered::NobodyListens | Unanswered::NoAnswer) => {
                 Err(DeliveryError::Unreachable)
             }
         }
     }
 
-    /// Sends `frame` to `node`, naming this node as the one to answer and
-    /// a fresh correlation token, and waits for the answer (at most
-    /// [`REPLY_TIMEOUT`]). The waiter is registered before the frame
-    /// leaves, so a quick answer is not missed, and removed if none comes.
-    pub(super) async fn ask(&self, node: &str, mut frame: Frame) -> Result<Frame, Unanswered> {
+    /// Sends the frame `make` builds to `node`, naming this node as the one
+    /// to answer with a fresh correlation token, and waits for the answer
+    /// (at most [`REPLY_TIMEOUT`]). The waiter is registered before the
+    /// frame leaves, so a quick answer is not missed, and removed if none
+    /// comes.
+    pub(super) async fn ask(
+        &self,
+        node: &str,
+        make: impl FnOnce(Asker) -> Frame,
+    ) -> Result<Answer, Unanswered> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (sender, answer) = oneshot::channel();
         lock(&self.pending).insert(token, sender);
-        frame.reply_node = Some(self.node.clone());
-        frame.token = Some(token);
-        let unanswered = match self.publish(node, &frame).await {
+        let frame = make(Asker {
+            node: self.node.clone(),
+            token,
+        });
+        let unanswered = match self.publish(node, frame).await {
             Ok(receivers) if receivers > 0 => {
                 match tokio::time::timeout(REPLY_TIMEOUT, answer).await {
                     Ok(Ok(reply)) => return Ok(reply),
@@ -238,14 +248,6 @@ pub(super) enum Unanswered {
     NobodyListens,
     /// Redis did not take the frame, or no answer came in time.
     NoAnswer,
-}
-
-/// (uid, role, session) a `deliver` or `kill` frame is for.
-fn target(frame: &Frame) -> Option<(Uid, Role, SessionId)> {
-    let uid = Uid::new(frame.uid.as_deref()?).ok()?;
-    let role = parse_role(frame.role.as_deref()?)?;
-    let session = SessionId::parse(frame.session.as_deref()?)?;
-    Some((uid, role, session))
 }
 
 /// A session on another node.

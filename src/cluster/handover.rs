@@ -4,39 +4,34 @@
 
 use std::sync::Arc;
 
-use super::bus::{self, Frame};
-use super::{FORWARD_FOR, HOLD_FOR_NEW_NODE, Inner, MAX_HELD_FRAMES, Moved, lock, parse_role};
+use super::bus::{self, Answer, Asker, Frame};
+use super::{FORWARD_FOR, HOLD_FOR_NEW_NODE, Inner, MAX_HELD_FRAMES, Moved, lock};
 use crate::core::{DeliveryError, ErrorCode, Identity, Rejection, SessionId};
 
 impl Inner {
     /// Answers another node's `take`: the hub validates the resume and lets
     /// go of the session, which leaves this node's table (its Redis entry
     /// is moved by the taking node).
-    pub(super) fn hand_over(self: &Arc<Self>, frame: Frame) {
-        let (Some(node), Some(token)) = (frame.reply_node.clone(), frame.token) else {
-            return;
-        };
-        let identity = frame.subject.clone().map(|subject| Identity {
-            subject,
-            role: frame.role_limit.as_deref().and_then(parse_role),
-        });
+    pub(super) fn hand_over(
+        self: &Arc<Self>,
+        resume_token: &str,
+        last_seq: u64,
+        identity: Option<&Identity>,
+        asker: Asker,
+    ) {
         let exporter = self.exporter.get().and_then(std::sync::Weak::upgrade);
         let exported = match exporter {
-            Some(exporter) => exporter.export(
-                frame.resume_token.as_deref().unwrap_or(""),
-                frame.last_seq.unwrap_or(0),
-                identity.as_ref(),
-            ),
+            Some(exporter) => exporter.export(resume_token, last_seq, identity),
             None => Err(Rejection::new(
                 ErrorCode::Unavailable,
                 "the node is stopping",
             )),
         };
-        let reply = match exported.and_then(|export| {
+        let answer = match exported.and_then(|export| {
             lock(&self.moved).insert(
                 export.session_id,
                 Moved::Holding {
-                    to: node.clone(),
+                    to: asker.node.clone(),
                     frames: Vec::new(),
                     since: std::time::Instant::now(),
                 },
@@ -46,32 +41,25 @@ impl Inner {
             bus::encode_export(&export)
                 .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))
         }) {
-            Ok(wire) => Frame {
-                t: "reply".into(),
-                token: Some(token),
-                outcome: Some("exported".into()),
-                export: Some(wire),
-                ..Frame::default()
-            },
-            Err(rejection) => Frame {
-                t: "reply".into(),
-                token: Some(token),
-                outcome: Some("refused".into()),
-                code: Some(rejection.code.as_str().to_owned()),
-                message: Some(rejection.message.into_owned()),
-                ..Frame::default()
-            },
+            Ok(wire) => Answer::Exported(wire),
+            Err(rejection) => Answer::Refused(rejection),
+        };
+        let reply = Frame::Reply {
+            token: asker.token,
+            answer,
         };
         let inner = Arc::clone(self);
         tokio::spawn(async move {
-            let _ = inner.publish(&node, &reply).await;
+            let _ = inner.publish(&asker.node, reply).await;
         });
     }
 
     /// A frame for a session this node handed over is held or forwarded
     /// (`None`); any other is returned to be handled here.
     pub(super) fn divert_if_moved(self: &Arc<Self>, frame: Frame) -> Option<Frame> {
-        let session = frame.session.as_deref().and_then(SessionId::parse)?;
+        let Some(session) = frame.target().map(|to| to.session) else {
+            return Some(frame);
+        };
         let mut moved = lock(&self.moved);
         match moved.get_mut(&session) {
             None => Some(frame),
@@ -87,7 +75,7 @@ impl Inner {
             Some(Moved::Forwarding { to, .. }) => {
                 let (to, inner) = (to.clone(), Arc::clone(self));
                 tokio::spawn(async move {
-                    let _ = inner.publish(&to, &frame).await;
+                    let _ = inner.publish(&to, frame).await;
                 });
                 None
             }
@@ -96,11 +84,7 @@ impl Inner {
 
     /// The new node bound (or failed to bind) a session this node handed
     /// over: forward what was held, or refuse it.
-    pub(super) fn adopted(self: &Arc<Self>, frame: &Frame) {
-        let Some(session) = frame.session.as_deref().and_then(SessionId::parse) else {
-            return;
-        };
-        let bound = frame.outcome.as_deref() == Some("bound");
+    pub(super) fn adopted(self: &Arc<Self>, session: SessionId, bound: bool) {
         let held = {
             let mut moved = lock(&self.moved);
             let Some(Moved::Holding { to, frames, .. }) = moved.remove(&session) else {
@@ -123,7 +107,7 @@ impl Inner {
             tokio::spawn(async move {
                 // In order, one after another.
                 for frame in frames {
-                    let _ = inner.publish(&to, &frame).await;
+                    let _ = inner.publish(&to, frame).await;
                 }
             });
         } else {

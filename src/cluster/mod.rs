@@ -41,7 +41,7 @@ use crate::core::{
 };
 use crate::sync::lock;
 use crate::telemetry::metrics;
-use bus::Frame;
+use bus::{Answer, Frame};
 use channel::{RemotePeer, Unanswered};
 use local::LocalTable;
 
@@ -132,7 +132,7 @@ struct Inner {
     local: LocalTable,
     node_ttl: Duration,
     /// Requests waiting for another node's `reply`, by token.
-    pending: Mutex<HashMap<u64, oneshot::Sender<Frame>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     /// What this node's resume tokens start with: `<node>.`.
     token_tag: String,
     /// The hub, to hand this node's sessions to others.
@@ -346,10 +346,11 @@ impl Inner {
         })))
     }
 
-    async fn publish(&self, node: &str, frame: &Frame) -> Result<i64, RegistryError> {
-        metrics::cluster_frame(&frame.t, "out");
-        let payload =
-            serde_json::to_string(frame).map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+    async fn publish(&self, node: &str, frame: Frame) -> Result<i64, RegistryError> {
+        metrics::cluster_frame(frame.kind(), "out");
+        let payload = frame
+            .encode()
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
         let mut connection = self.connection();
         self.call(
             redis::cmd("PUBLISH")
@@ -572,17 +573,13 @@ impl Registry for RedisRegistry {
         if !inner.available() {
             return Err(unavailable());
         }
-        let frame = Frame {
-            t: "take".into(),
-            resume_token: Some(token.to_owned()),
-            last_seq: Some(last_seq),
-            subject: identity.map(|identity| identity.subject.clone()),
-            role_limit: identity
-                .and_then(|identity| identity.role)
-                .map(|role| role.as_str().to_owned()),
-            ..Frame::default()
+        let take = |asker| Frame::Take {
+            resume_token: token.to_owned(),
+            last_seq,
+            identity: identity.cloned(),
+            asker,
         };
-        let reply = match inner.ask(node, frame).await {
+        let answer = match inner.ask(node, take).await {
             Ok(reply) => reply,
             // Nobody holds that node's channel: the node is gone, and its
             // sessions with it.
@@ -594,17 +591,14 @@ impl Registry for RedisRegistry {
             }
             Err(Unanswered::NoAnswer) => return Err(unavailable()),
         };
-        match (reply.outcome.as_deref(), &reply.export) {
-            (Some("exported"), Some(wire)) => bus::decode_export(wire)
+        match answer {
+            Answer::Exported(wire) => bus::decode_export(&wire)
                 .map(Some)
                 .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string())),
-            _ => Err(Rejection::new(
-                reply
-                    .code
-                    .as_deref()
-                    .and_then(ErrorCode::parse)
-                    .unwrap_or(ErrorCode::ResumeFailed),
-                reply.message.unwrap_or_else(|| "resume refused".to_owned()),
+            Answer::Refused(rejection) => Err(rejection),
+            Answer::Delivered(_) => Err(Rejection::new(
+                ErrorCode::ResumeFailed,
+                "the node answered the hand-over as a delivery",
             )),
         }
     }
@@ -637,13 +631,11 @@ impl Registry for RedisRegistry {
             .await?;
         let local = (moved != 0).then(|| inner.local.bind(uid, role, session, epoch));
         // The old node holds frames for the session until it hears this.
-        let notice = Frame {
-            t: "adopted".into(),
-            session: Some(session.id().to_string()),
-            outcome: Some(if moved != 0 { "bound" } else { "lost" }.to_owned()),
-            ..Frame::default()
+        let notice = Frame::Adopted {
+            session: session.id(),
+            bound: moved != 0,
         };
-        let _ = inner.publish(from, &notice).await;
+        let _ = inner.publish(from, notice).await;
         let Some(local) = local else {
             return Ok(false);
         };
