@@ -314,8 +314,9 @@ impl<'a> JsonScanner<'a> {
 }
 
 /// The offset of the first quote, backslash or control character, eight
-/// bytes at a time.
-fn find_string_special(bytes: &[u8]) -> Option<usize> {
+/// bytes at a time (also whether a string needs escaping at all, for the
+/// protobuf → JSON walk).
+pub(crate) fn find_string_special(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
