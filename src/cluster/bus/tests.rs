@@ -1,0 +1,218 @@
+use super::*;
+use crate::core::{JsonPayload, Relay};
+
+#[test]
+fn peer_events_round_trip() {
+    let payload = JsonPayload::from_value(&serde_json::json!({"sdp": "v=0", "n": [1, 2.5]}))
+        .expect("payload");
+    for event in [
+        Event::ByeBye,
+        Event::SyncFrom,
+        Event::PeerAway,
+        Event::PeerBack,
+        Event::Relayed(Relay::Message(payload.clone())),
+        Event::Relayed(Relay::SyncTo(payload)),
+        Event::Relayed(Relay::CtrlSendSpeed(65536)),
+    ] {
+        let (name, data) = encode_event(&event).expect("encodes");
+        let to = target();
+        let frame = Frame::Deliver {
+            to: to.clone(),
+            event: name,
+            data,
+            asker: Some(Asker {
+                node: "0123456789abcdef".into(),
+                token: 7,
+            }),
+        };
+        let text = frame.encode().expect("serializes");
+        let Frame::Deliver {
+            to: back_to,
+            event: name,
+            data,
+            asker,
+        } = Frame::decode(text.as_bytes()).expect("parses")
+        else {
+            panic!("not a deliver: {text}");
+        };
+        assert_eq!(back_to, to);
+        assert_eq!(asker.map(|asker| asker.token), Some(7));
+        let decoded = decode_event(&name, data.as_deref()).expect("decodes");
+        assert_eq!(decoded, event);
+    }
+}
+
+#[test]
+fn handed_over_sessions_round_trip() {
+    let payload =
+        JsonPayload::from_value(&serde_json::json!({"candidate": "a", "n": 1.5})).expect("payload");
+    let uid = Uid::new("ünï").expect("uid");
+    let export = SessionExport {
+        session_id: SessionId::random(),
+        uid: uid.clone(),
+        role: Role::Web,
+        last_seq: 9,
+        acknowledged: 2,
+        missed: vec![
+            (
+                3,
+                Event::Registered {
+                    uid,
+                    role: Role::Web,
+                    peer_present: true,
+                },
+            ),
+            (4, Event::SyncFrom),
+            (5, Event::Relayed(Relay::Message(payload))),
+            (6, Event::Ack { id: 17 }),
+            (
+                7,
+                Event::Error {
+                    code: ErrorCode::NoPeer,
+                    message: Cow::Owned("gone".into()),
+                    id: Some(18),
+                },
+            ),
+            (8, Event::IpAddrs(vec![Ipv4Addr::new(192, 0, 2, 1)].into())),
+            (9, Event::PeerAway),
+        ],
+        highest_request_id: 18,
+        was_away: true,
+    };
+    let wire = encode_export(&export).expect("encodes");
+    let frame = Frame::Reply {
+        token: 3,
+        answer: Answer::Exported(wire),
+    };
+    let text = frame.encode().expect("serializes");
+    let Frame::Reply {
+        token: 3,
+        answer: Answer::Exported(wire),
+    } = Frame::decode(text.as_bytes()).expect("parses")
+    else {
+        panic!("not an exported reply: {text}");
+    };
+    assert_eq!(decode_export(&wire).expect("decodes"), export);
+}
+
+fn target() -> Target {
+    Target {
+        uid: Uid::new("u").expect("uid"),
+        role: Role::App,
+        session: SessionId::random(),
+    }
+}
+
+/// The shapes the Lua scripts publish (`cjson.encode` of a flat table).
+#[test]
+fn frames_the_scripts_publish_are_read() {
+    let session = SessionId::random();
+    let byebye = format!(
+        r#"{{"t":"deliver","uid":"ü","role":"web","session":"{session}","event":"byebye"}}"#
+    );
+    let Frame::Deliver {
+        to, event, asker, ..
+    } = Frame::decode(byebye.as_bytes()).expect("deliver")
+    else {
+        panic!("a deliver");
+    };
+    assert_eq!(
+        (to.role, to.session, event.as_str()),
+        (Role::Web, session, "byebye")
+    );
+    assert!(asker.is_none());
+    let kill =
+        format!(r#"{{"code":"REPLACED","role":"app","session":"{session}","t":"kill","uid":"u"}}"#);
+    assert!(matches!(
+        Frame::decode(kill.as_bytes()),
+        Ok(Frame::Kill {
+            code: ErrorCode::Replaced,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn malformed_frames_are_refused() {
+    for text in [
+        r#"{"t":"deliver","uid":"u","role":"app"}"#,
+        r#"{"t":"kill","uid":"u","role":"admin","session":"0123456789abcdef"}"#,
+        r#"{"t":"take","resume_token":"x"}"#,
+        r#"{"t":"reply"}"#,
+        r#"{"t":"dance"}"#,
+        "not json",
+    ] {
+        assert!(Frame::decode(text.as_bytes()).is_err(), "{text}");
+    }
+}
+
+#[test]
+fn take_adopted_and_replies_round_trip() {
+    let take = Frame::Take {
+        resume_token: "node.secret".into(),
+        last_seq: 4,
+        identity: Some(Identity {
+            subject: "u".into(),
+            role: Some(Role::Web),
+        }),
+        asker: Asker {
+            node: "0123456789abcdef".into(),
+            token: 9,
+        },
+    };
+    let text = take.encode().expect("encodes");
+    let Frame::Take {
+        resume_token,
+        last_seq: 4,
+        identity: Some(identity),
+        asker,
+    } = Frame::decode(text.as_bytes()).expect("decodes")
+    else {
+        panic!("{text}");
+    };
+    assert_eq!(resume_token, "node.secret");
+    assert_eq!(
+        (identity.subject.as_str(), identity.role),
+        ("u", Some(Role::Web))
+    );
+    assert_eq!(asker.token, 9);
+    let session = SessionId::random();
+    for bound in [true, false] {
+        let text = Frame::Adopted { session, bound }.encode().expect("encodes");
+        assert!(matches!(
+            Frame::decode(text.as_bytes()),
+            Ok(Frame::Adopted { session: s, bound: b }) if s == session && b == bound
+        ));
+    }
+    let refused = Frame::Reply {
+        token: 1,
+        answer: Answer::Refused(Rejection::new(ErrorCode::Forbidden, "not yours")),
+    };
+    let text = refused.encode().expect("encodes");
+    let Ok(Frame::Reply {
+        answer: Answer::Refused(rejection),
+        ..
+    }) = Frame::decode(text.as_bytes())
+    else {
+        panic!("{text}");
+    };
+    assert_eq!(rejection.code, ErrorCode::Forbidden);
+}
+
+#[test]
+fn session_events_do_not_cross() {
+    assert!(encode_event(&Event::Ack { id: 1 }).is_err());
+    assert!(decode_event("register", None).is_err());
+}
+
+#[test]
+fn outcomes_round_trip() {
+    for outcome in [
+        Ok(()),
+        Err(DeliveryError::SlowConsumer),
+        Err(DeliveryError::Gone),
+        Err(DeliveryError::Unreachable),
+    ] {
+        assert_eq!(decode_outcome(encode_outcome(outcome)), outcome);
+    }
+}
