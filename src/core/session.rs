@@ -57,23 +57,33 @@ impl fmt::Display for SessionId {
     }
 }
 
-/// The door a connection came through (for logs and metrics).
+/// The door a connection came through: the one door type of the gateway,
+/// its logs and metrics, and of the Rust client (`signalgate_client::Door`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DoorKind {
+    /// The JSON WebSocket at `/ws`.
+    Ws,
     /// The gRPC bidirectional stream.
     Grpc,
-    /// The JSON WebSocket at `/ws`.
-    WebSocket,
     /// Socket.IO at `/socket.io/`.
     SocketIo,
 }
 
+impl fmt::Display for DoorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl DoorKind {
+    /// Every door.
+    pub const ALL: [DoorKind; 3] = [DoorKind::Ws, DoorKind::Grpc, DoorKind::SocketIo];
+
     /// `"grpc"`, `"ws"` or `"socketio"`.
     pub const fn as_str(self) -> &'static str {
         match self {
             DoorKind::Grpc => "grpc",
-            DoorKind::WebSocket => "ws",
+            DoorKind::Ws => "ws",
             DoorKind::SocketIo => "socketio",
         }
     }
@@ -553,7 +563,7 @@ mod tests {
             max_bytes: 0,
         };
         let (handle, mut link) = SessionHandle::new(
-            DoorKind::WebSocket,
+            DoorKind::Ws,
             (256, 200 * 1024),
             limits,
             &ShutdownSignal::default(),

@@ -184,7 +184,7 @@ enum Step {
 }
 
 async fn serve(mut socket: WebSocket, hub: Hub, identity: Option<Identity>, heartbeat: Heartbeat) {
-    let (session, link) = hub.open(DoorKind::WebSocket, identity);
+    let (session, link) = hub.open(DoorKind::Ws, identity);
     // One socket for both directions (no split, no lock between halves):
     // the loop reads and writes in turn.
     let (reason, session, last_words) = pump(&mut socket, session, link, heartbeat).await;

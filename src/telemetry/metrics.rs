@@ -143,7 +143,7 @@ const RELAY_KINDS: [RelayKind; 6] = [
     RelayKind::Transfile,
     RelayKind::CtrlSendSpeed,
 ];
-const DOORS: [DoorKind; 3] = [DoorKind::Grpc, DoorKind::WebSocket, DoorKind::SocketIo];
+const DOORS: [DoorKind; 3] = [DoorKind::Grpc, DoorKind::Ws, DoorKind::SocketIo];
 
 /// The relay counters, looked up once: this is on the hot path, and a
 /// labelled lookup per relay costs more than the relay's own bookkeeping.

@@ -10,7 +10,6 @@ mod grpc;
 mod socketio;
 mod ws;
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use tokio::net::{TcpSocket, TcpStream};
@@ -21,31 +20,8 @@ pub use grpc::GrpcClient;
 pub use socketio::SocketIoClient;
 pub use ws::WsClient;
 
-/// Which door a client uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Door {
-    /// The JSON WebSocket at `/ws`.
-    Ws,
-    /// The gRPC `Connect` stream.
-    Grpc,
-    /// Socket.IO (Engine.IO 4, websocket transport).
-    SocketIo,
-}
-
-impl Door {
-    /// Every door.
-    pub const ALL: [Door; 3] = [Door::Ws, Door::Grpc, Door::SocketIo];
-}
-
-impl fmt::Display for Door {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Door::Ws => "ws",
-            Door::Grpc => "grpc",
-            Door::SocketIo => "socketio",
-        })
-    }
-}
+/// Which door a client uses: the gateway's own door type.
+pub use signalgate::core::DoorKind as Door;
 
 /// How the server ended a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -74,7 +74,7 @@ async fn settle(hub: &Hub, mut done: impl FnMut(&Census) -> bool) -> Census {
 #[tokio::test]
 async fn counts_stay_right_over_register_replace_away_resume_and_end() {
     let hub = hub();
-    let (mut web, mut web_link) = hub.open(DoorKind::WebSocket, None);
+    let (mut web, mut web_link) = hub.open(DoorKind::Ws, None);
     register(&mut web, "u", Role::Web).await;
     let (mut app, app_link) = hub.open(DoorKind::Grpc, None);
     register(&mut app, "u", Role::App).await;
@@ -105,7 +105,7 @@ async fn counts_stay_right_over_register_replace_away_resume_and_end() {
 
     // A new connection resumes it: its own session merges into the one
     // it takes over.
-    let (mut back, mut back_link) = hub.open(DoorKind::WebSocket, None);
+    let (mut back, mut back_link) = hub.open(DoorKind::Ws, None);
     assert_eq!(hub.census().open_sessions, 3);
     back.handle(Request::new(None, Command::Resume { token, last_seq: 0 }))
         .await;
@@ -130,7 +130,7 @@ async fn counts_stay_right_over_register_replace_away_resume_and_end() {
 #[tokio::test]
 async fn an_away_session_that_is_replaced_is_no_longer_counted_away() {
     let hub = hub();
-    let (mut web, _web_link) = hub.open(DoorKind::WebSocket, None);
+    let (mut web, _web_link) = hub.open(DoorKind::Ws, None);
     register(&mut web, "v", Role::Web).await;
     let (mut app, app_link) = hub.open(DoorKind::Grpc, None);
     register(&mut app, "v", Role::App).await;
