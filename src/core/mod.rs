@@ -45,5 +45,6 @@ pub use registry::{
     RouteError,
 };
 pub use session::{
-    Delivery, DeliveryError, DoorKind, ResumeLimits, SessionHandle, SessionId, SessionLink,
+    Delivery, DeliveryError, DoorKind, LastWords, ResumeLimits, SessionHandle, SessionId,
+    SessionLink,
 };

@@ -469,6 +469,17 @@ pub struct SessionLink {
     attachment: Arc<Attachment>,
 }
 
+/// What a closed connection still gets: see [`SessionLink::last_words`].
+#[derive(Debug)]
+pub struct LastWords {
+    /// Why the server closed it.
+    pub code: ErrorCode,
+    /// The events queued for it, in order.
+    pub queued: Vec<Delivery>,
+    /// The `error` that says why, written last (unsequenced).
+    pub farewell: Event,
+}
+
 impl Drop for SessionLink {
     /// The door is gone: nothing more can be queued for this connection.
     fn drop(&mut self) {
@@ -534,6 +545,25 @@ impl SessionLink {
     /// Why the server closed the connection, once it has.
     pub fn kill_reason(&self) -> Option<ErrorCode> {
         self.attachment.kill_reason()
+    }
+
+    /// What a connection the server closed still gets, the one rule for
+    /// every door (docs/PROTOCOL.md, "How sessions end"): the events
+    /// already queued for it, unless its close drops them
+    /// ([`ErrorCode::flushes_queue_on_close`]), then the farewell `error`.
+    /// The door writes them, then its own close.
+    pub fn last_words(&mut self) -> LastWords {
+        let code = self.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
+        let queued = if code.flushes_queue_on_close() {
+            std::iter::from_fn(|| self.try_next_event()).collect()
+        } else {
+            Vec::new()
+        };
+        LastWords {
+            code,
+            queued,
+            farewell: Event::farewell(code),
+        }
     }
 
     pub(crate) fn attachment(&self) -> &Arc<Attachment> {

@@ -158,14 +158,14 @@ impl Stream for EventStream {
             let mut guard = lock_link(&this.link);
             let link = &mut *guard;
             if this.killed.as_mut().poll(cx).is_ready() {
-                let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
-                let mut words = if code.flushes_queue_on_close() {
-                    queued(link)
-                } else {
-                    VecDeque::new()
-                };
-                words.push_back(Ok(encode_event(&Event::farewell(code), None)));
-                words.push_back(Err(status_for(code)));
+                let last = link.last_words();
+                let mut words: VecDeque<_> = last
+                    .queued
+                    .iter()
+                    .map(|delivery| Ok(encode_event(&delivery.event, delivery.seq)))
+                    .collect();
+                words.push_back(Ok(encode_event(&last.farewell, None)));
+                words.push_back(Err(status_for(last.code)));
                 this.last_words = Some(words);
                 continue;
             }

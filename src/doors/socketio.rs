@@ -29,8 +29,8 @@ use crate::auth::{AuthError, AuthPolicy};
 use crate::core::json_text::{JsonScanner, ScannedJson};
 use crate::core::outbox::{Outbox, PushError};
 use crate::core::{
-    Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, Rejection, Request, RequestId,
-    Session, SessionLink,
+    Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, LastWords, Rejection, Request,
+    RequestId, Session, SessionLink,
 };
 use crate::protocol::envelope::{Data, EventData, decode_command, event_data, event_request_id};
 
@@ -304,10 +304,10 @@ impl Serialize for NoArguments {
 }
 
 async fn serve(socket: SocketRef, session: Session, link: SessionLink, packets: PacketReader) {
-    let (reason, session, farewell) = pump(&socket, session, link, &packets.0).await;
+    let (reason, session, last_words) = pump(&socket, session, link, &packets.0).await;
     session.end(reason).await;
-    if let Some(code) = farewell {
-        let _ = emit_unsequenced(&socket, &Event::farewell(code));
+    if let Some(LastWords { code, farewell, .. }) = last_words {
+        let _ = emit_unsequenced(&socket, &farewell);
         // Read (and drop) what the client still sends until it pauses:
         // closing the transport with unread input resets the connection,
         // and a reset destroys the last words before the client reads them.
@@ -371,7 +371,7 @@ async fn pump(
     mut session: Session,
     mut link: SessionLink,
     packets: &PacketQueue,
-) -> (EndReason, Session, Option<ErrorCode>) {
+) -> (EndReason, Session, Option<LastWords>) {
     let mut acks = PendingAcks::default();
     let with_seq = wants_resumption(socket);
     // Made once: a kill wakes it, whichever branch the loop is in.
@@ -381,15 +381,13 @@ async fn pump(
         tokio::select! {
             biased;
             () = &mut killed => {
-                let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
-                if code.flushes_queue_on_close() {
-                    while let Some(event) = link.try_next_event() {
-                        if emit(socket, &mut acks, &link, &event, with_seq).await.is_err() {
-                            break;
-                        }
+                let words = link.last_words();
+                for event in &words.queued {
+                    if emit(socket, &mut acks, &link, event, with_seq).await.is_err() {
+                        break;
                     }
                 }
-                return (EndReason::Closed(code), session, Some(code));
+                return (EndReason::Closed(words.code), session, Some(words));
             }
             event = link.next_event() => {
                 if emit(socket, &mut acks, &link, &event, with_seq).await.is_err() {

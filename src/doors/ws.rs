@@ -245,12 +245,10 @@ where
         tokio::select! {
             biased;
             () = &mut killed => {
-                let code = link.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
-                let mut last_words: Vec<Message> = Vec::new();
-                if code.flushes_queue_on_close() {
-                    last_words.extend(std::iter::from_fn(|| link.try_next_event()).map(|d| text_frame(&d)));
-                }
-                last_words.push(Message::Text(encode_event(&Event::farewell(code), None).into()));
+                let words = link.last_words();
+                let code = words.code;
+                let mut last_words: Vec<Message> = words.queued.iter().map(text_frame).collect();
+                last_words.push(Message::Text(encode_event(&words.farewell, None).into()));
                 last_words.push(close(close_code_for(code), code.as_str()));
                 return (EndReason::Closed(code), session, last_words);
             }
