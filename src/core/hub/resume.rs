@@ -12,11 +12,11 @@ use crate::core::error::{EndReason, ErrorCode, Rejection};
 use crate::core::event::Event;
 use crate::core::handover::{SessionExport, SessionExporter};
 use crate::core::identity::Identity;
-use crate::core::session::{Delivery, Phase, SessionHandle, estimated_bytes};
+use crate::core::session::{Delivery, Phase, SessionHandle, SessionId, estimated_bytes};
 use crate::sync::lock;
 use crate::telemetry::metrics;
 
-use super::{Session, Shared};
+use super::{Hub, Session, Shared};
 
 /// 256 random bits, URL-safe, after the registry's tag (which names the
 /// node in a cluster).
@@ -24,6 +24,42 @@ pub(super) fn new_resume_token(tag: Option<&str>) -> Arc<str> {
     let bytes: [u8; 32] = rand::random();
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     Arc::from(format!("{}{secret}", tag.unwrap_or("")))
+}
+
+/// The first step of every take-over, on this node or for another: the
+/// session's half-open connection (if any) is closed as replaced, and it
+/// leaves its away phase for `next` (its watcher woken). Whether it was
+/// away.
+fn take_over(theirs: &mut crate::core::session::State, next: Phase) -> bool {
+    if let Some(stale) = theirs.attachment.take() {
+        // Its old connection is half-open: the new one takes over.
+        stale.kill(ErrorCode::Replaced);
+    }
+    match std::mem::replace(&mut theirs.phase, next) {
+        Phase::Away { wake, .. } => {
+            wake.cancel();
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The retained events a client that saw up to `last_seq` missed.
+fn missed_since(
+    theirs: &crate::core::session::State,
+    last_seq: u64,
+) -> impl Iterator<Item = &Delivery> {
+    theirs
+        .retained
+        .iter()
+        .filter(move |delivery| delivery.seq.is_some_and(|seq| seq > last_seq))
+}
+
+/// Tells the peer of a session that was away that it is back.
+async fn announce_back(hub: &Hub, uid: &Uid, role: Role, session: SessionId) {
+    if let Ok(peer) = hub.shared.registry.peer_of(uid, role, session).await {
+        let _ = peer.deliver(Event::PeerBack).await;
+    }
 }
 
 /// Why a resume of this session cannot go ahead, if it cannot: the same
@@ -81,26 +117,12 @@ impl SessionExporter for Shared {
         let (export, spent) = {
             let mut theirs = target.state();
             let (uid, role) = check_resumable(&theirs, last_seq, identity)?;
-            if let Some(stale) = theirs.attachment.take() {
-                // Its old connection here is half-open: the new one, on
-                // another node, takes over.
-                stale.kill(ErrorCode::Replaced);
-            }
-            let was_away = match std::mem::replace(&mut theirs.phase, Phase::Ended) {
-                Phase::Away { wake, .. } => {
-                    wake.cancel();
-                    true
-                }
-                _ => false,
-            };
-            let missed = theirs
-                .retained
-                .drain(..)
-                .filter_map(|delivery| {
-                    let seq = delivery.seq.filter(|seq| *seq > last_seq)?;
-                    Some((seq, (*delivery.event).clone()))
-                })
+            // The new connection is on another node: here the session ends.
+            let was_away = take_over(&mut theirs, Phase::Ended);
+            let missed = missed_since(&theirs, last_seq)
+                .filter_map(|delivery| Some((delivery.seq?, (*delivery.event).clone())))
                 .collect();
+            theirs.retained.clear();
             theirs.retained_bytes = 0;
             // The binding moves with the session: nothing here unbinds it.
             theirs.binding = None;
@@ -181,26 +203,11 @@ impl Session {
             };
             mine.phase = Phase::Ended;
             let my_token = mine.resume_token.take();
-            if let Some(stale) = theirs.attachment.replace(Arc::clone(&attachment)) {
-                // The session's old connection is still half-open: this
-                // one takes over.
-                stale.kill(ErrorCode::Replaced);
-            }
-            let was_away = match std::mem::replace(&mut theirs.phase, Phase::Open) {
-                Phase::Away { wake, .. } => {
-                    wake.cancel();
-                    true
-                }
-                _ => false,
-            };
+            let was_away = take_over(&mut theirs, Phase::Open);
+            theirs.attachment = Some(Arc::clone(&attachment));
             let old_token = theirs.resume_token.replace(Arc::clone(&new_token));
             theirs.resumed = true;
-            let missed: Vec<Delivery> = theirs
-                .retained
-                .iter()
-                .filter(|delivery| delivery.seq.is_some_and(|seq| seq > last_seq))
-                .cloned()
-                .collect();
+            let missed: Vec<Delivery> = missed_since(&theirs, last_seq).cloned().collect();
             let replayed = missed.len();
             attachment.set_resume_preface(
                 target.id(),
@@ -234,15 +241,8 @@ impl Session {
                 .set_away(&uid, role, self.id(), false)
                 .await;
         }
-        if was_away
-            && let Ok(peer) = self
-                .hub
-                .shared
-                .registry
-                .peer_of(&uid, role, self.id())
-                .await
-        {
-            let _ = peer.deliver(Event::PeerBack).await;
+        if was_away {
+            announce_back(&self.hub, &uid, role, self.id()).await;
         }
         Ok(())
     }
@@ -326,8 +326,8 @@ impl Session {
         self.attachment.count_as(role);
         metrics::resumed(replayed);
         info!(session = %handle.id(), %uid, %role, door, replayed, was_away, "resumed a session handed over by another node");
-        if was_away && let Ok(peer) = shared.registry.peer_of(&uid, role, handle.id()).await {
-            let _ = peer.deliver(Event::PeerBack).await;
+        if was_away {
+            announce_back(&self.hub, &uid, role, handle.id()).await;
         }
         Ok(())
     }
