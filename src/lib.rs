@@ -18,7 +18,7 @@
 //! - [`proto`]: generated gRPC types and `google.protobuf.Value` ⇄ JSON.
 //! - [`net`]: the machine's addresses, for `ipaddr`.
 //! - [`telemetry`]: logs and Prometheus metrics.
-//! - `sync`: the one lock helper.
+//! - `sync`: the one lock helper and the bounded outbox queue (core and doors).
 //! - [`web`]: the demo page and browser SDK served at `/`.
 
 #![forbid(unsafe_code)]

@@ -9,7 +9,6 @@
 //! - [`identity`]: who an authenticated connection is and what it may register as.
 //! - [`limits`]: per-session rate limiting.
 //! - [`json_text`]: a one-pass validating scanner for JSON text.
-//! - `outbox`: the bounded queue between a session's senders and its door.
 //! - [`payload`]: relayed JSON kept as text, validated once.
 //! - [`session`]: a session's state: sequence numbers, resume buffer, attachment.
 //! - [`registry`]: the pairing registry interface and its in-memory implementation.
@@ -24,7 +23,6 @@ pub mod identity;
 pub mod json_text;
 mod kill;
 pub mod limits;
-pub(crate) mod outbox;
 pub mod payload;
 pub mod registry;
 pub mod session;

@@ -23,8 +23,8 @@ use super::command::{Role, Uid};
 use super::error::ErrorCode;
 use super::event::Event;
 use super::kill::{KillSwitch, Killed, ShutdownSignal};
-use super::outbox::{Outbox, PushError};
 use crate::sync::lock;
+use crate::sync::outbox::{Outbox, PushError};
 use crate::telemetry::metrics;
 
 /// A session id: 64 random bits, shown as 16 hex digits.

@@ -27,12 +27,12 @@ use socketioxide_core::Value as PacketValue;
 use super::CLOSE_TIMEOUT;
 use crate::auth::{AuthError, AuthPolicy};
 use crate::core::json_text::{JsonScanner, ScannedJson};
-use crate::core::outbox::{Outbox, PushError};
 use crate::core::{
     Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, LastWords, Rejection, Request,
     RequestId, Session, SessionLink,
 };
 use crate::protocol::envelope::{Data, EventData, decode_command, event_data, event_request_id};
+use crate::sync::outbox::{Outbox, PushError};
 
 use super::Presented;
 use super::polling::{self, PollingGuard, PollingLimits};
