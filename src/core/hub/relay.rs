@@ -122,7 +122,7 @@ impl Session {
     }
 
     /// Resolves when the server closes this session's connection (the
-    /// same signal as [`SessionLink::killed`], for a door whose link lives
+    /// same signal as [`SessionLink::killed`](crate::core::SessionLink::killed), for a door whose link lives
     /// in another task).
     pub fn killed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         self.attachment.killed()
