@@ -6,7 +6,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 /// The seed server's port, kept so that existing clients find us.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3186";
@@ -116,15 +116,7 @@ pub enum CliCommand {
     },
 }
 
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// Everything the gateway needs to start.
 #[derive(Clone, Debug, Args)]

@@ -381,9 +381,14 @@ async fn readyz(State(hub): State<Hub>) -> (StatusCode, &'static str) {
 
 /// `GET /metrics`: Prometheus text format.
 async fn metrics(State(hub): State<Hub>) -> Response<Body> {
+    let census = hub.census();
     let mut response = Response::new(Body::from(telemetry::metrics::render(
-        hub.census(),
-        hub.registry_available(),
+        telemetry::metrics::Gauges {
+            open_sessions: census.open_sessions,
+            away_sessions: census.away_sessions,
+            pairs: census.registry.pairs,
+            registry_available: hub.registry_available(),
+        },
     )));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::error::Rejection;
 use super::payload::JsonPayload;
+use crate::telemetry::metrics::Label;
 
 /// Longest uid any door decodes, in bytes. The configured limit
 /// (`--max-uid-bytes`, default 128) is enforced by the rules at `register`.
@@ -35,6 +36,14 @@ impl Role {
         match self {
             Role::Web => "web",
             Role::App => "app",
+        }
+    }
+
+    /// Its label in metrics.
+    pub const fn label(self) -> Label {
+        Label {
+            slot: self as usize,
+            text: self.as_str(),
         }
     }
 
@@ -216,6 +225,14 @@ pub enum RelayKind {
 }
 
 impl RelayKind {
+    /// Its label in metrics.
+    pub const fn label(self) -> Label {
+        Label {
+            slot: self as usize,
+            text: self.event_name(),
+        }
+    }
+
     /// The seed's event name, e.g. `"ctrlSendSpeed"`.
     pub const fn event_name(self) -> &'static str {
         match self {

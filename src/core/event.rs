@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::command::{Relay, RequestId, Role, Uid};
 use super::error::{ErrorCode, Rejection};
-use super::session::SessionId;
+use super::ids::SessionId;
 
 /// The greeting text of `welcome`, as the seed sends it.
 pub const WELCOME_MESSAGE: &str = "Welcome!";

@@ -7,7 +7,21 @@
 //! relayed `data` as text, so a relayed payload is read once instead of
 //! once by serde_json and once more for its shape.
 
-use super::payload::MAX_PAYLOAD_DEPTH;
+/// Deepest accepted nesting of arrays and objects in a relayed payload
+/// (re-exported by `payload`; it lives here, with the scanner that
+/// enforces it).
+///
+/// Every door must be able to carry every accepted payload; protobuf
+/// decoders stop at 100 nested messages and each JSON level costs two of
+/// them in a `google.protobuf.Value`, so the limit is set well below that.
+pub const MAX_PAYLOAD_DEPTH: usize = 32;
+
+// The scanner remembers, per open container, whether it is an object in one
+// bit of a `u64`: a deeper limit would overflow it.
+const _: () = assert!(
+    MAX_PAYLOAD_DEPTH <= 64,
+    "the scanner's container mask is a u64"
+);
 
 /// What one pass over JSON text finds out, without parsing it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 //! - [`command`]: what a client can ask for.
 //! - [`event`]: what the server can say to a session.
 //! - [`error`]: error codes and the reasons a session ends.
+//! - [`ids`]: session and door ids.
 //! - [`identity`]: who an authenticated connection is and what it may register as.
 //! - [`limits`]: per-session rate limiting.
 //! - [`json_text`]: a one-pass validating scanner for JSON text.
@@ -20,6 +21,7 @@ pub mod event;
 pub mod handover;
 pub mod hub;
 pub mod identity;
+pub mod ids;
 pub mod json_text;
 mod kill;
 pub mod limits;

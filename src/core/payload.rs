@@ -14,12 +14,7 @@ use serde_json::value::RawValue;
 use super::error::Rejection;
 pub use super::json_text::{ScanError, ScannedJson, TextShape, scan_json};
 
-/// Deepest accepted nesting of arrays and objects in a relayed payload.
-///
-/// Every door must be able to carry every accepted payload; protobuf
-/// decoders stop at 100 nested messages and each JSON level costs two of
-/// them in a `google.protobuf.Value`, so the limit is set well below that.
-pub const MAX_PAYLOAD_DEPTH: usize = 32;
+pub use super::json_text::MAX_PAYLOAD_DEPTH;
 
 /// The nesting depth of a parsed value.
 pub fn json_value_depth(value: &serde_json::Value) -> usize {

@@ -11,7 +11,6 @@
 //! another door.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
@@ -22,72 +21,11 @@ use tokio_util::sync::CancellationToken;
 use super::command::{Role, Uid};
 use super::error::ErrorCode;
 use super::event::Event;
+pub use super::ids::{DoorKind, SessionId};
 use super::kill::{KillSwitch, Killed, ShutdownSignal};
 use crate::sync::lock;
 use crate::sync::outbox::{Outbox, PushError};
 use crate::telemetry::metrics;
-
-/// A session id: 64 random bits, shown as 16 hex digits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(u64);
-
-impl SessionId {
-    /// A fresh random id.
-    pub fn random() -> SessionId {
-        SessionId(rand::random())
-    }
-
-    /// Parses the 16-hex-digit form [`fmt::Display`] writes.
-    pub fn parse(text: &str) -> Option<SessionId> {
-        (text.len() == 16)
-            .then(|| u64::from_str_radix(text, 16).ok())
-            .flatten()
-            .map(SessionId)
-    }
-
-    /// The raw number.
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-/// The door a connection came through: the one door type of the gateway,
-/// its logs and metrics, and of the Rust client (`signalgate_client::Door`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DoorKind {
-    /// The JSON WebSocket at `/ws`.
-    Ws,
-    /// The gRPC bidirectional stream.
-    Grpc,
-    /// Socket.IO at `/socket.io/`.
-    SocketIo,
-}
-
-impl fmt::Display for DoorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl DoorKind {
-    /// Every door.
-    pub const ALL: [DoorKind; 3] = [DoorKind::Ws, DoorKind::Grpc, DoorKind::SocketIo];
-
-    /// `"grpc"`, `"ws"` or `"socketio"`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DoorKind::Grpc => "grpc",
-            DoorKind::Ws => "ws",
-            DoorKind::SocketIo => "socketio",
-        }
-    }
-}
 
 /// Why an event could not be handed to a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -153,14 +91,17 @@ impl Attachment {
     /// Moves this connection from the unregistered to `role` in the gauge.
     pub(crate) fn count_as(&self, role: Role) {
         if self.counted_role.set(role).is_ok() {
-            metrics::connection_closed(self.door, None);
-            metrics::connection_opened(self.door, Some(role));
+            metrics::connection_closed(self.door.label(), None);
+            metrics::connection_opened(self.door.label(), Some(role.label()));
         }
     }
 
     /// Removes this connection from the gauge.
     pub(crate) fn uncount(&self) {
-        metrics::connection_closed(self.door, self.counted_role.get().copied());
+        metrics::connection_closed(
+            self.door.label(),
+            self.counted_role.get().map(|role| role.label()),
+        );
     }
 
     pub(crate) fn kill(&self, reason: ErrorCode) {
@@ -317,7 +258,7 @@ impl SessionHandle {
             preface: Mutex::new(VecDeque::new()),
             has_preface: AtomicBool::new(false),
         });
-        metrics::connection_opened(door, None);
+        metrics::connection_opened(door.label(), None);
         let handle = Arc::new(SessionHandle {
             id: SessionId::random(),
             limits,
@@ -375,7 +316,7 @@ impl SessionHandle {
             state.last_seq
         });
         if let Event::Error { code, .. } = &event {
-            metrics::error_sent(*code);
+            metrics::error_sent(code.as_str());
         }
         let queued_at = matches!(event, Event::Relayed(_)).then(Instant::now);
         let delivery = Delivery {

@@ -9,8 +9,6 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::core::{Census, DoorKind, ErrorCode, RelayKind, Role};
-
 /// Open connections by door and role (`none` before `register`).
 pub const CONNECTIONS: &str = "signalgate_connections";
 /// Sessions held away, waiting for a resume.
@@ -85,92 +83,99 @@ pub fn cluster_frame(kind: &'static str, direction: &'static str) {
     counter!(CLUSTER_FRAMES, "kind" => kind, "direction" => direction).increment(1);
 }
 
-/// Renders every metric in the Prometheus text format, with the gauges that
-/// are read from the hub at scrape time.
-pub fn render(census: Census, registry_available: bool) -> String {
-    gauge!(REGISTRY_AVAILABLE).set(if registry_available { 1.0 } else { 0.0 });
-    gauge!(AWAY_SESSIONS).set(census.away_sessions as f64);
-    gauge!(OPEN_SESSIONS).set(census.open_sessions as f64);
-    gauge!(PAIRS).set(census.registry.pairs as f64);
+/// The gauges read from the hub at scrape time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gauges {
+    /// Sessions not ended.
+    pub open_sessions: usize,
+    /// Sessions held away for a resume.
+    pub away_sessions: usize,
+    /// Uids with both roles present.
+    pub pairs: usize,
+    /// Whether the registry can serve registrations.
+    pub registry_available: bool,
+}
+
+/// Renders every metric in the Prometheus text format, with `gauges`.
+pub fn render(gauges: Gauges) -> String {
+    gauge!(REGISTRY_AVAILABLE).set(if gauges.registry_available { 1.0 } else { 0.0 });
+    gauge!(AWAY_SESSIONS).set(gauges.away_sessions as f64);
+    gauge!(OPEN_SESSIONS).set(gauges.open_sessions as f64);
+    gauge!(PAIRS).set(gauges.pairs as f64);
     handle().map(PrometheusHandle::render).unwrap_or_default()
 }
 
-fn role_label(role: Option<Role>) -> &'static str {
-    role.map_or("none", Role::as_str)
+/// A label value known ahead, for the labelled metrics on hot paths: its
+/// text, and its slot among the values of its label (which picks a cached
+/// handle instead of a labelled lookup, a few thousand instructions).
+/// The core gives each of its doors, roles and relayed events one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Label {
+    /// Its place among its label's values, from 0.
+    pub slot: usize,
+    /// The value as exported.
+    pub text: &'static str,
 }
 
-const ROLES: [Option<Role>; 3] = [None, Some(Role::Web), Some(Role::App)];
+/// Slots the caches hold per label; a label value past them is looked up
+/// by its labels every time.
+const SLOTS: usize = 8;
 
-/// The connection gauges, looked up once: a labelled lookup costs a few
-/// thousand instructions, and every session setup moves a gauge three times.
-static CONNECTION_GAUGES: OnceLock<Vec<metrics::Gauge>> = OnceLock::new();
+/// One handle per pair of label values, made on first use.
+type Handles<T> = [[OnceLock<T>; SLOTS]; SLOTS];
 
-fn connection_gauge(door: DoorKind, role: Option<Role>) -> Option<&'static metrics::Gauge> {
-    let gauges = CONNECTION_GAUGES.get_or_init(|| {
-        DOORS
-            .iter()
-            .flat_map(|door| {
-                ROLES.iter().map(move |role| {
-                    gauge!(CONNECTIONS, "door" => door.as_str(), "role" => role_label(*role))
-                })
-            })
-            .collect()
-    });
-    let door_index = DOORS.iter().position(|d| *d == door)?;
-    let role_index = ROLES.iter().position(|r| *r == role)?;
-    gauges.get(door_index * ROLES.len() + role_index)
+fn cached<T>(
+    handles: &Handles<T>,
+    first: usize,
+    second: usize,
+    make: impl FnOnce() -> T,
+) -> Option<&T> {
+    Some(handles.get(first)?.get(second)?.get_or_init(make))
+}
+
+/// The connection gauges: every session setup moves one three times.
+static CONNECTION_GAUGES: Handles<metrics::Gauge> =
+    [const { [const { OnceLock::new() }; SLOTS] }; SLOTS];
+
+/// Moves the gauge of connections through `door` registered as `role`
+/// (`none` until they register or resume) by `delta`.
+fn move_connection_gauge(door: Label, role: Option<Label>, delta: f64) {
+    let role_slot = role.map_or(0, |role| role.slot + 1);
+    let role_text = role.map_or("none", |role| role.text);
+    let make = || gauge!(CONNECTIONS, "door" => door.text, "role" => role_text);
+    match cached(&CONNECTION_GAUGES, door.slot, role_slot, make) {
+        Some(gauge) => gauge.increment(delta),
+        None => make().increment(delta),
+    }
 }
 
 /// A connection opened, or moved between roles.
-pub fn connection_opened(door: DoorKind, role: Option<Role>) {
-    if let Some(gauge) = connection_gauge(door, role) {
-        gauge.increment(1.0);
-    }
+pub fn connection_opened(door: Label, role: Option<Label>) {
+    move_connection_gauge(door, role, 1.0);
 }
 
 /// A connection closed (or left a role).
-pub fn connection_closed(door: DoorKind, role: Option<Role>) {
-    if let Some(gauge) = connection_gauge(door, role) {
-        gauge.decrement(1.0);
+pub fn connection_closed(door: Label, role: Option<Label>) {
+    move_connection_gauge(door, role, -1.0);
+}
+
+/// The relay counters: this is on the hot path, and a labelled lookup per
+/// relay costs more than the relay's own bookkeeping.
+static RELAY_COUNTERS: Handles<metrics::Counter> =
+    [const { [const { OnceLock::new() }; SLOTS] }; SLOTS];
+
+/// An event (`kind`, e.g. `message`) was relayed from a session on `door`.
+pub fn relayed(kind: Label, door: Label) {
+    let make = || counter!(RELAYED, "event" => kind.text, "door" => door.text);
+    match cached(&RELAY_COUNTERS, kind.slot, door.slot, make) {
+        Some(counter) => counter.increment(1),
+        None => make().increment(1),
     }
 }
 
-const RELAY_KINDS: [RelayKind; 6] = [
-    RelayKind::SyncTo,
-    RelayKind::Message,
-    RelayKind::Export,
-    RelayKind::Exception,
-    RelayKind::Transfile,
-    RelayKind::CtrlSendSpeed,
-];
-const DOORS: [DoorKind; 3] = [DoorKind::Grpc, DoorKind::Ws, DoorKind::SocketIo];
-
-/// The relay counters, looked up once: this is on the hot path, and a
-/// labelled lookup per relay costs more than the relay's own bookkeeping.
-static RELAY_COUNTERS: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
-
-/// An event was relayed.
-pub fn relayed(kind: RelayKind, door: DoorKind) {
-    let counters = RELAY_COUNTERS.get_or_init(|| {
-        RELAY_KINDS
-            .iter()
-            .flat_map(|kind| {
-                DOORS.iter().map(move |door| {
-                    counter!(RELAYED, "event" => kind.event_name(), "door" => door.as_str())
-                })
-            })
-            .collect()
-    });
-    let kind_index = RELAY_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
-    let door_index = DOORS.iter().position(|d| *d == door).unwrap_or(0);
-    if let Some(counter) = counters.get(kind_index * DOORS.len() + door_index) {
-        counter.increment(1);
-    }
-}
-
-/// An `error` event was sent.
-pub fn error_sent(code: ErrorCode) {
-    counter!(ERRORS, "code" => code.as_str()).increment(1);
+/// An `error` event with `code` was sent.
+pub fn error_sent(code: &'static str) {
+    counter!(ERRORS, "code" => code).increment(1);
 }
 
 /// A session ended, or went away.

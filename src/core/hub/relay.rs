@@ -271,7 +271,7 @@ impl Session {
             self.overflowed = Some(peer);
         }
         offered
-            .map(|()| metrics::relayed(kind, self.attachment.door()))
+            .map(|()| metrics::relayed(kind.label(), self.attachment.door().label()))
             .map_err(|e| match e {
             DeliveryError::SlowConsumer => Rejection::new(
                 ErrorCode::SlowConsumer,
