@@ -528,25 +528,10 @@ async fn http_request(gateway: &TestGateway, request: &str) -> String {
             .expect("read");
         response.extend_from_slice(&buffer[..read]);
         let text = String::from_utf8_lossy(&response).into_owned();
-        if read == 0 || response_complete(&text) {
+        if read == 0 || common::response_complete(&text) {
             return text;
         }
     }
-}
-
-/// Whether `text` holds a whole response: the head, and the body its
-/// Content-Length announces (a 101 has none).
-fn response_complete(text: &str) -> bool {
-    let Some(head_end) = text.find("\r\n\r\n") else {
-        return false;
-    };
-    let head = text[..head_end].to_ascii_lowercase();
-    let length = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .and_then(|value| value.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    text.len() >= head_end + 4 + length
 }
 
 fn upgrade_request(path: &str, origin: Option<&str>) -> String {

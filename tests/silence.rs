@@ -170,16 +170,8 @@ async fn read_response(stream: &mut TcpStream) -> String {
             .expect("read");
         response.extend_from_slice(&buffer[..read]);
         let text = String::from_utf8_lossy(&response).into_owned();
-        if let Some(head_end) = text.find("\r\n\r\n") {
-            let length = text[..head_end]
-                .to_ascii_lowercase()
-                .lines()
-                .find_map(|line| line.strip_prefix("content-length:").map(str::trim))
-                .and_then(|value| value.parse::<usize>().ok())
-                .unwrap_or(0);
-            if text.len() >= head_end + 4 + length {
-                return text;
-            }
+        if common::response_complete(&text) {
+            return text;
         }
         assert!(read > 0, "the connection closed mid-response: {text}");
     }

@@ -528,3 +528,18 @@ pub async fn connected_with_welcome(
         other => panic!("{other:?}"),
     }
 }
+
+/// Whether `text` holds a whole response: the head, and the body its
+/// Content-Length announces (a 101 has none).
+pub fn response_complete(text: &str) -> bool {
+    let Some(head_end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let head = text[..head_end].to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    text.len() >= head_end + 4 + length
+}
