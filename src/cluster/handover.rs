@@ -5,8 +5,23 @@
 use std::sync::Arc;
 
 use super::bus::{self, Answer, Asker, Frame};
-use super::{FORWARD_FOR, HOLD_FOR_NEW_NODE, Inner, MAX_HELD_FRAMES, Moved, lock};
+use super::{FORWARD_FOR, HOLD_FOR_NEW_NODE, Inner, MAX_HELD_FRAMES, lock};
 use crate::core::{DeliveryError, ErrorCode, Identity, Rejection, SessionId};
+
+/// Where a handed-over session went, and what waits for it.
+pub(super) enum Moved {
+    /// The new node has not confirmed yet: frames wait here.
+    Holding {
+        to: String,
+        frames: Vec<Frame>,
+        since: std::time::Instant,
+    },
+    /// Bound on the new node: frames go there.
+    Forwarding {
+        to: String,
+        since: std::time::Instant,
+    },
+}
 
 impl Inner {
     /// Answers another node's `take`: the hub validates the resume and lets

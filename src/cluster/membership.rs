@@ -6,9 +6,8 @@ use std::sync::atomic::Ordering;
 
 use tracing::{debug, info};
 
-use super::{
-    Inner, REAP_BATCH, RECONNECT_BACKOFF, lock, member, parse_role, scripts, split_holder,
-};
+use super::keys::{member, parse_role, split_holder};
+use super::{Inner, REAP_BATCH, RECONNECT_BACKOFF, lock, scripts};
 use crate::core::{ErrorCode, Event, RegistryError, Uid};
 
 impl Inner {

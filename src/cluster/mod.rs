@@ -11,7 +11,8 @@
 //! sessions are both here without a round trip (and through an outage).
 //!
 //! - `bus`: the frames nodes exchange; `scripts`: the Lua scripts and
-//!   the Redis data model; `local`: this node's own sessions.
+//!   the Redis data model; `keys`: the names of its keys and channels;
+//!   `local`: this node's own sessions.
 //! - `channel`: this node's pub/sub channel in, and remote peers out.
 //! - `membership`: heartbeat, reaping dead nodes, re-asserting after an
 //!   outage; `handover`: the old node's side of a cross-node resume.
@@ -19,6 +20,7 @@
 mod bus;
 mod channel;
 mod handover;
+mod keys;
 mod local;
 mod membership;
 mod scripts;
@@ -43,6 +45,8 @@ use crate::sync::lock;
 use crate::telemetry::metrics;
 use bus::{Answer, Frame};
 use channel::{RemotePeer, Unanswered};
+use handover::Moved;
+use keys::{Keys, member, split_holder};
 use local::LocalTable;
 
 /// How long one Redis command may take before the registry counts Redis as
@@ -85,45 +89,6 @@ pub enum ClusterError {
     Unreachable(String),
 }
 
-/// Names of keys and channels.
-#[derive(Debug)]
-struct Keys {
-    prefix: String,
-}
-
-impl Keys {
-    fn uid(&self, uid: &Uid) -> String {
-        format!("{}:uid:{}", self.prefix, uid.as_str())
-    }
-    fn bindings(&self, node: &str) -> String {
-        format!("{}:node:{node}:bindings", self.prefix)
-    }
-    fn alive(&self, node: &str) -> String {
-        format!("{}:node:{node}:alive", self.prefix)
-    }
-    fn nodes(&self) -> String {
-        format!("{}:nodes", self.prefix)
-    }
-    fn channel(&self, node: &str) -> String {
-        format!("{}:node:{node}", self.prefix)
-    }
-}
-
-/// `<role>:<uid>`, a member of a node's bindings set.
-fn member(uid: &Uid, role: Role) -> String {
-    format!("{}:{}", role.as_str(), uid.as_str())
-}
-
-fn parse_role(text: &str) -> Option<Role> {
-    text.parse().ok()
-}
-
-/// A registry entry: `<node>/<session>`.
-fn split_holder(value: &str) -> Option<(&str, SessionId)> {
-    let (node, session) = value.split_once('/')?;
-    Some((node, SessionId::parse(session)?))
-}
-
 struct Inner {
     node: String,
     keys: Keys,
@@ -154,21 +119,6 @@ struct Inner {
     /// addressed here are held until the new node has bound the session,
     /// then forwarded there.
     moved: Mutex<HashMap<SessionId, Moved>>,
-}
-
-/// Where a handed-over session went, and what waits for it.
-enum Moved {
-    /// The new node has not confirmed yet: frames wait here.
-    Holding {
-        to: String,
-        frames: Vec<Frame>,
-        since: std::time::Instant,
-    },
-    /// Bound on the new node: frames go there.
-    Forwarding {
-        to: String,
-        since: std::time::Instant,
-    },
 }
 
 /// The pairing registry shared by every node over Redis.

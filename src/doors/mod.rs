@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use futures_util::{Stream, StreamExt};
+
 use crate::auth::{AuthError, AuthPolicy, bearer};
 use crate::core::Identity;
 use crate::telemetry::metrics;
@@ -17,6 +19,37 @@ use crate::telemetry::metrics;
 /// How long every door gives a session it ends to get its last words out
 /// (docs/PROTOCOL.md: queued events, the farewell, the close).
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The one drain after a session's last words, on every door that needs
+/// it: reads and drops what the client still sends until `is_last` says the
+/// client finished (a WebSocket close frame, a Socket.IO disconnect), until
+/// it pauses for `pause` when given, or for [`CLOSE_TIMEOUT`] at most.
+///
+/// Closing a connection with unread input makes the kernel reset it, and a
+/// reset can destroy the last words before the client reads them.
+pub(crate) async fn drain_input<T>(
+    input: impl Stream<Item = T>,
+    pause: Option<Duration>,
+    is_last: impl Fn(&T) -> bool,
+) {
+    let mut input = std::pin::pin!(input);
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        loop {
+            let next = match pause {
+                Some(pause) => match tokio::time::timeout(pause, input.next()).await {
+                    Ok(next) => next,
+                    Err(_) => return,
+                },
+                None => input.next().await,
+            };
+            match next {
+                Some(item) if !is_last(&item) => {}
+                _ => return,
+            }
+        }
+    })
+    .await;
+}
 
 /// Where a connection presented its token, as each door finds it.
 #[derive(Clone, Copy, Debug, Default)]

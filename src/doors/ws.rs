@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 
 use super::CLOSE_TIMEOUT;
-use super::{Presented, authenticate};
+use super::{Presented, authenticate, drain_input};
 use crate::auth::AuthPolicy;
 use crate::core::{
     Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, Rejection, Session, SessionLink,
@@ -202,19 +202,15 @@ async fn serve(mut socket: WebSocket, hub: Hub, identity: Option<Identity>, hear
                     return;
                 }
             }
-            if socket.flush().await.is_err() {
-                return;
-            }
-            // The closing handshake: read (and drop) what the client still
-            // sends until its close frame. Closing the socket with unread
-            // input would reset the connection, and a reset can destroy the
-            // last words before the client reads them.
-            while let Some(Ok(frame)) = socket.next().await {
-                if matches!(frame, Message::Close(_)) {
-                    break;
-                }
-            }
+            let _ = socket.flush().await;
         })
+        .await;
+        // The closing handshake: what the client sends up to its close frame.
+        drain_input(
+            &mut socket,
+            None,
+            |frame| !matches!(frame, Ok(message) if !matches!(message, Message::Close(_))),
+        )
         .await;
     }
 }

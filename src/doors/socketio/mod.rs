@@ -19,7 +19,7 @@ use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler};
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide_core::Value as PacketValue;
 
-use super::CLOSE_TIMEOUT;
+use super::drain_input;
 use crate::auth::{AuthError, AuthPolicy};
 use crate::core::{
     DoorKind, EndReason, ErrorCode, Event, Hub, Identity, LastWords, Rejection, Request, Session,
@@ -271,15 +271,14 @@ async fn serve(socket: SocketRef, session: Session, link: SessionLink, packets: 
     session.end(reason).await;
     if let Some(LastWords { code, farewell, .. }) = last_words {
         let _ = emit_unsequenced(&socket, &farewell);
-        // Read (and drop) what the client still sends until it pauses:
-        // closing the transport with unread input resets the connection,
-        // and a reset destroys the last words before the client reads them.
-        // (Not while the server shuts down: it closes every transport.)
+        // What the client still sends, until it pauses (not while the
+        // server shuts down: it closes every transport).
         if code != ErrorCode::ShuttingDown {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                while let Ok(Inbound::Packet { .. }) =
-                    tokio::time::timeout(CLIENT_PAUSE, packets.0.pop()).await
-                {}
+            let inbound = futures_util::stream::unfold(&packets.0, |queue| async move {
+                Some((queue.pop().await, queue))
+            });
+            drain_input(inbound, Some(CLIENT_PAUSE), |inbound| {
+                !matches!(inbound, Inbound::Packet { .. })
             })
             .await;
         }
