@@ -62,6 +62,8 @@ pub const DEFAULT_PING_TIMEOUT: &str = "20s";
 pub const DEFAULT_REDIS_PREFIX: &str = "signalgate";
 /// Default `--node-ttl`.
 pub const DEFAULT_NODE_TTL: &str = "6s";
+/// Default `--turn-ttl`.
+pub const DEFAULT_TURN_TTL: &str = "24h";
 
 /// Parses `250ms`, `30s`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -265,6 +267,26 @@ pub struct Config {
     #[arg(long, env = "SIGNALGATE_NODE_TTL", default_value = DEFAULT_NODE_TTL, value_parser = parse_duration)]
     pub node_ttl: Duration,
 
+    /// ICE server URL handed to every session (`stun:`, `stuns:`, `turn:`,
+    /// `turns:`, e.g. `turn:turn.example.com:3478?transport=udp`); repeat
+    /// or separate with commas. Default: none (no ICE fields are sent).
+    #[arg(
+        long = "ice-server",
+        env = "SIGNALGATE_ICE_SERVERS",
+        value_delimiter = ','
+    )]
+    pub ice_servers: Vec<String>,
+
+    /// Shared secret of the TURN server's REST API (coturn's
+    /// `static-auth-secret`): TURN URLs get credentials minted per session.
+    /// Without it they are handed out bare.
+    #[arg(long, env = "SIGNALGATE_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+
+    /// Lifetime of minted TURN credentials.
+    #[arg(long, env = "SIGNALGATE_TURN_TTL", default_value = DEFAULT_TURN_TTL, value_parser = parse_duration)]
+    pub turn_ttl: Duration,
+
     /// Log format (`RUST_LOG` sets the level, default `info`).
     #[arg(long, env = "SIGNALGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -307,6 +329,9 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             node_ttl: Duration::from_secs(6),
+            ice_servers: Vec::new(),
+            turn_secret: None,
+            turn_ttl: Duration::from_secs(24 * 3600),
             log_format: LogFormat::Text,
         }
     }
@@ -351,5 +376,6 @@ mod tests {
         );
         assert_eq!(parsed.config.redis_prefix, defaults.redis_prefix);
         assert_eq!(parsed.config.node_ttl, defaults.node_ttl);
+        assert_eq!(parsed.config.turn_ttl, defaults.turn_ttl);
     }
 }

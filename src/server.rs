@@ -24,7 +24,7 @@ use crate::auth::AuthPolicy;
 use crate::cluster::{ClusterConfig, RedisRegistry};
 use crate::config::Config;
 use crate::connection::{self, ConnectionBounds, Finish};
-use crate::core::{Hub, HubConfig, InMemoryRegistry, RateLimit, Registry, ResumeLimits};
+use crate::core::{Hub, HubConfig, IcePolicy, InMemoryRegistry, RateLimit, Registry, ResumeLimits};
 use crate::doors::grpc::GrpcDoor;
 use crate::doors::origin::{self, OriginPolicy};
 use crate::doors::polling::PollingLimits;
@@ -95,6 +95,22 @@ impl Gateway {
                  Set --jwt-secret or --jwt-public-key in production (docs/SECURITY.md)."
             );
         }
+        let ice = IcePolicy::new(
+            &config.ice_servers,
+            config.turn_secret.as_deref(),
+            config.turn_ttl,
+        )?
+        .map(Arc::new);
+        if let Some(ice) = &ice {
+            info!(?ice, "handing ICE servers to sessions");
+            if ice.hands_out_bare_turn() {
+                warn!(
+                    "TURN URLs are handed out WITHOUT credentials: a TURN server in \
+                     secret mode (coturn use-auth-secret) will refuse them. Set --turn-secret \
+                     (docs/OPERATIONS.md#turn-coturn)."
+                );
+            }
+        }
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             _ => None,
@@ -116,6 +132,7 @@ impl Gateway {
                 },
                 register_timeout: config.register_timeout,
                 max_uid_bytes: config.max_uid_bytes,
+                ice,
             },
         );
         let router = build_router(&hub, &config, &auth)?;

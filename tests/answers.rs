@@ -1,5 +1,5 @@
 //! Every request is answered exactly once, on every door, with or without
-//! a request id (docs/PROTOCOL.md rule 8): a property test over random
+//! a request id (docs/PROTOCOL.md rule 9): a property test over random
 //! sequences of requests — good and bad, registered or not, ids absent,
 //! repeated or 0 — against a real gateway.
 //!
@@ -34,6 +34,7 @@ enum Ask {
     Message,
     SyncTo,
     IpAddr,
+    IceServers,
     UnknownEvent,
     BadRegister,
     BogusResume,
@@ -57,6 +58,7 @@ fn request() -> impl Strategy<Value = (Ask, IdChoice)> {
         Just(Ask::Message),
         Just(Ask::SyncTo),
         Just(Ask::IpAddr),
+        Just(Ask::IceServers),
         Just(Ask::UnknownEvent),
         Just(Ask::BadRegister),
         Just(Ask::BogusResume),
@@ -178,6 +180,7 @@ async fn run_case(gateway: &TestGateway, door: Door, requests: Vec<(Ask, IdChoic
             Ask::Message => ("message", Some(json!(n))),
             Ask::SyncTo => ("syncto", Some(json!(n))),
             Ask::IpAddr => ("ipaddr", None),
+            Ask::IceServers => ("iceservers", None),
             // gRPC has no way to name an unknown event.
             Ask::UnknownEvent if door == Door::Grpc => {
                 ("register", Some(json!({"uid": "", "type": 1})))
@@ -228,6 +231,11 @@ async fn run_case(gateway: &TestGateway, door: Door, requests: Vec<(Ask, IdChoic
             }
             Ask::IpAddr => assert!(
                 answers.iter().any(|event| event["event"] == "ipaddr"),
+                "{what}"
+            ),
+            // Only a registered (or resumed) session is answered a list.
+            Ask::IceServers => assert!(
+                model.registered && answers.iter().any(|event| event["event"] == "iceservers"),
                 "{what}"
             ),
             Ask::UnknownEvent | Ask::BadRegister | Ask::BogusResume | Ask::DropAndResume => {

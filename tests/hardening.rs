@@ -495,6 +495,38 @@ async fn metrics_and_readiness_are_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_turn_credentials_are_counted_and_bad_ice_urls_refused() {
+    let gateway = TestGateway::start_with(Config {
+        ice_servers: vec!["turn:127.0.0.1:3478".into()],
+        turn_secret: Some("counted".into()),
+        ..test_config()
+    })
+    .await;
+    let mut client = gateway.connect(Door::Ws).await;
+    client.register("counted", "app").await;
+    let metrics = http_get(&gateway, "/metrics").await;
+    let issued = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("signalgate_turn_credentials_issued_total "))
+        .unwrap_or_else(|| panic!("no credentials counter in:\n{metrics}"));
+    assert!(
+        issued.trim().parse::<f64>().expect("a number") >= 1.0,
+        "{issued}"
+    );
+    client.close().await;
+    gateway.assert_empty().await;
+
+    // A URL that is no STUN/TURN URL stops the gateway at startup.
+    let refused = signalgate::Gateway::from_config(Config {
+        ice_servers: vec!["https://turn.example.com".into()],
+        ..test_config()
+    })
+    .await;
+    let error = refused.err().expect("refused").to_string();
+    assert!(error.contains("stun:"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_grpc_and_wss_on_one_port() {
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");

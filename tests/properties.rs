@@ -130,6 +130,7 @@ proptest! {
             Just("ctrlSendSpeed".to_owned()),
             Just("resume".to_owned()),
             Just("ipaddr".to_owned()),
+            Just("iceservers".to_owned()),
             ".{0,10}",
         ],
         data in json_value(),

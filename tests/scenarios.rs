@@ -5,7 +5,9 @@ mod common;
 
 use common::cluster::Topology;
 use common::{TestGateway, paired};
-use serde_json::json;
+use std::time::Duration;
+
+use serde_json::{Value, json};
 use signalgate_client::{Closed, Door};
 
 /// Generates, for each scenario, one test per (web door, app door) pair, on
@@ -75,6 +77,7 @@ across_doors!(
     clean_disconnect_sends_byebye,
     abrupt_disconnect_holds_the_session_then_byebye,
     ipaddr_lists_advertised_addresses,
+    ice_servers_on_register_renewal_and_resume,
     every_error_code,
 );
 
@@ -405,6 +408,124 @@ async fn ipaddr_lists_advertised_addresses(topology: Topology, web_door: Door, a
     gateway.assert_empty().await;
 }
 
+const TURN_SECRET: &str = "scenario-turn-secret";
+const TURN_TTL_SECONDS: u64 = 3600;
+
+/// A list as the gateway must mint it now for `uid`: one TURN entry with
+/// credentials that check (HMAC-SHA1 computed here), then STUN bare.
+fn assert_ice_servers(data: &Value, uid: &str, door: Door) {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let expire_at = data["iceServersExpireAt"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{door}: no iceServersExpireAt in {data}"));
+    assert!(
+        expire_at.abs_diff(now + TURN_TTL_SECONDS) <= 5,
+        "{door}: expiry {expire_at} is not now + ttl ({now})"
+    );
+    let servers = data["iceServers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{door}: no iceServers in {data}"));
+    assert_eq!(servers.len(), 2, "{door}: {data}");
+    assert_eq!(
+        servers[0]["urls"],
+        json!([
+            "turn:127.0.0.1:3478?transport=udp",
+            "turns:turn.example.com:5349"
+        ])
+    );
+    let username = format!("{expire_at}:{uid}");
+    assert_eq!(servers[0]["username"], username, "{door}");
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(TURN_SECRET.as_bytes()).expect("key");
+    mac.update(username.as_bytes());
+    let credential = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    assert_eq!(servers[0]["credential"], credential, "{door}");
+    assert_eq!(
+        servers[1],
+        json!({"urls": ["stun:127.0.0.1:3478"]}),
+        "{door}"
+    );
+}
+
+/// `registered` and `resumed` carry fresh ICE servers (`registered` not on
+/// Socket.IO, whose `registered` keeps the seed-era shape), `iceservers`
+/// renews them for a registered session only, on every door and node.
+async fn ice_servers_on_register_renewal_and_resume(
+    topology: Topology,
+    web_door: Door,
+    app_door: Door,
+) {
+    let gateway = topology
+        .start_with(signalgate::Config {
+            ice_servers: vec![
+                "turn:127.0.0.1:3478?transport=udp".into(),
+                "stun:127.0.0.1:3478".into(),
+                "turns:turn.example.com:5349".into(),
+            ],
+            turn_secret: Some(TURN_SECRET.into()),
+            turn_ttl: Duration::from_secs(TURN_TTL_SECONDS),
+            ..common::test_config()
+        })
+        .await;
+    let mut web = gateway.web(web_door).await;
+    let mut app = gateway.app(app_door).await;
+    // Only a registered session may ask.
+    app.send("iceservers", None, Some(1)).await;
+    app.expect_error("NOT_REGISTERED", Some(1)).await;
+    for (client, role) in [(&mut web, "web"), (&mut app, "app")] {
+        let registered = client.register("kim", role).await;
+        if client.door == Door::SocketIo {
+            assert!(registered.get("iceServers").is_none(), "{registered}");
+            assert!(
+                registered.get("iceServersExpireAt").is_none(),
+                "{registered}"
+            );
+        } else {
+            assert_ice_servers(&registered, "kim", client.door);
+        }
+    }
+    app.expect("syncfrom").await;
+    for client in [&mut web, &mut app] {
+        client.send("iceservers", None, Some(2)).await;
+        let list = client.expect("iceservers").await;
+        assert_ice_servers(&list, "kim", client.door);
+        client.expect_ack(2).await;
+        // Without an id: the list, and nothing else.
+        client
+            .send("iceservers", Some(json!({"ignored": true})), None)
+            .await;
+        assert_ice_servers(&client.expect("iceservers").await, "kim", client.door);
+    }
+    // The app's network drops; it resumes (with two nodes, on the other
+    // node) and gets a fresh list with its `resumed`.
+    let token = app.resume_token();
+    let last_seq = app.last_seq;
+    app.abort();
+    web.expect("peer_away").await;
+    let mut app = gateway.app(app_door).await;
+    app.send(
+        "resume",
+        Some(json!({"token": token, "last_seq": last_seq})),
+        Some(3),
+    )
+    .await;
+    let resumed = app.expect("resumed").await;
+    assert_ice_servers(&resumed, "kim", app_door);
+    app.expect_ack(3).await;
+    web.expect("peer_back").await;
+    app.send("iceservers", None, Some(4)).await;
+    assert_ice_servers(&app.expect("iceservers").await, "kim", app_door);
+    app.expect_ack(4).await;
+    web.close().await;
+    app.expect("byebye").await;
+    app.close().await;
+    gateway.assert_empty().await;
+}
+
 async fn every_error_code(topology: Topology, web_door: Door, app_door: Door) {
     let gateway = topology.start().await;
     let mut web = gateway.web(web_door).await;
@@ -456,6 +577,31 @@ async fn every_error_code(topology: Topology, web_door: Door, app_door: Door) {
     app.expect("byebye").await;
     app.close().await;
     gateway.assert_empty().await;
+}
+
+/// Without `--ice-server` nothing changes: no ICE fields, and `iceservers`
+/// answers an empty list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_ice_servers_nothing_changes() {
+    let gateway = TestGateway::start().await;
+    for door in [Door::Ws, Door::Grpc, Door::SocketIo] {
+        let mut client = gateway.connect(door).await;
+        let registered = client.register("lee", "web").await;
+        assert_eq!(
+            registered,
+            json!({"uid": "lee", "role": "web", "type": 0, "peerPresent": false}),
+            "{door}"
+        );
+        client.send("iceservers", None, Some(1)).await;
+        assert_eq!(
+            client.expect("iceservers").await,
+            json!({"iceServers": []}),
+            "{door}"
+        );
+        client.expect_ack(1).await;
+        client.close().await;
+        gateway.assert_empty().await;
+    }
 }
 
 #[tokio::test]

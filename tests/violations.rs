@@ -398,7 +398,7 @@ async fn socketio_unreadable_packets_end_the_session_at_once() {
 
 /// A Socket.IO acknowledgement id beyond what socketioxide's parser reads
 /// (a signed 64-bit integer) is no id to it: the event is handled as one
-/// without a callback, so it takes effect (rule 8: answered or takes
+/// without a callback, so it takes effect (rule 9: answered or takes
 /// effect) and a failure is still answered with an `error` event. This
 /// pins the documented decision (docs/PROTOCOL.md, Socket.IO).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

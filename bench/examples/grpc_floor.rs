@@ -139,6 +139,7 @@ async fn relay(mut inbound: Streaming<ClientEvent>, own: EventSender, waiting: W
                         uid: register.uid,
                         role: register.role,
                         peer_present: false,
+                        ..Registered::default()
                     }),
                     Some((first, first_slot)) => {
                         let _ = first_slot.set(own.clone());

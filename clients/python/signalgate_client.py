@@ -41,6 +41,19 @@ class SignalGateError(Exception):
         self.request_id = request_id
 
 
+def ice_servers_from(servers) -> list:
+    """`IceServer` messages as WebRTC's RTCIceServer dicts, e.g. for
+    aiortc: `RTCConfiguration([RTCIceServer(**s) for s in ice_servers])`."""
+    result = []
+    for server in servers:
+        entry = {"urls": list(server.urls)}
+        if server.username:
+            entry["username"] = server.username
+            entry["credential"] = server.credential
+        result.append(entry)
+    return result
+
+
 @dataclass
 class Event:
     """A server event: its name, its data as plain Python, and its seq."""
@@ -69,6 +82,11 @@ class SignalGateClient:
     session_id: str = ""
     resume_token: str = ""
     last_seq: int = 0
+    # The session's ICE servers as WebRTC's RTCIceServer dicts ({"urls",
+    # "username", "credential"}) and when their TURN credentials expire
+    # (unix seconds, 0 when none were minted); see ice_servers_from().
+    ice_servers: list = field(default_factory=list)
+    ice_servers_expire_at: int = 0
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _waiting: dict = field(default_factory=dict)
     _events: asyncio.Queue = field(default_factory=asyncio.Queue)
@@ -100,6 +118,8 @@ class SignalGateClient:
                 if name == "resumed":
                     self.session_id = data["id"]
                     self.resume_token = data["resume_token"]
+                if name in ("registered", "resumed", "ice_servers"):
+                    self._take_ice_servers(payload)
                 if name == "ack" and int(data["id"]) in self._waiting:
                     self._waiting.pop(int(data["id"])).set_result(None)
                     continue
@@ -112,6 +132,21 @@ class SignalGateClient:
             await self._events.put(Event("closed", {"code": error.code().name, "details": error.details()}, 0))
             return
         await self._events.put(Event("closed", {"code": "OK"}, 0))
+
+    def _take_ice_servers(self, payload) -> None:
+        """Keeps the list carried by `registered`, `resumed` or `ice_servers`."""
+        self.ice_servers = ice_servers_from(payload.ice_servers)
+        expire_at = getattr(payload, "ice_servers_expire_at", None)
+        if expire_at is None:
+            expire_at = payload.expire_at
+        self.ice_servers_expire_at = expire_at
+
+    async def renew_ice_servers(self) -> list:
+        """Asks for a fresh ICE server list (new TURN credentials); renew
+        before `ice_servers_expire_at`. Returns the list."""
+        await self.request(ice_servers=pb.IceServersRequest())
+        await self.expect("ice_servers")
+        return self.ice_servers
 
     async def next_event(self, timeout: float = 5.0) -> Event:
         """The next event that is not an answer to one of our requests."""

@@ -3,12 +3,16 @@ register, pair with a WebSocket peer, relay both ways, byebye, and resume
 after a dropped network."""
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import os
+import time
 
 import websockets
 
-from signalgate_client import SignalGateClient
+from signalgate_client import SignalGateClient, SignalGateError
 
 TARGET = os.environ.get("SIGNALGATE_TARGET", "127.0.0.1:3186")
 
@@ -122,6 +126,41 @@ def test_errors_arrive_as_exceptions():
             assert getattr(error, "code", None) == "NOT_REGISTERED", error
         else:
             raise AssertionError("a relay before register must fail")
+        await app.close()
+
+    run(scenario())
+
+
+def test_ice_servers_carry_turn_credentials_that_check():
+    """The gateway runs with a TURN URL, a STUN URL and a secret
+    (scripts/checks/python.sh): `registered` carries the list, the
+    credential is HMAC-SHA1(secret, "<expiry>:<uid>"), and `ice_servers`
+    renews it."""
+    secret = os.environ["SIGNALGATE_TURN_SECRET"].encode()
+
+    def check(client, uid):
+        assert client.ice_servers_expire_at > time.time() + 500, client.ice_servers_expire_at
+        turn, stun = client.ice_servers
+        assert turn["urls"] == ["turn:127.0.0.1:3478?transport=udp"], turn
+        assert turn["username"] == f"{client.ice_servers_expire_at}:{uid}"
+        digest = hmac.new(secret, turn["username"].encode(), hashlib.sha1).digest()
+        assert turn["credential"] == base64.b64encode(digest).decode()
+        assert stun == {"urls": ["stun:127.0.0.1:3478"]}
+
+    async def scenario():
+        app = SignalGateClient(TARGET)
+        await app.connect()
+        try:
+            await app.renew_ice_servers()
+            raise AssertionError("an unregistered session got ICE servers")
+        except SignalGateError as error:
+            assert error.code == "NOT_REGISTERED", error
+        registered = await app.register("py-ice", "app")
+        assert registered["ice_servers"][0]["username"].endswith(":py-ice"), registered
+        check(app, "py-ice")
+        app.ice_servers = []
+        await app.renew_ice_servers()
+        check(app, "py-ice")
         await app.close()
 
     run(scenario())

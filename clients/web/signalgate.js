@@ -8,7 +8,11 @@
  * - reconnects with exponential backoff; after a drop it **resumes** the
  *   session (nothing lost, nothing twice: missed events are replayed and
  *   unacknowledged requests re-sent), and registers afresh if the resume
- *   is refused.
+ *   is refused;
+ * - keeps the session's ICE servers (STUN, and TURN with credentials the
+ *   gateway minted) in {@link SignalGate#iceServers}, ready for
+ *   `new RTCPeerConnection({iceServers: gate.iceServers})`, and renews them
+ *   (`iceservers`) before they expire.
  *
  * @example
  *   import { SignalGate } from "./signalgate.js";
@@ -27,7 +31,11 @@
 export const SERVER_EVENTS = Object.freeze([
   "welcome", "registered", "syncfrom", "syncto", "message", "export", "exception",
   "transfile", "ctrlSendSpeed", "ipaddr", "byebye", "peer_away", "peer_back", "resumed", "error",
+  "iceservers",
 ]);
+
+/** Renew ICE credentials once this share of their lifetime has passed. */
+const ICE_RENEW_AT = 0.8;
 
 /** Close codes after which reconnecting would not help. */
 const FINAL_CLOSE_CODES = new Set([
@@ -102,6 +110,35 @@ export class SignalGate {
     this._session = { id: null, token: null, lastSeq: 0 };
     this._state = "idle";
     this._welcome = null;
+    /** The latest ICE server list and when its credentials expire. */
+    this._ice = { servers: [], expireAt: null, receivedAt: 0 };
+    this._iceTimer = null;
+  }
+
+  /**
+   * The session's ICE servers (`RTCIceServer[]`), as the gateway last sent
+   * them: empty until registered, or when the gateway has none configured.
+   * Pass them to `new RTCPeerConnection({iceServers: gate.iceServers})`.
+   * @returns {RTCIceServer[]}
+   */
+  get iceServers() {
+    return this._ice.servers;
+  }
+
+  /** When the TURN credentials in {@link SignalGate#iceServers} expire (unix seconds), or null. */
+  get iceServersExpireAt() {
+    return this._ice.expireAt;
+  }
+
+  /**
+   * Asks the gateway for a fresh ICE server list (new TURN credentials).
+   * The SDK does this by itself before expiry; the `iceservers` event
+   * reports every new list.
+   * @returns {Promise<RTCIceServer[]>}
+   */
+  async renewIceServers() {
+    await this.request("iceservers");
+    return this._ice.servers;
   }
 
   /** Current state: `idle`, `connecting`, `open`, `reconnecting`, `resuming` or `closed`. */
@@ -209,6 +246,7 @@ export class SignalGate {
   close() {
     this._closedByUser = true;
     clearTimeout(this._retryTimer);
+    clearTimeout(this._iceTimer);
     this._failPending(new SignalGateError("CLOSED", "the client closed the connection"));
     this._socket?.close(1000, "bye");
     this._setState("closed");
@@ -265,6 +303,11 @@ export class SignalGate {
       case "resumed":
         this._session.token = data.resumeToken;
         this._session.id = data.id;
+        this._takeIceServers(data);
+        break;
+      case "registered":
+      case "iceservers":
+        this._takeIceServers(data);
         break;
       case "ack":
         this._settle(id, null);
@@ -358,6 +401,22 @@ export class SignalGate {
     const delay = base / 2 + Math.random() * (base / 2);
     this._attempt += 1;
     this._retryTimer = setTimeout(() => this._open(), delay);
+  }
+
+  /** Keeps a list from `registered`, `resumed` or `iceservers`; schedules its renewal. */
+  _takeIceServers(data) {
+    if (!Array.isArray(data?.iceServers)) return;
+    const expireAt = typeof data.iceServersExpireAt === "number" ? data.iceServersExpireAt : null;
+    this._ice = { servers: data.iceServers, expireAt, receivedAt: Date.now() };
+    clearTimeout(this._iceTimer);
+    if (expireAt === null) return;
+    const lifetimeMs = Math.max(0, expireAt * 1000 - Date.now());
+    // setTimeout holds at most 2^31-1 ms.
+    const delay = Math.min(lifetimeMs * ICE_RENEW_AT, 2 ** 31 - 1);
+    this._iceTimer = setTimeout(() => {
+      // Failures (offline, closed) are retried by the next list a resume brings.
+      this.renewIceServers().catch(() => {});
+    }, delay);
   }
 
   _failPending(error) {

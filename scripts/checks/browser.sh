@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Headless Chromium (Debian's package) drives the demo page served at /:
 # a real WebRTC data channel carries a 1 MiB file intact, and a Chromium web
-# page pairs with the Python gRPC client. Screenshots go to the output dir.
+# page pairs with the Python gRPC client; and with a real TURN server (coturn,
+# started by turn.test.mjs on loopback) two relay-only pages move a file
+# through it, while a gateway with the wrong TURN secret gets no call.
+# Screenshots go to the output dir.
 set -euo pipefail
 binary=$1
 out=$2
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 source "$root/scripts/lib/python-client.sh"
-if ! command -v chromium >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
+# Debian starts coturn as a service on install when it can; the tests run
+# their own on free ports and need no system one.
 python_client_setup "$root"
 cd "$root/tests/node"
 npm ci --no-audit --no-fund --loglevel=error
 SIGNALGATE_BIN="$binary" TEST_OUTPUT_DIR="$out" PYTHON_CLIENT_DIR="$root/clients/python" \
-  node --test --test-reporter=spec --test-timeout=120000 browser.test.mjs
+  node --test --test-reporter=spec --test-timeout=120000 browser.test.mjs turn.test.mjs

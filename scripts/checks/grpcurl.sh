@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # grpcurl against a real gateway: reflection lists and describes the
 # service, health answers, and two Connect streams driven from stdin pair,
-# relay and say byebye.
+# relay and say byebye; the app asks for fresh ICE servers (TURN credentials).
 set -euo pipefail
 binary=$1
 source "$(dirname "$0")/../lib/gateway.sh"
-start_gateway "$binary"
+start_gateway "$binary" --ice-server 'turn:127.0.0.1:3478?transport=udp' --turn-secret grpcurl-secret
 target="127.0.0.1:$PORT"
 
 services=$(grpcurl -plaintext "$target" list)
@@ -27,7 +27,8 @@ sleep 1
 app_out=$( ( printf '%s\n' \
     '{"id": 1, "register": {"uid": "grpcurl-demo", "role": "ROLE_APP"}}' \
     '{"id": 2, "message": {"sdp": "v=0", "candidates": [1, 2.5, "x"]}}' \
-    '{"id": 3, "ipaddr": {}}'; sleep 1 ) \
+    '{"id": 3, "ipaddr": {}}' \
+    '{"id": 4, "iceServers": {}}'; sleep 1 ) \
   | grpcurl -plaintext -d @ "$target" signalgate.v1.Signaling/Connect )
 wait "$web_pid"
 echo "--- app stream"; echo "$app_out"
@@ -52,8 +53,13 @@ web = stream(open(sys.argv[1]).read())
 names = lambda events: [next(k for k in e if k != "seq") for e in events]
 seqs = [int(e.get("seq", 0)) for e in app]
 assert seqs[0] == 0 and seqs[1:] == list(range(1, len(app))), seqs
-assert names(app) == ["welcome", "registered", "syncfrom", "ack", "ack", "ipaddr", "ack"], names(app)
+assert names(app) == ["welcome", "registered", "syncfrom", "ack", "ack", "ipaddr", "ack", "iceServers", "ack"], names(app)
 assert app[1]["registered"]["peerPresent"] is True, app[1]
+turn = app[1]["registered"]["iceServers"][0]
+assert turn["urls"] == ["turn:127.0.0.1:3478?transport=udp"], turn
+assert turn["username"] == app[1]["registered"]["iceServersExpireAt"] + ":grpcurl-demo", app[1]
+fresh = app[7]["iceServers"]
+assert fresh["iceServers"][0]["username"].endswith(":grpcurl-demo") and int(fresh["expireAt"]) > 0, fresh
 assert app[5]["ipaddr"]["addresses"] == ["192.0.2.10"], app[5]
 assert names(web) == ["welcome", "registered", "ack", "message", "byebye"], names(web)
 assert web[3]["message"] == {"sdp": "v=0", "candidates": [1, 2.5, "x"]}, web[3]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The browser SDK in Node (its experimental WebSocket is the browser's API):
 # errors as rejections, reconnect and re-register across a gateway restart,
-# resume across a network drop with nothing lost and nothing twice.
+# resume across a network drop with nothing lost and nothing twice, ICE
+# servers held and renewed before they expire.
 set -euo pipefail
 binary=$1
 root="$(cd "$(dirname "$0")/../.." && pwd)"

@@ -303,6 +303,8 @@ pub enum Command {
     Relay(Relay),
     /// Ask for the server's addresses.
     IpAddr,
+    /// Ask for a fresh ICE server list (registered sessions only).
+    IceServers,
     /// Take over a session whose connection dropped (instead of `register`).
     Resume {
         /// The session's resume token.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::command::{Relay, RequestId, Role, Uid};
 use super::error::{ErrorCode, Rejection};
+use super::ice::IceGrant;
 use super::ids::SessionId;
 
 /// The greeting text of `welcome`, as the seed sends it.
@@ -35,6 +36,8 @@ pub enum Event {
         resume_token: Arc<str>,
         /// How many missed events follow.
         replayed: usize,
+        /// Fresh ICE servers (`None` when none are configured).
+        ice_servers: Option<Arc<IceGrant>>,
     },
     /// The peer's connection dropped; it may come back within the window.
     PeerAway,
@@ -48,7 +51,11 @@ pub enum Event {
         role: Role,
         /// Whether the other role of the uid is present.
         peer_present: bool,
+        /// The session's ICE servers (`None` when none are configured).
+        ice_servers: Option<Arc<IceGrant>>,
     },
+    /// Answer to `iceservers`: a fresh list (empty when none are configured).
+    IceServers(Arc<IceGrant>),
     /// Both roles are present: the app should start synchronising.
     SyncFrom,
     /// An event relayed from the peer.
@@ -112,6 +119,7 @@ impl Event {
             Event::SyncFrom => "syncfrom",
             Event::Relayed(relay) => relay.kind().event_name(),
             Event::IpAddrs(_) => "ipaddr",
+            Event::IceServers(_) => "iceservers",
             Event::ByeBye => "byebye",
             Event::Ack { .. } => "ack",
             Event::Error { .. } => "error",

@@ -7,6 +7,7 @@
 //! - [`event`]: what the server can say to a session.
 //! - [`error`]: error codes and the reasons a session ends.
 //! - [`ids`]: session and door ids.
+//! - [`ice`]: ICE servers and the TURN credentials minted for a session.
 //! - [`identity`]: who an authenticated connection is and what it may register as.
 //! - [`limits`]: per-session rate limiting.
 //! - [`json_text`]: a one-pass validating scanner for JSON text.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod event;
 pub mod handover;
 pub mod hub;
+pub mod ice;
 pub mod identity;
 pub mod ids;
 pub mod json_text;
@@ -37,6 +39,7 @@ pub use error::{EndReason, ErrorCode, Rejection};
 pub use event::Event;
 pub use handover::{SessionExport, SessionExporter};
 pub use hub::{Census, Hub, HubConfig, Session};
+pub use ice::{IceConfigError, IceGrant, IcePolicy, IceServer, TurnCredentials};
 pub use identity::Identity;
 pub use limits::RateLimit;
 pub use payload::{JsonPayload, NativePayload};

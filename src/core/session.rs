@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::command::{Role, Uid};
 use super::error::ErrorCode;
 use super::event::Event;
+use super::ice::IceGrant;
 pub use super::ids::{DoorKind, SessionId};
 use super::kill::{KillSwitch, Killed, ShutdownSignal};
 use crate::sync::lock;
@@ -138,6 +139,7 @@ impl Attachment {
         (uid, role): (Uid, Role),
         resume_token: Arc<str>,
         missed: Vec<Delivery>,
+        ice_servers: Option<Arc<IceGrant>>,
     ) {
         let resumed = Delivery {
             queued_at: None,
@@ -148,6 +150,7 @@ impl Attachment {
                 role,
                 resume_token,
                 replayed: missed.len(),
+                ice_servers,
             }),
         };
         self.set_preface(std::iter::once(resumed).chain(missed));
@@ -226,6 +229,15 @@ pub(crate) fn estimated_bytes(event: &Event) -> usize {
             Event::Relayed(relay) => relay.payload_len(),
             Event::Error { message, .. } => message.len(),
             Event::IpAddrs(addresses) => addresses.len() * 16,
+            Event::IceServers(grant)
+            | Event::Registered {
+                ice_servers: Some(grant),
+                ..
+            }
+            | Event::Resumed {
+                ice_servers: Some(grant),
+                ..
+            } => grant.text_bytes(),
             _ => 0,
         }
 }

@@ -17,8 +17,8 @@ use super::CLOSE_TIMEOUT;
 use super::{Presented, authenticate};
 use crate::auth::AuthPolicy;
 use crate::core::{
-    Command, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, JsonPayload, Rejection, Relay,
-    Request, RequestId, Role, Session, SessionLink, Uid,
+    Command, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, IceGrant, JsonPayload,
+    Rejection, Relay, Request, RequestId, Role, Session, SessionLink, Uid,
 };
 use crate::proto::encoded::{EncodedValue, PayloadError, ValueError};
 use crate::proto::server::{self as pb, client_event, server_event};
@@ -357,6 +357,7 @@ pub fn decode_event(message: pb::ClientEvent) -> Result<Request, DecodeFailure> 
             Command::Relay(Relay::CtrlSendSpeed(speed.bytes_received))
         }
         client_event::Event::Ipaddr(_) => Command::IpAddr,
+        client_event::Event::IceServers(_) => Command::IceServers,
         client_event::Event::Resume(resume) => Command::Resume {
             token: resume.token,
             last_seq: resume.last_seq,
@@ -406,12 +407,15 @@ fn encode_event(event: &Event, seq: Option<u64>) -> pb::ServerEvent {
             role: resumed_role,
             resume_token,
             replayed,
+            ice_servers,
         } => Out::Resumed(pb::Resumed {
             id: session_id.to_string(),
             uid: uid.to_string(),
             role: role(*resumed_role),
             resume_token: resume_token.to_string(),
             replayed: u64::try_from(*replayed).unwrap_or(u64::MAX),
+            ice_servers: ice_list(ice_servers.as_deref()),
+            ice_servers_expire_at: expire_at(ice_servers.as_deref()),
         }),
         Event::PeerAway => Out::PeerAway(pb::PeerAway {}),
         Event::PeerBack => Out::PeerBack(pb::PeerBack {}),
@@ -419,10 +423,17 @@ fn encode_event(event: &Event, seq: Option<u64>) -> pb::ServerEvent {
             uid,
             role: registered_role,
             peer_present,
+            ice_servers,
         } => Out::Registered(pb::Registered {
             uid: uid.to_string(),
             role: role(*registered_role),
             peer_present: *peer_present,
+            ice_servers: ice_list(ice_servers.as_deref()),
+            ice_servers_expire_at: expire_at(ice_servers.as_deref()),
+        }),
+        Event::IceServers(grant) => Out::IceServers(pb::IceServers {
+            ice_servers: ice_list(Some(grant)),
+            expire_at: expire_at(Some(grant)),
         }),
         Event::SyncFrom => Out::Syncfrom(pb::SyncFrom {}),
         Event::Relayed(relay) => match relay {
@@ -453,4 +464,32 @@ fn encode_event(event: &Event, seq: Option<u64>) -> pb::ServerEvent {
         seq: seq.unwrap_or(0),
         event: Some(out),
     }
+}
+
+/// A list as `IceServer` messages (empty strings for no credential).
+fn ice_list(grant: Option<&IceGrant>) -> Vec<pb::IceServer> {
+    grant.map_or_else(Vec::new, |grant| {
+        grant
+            .servers
+            .iter()
+            .map(|server| pb::IceServer {
+                urls: server.urls.clone(),
+                username: server
+                    .credentials
+                    .as_ref()
+                    .map(|c| c.username.clone())
+                    .unwrap_or_default(),
+                credential: server
+                    .credentials
+                    .as_ref()
+                    .map(|c| c.credential.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    })
+}
+
+/// The expiry of a list's credentials, `0` when none were minted.
+fn expire_at(grant: Option<&IceGrant>) -> u64 {
+    grant.and_then(|grant| grant.expire_at).unwrap_or(0)
 }

@@ -29,6 +29,8 @@ pub const RELAY_LATENCY: &str = "signalgate_relay_latency_seconds";
 pub const RESUMES: &str = "signalgate_resumes_total";
 /// Failed resumes, by reason.
 pub const RESUME_FAILURES: &str = "signalgate_resume_failures_total";
+/// TURN credentials minted for sessions.
+pub const TURN_CREDENTIALS: &str = "signalgate_turn_credentials_issued_total";
 /// Events replayed by resumes.
 pub const REPLAYED: &str = "signalgate_replayed_events_total";
 /// 1 while the pairing registry can serve registrations (always with the
@@ -196,6 +198,11 @@ pub fn relay_latency(waited: Duration) {
 pub fn resumed(replayed: usize) {
     counter!(RESUMES).increment(1);
     counter!(REPLAYED).increment(replayed as u64);
+}
+
+/// TURN credentials were minted for a session.
+pub fn turn_credentials_issued() {
+    counter!(TURN_CREDENTIALS).increment(1);
 }
 
 /// A resume failed.

@@ -143,3 +143,37 @@ test("after a network drop the SDK resumes: nothing lost, nothing twice", async 
     await killGateway(gateway);
   }
 });
+
+test("the SDK holds the session's ICE servers and renews them before they expire", async () => {
+  const port = await freePort();
+  // Credentials that live 3 s: the SDK renews at 80 % of their lifetime.
+  const gateway = await startGateway(port, [
+    "--ice-server", "turn:127.0.0.1:3478?transport=udp", "--ice-server", "stun:127.0.0.1:3478",
+    "--turn-secret", "sdk-secret", "--turn-ttl", "3s",
+  ]);
+  try {
+    const gate = new SignalGate(`ws://127.0.0.1:${port}/ws`, fast);
+    await gate.connect();
+    assert.deepEqual(gate.iceServers, [], "nothing before registering");
+    const registered = await gate.register("sdk-ice", "app");
+    assert.deepEqual(gate.iceServers, registered.iceServers);
+    const [turn, stun] = gate.iceServers;
+    assert.deepEqual(turn.urls, ["turn:127.0.0.1:3478?transport=udp"]);
+    assert.equal(turn.username, `${registered.iceServersExpireAt}:sdk-ice`);
+    assert.deepEqual(stun, { urls: ["stun:127.0.0.1:3478"] });
+    const first = gate.iceServersExpireAt;
+    assert.ok(Math.abs(first - (Date.now() / 1000 + 3)) <= 2, `${first}`);
+
+    // The renewal happens by itself, as an `iceservers` event.
+    const renewed = await nextEvent(gate, "iceservers", 5_000);
+    assert.ok(renewed.iceServersExpireAt > first, `${renewed.iceServersExpireAt} after ${first}`);
+    assert.equal(gate.iceServersExpireAt, renewed.iceServersExpireAt);
+    assert.notEqual(gate.iceServers[0].credential, turn.credential);
+    // And on demand.
+    const list = await gate.renewIceServers();
+    assert.equal(list[0].username.endsWith(":sdk-ice"), true);
+    gate.close();
+  } finally {
+    await killGateway(gateway);
+  }
+});

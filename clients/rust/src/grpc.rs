@@ -200,6 +200,7 @@ pub fn envelope_to_client_event(envelope: &Value) -> Result<pb::ClientEvent, Cli
                 .ok_or_else(|| unencodable("ctrlSendSpeed data"))?,
         }),
         "ipaddr" => E::Ipaddr(pb::IpAddrRequest {}),
+        "iceservers" => E::IceServers(pb::IceServersRequest {}),
         "resume" => E::Resume(pb::Resume {
             token: data
                 .get("token")
@@ -231,6 +232,33 @@ fn role_json(role: i32) -> (Value, Value) {
     }
 }
 
+/// `IceServer`s as `RTCIceServer[]`, the WebSocket door's shape (empty
+/// strings are no credential).
+fn ice_servers_json(servers: &[pb::IceServer]) -> Value {
+    servers
+        .iter()
+        .map(|server| {
+            let mut entry = json!({"urls": server.urls});
+            if !server.username.is_empty() {
+                entry["username"] = json!(server.username);
+                entry["credential"] = json!(server.credential);
+            }
+            entry
+        })
+        .collect()
+}
+
+/// `iceServers` and `iceServersExpireAt` as the WebSocket door adds them to
+/// `registered` and `resumed`: only when the gateway has ICE servers.
+fn add_ice_fields(data: &mut Value, servers: &[pb::IceServer], expire_at: u64) {
+    if !servers.is_empty() {
+        data["iceServers"] = ice_servers_json(servers);
+    }
+    if expire_at != 0 {
+        data["iceServersExpireAt"] = json!(expire_at);
+    }
+}
+
 /// `ServerEvent` → envelope, in the shapes of the WebSocket door.
 pub fn server_event_to_envelope(event: pb::ServerEvent) -> Value {
     let seq = event.seq;
@@ -256,16 +284,20 @@ fn event_to_envelope(event: Option<server_event::Event>) -> Value {
         }
         E::Resumed(r) => {
             let (role, seed_type) = role_json(r.role);
-            json!({"event": "resumed", "data": {
+            let mut data = json!({
                 "id": r.id, "uid": r.uid, "role": role, "type": seed_type,
-                "resumeToken": r.resume_token, "replayed": r.replayed}})
+                "resumeToken": r.resume_token, "replayed": r.replayed});
+            add_ice_fields(&mut data, &r.ice_servers, r.ice_servers_expire_at);
+            json!({"event": "resumed", "data": data})
         }
         E::PeerAway(_) => json!({"event": "peer_away"}),
         E::PeerBack(_) => json!({"event": "peer_back"}),
         E::Registered(r) => {
             let (role, seed_type) = role_json(r.role);
-            json!({"event": "registered", "data": {
-                "uid": r.uid, "role": role, "type": seed_type, "peerPresent": r.peer_present}})
+            let mut data = json!({
+                "uid": r.uid, "role": role, "type": seed_type, "peerPresent": r.peer_present});
+            add_ice_fields(&mut data, &r.ice_servers, r.ice_servers_expire_at);
+            json!({"event": "registered", "data": data})
         }
         E::Syncfrom(_) => json!({"event": "syncfrom"}),
         E::Syncto(v) => json!({"event": "syncto", "data": json_of(&v)}),
@@ -275,6 +307,13 @@ fn event_to_envelope(event: Option<server_event::Event>) -> Value {
         E::Transfile(t) => json!({"event": "transfile", "data": {"size": t.size, "name": t.name}}),
         E::CtrlSendSpeed(c) => json!({"event": "ctrlSendSpeed", "data": c.bytes_received}),
         E::Ipaddr(a) => json!({"event": "ipaddr", "data": a.addresses}),
+        E::IceServers(list) => {
+            let mut data = json!({"iceServers": ice_servers_json(&list.ice_servers)});
+            if list.expire_at != 0 {
+                data["iceServersExpireAt"] = json!(list.expire_at);
+            }
+            json!({"event": "iceservers", "data": data})
+        }
         E::Byebye(_) => json!({"event": "byebye"}),
         E::Ack(a) => json!({"event": "ack", "id": a.id}),
         E::Error(e) => {

@@ -14,6 +14,10 @@ const params = new URLSearchParams(location.search);
 const demo = {
   gateway: "connecting", peer: "waiting", channel: "closed",
   sendPercent: 0, receivePercent: 0, sentHash: null, receivedHash: null, receivedName: null,
+  // ICE: how many servers the gateway handed out, whether only relayed
+  // candidates are allowed (`?relay=1`), the local candidate types
+  // gathered, and the types of the pair the call uses.
+  iceServers: 0, relayOnly: params.get("relay") === "1", gathered: [], selectedPair: null,
   log: [],
 };
 window.signalgateDemo = demo;
@@ -98,10 +102,18 @@ async function run(role, uid) {
 
   // --- WebRTC ----------------------------------------------------------
   function newPeerConnection() {
-    pc = new RTCPeerConnection({ iceServers: [] });
+    // The gateway's STUN/TURN servers; `?relay=1` allows only TURN-relayed
+    // paths, to see a call go through the relay.
+    demo.iceServers = gate.iceServers.length;
+    pc = new RTCPeerConnection({
+      iceServers: gate.iceServers,
+      iceTransportPolicy: demo.relayOnly ? "relay" : "all",
+    });
     pendingCandidates = [];
     pc.onicecandidate = (event) => {
-      if (event.candidate) gate.message({ type: "candidate", candidate: event.candidate.toJSON() }).catch(() => {});
+      if (!event.candidate) return;
+      demo.gathered.push(event.candidate.type);
+      gate.message({ type: "candidate", candidate: event.candidate.toJSON() }).catch(() => {});
     };
     pc.ondatachannel = (event) => setupChannel(event.channel);
     pc.onconnectionstatechange = () => {
@@ -167,6 +179,24 @@ async function run(role, uid) {
     for (const candidate of pendingCandidates.splice(0)) await pc.addIceCandidate(candidate);
   }
 
+  // Which path the call took: the candidate types of the selected pair
+  // (`relay` = through the TURN server), from getStats().
+  async function reportPath() {
+    const stats = await pc.getStats();
+    let pairId = null;
+    stats.forEach((report) => {
+      if (report.type === "transport" && report.selectedCandidatePairId) pairId = report.selectedCandidatePairId;
+    });
+    const pair = pairId ? stats.get(pairId)
+      : [...stats.values()].find((r) => r.type === "candidate-pair" && r.nominated && r.state === "succeeded");
+    if (!pair) return;
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    demo.selectedPair = { local: local?.candidateType, remote: remote?.candidateType };
+    const via = demo.selectedPair.local === "relay" || demo.selectedPair.remote === "relay" ? "through the TURN relay" : "directly";
+    log(`connected ${via} (${demo.selectedPair.local} ↔ ${demo.selectedPair.remote})`);
+  }
+
   function setupChannel(dataChannel) {
     channel = dataChannel;
     channel.binaryType = "arraybuffer";
@@ -174,6 +204,7 @@ async function run(role, uid) {
       setStatus("channel", "open", "ok");
       $("send-file").disabled = !$("file-input").files.length;
       log("data channel open: peer to peer");
+      reportPath().catch(() => {});
     };
     channel.onclose = () => setStatus("channel", "closed", "");
     channel.onmessage = (event) => onChunk(event.data);

@@ -14,12 +14,15 @@ use serde_json::value::RawValue;
 
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use crate::core::{
     Command, DeliveryError, ErrorCode, Event, Identity, Rejection, Role, SessionExport, SessionId,
     Uid,
 };
-use crate::protocol::envelope::{Data, decode_command, event_data, event_request_id};
+use crate::protocol::envelope::{
+    Data, IceServerJson, decode_command, event_data, event_request_id, ice_grant_from_json,
+};
 
 /// One message between nodes.
 #[derive(Debug)]
@@ -382,6 +385,10 @@ fn decode_retained(wire: &EventWire) -> Result<Event, BusError> {
         role: String,
         #[serde(rename = "peerPresent")]
         peer_present: bool,
+        #[serde(rename = "iceServers", default)]
+        ice_servers: Option<Vec<IceServerJson>>,
+        #[serde(rename = "iceServersExpireAt", default)]
+        ice_servers_expire_at: Option<u64>,
     }
     #[derive(Deserialize)]
     struct Error {
@@ -396,7 +403,27 @@ fn decode_retained(wire: &EventWire) -> Result<Event, BusError> {
                 uid: Uid::new(&registered.uid).map_err(|e| BusError::Malformed(e.to_string()))?,
                 role: parse_role(&registered.role)?,
                 peer_present: registered.peer_present,
+                ice_servers: registered.ice_servers.map(|servers| {
+                    Arc::new(ice_grant_from_json(
+                        servers,
+                        registered.ice_servers_expire_at,
+                    ))
+                }),
             }
+        }
+        "iceservers" => {
+            #[derive(Deserialize)]
+            struct IceServers {
+                #[serde(rename = "iceServers")]
+                ice_servers: Vec<IceServerJson>,
+                #[serde(rename = "iceServersExpireAt", default)]
+                expire_at: Option<u64>,
+            }
+            let list: IceServers = data_as(data)?;
+            Event::IceServers(Arc::new(ice_grant_from_json(
+                list.ice_servers,
+                list.expire_at,
+            )))
         }
         "ipaddr" => {
             let addresses: Vec<Ipv4Addr> = data_as(data)?;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::core::{JsonPayload, Relay};
+use crate::core::{IceGrant, IceServer, JsonPayload, Relay, TurnCredentials};
 
 #[test]
 fn peer_events_round_trip() {
@@ -60,6 +60,22 @@ fn handed_over_sessions_round_trip() {
                     uid,
                     role: Role::Web,
                     peer_present: true,
+                    ice_servers: Some(Arc::new(IceGrant {
+                        servers: vec![
+                            IceServer {
+                                urls: vec!["turn:t:3478".into(), "turns:t:5349".into()],
+                                credentials: Some(TurnCredentials {
+                                    username: "1700000000:u".into(),
+                                    credential: "c2VjcmV0".into(),
+                                }),
+                            },
+                            IceServer {
+                                urls: vec!["stun:t:3478".into()],
+                                credentials: None,
+                            },
+                        ],
+                        expire_at: Some(1_700_000_000),
+                    })),
                 },
             ),
             (4, Event::SyncFrom),
@@ -75,6 +91,16 @@ fn handed_over_sessions_round_trip() {
             ),
             (8, Event::IpAddrs(vec![Ipv4Addr::new(192, 0, 2, 1)].into())),
             (9, Event::PeerAway),
+            (
+                10,
+                Event::IceServers(Arc::new(IceGrant {
+                    servers: vec![IceServer {
+                        urls: vec!["stun:t:3478".into()],
+                        credentials: None,
+                    }],
+                    expire_at: None,
+                })),
+            ),
         ],
         highest_request_id: 18,
         was_away: true,

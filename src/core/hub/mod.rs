@@ -18,9 +18,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::command::Uid;
 use super::error::{EndReason, ErrorCode};
 use super::event::Event;
 use super::handover::SessionExporter;
+use super::ice::{IceGrant, IcePolicy};
 use super::identity::Identity;
 use super::kill::ShutdownSignal;
 use super::limits::{RateLimit, TokenBucket};
@@ -61,6 +63,8 @@ pub struct HubConfig {
     pub register_timeout: Duration,
     /// Longest uid accepted at `register`, in bytes.
     pub max_uid_bytes: usize,
+    /// The ICE servers handed to sessions (`None`: none configured).
+    pub ice: Option<Arc<IcePolicy>>,
 }
 
 impl fmt::Debug for HubConfig {
@@ -133,6 +137,17 @@ impl Hub {
 
     fn new_resume_token(&self) -> Arc<str> {
         resume::new_resume_token(self.shared.registry.resume_token_tag())
+    }
+
+    /// A fresh ICE server list for a session of `uid` (`None` when none are
+    /// configured); minted credentials are counted.
+    fn ice_grant(&self, uid: &Uid) -> Option<Arc<IceGrant>> {
+        let policy = self.shared.config.ice.as_deref()?;
+        let grant = policy.grant(uid, std::time::SystemTime::now());
+        if grant.expire_at.is_some() {
+            metrics::turn_credentials_issued();
+        }
+        Some(Arc::new(grant))
     }
 
     /// Opens a session for a new connection: the door keeps the [`Session`]

@@ -1,5 +1,5 @@
 //! A connection's view of its session: its requests, in order, and what
-//! they do (register, relay, ipaddr); `resume` is in `super::resume`.
+//! they do (register, relay, ipaddr, iceservers); `resume` is in `super::resume`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -111,6 +111,7 @@ impl Session {
                 self.reply(Event::IpAddrs(addresses));
                 Ok(())
             }
+            Command::IceServers => self.ice_servers(),
             Command::Resume { token, last_seq } => self.resume(&token, last_seq).await,
         };
         self.conclude(id, outcome);
@@ -215,6 +216,7 @@ impl Session {
             uid: uid.clone(),
             role,
             peer_present: bound.peer.is_some(),
+            ice_servers: self.hub.ice_grant(&uid),
         });
         if let Some(peer) = &bound.peer {
             let (web, app) = match role {
@@ -235,6 +237,20 @@ impl Session {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Answers `iceservers` with a fresh list: an empty one when none are
+    /// configured, so every registered session may ask.
+    fn ice_servers(&self) -> Result<(), Rejection> {
+        let (uid, _) = self.registration().ok_or_else(|| {
+            Rejection::new(
+                ErrorCode::NotRegistered,
+                "register or resume before asking for ICE servers",
+            )
+        })?;
+        let grant = self.hub.ice_grant(&uid).unwrap_or_default();
+        self.reply(Event::IceServers(grant));
         Ok(())
     }
 

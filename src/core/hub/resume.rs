@@ -214,6 +214,7 @@ impl Session {
                 (uid.clone(), role),
                 Arc::clone(&new_token),
                 missed,
+                self.hub.ice_grant(&uid),
             );
             (old_token, my_token, was_away, uid, role, replayed)
         };
@@ -288,6 +289,7 @@ impl Session {
                 (uid.clone(), role),
                 Arc::clone(&new_token),
                 missed,
+                self.hub.ice_grant(&uid),
             );
         }
         {

@@ -31,6 +31,7 @@ fn hub() -> Hub {
             },
             register_timeout: Duration::ZERO,
             max_uid_bytes: 128,
+            ice: None,
         },
     )
 }

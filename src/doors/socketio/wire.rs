@@ -15,7 +15,9 @@ use socketioxide_core::Value as PacketValue;
 
 use crate::core::json_text::{JsonScanner, ScannedJson};
 use crate::core::{Delivery, ErrorCode, Event, Rejection, RequestId, SessionLink};
-use crate::protocol::envelope::{Data, EventData, decode_command, event_data, event_request_id};
+use crate::protocol::envelope::{
+    Data, EventData, IceFields, decode_command, event_data, event_request_id,
+};
 
 use super::*;
 
@@ -289,7 +291,13 @@ pub(super) async fn emit(
             _ => Ok(()),
         };
     }
-    match (event, event_data(event)) {
+    let mut data = event_data(event);
+    if let Some(EventData::Registered { ice, .. }) = &mut data {
+        // `registered` keeps its seed-era shape on this door: seed clients
+        // see nothing new (docs/PROTOCOL.md, *ICE servers*).
+        *ice = IceFields::default();
+    }
+    match (event, data) {
         // Acks for requests without a callback: nothing to say.
         (Event::Ack { .. }, _) => Ok(()),
         // The seed emits one `ipaddr` per address.

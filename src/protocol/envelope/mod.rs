@@ -11,6 +11,10 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+mod ice;
+
+pub use ice::{IceFields, IceList, IceServerJson, ice_grant_from_json};
+
 use crate::core::json_text::{JsonScanner, ScannedJson};
 use crate::core::{
     Command, Event, FileOffer, JsonPayload, Rejection, Relay, Request, RequestId, Role, Uid,
@@ -235,6 +239,7 @@ pub fn decode_command(event: &str, data: Option<Data<'_>>) -> Result<Command, Re
         "transfile" => Command::Relay(Relay::Transfile(decode_transfile(data)?)),
         "ctrlSendSpeed" => Command::Relay(Relay::CtrlSendSpeed(decode_byte_count(data)?)),
         "ipaddr" => Command::IpAddr,
+        "iceservers" => Command::IceServers,
         "resume" => decode_resume(data)?,
         other => {
             return Err(Rejection::bad_request(format!(
@@ -374,6 +379,9 @@ pub enum EventData<'a> {
         resume_token: &'a str,
         /// How many missed events follow.
         replayed: usize,
+        /// Its fresh ICE servers, when configured.
+        #[serde(flatten)]
+        ice: IceFields<'a>,
     },
     /// `registered`: `{"uid", "role", "type", "peerPresent"}`.
     Registered {
@@ -387,7 +395,12 @@ pub enum EventData<'a> {
         /// Whether the peer is present.
         #[serde(rename = "peerPresent")]
         peer_present: bool,
+        /// Its ICE servers, when configured.
+        #[serde(flatten)]
+        ice: IceFields<'a>,
     },
+    /// `iceservers`: `{"iceServers", "iceServersExpireAt"}`.
+    IceServers(IceFields<'a>),
     /// Relayed JSON, passed through as text.
     Raw(&'a JsonPayload),
     /// `transfile`: `{"size", "name"}`.
@@ -428,6 +441,7 @@ pub fn event_data(event: &Event) -> Option<EventData<'_>> {
             role,
             resume_token,
             replayed,
+            ice_servers,
         } => EventData::Resumed {
             id: session_id.to_string(),
             uid: uid.as_str(),
@@ -435,17 +449,21 @@ pub fn event_data(event: &Event) -> Option<EventData<'_>> {
             seed_type: role.seed_type(),
             resume_token,
             replayed: *replayed,
+            ice: IceFields::of(ice_servers.as_deref()),
         },
         Event::Registered {
             uid,
             role,
             peer_present,
+            ice_servers,
         } => EventData::Registered {
             uid: uid.as_str(),
             role: role.as_str(),
             seed_type: role.seed_type(),
             peer_present: *peer_present,
+            ice: IceFields::of(ice_servers.as_deref()),
         },
+        Event::IceServers(grant) => EventData::IceServers(IceFields::of(Some(grant))),
         Event::SyncFrom | Event::ByeBye | Event::Ack { .. } | Event::PeerAway | Event::PeerBack => {
             return None;
         }
