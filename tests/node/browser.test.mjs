@@ -8,17 +8,10 @@ import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { demoPage as openDemo, launchChromium, waitFor } from "./demo.mjs";
 import { freePort, startGateway, killGateway } from "./gateway.mjs";
 
 const OUTPUT = process.env.TEST_OUTPUT_DIR ?? path.resolve("test-output");
-const CHROMIUM_FLAGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-  "--disable-component-update", "--disable-sync", "--no-first-run",
-  // Host candidates as plain addresses (no mDNS names to resolve offline).
-  "--disable-features=WebRtcHideLocalIpsWithMdns",
-];
-
 let gateway;
 let port;
 let browser;
@@ -27,10 +20,7 @@ before(async () => {
   mkdirSync(OUTPUT, { recursive: true });
   port = await freePort();
   gateway = await startGateway(port);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: CHROMIUM_FLAGS,
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
@@ -38,24 +28,7 @@ after(async () => {
   if (gateway) await killGateway(gateway);
 });
 
-async function demoPage(role, uid) {
-  const page = await browser.newPage({ viewport: { width: 1100, height: 820 } });
-  page.on("pageerror", (error) => console.error(`[${role}] page error:`, error));
-  await page.goto(`http://127.0.0.1:${port}/?role=${role}&uid=${uid}`);
-  return page;
-}
-
-const demoState = (page) => page.evaluate(() => window.signalgateDemo);
-
-async function waitFor(page, predicate, what, timeout = 20_000) {
-  const deadline = Date.now() + timeout;
-  while (Date.now() < deadline) {
-    const state = await demoState(page);
-    if (predicate(state)) return state;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`timed out waiting for ${what}: ${JSON.stringify(await demoState(page))}`);
-}
+const demoPage = (role, uid) => openDemo(browser, port, role, uid);
 
 test("two demo pages open a data channel and move 1 MiB intact", async () => {
   const uid = `demo-${Date.now()}`;

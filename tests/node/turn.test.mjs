@@ -13,15 +13,10 @@ import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { demoPage, demoState, launchChromium, waitFor as waitForDemo } from "./demo.mjs";
 import { freePort, startGateway, killGateway } from "./gateway.mjs";
 
 const OUTPUT = process.env.TEST_OUTPUT_DIR ?? path.resolve("test-output");
-const CHROMIUM_FLAGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-  "--disable-component-update", "--disable-sync", "--no-first-run",
-  "--disable-features=WebRtcHideLocalIpsWithMdns",
-];
 const TURN_SECRET = `turn-test-${randomBytes(8).toString("hex")}`;
 
 let turn;
@@ -69,10 +64,7 @@ before(async () => {
   turn.stdout.on("data", (chunk) => { turnLog += chunk; });
   turn.stderr.on("data", (chunk) => { turnLog += chunk; });
   await listening(turnPort, "coturn");
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: CHROMIUM_FLAGS,
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
@@ -91,24 +83,11 @@ async function gatewayWithSecret(secret) {
   return { port, child };
 }
 
-async function relayPage(port, role, uid) {
-  const page = await browser.newPage({ viewport: { width: 1100, height: 820 } });
-  page.on("pageerror", (error) => console.error(`[${role}] page error:`, error));
-  await page.goto(`http://127.0.0.1:${port}/?role=${role}&uid=${uid}&relay=1`);
-  return page;
-}
+const relayPage = (port, role, uid) => demoPage(browser, port, role, uid, "&relay=1");
 
-const demoState = (page) => page.evaluate(() => window.signalgateDemo);
-
-async function waitFor(page, predicate, what, timeout = 20_000) {
-  const deadline = Date.now() + timeout;
-  while (Date.now() < deadline) {
-    const state = await demoState(page);
-    if (predicate(state)) return state;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`timed out waiting for ${what}: ${JSON.stringify(await demoState(page))}\ncoturn:\n${turnLog.slice(-3000)}`);
-}
+/** Waits on the demo's state; a timeout shows coturn's last words too. */
+const waitFor = (page, predicate, what, timeout) =>
+  waitForDemo(page, predicate, what, timeout, () => `\ncoturn:\n${turnLog.slice(-3000)}`);
 
 test("relay only: a file crosses the TURN server intact", async () => {
   const { port, child } = await gatewayWithSecret(TURN_SECRET);
