@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The seed's flow with the real npm socket.io-client (4.x and 2.x), against
 # the seed reference server and against signalgate (websocket and polling).
+# signalgate runs with ICE servers configured: seed clients must still see
+# nothing new, and may ask for the list with `iceservers`.
 set -euo pipefail
 binary=$1
 source "$(dirname "$0")/../lib/gateway.sh"
@@ -17,7 +19,7 @@ seed_port=$(free_port)
 (cd "$node_dir" && QUIET=1 PORT=$seed_port exec node -r ./allow-eio3.cjs .seed/server.js) &
 seed_pid=$!
 
-start_gateway "$binary"
+start_gateway "$binary" --ice-server 'turn:127.0.0.1:3478?transport=udp' --turn-secret socketio-check
 trap 'kill "$GATEWAY_PID" "$seed_pid" 2>/dev/null; wait 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
   (exec 3<>"/dev/tcp/127.0.0.1/$seed_port") 2>/dev/null && break

@@ -9,11 +9,16 @@ use super::{Census, Hub, HubConfig, Session};
 use crate::core::command::{Command, Request, Role, Uid};
 use crate::core::error::{EndReason, ErrorCode};
 use crate::core::event::Event;
+use crate::core::ice::IcePolicy;
 use crate::core::limits::RateLimit;
 use crate::core::registry::InMemoryRegistry;
 use crate::core::session::{DoorKind, ResumeLimits, SessionLink};
 
 fn hub() -> Hub {
+    hub_with_ice(None)
+}
+
+fn hub_with_ice(ice: Option<Arc<IcePolicy>>) -> Hub {
     Hub::new(
         Arc::new(InMemoryRegistry::new()),
         HubConfig {
@@ -31,7 +36,7 @@ fn hub() -> Hub {
             },
             register_timeout: Duration::ZERO,
             max_uid_bytes: 128,
-            ice: None,
+            ice,
         },
     )
 }
@@ -144,5 +149,62 @@ async fn an_away_session_that_is_replaced_is_no_longer_counted_away() {
     assert_eq!(census.open_sessions, 2);
     fresh.end(EndReason::ClientClosed).await;
     web.end(EndReason::ClientClosed).await;
+    assert!(hub.census().is_empty(), "{:?}", hub.census());
+}
+
+#[tokio::test]
+async fn ice_servers_go_with_registered_and_resumed_and_only_to_registered_sessions() {
+    let policy = IcePolicy::new(
+        &["turn:turn.example.com:3478".to_owned()],
+        Some("hub-secret"),
+        Duration::from_secs(600),
+    )
+    .expect("valid")
+    .map(Arc::new);
+    let hub = hub_with_ice(policy);
+    // The TURN username of the list an event carries.
+    let username = |event: &Event| {
+        let grant = match event {
+            Event::Registered { ice_servers, .. } | Event::Resumed { ice_servers, .. } => {
+                ice_servers.clone()?
+            }
+            Event::IceServers(grant) => Arc::clone(grant),
+            _ => return None,
+        };
+        Some(grant.servers[0].credentials.as_ref()?.username.clone())
+    };
+    let (mut app, mut app_link) = hub.open(DoorKind::Grpc, None);
+    let token = resume_token(&drain(&mut app_link));
+    app.handle(Request::new(Some(7), Command::IceServers)).await;
+    assert!(matches!(
+        drain(&mut app_link).as_slice(),
+        [Event::Error {
+            code: ErrorCode::NotRegistered,
+            id: Some(7),
+            ..
+        }]
+    ));
+    register(&mut app, "ice", Role::App).await;
+    let registered = drain(&mut app_link);
+    assert!(username(&registered[0]).expect("minted").ends_with(":ice"));
+    app.handle(Request::new(None, Command::IceServers)).await;
+    let renewed = drain(&mut app_link);
+    assert_eq!(renewed.len(), 1, "{renewed:?}");
+    assert!(username(&renewed[0]).expect("minted").ends_with(":ice"));
+
+    // A resume mints a fresh list into `resumed`.
+    drop(app);
+    drop(app_link);
+    settle(&hub, |census| census.away_sessions == 1).await;
+    let (mut back, mut back_link) = hub.open(DoorKind::Ws, None);
+    back.handle(Request::new(None, Command::Resume { token, last_seq: 0 }))
+        .await;
+    let resumed = drain(&mut back_link);
+    assert!(
+        matches!(resumed.first(), Some(Event::Resumed { .. })),
+        "{resumed:?}"
+    );
+    assert!(username(&resumed[0]).expect("minted").ends_with(":ice"));
+    back.end(EndReason::ClientClosed).await;
     assert!(hub.census().is_empty(), "{:?}", hub.census());
 }
