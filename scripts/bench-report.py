@@ -221,8 +221,15 @@ if biggest_idle:
     if seed_setup and ws_setup:
         capacity = seed_setup / ws_setup
         targets.append(target_line("server CPU per session set up (ws)", "≥ 10x seed's capacity", f"{ws_setup:.0f} µs vs seed {seed_setup:.0f} µs ({capacity:.1f}x, {2 * biggest_idle:,} sessions)", capacity >= 10))
-lost = sum(row["sent"] - row["received"] for row in all_rows if not row["label"].startswith("idle"))
-targets.append(target_line("messages lost", "0 in every scenario", f"{lost}", lost == 0))
+# The target is signalgate's: the seed reference losing messages under
+# overload (the latency curve offers it more than it can take) is reported
+# beside it, not counted against it.
+def lost_in(rows_of):
+    return sum(row["sent"] - row["received"] for row in rows_of if not row["label"].startswith("idle"))
+lost = lost_in(r for r in all_rows if not r["doors"].startswith("seed"))
+seed_lost = lost_in(r for r in all_rows if r["doors"].startswith("seed"))
+seed_note = f" (the seed reference: {seed_lost:,}, under overload)" if seed_lost else ""
+targets.append(target_line("messages lost (signalgate)", "0 in every scenario", f"{lost:,}{seed_note}", lost == 0))
 
 # The kernel's part alone bounds the ratio any user-space work could reach.
 kernel_floor = ""
