@@ -33,19 +33,7 @@ impl GrpcClient {
     /// Connects to `http://{address}` on a connection of its own and opens
     /// one `Connect` stream.
     pub async fn connect(address: SocketAddr) -> Result<GrpcClient, ClientError> {
-        GrpcClient::connect_with_token(address, None).await
-    }
-
-    /// As [`GrpcClient::connect`], presenting `authorization: Bearer` when given.
-    pub async fn connect_with_token(
-        address: SocketAddr,
-        token: Option<&str>,
-    ) -> Result<GrpcClient, ClientError> {
-        let options = ConnectOptions {
-            token: token.map(str::to_owned),
-            ..ConnectOptions::default()
-        };
-        GrpcClient::connect_with(address, &options).await
+        GrpcClient::connect_with(address, &ConnectOptions::default()).await
     }
 
     /// Connects with options (token, source address).

@@ -28,19 +28,7 @@ fn protocol_error(what: impl Into<String>) -> ClientError {
 impl SocketIoClient {
     /// Connects over the websocket transport and joins the namespace `/`.
     pub async fn connect(address: SocketAddr) -> Result<SocketIoClient, ClientError> {
-        SocketIoClient::connect_with_token(address, None).await
-    }
-
-    /// As [`SocketIoClient::connect`], with `auth: {token}` in the handshake.
-    pub async fn connect_with_token(
-        address: SocketAddr,
-        token: Option<&str>,
-    ) -> Result<SocketIoClient, ClientError> {
-        let options = ConnectOptions {
-            token: token.map(str::to_owned),
-            ..ConnectOptions::default()
-        };
-        SocketIoClient::connect_with(address, &options).await
+        SocketIoClient::connect_with(address, &ConnectOptions::default()).await
     }
 
     /// Connects with options. Unless `seed_wire` is set the client asks for

@@ -19,19 +19,7 @@ pub struct WsClient {
 impl WsClient {
     /// Connects to `ws://{address}/ws`.
     pub async fn connect(address: SocketAddr) -> Result<WsClient, ClientError> {
-        WsClient::connect_with_token(address, None).await
-    }
-
-    /// Connects to `ws://{address}/ws`, with `?token=` when given.
-    pub async fn connect_with_token(
-        address: SocketAddr,
-        token: Option<&str>,
-    ) -> Result<WsClient, ClientError> {
-        let options = ConnectOptions {
-            token: token.map(str::to_owned),
-            ..ConnectOptions::default()
-        };
-        WsClient::connect_with(address, &options).await
+        WsClient::connect_with(address, &ConnectOptions::default()).await
     }
 
     /// Connects with options (token, source address).
