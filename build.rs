@@ -8,7 +8,10 @@
 //!   kept encoded so the gRPC door converts them to and from JSON text
 //!   directly (the wire format is the same).
 //!
-//! The encoded file descriptor set is kept in OUT_DIR for the reflection
+//! The admin API (`proto/signalgate/admin/v1`) is generated on its own,
+//! with plain prost types, into `crate::proto::admin`.
+//!
+//! The encoded file descriptor sets are kept in OUT_DIR for the reflection
 //! service.
 
 use std::{env, fs, path::PathBuf};
@@ -16,6 +19,7 @@ use std::{env, fs, path::PathBuf};
 use prost::Message as _;
 
 const PROTO: &str = "proto/signalgate/v1/signaling.proto";
+const ADMIN_PROTO: &str = "proto/signalgate/admin/v1/admin.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -45,5 +49,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .codec_path("crate::proto::CompactCodec")
         .compile_fds(descriptors)?;
+    // The admin API: its own package, plain prost types (server and client).
+    let admin = protox::compile([ADMIN_PROTO], ["proto"])?;
+    fs::write(out_dir.join("admin_descriptor.bin"), admin.encode_to_vec())?;
+    let admin_dir = out_dir.join("admin");
+    fs::create_dir_all(&admin_dir)?;
+    tonic_prost_build::configure()
+        .build_transport(false)
+        .out_dir(&admin_dir)
+        .compile_fds(admin)?;
     Ok(())
 }

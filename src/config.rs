@@ -287,6 +287,13 @@ pub struct Config {
     #[arg(long, env = "SIGNALGATE_TURN_TTL", default_value = DEFAULT_TURN_TTL, value_parser = parse_duration)]
     pub turn_ttl: Duration,
 
+    /// Turns on the admin API (HTTP `/admin/v1/...`, gRPC
+    /// `signalgate.admin.v1.Admin`) and the dashboard at `/admin/`: every
+    /// call must carry `Authorization: Bearer TOKEN`. Without it they are
+    /// off (404 / UNIMPLEMENTED).
+    #[arg(long, env = "SIGNALGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Log format (`RUST_LOG` sets the level, default `info`).
     #[arg(long, env = "SIGNALGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -332,6 +339,7 @@ impl Default for Config {
             ice_servers: Vec::new(),
             turn_secret: None,
             turn_ttl: Duration::from_secs(24 * 3600),
+            admin_token: None,
             log_format: LogFormat::Text,
         }
     }

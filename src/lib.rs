@@ -6,6 +6,7 @@
 //! Socket.IO.
 //!
 //! # Layout
+//! - [`admin`]: the admin API (HTTP JSON and gRPC) and dashboard, behind `--admin-token`.
 //! - [`auth`]: JWT authentication of connections, and minting for development.
 //! - [`config`]: flags and environment variables → one plain [`config::Config`].
 //! - [`server`]: the composition root: one port, every door, shutdown.
@@ -24,6 +25,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;

@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use crate::admin::AdminToken;
 use crate::auth::AuthPolicy;
 use crate::cluster::{ClusterConfig, RedisRegistry};
 use crate::config::Config;
@@ -177,6 +178,7 @@ impl Gateway {
         let finish_connections = tokio_util::sync::CancellationToken::new();
         let upkeep = tokio_util::sync::CancellationToken::new();
         tokio::spawn(telemetry::metrics::run_upkeep(upkeep.clone()));
+        tokio::spawn(self.hub.clone().sample_activity(upkeep.clone()));
         let _stop_upkeep = upkeep.drop_guard();
         tokio::pin!(shutdown);
         let scheme = if self.tls.is_some() {
@@ -283,14 +285,19 @@ fn build_router(hub: &Hub, config: &Config, auth: &AuthPolicy) -> anyhow::Result
             .set_serving::<SignalingServer<GrpcDoor>>()
             .await;
     });
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    // Reflection lists the admin service only when it is on.
+    let descriptors = || {
+        let builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        if config.admin_token.is_some() {
+            builder.register_encoded_file_descriptor_set(crate::proto::admin::FILE_DESCRIPTOR_SET)
+        } else {
+            builder
+        }
+    };
+    let reflection_v1 = descriptors().build_v1()?;
+    let reflection_v1alpha = descriptors().build_v1alpha()?;
 
     let ws_door = WsDoor::new(
         hub.clone(),
@@ -349,11 +356,20 @@ fn build_router(hub: &Hub, config: &Config, auth: &AuthPolicy) -> anyhow::Result
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(hub.clone());
-    let router = Router::new()
+    let mut router = Router::new()
         .merge(browser_doors)
         .merge(operations)
         .merge(crate::web::router())
         .route("/healthz", get(healthz));
+    if let Some(token) = &config.admin_token {
+        let token = AdminToken::new(token)?;
+        info!("admin API on: /admin/v1/, signalgate.admin.v1.Admin and the dashboard at /admin/");
+        router = router.merge(crate::admin::router(
+            hub.clone(),
+            token,
+            config.max_message_bytes,
+        ));
+    }
     let router = grpc_route(router, signaling);
     let router = grpc_route(router, health);
     let router = grpc_route(router, reflection_v1);
@@ -362,7 +378,7 @@ fn build_router(hub: &Hub, config: &Config, auth: &AuthPolicy) -> anyhow::Result
 }
 
 /// Mounts a tonic service at `/{package.Service}/{method}`.
-fn grpc_route<S>(router: Router, service: S) -> Router
+pub(crate) fn grpc_route<S>(router: Router, service: S) -> Router
 where
     S: tower::Service<Request<tonic::body::Body>, Error = Infallible>
         + tonic::server::NamedService

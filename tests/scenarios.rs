@@ -10,60 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use signalgate_client::{Closed, Door};
 
-/// Generates, for each scenario, one test per (web door, app door) pair, on
-/// one node and split over two nodes sharing Redis.
-macro_rules! across_doors {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            /// Web and app on one gateway.
-            mod one_node {
-                use signalgate_client::Door;
-                use crate::common::cluster::Topology;
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_ws_app_ws() { super::super::$scenario(Topology::Single, Door::Ws, Door::Ws).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_ws_app_grpc() { super::super::$scenario(Topology::Single, Door::Ws, Door::Grpc).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_grpc_app_ws() { super::super::$scenario(Topology::Single, Door::Grpc, Door::Ws).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_grpc_app_grpc() { super::super::$scenario(Topology::Single, Door::Grpc, Door::Grpc).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_socketio_app_ws() { super::super::$scenario(Topology::Single, Door::SocketIo, Door::Ws).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_socketio_app_grpc() { super::super::$scenario(Topology::Single, Door::SocketIo, Door::Grpc).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_socketio_app_socketio() { super::super::$scenario(Topology::Single, Door::SocketIo, Door::SocketIo).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_ws_app_socketio() { super::super::$scenario(Topology::Single, Door::Ws, Door::SocketIo).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_grpc_app_socketio() { super::super::$scenario(Topology::Single, Door::Grpc, Door::SocketIo).await }
-            }
-            /// Web and app on two gateways sharing Redis.
-            mod two_nodes {
-                use signalgate_client::Door;
-                use crate::common::cluster::Topology;
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_ws_app_ws() { super::super::$scenario(Topology::TwoNodes, Door::Ws, Door::Ws).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_ws_app_grpc() { super::super::$scenario(Topology::TwoNodes, Door::Ws, Door::Grpc).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_grpc_app_ws() { super::super::$scenario(Topology::TwoNodes, Door::Grpc, Door::Ws).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_grpc_app_grpc() { super::super::$scenario(Topology::TwoNodes, Door::Grpc, Door::Grpc).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_socketio_app_ws() { super::super::$scenario(Topology::TwoNodes, Door::SocketIo, Door::Ws).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_socketio_app_grpc() { super::super::$scenario(Topology::TwoNodes, Door::SocketIo, Door::Grpc).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_socketio_app_socketio() { super::super::$scenario(Topology::TwoNodes, Door::SocketIo, Door::SocketIo).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_ws_app_socketio() { super::super::$scenario(Topology::TwoNodes, Door::Ws, Door::SocketIo).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn web_grpc_app_socketio() { super::super::$scenario(Topology::TwoNodes, Door::Grpc, Door::SocketIo).await }
-            }
-        }
-    )*};
-}
+include!("common/across_doors.rs");
 
 across_doors!(
     pairing_web_first,

@@ -29,7 +29,9 @@ from signalgate.v1 import signaling_pb2 as pb  # noqa: E402
 from signalgate.v1 import signaling_pb2_grpc as pb_grpc  # noqa: E402
 
 ROLES = {"web": pb.ROLE_WEB, "app": pb.ROLE_APP}
-JSON_EVENTS = {"syncto", "message", "export", "exception"}
+# Events whose field is a google.protobuf.Value (`notice`: pushed by the
+# app's backend through the admin API).
+JSON_EVENTS = {"syncto", "message", "export", "exception", "notice"}
 
 
 class SignalGateError(Exception):

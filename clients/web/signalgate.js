@@ -31,7 +31,7 @@
 export const SERVER_EVENTS = Object.freeze([
   "welcome", "registered", "syncfrom", "syncto", "message", "export", "exception",
   "transfile", "ctrlSendSpeed", "ipaddr", "byebye", "peer_away", "peer_back", "resumed", "error",
-  "iceservers",
+  "iceservers", "notice",
 ]);
 
 /** Renew ICE credentials once this share of their lifetime has passed. */
@@ -40,6 +40,7 @@ const ICE_RENEW_AT = 0.8;
 /** Close codes after which reconnecting would not help. */
 const FINAL_CLOSE_CODES = new Set([
   4001, // REPLACED: another session took this uid and role
+  4005, // KICKED: an operator closed the session (it cannot be resumed)
   1008, // policy violation
 ]);
 

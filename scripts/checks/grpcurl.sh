@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # grpcurl against a real gateway: reflection lists and describes the
 # service, health answers, and two Connect streams driven from stdin pair,
-# relay and say byebye; the app asks for fresh ICE servers (TURN credentials).
+# relay and say byebye; the app asks for fresh ICE servers (TURN credentials);
+# the admin API is listed and GetPresence answers with the token only.
 set -euo pipefail
 binary=$1
 source "$(dirname "$0")/../lib/gateway.sh"
-start_gateway "$binary" --ice-server 'turn:127.0.0.1:3478?transport=udp' --turn-secret grpcurl-secret
+start_gateway "$binary" --ice-server 'turn:127.0.0.1:3478?transport=udp' --turn-secret grpcurl-secret \
+  --admin-token grpcurl-admin
 target="127.0.0.1:$PORT"
 
 services=$(grpcurl -plaintext "$target" list)
 echo "$services"
 grep -qx 'signalgate.v1.Signaling' <<<"$services" || fail "service not listed by reflection"
 grep -qx 'grpc.health.v1.Health' <<<"$services" || fail "health not listed"
+grep -qx 'signalgate.admin.v1.Admin' <<<"$services" || fail "admin service not listed"
+grpcurl -plaintext "$target" describe signalgate.admin.v1.Admin | grep -q 'rpc GetPresence' \
+  || fail "GetPresence not described"
 grpcurl -plaintext "$target" describe signalgate.v1.Signaling | tee /dev/stderr | grep -q 'rpc Connect' \
   || fail "Connect not described"
 grpcurl -plaintext "$target" describe google.protobuf.Value >/dev/null || fail "imports not served"
@@ -24,6 +29,17 @@ web_out=$(mktemp)
   | grpcurl -plaintext -d @ "$target" signalgate.v1.Signaling/Connect >"$web_out" &
 web_pid=$!
 sleep 1
+presence=$(grpcurl -plaintext -H 'authorization: Bearer grpcurl-admin' -d '{"uid": "grpcurl-demo"}' \
+  "$target" signalgate.admin.v1.Admin/GetPresence)
+echo "$presence"
+python3 -c '
+import json, sys
+p = json.loads(sys.argv[1])
+assert p["uid"] == "grpcurl-demo" and not p.get("paired"), p
+assert p["web"]["state"] == "online" and p["web"]["door"] == "grpc" and p["app"]["state"] == "absent", p
+' "$presence" || fail "GetPresence"
+refused=$(grpcurl -plaintext -d '{"uid": "grpcurl-demo"}' "$target" signalgate.admin.v1.Admin/GetPresence 2>&1 || true)
+grep -q Unauthenticated <<<"$refused" || fail "GetPresence without the token was not refused: $refused"
 app_out=$( ( printf '%s\n' \
     '{"id": 1, "register": {"uid": "grpcurl-demo", "role": "ROLE_APP"}}' \
     '{"id": 2, "message": {"sdp": "v=0", "candidates": [1, 2.5, "x"]}}' \

@@ -12,7 +12,10 @@ use tracing::{debug, info, warn};
 
 use super::bus::{self, Answer, Asker, Frame, Target};
 use super::{COMMAND_TIMEOUT, EARLY_KILL_MEMORY, Inner, RECONNECT_BACKOFF, REPLY_TIMEOUT, lock};
-use crate::core::{DeliveryError, Event, RemoteSession, Role, RouteError, SessionId, Uid};
+use crate::core::admin::{NodeAnswers, NodeQuery};
+use crate::core::{
+    DeliveryError, Event, RegistryError, RemoteSession, Role, RouteError, SessionId, Uid,
+};
 use crate::telemetry::metrics;
 
 impl Inner {
@@ -89,6 +92,21 @@ impl Inner {
                 asker,
             } => self.hand_over(&resume_token, last_seq, identity.as_ref(), asker),
             Frame::Adopted { session, bound } => self.adopted(session, bound),
+            Frame::Query { query, asker } => {
+                // A node that is stopping answers nothing: the asker lists
+                // it as unreachable.
+                let Some(exporter) = self.exporter.get().and_then(std::sync::Weak::upgrade) else {
+                    return;
+                };
+                let reply = Frame::Reply {
+                    token: asker.token,
+                    answer: Answer::Queried(exporter.answer(&query)),
+                };
+                let inner = Arc::clone(self);
+                tokio::spawn(async move {
+                    let _ = inner.publish(&asker.node, reply).await;
+                });
+            }
             frame @ Frame::Deliver { .. } => {
                 if let Some(frame) = self.divert_if_moved(frame) {
                     let outcome = self.deliver_here(&frame);
@@ -238,6 +256,43 @@ impl Inner {
         };
         lock(&self.pending).remove(&token);
         Err(unanswered)
+    }
+}
+
+impl Inner {
+    /// Asks every other node in the nodes set `query`, all at once; a node
+    /// that does not answer within the reply timeout is listed with `None`.
+    pub(super) async fn ask_other_nodes(
+        &self,
+        query: &NodeQuery,
+    ) -> Result<NodeAnswers, RegistryError> {
+        if !self.available() {
+            return Err(self.unavailable());
+        }
+        let mut connection = self.connection();
+        let mut nodes: Vec<String> = self
+            .call(
+                redis::cmd("SMEMBERS")
+                    .arg(self.keys.nodes())
+                    .query_async(&mut connection),
+            )
+            .await?;
+        nodes.retain(|node| *node != self.node);
+        nodes.sort();
+        let asks = nodes.into_iter().map(|node| async move {
+            let answer = match self
+                .ask(&node, |asker| Frame::Query {
+                    query: query.clone(),
+                    asker,
+                })
+                .await
+            {
+                Ok(Answer::Queried(answer)) => Some(answer),
+                _ => None,
+            };
+            (Arc::from(node), answer)
+        });
+        Ok(futures_util::future::join_all(asks).await)
     }
 }
 

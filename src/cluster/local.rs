@@ -97,6 +97,19 @@ impl LocalTable {
         LocalBound { replaced, peer }
     }
 
+    /// Visits every session bound here.
+    pub(crate) fn each(&self, visit: &mut dyn FnMut(&Uid, Role, &Arc<SessionHandle>)) {
+        for shard in self.shards.each() {
+            for (uid, pair) in shard.iter() {
+                for (role, slot) in [(Role::Web, &pair.web), (Role::App, &pair.app)] {
+                    if let Some(slot) = slot {
+                        visit(uid, role, &slot.handle);
+                    }
+                }
+            }
+        }
+    }
+
     /// Frees (uid, role) if `session` holds it; the local peer, if any.
     /// `None` when `session` did not hold it.
     pub(crate) fn unbind(

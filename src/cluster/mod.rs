@@ -37,6 +37,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::core::admin::{NodeAnswers, NodeQuery};
 use crate::core::{
     Bound, ErrorCode, Identity, Peer, Registry, RegistryCensus, RegistryError, Rejection, Role,
     RouteError, SessionExport, SessionExporter, SessionHandle, SessionId, Uid,
@@ -470,6 +471,22 @@ impl Registry for RedisRegistry {
         self.inner.local.census()
     }
 
+    fn node_name(&self) -> Option<&str> {
+        Some(&self.inner.node)
+    }
+
+    fn each_local_session(&self, visit: &mut dyn FnMut(&Uid, Role, &Arc<SessionHandle>)) {
+        self.inner.local.each(visit);
+    }
+
+    fn local_session(&self, uid: &Uid, role: Role) -> Option<Arc<SessionHandle>> {
+        self.inner.local.get(uid, role, None)
+    }
+
+    async fn ask_other_nodes(&self, query: &NodeQuery) -> Result<NodeAnswers, RegistryError> {
+        self.inner.ask_other_nodes(query).await
+    }
+
     fn is_available(&self) -> bool {
         self.inner.available()
     }
@@ -546,9 +563,9 @@ impl Registry for RedisRegistry {
                 .map(Some)
                 .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string())),
             Answer::Refused(rejection) => Err(rejection),
-            Answer::Delivered(_) => Err(Rejection::new(
+            Answer::Delivered(_) | Answer::Queried(_) => Err(Rejection::new(
                 ErrorCode::ResumeFailed,
-                "the node answered the hand-over as a delivery",
+                "the node answered the hand-over as something else",
             )),
         }
     }

@@ -46,11 +46,14 @@ pub enum ErrorCode {
     /// node cannot be reached, so the request was not carried out. The
     /// session stays open; retry later.
     Unavailable,
+    /// An operator closed the session through the admin API; the message
+    /// is the reason they gave. It cannot be resumed.
+    Kicked,
 }
 
 impl ErrorCode {
     /// Every code, in the order of docs/PROTOCOL.md.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::NotRegistered,
         ErrorCode::AlreadyRegistered,
@@ -67,6 +70,7 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
+        ErrorCode::Kicked,
     ];
 
     /// The wire form, e.g. `"NO_PEER"`.
@@ -88,6 +92,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Kicked => "KICKED",
         }
     }
 
@@ -172,6 +177,7 @@ impl EndReason {
             EndReason::Closed(ErrorCode::ShuttingDown) => "shutdown",
             EndReason::Closed(ErrorCode::RateLimited) => "rate_limited",
             EndReason::Closed(ErrorCode::RegisterTimeout) => "register_timeout",
+            EndReason::Closed(ErrorCode::Kicked) => "kicked",
             EndReason::Closed(_) => "closed",
             EndReason::ResumeWindowExpired => "resume_window_expired",
         }

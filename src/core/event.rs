@@ -8,6 +8,7 @@ use super::command::{Relay, RequestId, Role, Uid};
 use super::error::{ErrorCode, Rejection};
 use super::ice::IceGrant;
 use super::ids::SessionId;
+use super::payload::JsonPayload;
 
 /// The greeting text of `welcome`, as the seed sends it.
 pub const WELCOME_MESSAGE: &str = "Welcome!";
@@ -64,6 +65,8 @@ pub enum Event {
     IpAddrs(Arc<[Ipv4Addr]>),
     /// The peer left.
     ByeBye,
+    /// Data the app's backend pushed to this session through the admin API.
+    Notice(JsonPayload),
     /// The request with this id took effect.
     Ack {
         /// The request id.
@@ -99,6 +102,7 @@ impl Event {
             ErrorCode::MessageTooLarge => "message exceeds the size limit",
             ErrorCode::RateLimited => "the session kept sending faster than allowed",
             ErrorCode::RegisterTimeout => "the session did not register in time",
+            ErrorCode::Kicked => "an operator closed the session",
             _ => "the session was closed",
         };
         Event::Error {
@@ -121,6 +125,7 @@ impl Event {
             Event::IpAddrs(_) => "ipaddr",
             Event::IceServers(_) => "iceservers",
             Event::ByeBye => "byebye",
+            Event::Notice(_) => "notice",
             Event::Ack { .. } => "ack",
             Event::Error { .. } => "error",
         }

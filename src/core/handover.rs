@@ -5,6 +5,7 @@
 //! resuming node's hub *adopts* it. The registry carries the request and
 //! moves the binding; the core decides what is allowed.
 
+use super::admin::{NodeAnswer, NodeQuery};
 use super::command::{Role, Uid};
 use super::error::Rejection;
 use super::event::Event;
@@ -45,4 +46,7 @@ pub trait SessionExporter: Send + Sync {
         last_seq: u64,
         identity: Option<&Identity>,
     ) -> Result<SessionExport, Rejection>;
+
+    /// Answers another node's admin query about this node's sessions.
+    fn answer(&self, query: &NodeQuery) -> NodeAnswer;
 }

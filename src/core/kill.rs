@@ -62,13 +62,20 @@ pub(crate) struct KillSwitch {
     token: CancellationToken,
     shutdown: Arc<AtomicBool>,
     killed: AtomicBool,
-    reason: OnceLock<ErrorCode>,
+    /// The reason, and the message an operator gave (a kick) if any.
+    reason: OnceLock<(ErrorCode, Option<Arc<str>>)>,
 }
 
 impl KillSwitch {
     /// Closes the connection; the first reason wins.
     pub(crate) fn kill(&self, reason: ErrorCode) {
-        let _ = self.reason.set(reason);
+        self.kill_saying(reason, None);
+    }
+
+    /// Closes the connection with a message of its own for the farewell
+    /// (an operator's reason for a kick); the first reason wins.
+    pub(crate) fn kill_saying(&self, reason: ErrorCode, message: Option<Arc<str>>) {
+        let _ = self.reason.set((reason, message));
         // The flag before the wake-up, as in `ShutdownSignal::trigger`.
         self.killed.store(true, Ordering::Release);
         self.token.cancel();
@@ -88,9 +95,13 @@ impl KillSwitch {
         Some(
             self.reason
                 .get()
-                .copied()
-                .unwrap_or(ErrorCode::ShuttingDown),
+                .map_or(ErrorCode::ShuttingDown, |(code, _)| *code),
         )
+    }
+
+    /// The message given with the reason, if any (a kick's).
+    pub(crate) fn message(&self) -> Option<Arc<str>> {
+        self.reason.get().and_then(|(_, message)| message.clone())
     }
 
     /// Resolves once the connection is killed.

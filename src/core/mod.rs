@@ -16,6 +16,7 @@
 //! - [`registry`]: the pairing registry interface and its in-memory implementation.
 //! - [`hub`]: register / replace / relay / resume / disconnect, the only place the rules live.
 
+pub mod admin;
 pub mod command;
 pub mod error;
 pub mod event;
@@ -38,7 +39,7 @@ pub use command::{
 pub use error::{EndReason, ErrorCode, Rejection};
 pub use event::Event;
 pub use handover::{SessionExport, SessionExporter};
-pub use hub::{Census, Hub, HubConfig, Session};
+pub use hub::{Census, ClusterStats, Hub, HubConfig, Presence, Session, SessionPage};
 pub use ice::{IceConfigError, IceGrant, IcePolicy, IceServer, TurnCredentials};
 pub use identity::Identity;
 pub use limits::RateLimit;

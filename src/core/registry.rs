@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use super::admin::{NodeAnswers, NodeQuery};
 use super::command::{Role, Uid, UidMap};
 use super::error::{ErrorCode, Rejection};
 use super::event::Event;
@@ -241,6 +242,25 @@ pub trait Registry: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// This node's name in a shared registry (`None`: one node).
+    fn node_name(&self) -> Option<&str> {
+        None
+    }
+
+    /// Visits every session this node holds a binding for.
+    fn each_local_session(&self, visit: &mut dyn FnMut(&Uid, Role, &Arc<SessionHandle>));
+
+    /// The session this node holds for (uid, role), if any.
+    fn local_session(&self, uid: &Uid, role: Role) -> Option<Arc<SessionHandle>>;
+
+    /// Asks every other live node the admin API's `query` (each answers
+    /// with [`SessionExporter::answer`]); a node that does not answer in
+    /// time is listed with `None`. One node: nobody else to ask.
+    async fn ask_other_nodes(&self, query: &NodeQuery) -> Result<NodeAnswers, RegistryError> {
+        let _ = query;
+        Ok(Vec::new())
+    }
+
     /// Moves the binding of (uid, role) from the node that issued `token`
     /// (where `session` was held) to `session` here, unless a newer
     /// registration took it meanwhile (`Ok(false)`).
@@ -396,6 +416,22 @@ impl Registry for InMemoryRegistry {
         session: SessionId,
     ) -> Option<Result<Peer, RouteError>> {
         Some(self.local_peer_of(uid, role, session))
+    }
+
+    fn local_session(&self, uid: &Uid, role: Role) -> Option<Arc<SessionHandle>> {
+        self.shard(uid).get_mut(uid)?.slot(role).clone()
+    }
+
+    fn each_local_session(&self, visit: &mut dyn FnMut(&Uid, Role, &Arc<SessionHandle>)) {
+        for shard in self.shards.each() {
+            for (uid, pair) in shard.iter() {
+                for (role, slot) in [(Role::Web, &pair.web), (Role::App, &pair.app)] {
+                    if let Some(handle) = slot {
+                        visit(uid, role, handle);
+                    }
+                }
+            }
+        }
     }
 
     fn census(&self) -> RegistryCensus {

@@ -11,13 +11,15 @@
 //! another door.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use super::admin::Activity;
 use super::command::{Role, Uid};
 use super::error::ErrorCode;
 use super::event::Event;
@@ -81,6 +83,8 @@ pub(crate) struct Attachment {
     outbox: Outbox<Delivery>,
     kill_switch: Arc<KillSwitch>,
     door: DoorKind,
+    /// The client's address, as the connection came from it.
+    remote_addr: Option<SocketAddr>,
     /// The role this connection is counted under in the connection gauge,
     /// once its session registered or resumed.
     counted_role: OnceLock<Role>,
@@ -109,6 +113,10 @@ impl Attachment {
         self.kill_switch.kill(reason);
     }
 
+    pub(crate) fn kill_saying(&self, reason: ErrorCode, message: Arc<str>) {
+        self.kill_switch.kill_saying(reason, Some(message));
+    }
+
     pub(crate) fn killed(&self) -> Killed {
         self.kill_switch.killed()
     }
@@ -119,6 +127,10 @@ impl Attachment {
 
     pub(crate) fn door(&self) -> DoorKind {
         self.door
+    }
+
+    pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr
     }
 
     /// Queues events that the door writes before anything in the outbox,
@@ -199,6 +211,9 @@ pub(crate) struct State {
     /// increase: one at or below `highest_request_id` is a re-send,
     /// acknowledged but not applied again.
     pub(crate) resumed: bool,
+    /// When the session entered its present state (opened, registered,
+    /// went away, resumed): what the admin API's presence shows.
+    pub(crate) since: SystemTime,
 }
 
 impl State {
@@ -217,6 +232,7 @@ impl State {
             away_generation: 0,
             highest_request_id: 0,
             resumed,
+            since: SystemTime::now(),
         }
     }
 }
@@ -247,6 +263,8 @@ pub(crate) fn estimated_bytes(event: &Event) -> usize {
 pub struct SessionHandle {
     id: SessionId,
     limits: ResumeLimits,
+    /// The node's activity counts (errors sent are counted here).
+    activity: Arc<Activity>,
     state: Mutex<State>,
 }
 
@@ -255,10 +273,10 @@ impl SessionHandle {
     /// `capacity` and `max_bytes` bound the outbox in events and in
     /// (estimated) bytes; `shutdown` is the server-wide signal.
     pub(crate) fn new(
-        door: DoorKind,
+        (door, remote_addr): (DoorKind, Option<SocketAddr>),
         (capacity, max_bytes): (usize, usize),
         limits: ResumeLimits,
-        shutdown: &ShutdownSignal,
+        (shutdown, activity): (&ShutdownSignal, &Arc<Activity>),
     ) -> (Arc<SessionHandle>, SessionLink) {
         let attachment = Arc::new(Attachment {
             outbox: Outbox::with_byte_bound(capacity, max_bytes, |delivery: &Delivery| {
@@ -266,6 +284,7 @@ impl SessionHandle {
             }),
             kill_switch: Arc::new(shutdown.new_kill_switch()),
             door,
+            remote_addr,
             counted_role: OnceLock::new(),
             preface: Mutex::new(VecDeque::new()),
             has_preface: AtomicBool::new(false),
@@ -274,6 +293,7 @@ impl SessionHandle {
         let handle = Arc::new(SessionHandle {
             id: SessionId::random(),
             limits,
+            activity: Arc::clone(activity),
             state: Mutex::new(State::fresh(Some(Arc::clone(&attachment)), false)),
         });
         (handle, SessionLink { attachment })
@@ -281,10 +301,15 @@ impl SessionHandle {
 
     /// A session handed over by another node (see `handover`), not yet
     /// attached: the hub attaches the resuming connection.
-    pub(crate) fn adopted(id: SessionId, limits: ResumeLimits) -> Arc<SessionHandle> {
+    pub(crate) fn adopted(
+        id: SessionId,
+        limits: ResumeLimits,
+        activity: &Arc<Activity>,
+    ) -> Arc<SessionHandle> {
         Arc::new(SessionHandle {
             id,
             limits,
+            activity: Arc::clone(activity),
             state: Mutex::new(State::fresh(None, true)),
         })
     }
@@ -329,6 +354,7 @@ impl SessionHandle {
         });
         if let Event::Error { code, .. } = &event {
             metrics::error_sent(code.as_str());
+            self.activity.error_sent(*code);
         }
         let queued_at = matches!(event, Event::Relayed(_)).then(Instant::now);
         let delivery = Delivery {
@@ -383,12 +409,33 @@ impl SessionHandle {
     /// reason wins. An attached session's connection is closed; an away
     /// session ends at once.
     pub fn kill(&self, reason: ErrorCode) {
+        let _ = self.kill_with(reason, None);
+    }
+
+    /// [`SessionHandle::kill`] with the farewell's message (an operator's
+    /// reason for a kick). Returns whether the session was still live.
+    pub(crate) fn kill_with(&self, reason: ErrorCode, message: Option<Arc<str>>) -> bool {
         let mut state = self.state();
-        match (&state.attachment, &state.phase) {
-            (Some(attachment), _) => attachment.kill(reason),
-            (None, Phase::Away { .. }) => Self::end_while_away(&mut state, reason),
-            _ => {}
+        if matches!(state.phase, Phase::Ended) {
+            return false;
         }
+        if let Some(attachment) = state.attachment.clone() {
+            // A kicked session must not be resumed while its connection
+            // is still closing.
+            if reason == ErrorCode::Kicked && state.end_reason.is_none() {
+                state.end_reason = Some(reason);
+            }
+            match message {
+                Some(message) => attachment.kill_saying(reason, message),
+                None => attachment.kill(reason),
+            }
+            return true;
+        }
+        if matches!(state.phase, Phase::Away { .. }) {
+            Self::end_while_away(&mut state, reason);
+            return true;
+        }
+        false
     }
 
     /// Marks an away session for ending and wakes its watcher.
@@ -512,10 +559,18 @@ impl SessionLink {
         } else {
             Vec::new()
         };
+        let farewell = match self.attachment.kill_switch.message() {
+            Some(message) => Event::Error {
+                code,
+                message: std::borrow::Cow::Owned(message.to_string()),
+                id: None,
+            },
+            None => Event::farewell(code),
+        };
         LastWords {
             code,
             queued,
-            farewell: Event::farewell(code),
+            farewell,
         }
     }
 
@@ -546,10 +601,10 @@ mod tests {
             max_bytes: 0,
         };
         let (handle, mut link) = SessionHandle::new(
-            DoorKind::Ws,
+            (DoorKind::Ws, None),
             (256, 200 * 1024),
             limits,
-            &ShutdownSignal::default(),
+            (&ShutdownSignal::default(), &Arc::default()),
         );
         // Three 60 KiB events fit in 200 KiB, a fourth does not, although
         // the event bound (256) is far away.

@@ -61,7 +61,8 @@ impl pb::signaling_server::Signaling for GrpcDoor {
         };
         let identity = authenticate(&self.auth, presented)
             .map_err(|error| Status::unauthenticated(format!("UNAUTHENTICATED: {error}")))?;
-        let (session, link) = self.hub.open(DoorKind::Grpc, identity);
+        let remote = super::remote_addr(request.extensions());
+        let (session, link) = self.hub.open(DoorKind::Grpc, identity, remote);
         let (stream, handles) = EventStream::new(link);
         tokio::spawn(serve(request.into_inner(), session, handles));
         Ok(tonic::Response::new(stream))
@@ -271,6 +272,7 @@ fn status_for(code: ErrorCode) -> Status {
         ErrorCode::ShuttingDown => Code::Unavailable,
         ErrorCode::MessageTooLarge => Code::ResourceExhausted,
         ErrorCode::BadRequest => Code::InvalidArgument,
+        ErrorCode::Kicked => Code::PermissionDenied,
         _ => Code::Internal,
     };
     Status::new(grpc_code, code.as_str())
@@ -453,6 +455,7 @@ fn encode_event(event: &Event, seq: Option<u64>) -> pb::ServerEvent {
             addresses: addresses.iter().map(ToString::to_string).collect(),
         }),
         Event::ByeBye => Out::Byebye(pb::ByeBye {}),
+        Event::Notice(data) => Out::Notice(value(data)),
         Event::Ack { id } => Out::Ack(pb::Ack { id: *id }),
         Event::Error { code, message, id } => Out::Error(pb::Error {
             code: code.as_str().to_owned(),

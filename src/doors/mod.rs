@@ -51,6 +51,14 @@ pub(crate) async fn drain_input<T>(
     .await;
 }
 
+/// The client's address, which the connection layer puts in every
+/// request's extensions (axum's `ConnectInfo`).
+pub(crate) fn remote_addr(extensions: &axum::http::Extensions) -> Option<std::net::SocketAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0)
+}
+
 /// Where a connection presented its token, as each door finds it.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Presented<'a> {

@@ -66,6 +66,8 @@ pub mod close_code {
     pub const RATE_LIMITED: u16 = 4003;
     /// The session did not register in time.
     pub const REGISTER_TIMEOUT: u16 = 4004;
+    /// An operator closed the session through the admin API.
+    pub const KICKED: u16 = 4005;
 }
 
 /// The close code for a session the server ends with `code`.
@@ -75,6 +77,7 @@ fn close_code_for(code: ErrorCode) -> u16 {
         ErrorCode::SlowConsumer => close_code::SLOW_CONSUMER,
         ErrorCode::RateLimited => close_code::RATE_LIMITED,
         ErrorCode::RegisterTimeout => close_code::REGISTER_TIMEOUT,
+        ErrorCode::Kicked => close_code::KICKED,
         ErrorCode::ShuttingDown => close_code::GOING_AWAY,
         ErrorCode::MessageTooLarge => close_code::MESSAGE_TOO_BIG,
         _ => close_code::INTERNAL_ERROR,
@@ -101,8 +104,10 @@ pub async fn upgrade(
     State(door): State<WsDoor>,
     Query(query): Query<TokenQuery>,
     headers: HeaderMap,
+    connect_info: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let remote = connect_info.map(|axum::Extension(info)| info.0);
     let presented = Presented {
         token: query.token.as_deref(),
         authorization: headers
@@ -131,7 +136,7 @@ pub async fn upgrade(
         .max_write_buffer_size(config.write_buffer_bytes + 4 * config.max_message_bytes)
         .max_message_size(config.max_message_bytes)
         .max_frame_size(config.max_message_bytes)
-        .on_upgrade(move |socket| serve(socket, door.hub, identity, heartbeat))
+        .on_upgrade(move |socket| serve(socket, door.hub, (identity, remote), heartbeat))
 }
 
 /// The server's pings: how often, and how long to wait for an answer.
@@ -183,8 +188,13 @@ enum Step {
     Violation(Violation),
 }
 
-async fn serve(mut socket: WebSocket, hub: Hub, identity: Option<Identity>, heartbeat: Heartbeat) {
-    let (session, link) = hub.open(DoorKind::Ws, identity);
+async fn serve(
+    mut socket: WebSocket,
+    hub: Hub,
+    (identity, remote): (Option<Identity>, Option<std::net::SocketAddr>),
+    heartbeat: Heartbeat,
+) {
+    let (session, link) = hub.open(DoorKind::Ws, identity, remote);
     // One socket for both directions (no split, no lock between halves):
     // the loop reads and writes in turn.
     let (reason, session, last_words) = pump(&mut socket, session, link, heartbeat).await;

@@ -64,6 +64,15 @@ fn settings() -> tonic::codec::BufferSettings {
 /// The encoded `FileDescriptorSet` of the contract, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("signalgate_descriptor");
 
+/// The admin API (`signalgate.admin.v1`): types, server and client.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod admin {
+    include!(concat!(env!("OUT_DIR"), "/admin/signalgate.admin.v1.rs"));
+
+    /// The admin API's descriptors, for the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("admin_descriptor");
+}
+
 /// `google.protobuf.Value` ⇄ JSON.
 pub mod json {
     use prost_types::{ListValue, Struct, Value, value::Kind};

@@ -5,5 +5,7 @@
 //!
 //! - [`envelope`]: `{"event": NAME, "data": ANY, "id": N}` ⇄ core requests
 //!   and events.
+//! - [`admin`]: the admin API's JSON (HTTP surface and node frames).
 
+pub mod admin;
 pub mod envelope;

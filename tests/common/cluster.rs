@@ -250,6 +250,16 @@ impl Deployment {
         self.connect_as("app", door).await
     }
 
+    /// Every node's address (one for a single gateway).
+    pub fn addresses(&self) -> Vec<std::net::SocketAddr> {
+        match self {
+            Deployment::Single(gateway) => vec![gateway.address],
+            Deployment::Cluster { cluster, .. } => {
+                cluster.nodes.iter().map(|node| node.address).collect()
+            }
+        }
+    }
+
     pub fn census(&self) -> Census {
         match self {
             Deployment::Single(gateway) => gateway.census(),

@@ -1,6 +1,7 @@
 //! Shared test harness: the real gateway on 127.0.0.1:0 and real clients.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod cluster;
 pub mod raw_grpc;
 

@@ -303,6 +303,7 @@ fn event_to_envelope(event: Option<server_event::Event>) -> Value {
             json!({"event": "iceservers", "data": data})
         }
         E::Byebye(_) => json!({"event": "byebye"}),
+        E::Notice(v) => json!({"event": "notice", "data": json_of(&v)}),
         E::Ack(a) => json!({"event": "ack", "id": a.id}),
         E::Error(e) => {
             let mut out = json!({"event": "error", "data": {"code": e.code, "message": e.message}});

@@ -9,6 +9,9 @@
 //! every node works with: a frame is read into it once on arrival (a
 //! malformed one is refused there) and written from it once on departure.
 
+mod admin;
+
+use admin::{AnswerWire, QueryWire};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -16,6 +19,7 @@ use std::borrow::Cow;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use crate::core::admin::{NodeAnswer, NodeQuery};
 use crate::core::{
     Command, DeliveryError, ErrorCode, Event, Identity, Rejection, Role, SessionExport, SessionId,
     Uid,
@@ -48,6 +52,8 @@ pub(crate) enum Frame {
     /// The node that took a session bound it here (`bound`) or lost it to
     /// a newer registration: forward or refuse what was held for it.
     Adopted { session: SessionId, bound: bool },
+    /// The admin API asks the receiving node about its own sessions.
+    Query { query: NodeQuery, asker: Asker },
     /// The answer to a frame that named an asker.
     Reply { token: u64, answer: Answer },
 }
@@ -76,6 +82,8 @@ pub(crate) enum Answer {
     Exported(ExportWire),
     /// A `take` was refused.
     Refused(Rejection),
+    /// The answer to a `query`.
+    Queried(NodeAnswer),
 }
 
 impl Frame {
@@ -86,6 +94,7 @@ impl Frame {
             Frame::Kill { .. } => "kill",
             Frame::Take { .. } => "take",
             Frame::Adopted { .. } => "adopted",
+            Frame::Query { .. } => "query",
             Frame::Reply { .. } => "reply",
         }
     }
@@ -147,6 +156,10 @@ struct Wire {
     message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     export: Option<ExportWire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    query: Option<QueryWire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    answer: Option<AnswerWire>,
 }
 
 impl From<Frame> for Wire {
@@ -202,6 +215,13 @@ impl From<Frame> for Wire {
                 },
                 Some(asker),
             ),
+            Frame::Query { query, asker } => asked(
+                Wire {
+                    query: Some(QueryWire::encode(&query)),
+                    ..Wire::default()
+                },
+                Some(asker),
+            ),
             Frame::Adopted { session, bound } => Wire {
                 session: Some(session.to_string()),
                 outcome: Some(if bound { "bound" } else { "lost" }.to_owned()),
@@ -226,6 +246,11 @@ impl From<Frame> for Wire {
                         outcome: Some("refused".to_owned()),
                         code: Some(rejection.code.as_str().to_owned()),
                         message: Some(rejection.message.into_owned()),
+                        ..wire
+                    },
+                    Answer::Queried(answer) => Wire {
+                        outcome: Some("queried".to_owned()),
+                        answer: Some(AnswerWire::encode(&answer)),
                         ..wire
                     },
                 }
@@ -294,18 +319,23 @@ impl TryFrom<Wire> for Frame {
                     .ok_or_else(|| missing("session"))?,
                 bound: wire.outcome.as_deref() == Some("bound"),
             },
+            "query" => Frame::Query {
+                asker: asker().ok_or_else(|| missing("reply_node and token"))?,
+                query: wire.query.ok_or_else(|| missing("query"))?.decode()?,
+            },
             "reply" => Frame::Reply {
                 token: wire.token.ok_or_else(|| missing("token"))?,
-                answer: match (wire.outcome.as_deref(), wire.export) {
-                    (Some("exported"), Some(export)) => Answer::Exported(export),
-                    (Some("refused"), _) => Answer::Refused(Rejection::new(
+                answer: match (wire.outcome.as_deref(), wire.export, wire.answer) {
+                    (Some("queried"), _, Some(answer)) => Answer::Queried(answer.decode()?),
+                    (Some("exported"), Some(export), _) => Answer::Exported(export),
+                    (Some("refused"), _, _) => Answer::Refused(Rejection::new(
                         wire.code
                             .as_deref()
                             .and_then(ErrorCode::parse)
                             .unwrap_or(ErrorCode::ResumeFailed),
                         wire.message.unwrap_or_else(|| "resume refused".to_owned()),
                     )),
-                    (outcome, _) => Answer::Delivered(decode_outcome(outcome.unwrap_or(""))),
+                    (outcome, _, _) => Answer::Delivered(decode_outcome(outcome.unwrap_or(""))),
                 },
             },
             other => return Err(BusError::Malformed(format!("unknown frame kind {other}"))),
@@ -425,6 +455,12 @@ fn decode_retained(wire: &EventWire) -> Result<Event, BusError> {
                 list.expire_at,
             )))
         }
+        "notice" => Event::Notice(
+            crate::core::JsonPayload::from_raw(
+                data.ok_or_else(|| BusError::Malformed("notice without data".into()))?,
+            )
+            .map_err(|e| BusError::Malformed(e.to_string()))?,
+        ),
         "ipaddr" => {
             let addresses: Vec<Ipv4Addr> = data_as(data)?;
             Event::IpAddrs(addresses.into())

@@ -55,6 +55,13 @@ fn handed_over_sessions_round_trip() {
         acknowledged: 2,
         missed: vec![
             (
+                2,
+                Event::Notice(
+                    JsonPayload::from_value(&serde_json::json!({"ring": [1, "x"]}))
+                        .expect("payload"),
+                ),
+            ),
+            (
                 3,
                 Event::Registered {
                     uid,
@@ -240,5 +247,109 @@ fn outcomes_round_trip() {
         Err(DeliveryError::Unreachable),
     ] {
         assert_eq!(decode_outcome(encode_outcome(outcome)), outcome);
+    }
+}
+
+#[test]
+fn admin_queries_and_answers_round_trip() {
+    use crate::core::DoorKind;
+    use crate::core::admin::{
+        DoorCounts, NodeAnswer, NodeQuery, NodeStats, PushOutcome, SessionFilter, SessionInfo,
+        SessionState,
+    };
+    let uid = Uid::new("ünï:1").expect("uid");
+    let data = JsonPayload::from_value(&serde_json::json!({"call": "incoming", "n": [1, 2.5]}))
+        .expect("payload");
+    let queries = [
+        NodeQuery::Sessions(SessionFilter {
+            uid_prefix: "ün".into(),
+            exact: false,
+            after: Some((uid.clone(), Role::App)),
+            limit: 7,
+        }),
+        NodeQuery::Kick {
+            uid: uid.clone(),
+            role: None,
+            reason: "abuse".into(),
+        },
+        NodeQuery::Push {
+            uid: uid.clone(),
+            role: Role::Web,
+            data,
+        },
+        NodeQuery::Stats,
+    ];
+    for query in queries {
+        let frame = Frame::Query {
+            query: query.clone(),
+            asker: Asker {
+                node: "0123456789abcdef".into(),
+                token: 9,
+            },
+        };
+        let text = frame.encode().expect("serializes");
+        let Frame::Query { query: back, asker } = Frame::decode(text.as_bytes()).expect("parses")
+        else {
+            panic!("not a query: {text}");
+        };
+        assert_eq!(back, query);
+        assert_eq!(asker.token, 9);
+    }
+    // Times travel with millisecond precision.
+    let since = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_000_000_123);
+    let answers = [
+        NodeAnswer::Sessions(vec![
+            SessionInfo {
+                session: SessionId::random(),
+                uid: uid.clone(),
+                role: Role::App,
+                door: Some(DoorKind::SocketIo),
+                state: SessionState::Online,
+                node: "0123456789abcdef".into(),
+                since,
+                remote_addr: Some("127.0.0.1:40000".parse().expect("address")),
+            },
+            SessionInfo {
+                session: SessionId::random(),
+                uid,
+                role: Role::Web,
+                door: None,
+                state: SessionState::Away,
+                node: "0123456789abcdef".into(),
+                since,
+                remote_addr: None,
+            },
+        ]),
+        NodeAnswer::Kicked(2),
+        NodeAnswer::Pushed(PushOutcome::Held),
+        NodeAnswer::Stats(NodeStats {
+            node: "fedcba9876543210".into(),
+            sessions: DoorCounts {
+                ws: 1,
+                grpc: 2,
+                socketio: 3,
+            },
+            away: 4,
+            pairs: 5,
+            relays_per_s: 6.5,
+            // Codes travel by name, in name order.
+            errors_per_s: vec![(ErrorCode::Kicked, 1.0), (ErrorCode::NoPeer, 0.5)],
+            uptime_s: 7,
+        }),
+    ];
+    for answer in answers {
+        let frame = Frame::Reply {
+            token: 3,
+            answer: Answer::Queried(answer.clone()),
+        };
+        let text = frame.encode().expect("serializes");
+        let Frame::Reply {
+            token: 3,
+            answer: Answer::Queried(back),
+        } = Frame::decode(text.as_bytes()).expect("parses")
+        else {
+            panic!("not a query's reply: {text}");
+        };
+        assert_eq!(back, answer);
     }
 }

@@ -11,13 +11,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::admin::Activity;
 use super::command::Uid;
 use super::error::{EndReason, ErrorCode};
 use super::event::Event;
@@ -31,6 +32,7 @@ use super::session::{Attachment, DoorKind, Phase, ResumeLimits, SessionHandle, S
 use crate::sync::lock;
 use crate::telemetry::metrics;
 
+mod admin;
 mod counts;
 mod relay;
 mod resume;
@@ -39,6 +41,7 @@ mod tests;
 
 use counts::SessionCounts;
 
+pub use admin::{ClusterStats, Presence, SessionPage};
 pub use relay::Session;
 
 /// Where the answer to `ipaddr` comes from.
@@ -102,6 +105,10 @@ struct Shared {
     counts: SessionCounts,
     /// Resume token → session. Tokens are secrets: never logged.
     resume_tokens: Mutex<HashMap<Arc<str>, Weak<SessionHandle>>>,
+    /// Relays and errors, for the admin API's stats.
+    activity: Arc<Activity>,
+    /// This node's name (the shared registry's, or `local`).
+    node: Arc<str>,
 }
 
 /// The entry point of the core: a cheap, cloneable handle shared by every door.
@@ -121,6 +128,7 @@ impl fmt::Debug for Hub {
 impl Hub {
     /// A hub over `registry`.
     pub fn new(registry: Arc<dyn Registry>, config: HubConfig) -> Hub {
+        let registry_node = registry.node_name().map(str::to_owned);
         let hub = Hub {
             shared: Arc::new(Shared {
                 registry,
@@ -128,6 +136,8 @@ impl Hub {
                 shutdown: ShutdownSignal::default(),
                 counts: SessionCounts::default(),
                 resume_tokens: Mutex::new(HashMap::new()),
+                activity: Arc::default(),
+                node: Arc::from(registry_node.as_deref().unwrap_or("local")),
             }),
         };
         let exporter: Weak<dyn SessionExporter> = Arc::downgrade(&hub.shared) as Weak<Shared>;
@@ -153,14 +163,20 @@ impl Hub {
     /// Opens a session for a new connection: the door keeps the [`Session`]
     /// to submit requests and the [`SessionLink`] to write events. `welcome`
     /// is already queued. `identity` is who the connection authenticated as
-    /// (`None` when authentication is off).
-    pub fn open(&self, door: DoorKind, identity: Option<Identity>) -> (Session, SessionLink) {
+    /// (`None` when authentication is off); `remote_addr` the client's
+    /// address, for the admin API's listings.
+    pub fn open(
+        &self,
+        door: DoorKind,
+        identity: Option<Identity>,
+        remote_addr: Option<SocketAddr>,
+    ) -> (Session, SessionLink) {
         let config = &self.shared.config;
         let (handle, link) = SessionHandle::new(
-            door,
+            (door, remote_addr),
             (config.outbox_capacity, config.outbox_max_bytes),
             config.resume,
-            &self.shared.shutdown,
+            (&self.shared.shutdown, &self.shared.activity),
         );
         self.shared.counts.opened();
         let resume_token = config.resume.enabled().then(|| {
@@ -222,6 +238,11 @@ impl Hub {
         self.shared.registry.leave().await;
     }
 
+    /// Resolves once [`Hub::shutdown`] is called.
+    pub async fn shutting_down(&self) {
+        self.shared.shutdown.triggered().await;
+    }
+
     /// Whether [`Hub::shutdown`] was called.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.shutdown.is_triggered()
@@ -255,6 +276,7 @@ impl Hub {
             let hold = reason == EndReason::ConnectionLost
                 && limits.enabled()
                 && state.binding.is_some()
+                && state.end_reason.is_none()
                 && matches!(state.phase, Phase::Open)
                 && !self.is_shutting_down();
             if hold {
@@ -265,6 +287,7 @@ impl Hub {
                     wake: wake.clone(),
                     generation,
                 };
+                state.since = std::time::SystemTime::now();
                 state
                     .binding
                     .clone()

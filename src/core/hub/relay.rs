@@ -191,7 +191,11 @@ impl Session {
             .bind(&uid, role, &self.handle)
             .await
             .map_err(|e| Rejection::new(ErrorCode::Unavailable, e.to_string()))?;
-        self.handle.state().binding = Some((uid.clone(), role));
+        {
+            let mut state = self.handle.state();
+            state.binding = Some((uid.clone(), role));
+            state.since = std::time::SystemTime::now();
+        }
         self.attachment.count_as(role);
         let replaced_away = bound.replaced_remote_away
             || match &bound.replaced {
@@ -287,7 +291,10 @@ impl Session {
             self.overflowed = Some(peer);
         }
         offered
-            .map(|()| metrics::relayed(kind.label(), self.attachment.door().label()))
+            .map(|()| {
+                metrics::relayed(kind.label(), self.attachment.door().label());
+                self.hub.shared.activity.relayed();
+            })
             .map_err(|e| match e {
             DeliveryError::SlowConsumer => Rejection::new(
                 ErrorCode::SlowConsumer,

@@ -17,6 +17,7 @@ use crate::sync::lock;
 use crate::telemetry::metrics;
 
 use super::{Hub, Session, Shared};
+use crate::core::admin::{NodeAnswer, NodeQuery};
 
 /// 256 random bits, URL-safe, after the registry's tag (which names the
 /// node in a cluster).
@@ -98,6 +99,10 @@ fn check_resumable(
 }
 
 impl SessionExporter for Shared {
+    fn answer(&self, query: &NodeQuery) -> NodeAnswer {
+        self.answer_here(query)
+    }
+
     fn export(
         &self,
         token: &str,
@@ -205,6 +210,7 @@ impl Session {
             let my_token = mine.resume_token.take();
             let was_away = take_over(&mut theirs, Phase::Open);
             theirs.attachment = Some(Arc::clone(&attachment));
+            theirs.since = std::time::SystemTime::now();
             let old_token = theirs.resume_token.replace(Arc::clone(&new_token));
             theirs.resumed = true;
             let missed: Vec<Delivery> = missed_since(&theirs, last_seq).cloned().collect();
@@ -254,7 +260,8 @@ impl Session {
     /// over for this resume.
     async fn adopt(&mut self, export: SessionExport, token: &str) -> Result<(), Rejection> {
         let shared = &self.hub.shared;
-        let handle = SessionHandle::adopted(export.session_id, shared.config.resume);
+        let handle =
+            SessionHandle::adopted(export.session_id, shared.config.resume, &shared.activity);
         let new_token = self.hub.new_resume_token();
         let (uid, role, was_away) = (export.uid.clone(), export.role, export.was_away);
         let replayed = export.missed.len();

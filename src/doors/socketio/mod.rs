@@ -226,7 +226,8 @@ fn accept(socket: SocketRef, hub: Hub) {
         .extensions
         .get::<Authenticated>()
         .map(|Authenticated(identity)| identity);
-    let (session, link) = hub.open(DoorKind::SocketIo, identity);
+    let remote = crate::doors::remote_addr(&socket.req_parts().extensions);
+    let (session, link) = hub.open(DoorKind::SocketIo, identity, remote);
     tokio::spawn(serve(socket, session, link, PacketReader(queue)));
 }
 

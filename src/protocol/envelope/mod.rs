@@ -478,6 +478,7 @@ pub fn event_data(event: &Event) -> Option<EventData<'_>> {
             Relay::CtrlSendSpeed(bytes) => EventData::Count(*bytes),
         },
         Event::IpAddrs(addresses) => EventData::Addresses(addresses),
+        Event::Notice(data) => EventData::Raw(data),
         Event::Error { code, message, .. } => EventData::Error {
             code: code.as_str(),
             message,
