@@ -294,6 +294,29 @@ pub struct Config {
     #[arg(long, env = "SIGNALGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// Where to POST session and pair events (docs/HOOKS.md); needs
+    /// `--webhook-secret`.
+    #[arg(long, env = "SIGNALGATE_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// The secret webhook bodies are signed with (HMAC-SHA256,
+    /// `Signalgate-Signature`).
+    #[arg(long, env = "SIGNALGATE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// How long one webhook attempt may take.
+    #[arg(long, env = "SIGNALGATE_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+
+    /// Attempts per webhook event before it is dropped (and counted).
+    #[arg(long, env = "SIGNALGATE_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub webhook_max_attempts: u32,
+
+    /// Webhook events held at most, waiting or being retried; past it new
+    /// events are dropped and counted.
+    #[arg(long, env = "SIGNALGATE_WEBHOOK_QUEUE", default_value_t = 10_000)]
+    pub webhook_queue: usize,
+
     /// Log format (`RUST_LOG` sets the level, default `info`).
     #[arg(long, env = "SIGNALGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -340,6 +363,11 @@ impl Default for Config {
             turn_secret: None,
             turn_ttl: Duration::from_secs(24 * 3600),
             admin_token: None,
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_timeout: Duration::from_secs(5),
+            webhook_max_attempts: 8,
+            webhook_queue: 10_000,
             log_format: LogFormat::Text,
         }
     }

@@ -15,6 +15,7 @@
 //! - [`cluster`]: the Redis-backed registry that lets several nodes act as one.
 //! - [`core`]: protocol-neutral sessions, registry and rules (no wire types).
 //! - [`protocol`]: wire formats shared by more than one user (the JSON envelope: JSON doors and cluster).
+//! - [`hooks`]: signed webhooks of session and pair events (`--webhook-url`).
 //! - [`doors`]: thin adapters from each wire protocol to the core.
 //! - [`proto`]: generated gRPC types and `google.protobuf.Value` ⇄ JSON.
 //! - [`net`]: the machine's addresses, for `ipaddr`.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod connection;
 pub mod core;
 pub mod doors;
+pub mod hooks;
 pub mod listener;
 pub mod net;
 pub mod proto;

@@ -31,6 +31,7 @@ use crate::doors::origin::{self, OriginPolicy};
 use crate::doors::polling::PollingLimits;
 use crate::doors::socketio::{self, SocketIoConfig};
 use crate::doors::ws::{self, WsConfig, WsDoor};
+use crate::hooks::{WebhookConfig, Webhooks};
 use crate::listener::{Conn, ConnectionLimits, tls_acceptor};
 use crate::net::address_source;
 use crate::proto::{FILE_DESCRIPTOR_SET, server::signaling_server::SignalingServer};
@@ -41,12 +42,15 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Margin over Engine.IO's own lifetime of a silent polling session before
 /// it stops counting against the polling caps.
 const POLLING_SLACK: Duration = Duration::from_secs(5);
+/// How long shutdown waits for queued webhooks to go out.
+const WEBHOOK_FLUSH: Duration = Duration::from_secs(5);
 /// Pause after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A configured gateway, ready to serve.
 pub struct Gateway {
     hub: Hub,
+    webhooks: Option<Arc<Webhooks>>,
     router: Router,
     config: Config,
     tls: Option<TlsAcceptor>,
@@ -112,6 +116,24 @@ impl Gateway {
                 );
             }
         }
+        let webhooks = WebhookConfig::from_flags(
+            config.webhook_url.as_deref(),
+            config.webhook_secret.as_deref(),
+            (
+                config.webhook_timeout,
+                config.webhook_max_attempts,
+                config.webhook_queue,
+            ),
+            registry.node_name().unwrap_or("local"),
+        )?
+        .map(|webhooks| {
+            info!(
+                ?webhooks,
+                "sending session and pair events as signed webhooks"
+            );
+            Webhooks::start(webhooks)
+        })
+        .transpose()?;
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             _ => None,
@@ -134,11 +156,15 @@ impl Gateway {
                 register_timeout: config.register_timeout,
                 max_uid_bytes: config.max_uid_bytes,
                 ice,
+                hooks: webhooks
+                    .clone()
+                    .map(|webhooks| webhooks as Arc<dyn crate::core::hooks::HookSink>),
             },
         );
         let router = build_router(&hub, &config, &auth)?;
         Ok(Gateway {
             hub,
+            webhooks,
             router,
             config,
             tls,
@@ -260,6 +286,10 @@ impl Gateway {
                 open_connections = connections.len(),
                 "grace period over; exiting with sessions or connections still open"
             ),
+        }
+        if let Some(webhooks) = &self.webhooks {
+            // The sessions' last events (`session.ended` with `shutdown`).
+            webhooks.flush(WEBHOOK_FLUSH).await;
         }
         self.hub.leave().await;
         Ok(())

@@ -8,7 +8,7 @@ use tracing::{debug, info};
 
 use super::keys::{member, parse_role, split_holder};
 use super::{Inner, REAP_BATCH, RECONNECT_BACKOFF, lock, scripts};
-use crate::core::{ErrorCode, Event, RegistryError, Uid};
+use crate::core::{ErrorCode, Event, RegistryError, SessionId, Uid};
 
 impl Inner {
     /// `SET alive PX ttl GET` and membership in the nodes set. Returns
@@ -90,7 +90,7 @@ impl Inner {
             }
             let mut freed_all = false;
             while !freed_all {
-                let left: i64 = self
+                let (left, freed): (i64, Vec<String>) = self
                     .call(
                         scripts::REAP
                             .key(self.keys.bindings(node))
@@ -102,11 +102,31 @@ impl Inner {
                             .invoke_async(&mut connection),
                     )
                     .await?;
+                self.reaped(&freed);
                 freed_all = left <= 0;
             }
             info!(dead_node = %node, "reaped a node whose heartbeat expired");
         }
         Ok(())
+    }
+
+    /// Hands the sessions a reap freed (role, uid, session, peer session,
+    /// as the script lists them) to the hub: this node, the one that reaped
+    /// them, reports their end.
+    fn reaped(&self, freed: &[String]) {
+        let Some(exporter) = self.exporter.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        for binding in freed.chunks_exact(4) {
+            let (Some(role), Ok(uid), Some(session)) = (
+                parse_role(&binding[0]),
+                Uid::new(&binding[1]),
+                SessionId::parse(&binding[2]),
+            ) else {
+                continue;
+            };
+            exporter.reaped(&uid, role, session, SessionId::parse(&binding[3]));
+        }
     }
 
     /// Runs [`Inner::reassert_bindings`] whenever asked, until it succeeds.

@@ -34,8 +34,8 @@ pub struct SessionExport {
     pub was_away: bool,
 }
 
-/// Lets a shared registry ask this node's hub for a session another node
-/// wants to resume.
+/// Lets a shared registry ask this node's hub: for a session another node
+/// wants to resume, an admin query, or to report a dead node's sessions.
 pub trait SessionExporter: Send + Sync {
     /// Validates a resume of the session `token` belongs to and, if it may
     /// go ahead, lets go of the session and returns it. The session's
@@ -49,4 +49,8 @@ pub trait SessionExporter: Send + Sync {
 
     /// Answers another node's admin query about this node's sessions.
     fn answer(&self, query: &NodeQuery) -> NodeAnswer;
+
+    /// This node freed the binding of `session` (uid, role) of a dead
+    /// node; `peer` held the other role. The hub reports the end.
+    fn reaped(&self, uid: &Uid, role: Role, session: SessionId, peer: Option<SessionId>);
 }

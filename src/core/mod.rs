@@ -21,6 +21,7 @@ pub mod command;
 pub mod error;
 pub mod event;
 pub mod handover;
+pub mod hooks;
 pub mod hub;
 pub mod ice;
 pub mod identity;

@@ -43,6 +43,17 @@ pub const REFUSED: &str = "signalgate_refused_connections_total";
 /// Connections closed for not making progress, by reason.
 pub const STALLED: &str = "signalgate_stalled_connections_total";
 
+/// Webhook deliveries by outcome (`delivered`, `retried`, `failed`).
+pub const WEBHOOK_DELIVERIES: &str = "signalgate_webhook_deliveries_total";
+/// Webhook events dropped, by reason (`queue_full`, `attempts_exhausted`).
+pub const WEBHOOK_DROPPED: &str = "signalgate_webhook_dropped_total";
+/// Webhook events waiting to be delivered (queued or being retried).
+pub const WEBHOOK_QUEUE_DEPTH: &str = "signalgate_webhook_queue_depth";
+/// Time from a webhook event to its successful delivery.
+pub const WEBHOOK_LATENCY: &str = "signalgate_webhook_delivery_seconds";
+/// JWKS fetches by outcome (`ok`, `failed`).
+pub const JWKS_FETCHES: &str = "signalgate_jwks_fetches_total";
+
 /// Relay latency buckets: 50 µs to 1 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -213,6 +224,32 @@ pub fn resume_failed(reason: &'static str) {
 /// A connection was refused before a session existed.
 pub fn refused(reason: &'static str) {
     counter!(REFUSED, "reason" => reason).increment(1);
+}
+
+/// A webhook attempt ended: `delivered` (2xx), `retried` (will be tried
+/// again), `failed` (the last attempt failed).
+pub fn webhook_delivery(outcome: &'static str) {
+    counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
+}
+
+/// A webhook event was dropped: `queue_full` or `attempts_exhausted`.
+pub fn webhook_dropped(reason: &'static str) {
+    counter!(WEBHOOK_DROPPED, "reason" => reason).increment(1);
+}
+
+/// Webhook events waiting now.
+pub fn webhook_queue_depth(depth: usize) {
+    gauge!(WEBHOOK_QUEUE_DEPTH).set(depth as f64);
+}
+
+/// A webhook event was delivered this long after it happened.
+pub fn webhook_latency(took: Duration) {
+    histogram!(WEBHOOK_LATENCY).record(took.as_secs_f64());
+}
+
+/// A JWKS fetch ended: `ok` or `failed`.
+pub fn jwks_fetch(outcome: &'static str) {
+    counter!(JWKS_FETCHES, "outcome" => outcome).increment(1);
 }
 
 /// A connection closed for not making progress: `silent` (no request

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod raw_grpc;
+pub mod receiver;
 
 use std::net::SocketAddr;
 use std::sync::Once;

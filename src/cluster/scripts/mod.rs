@@ -67,6 +67,8 @@ pub(crate) static MIGRATE: LazyLock<Script> =
 /// Frees up to ARGV[3] bindings of a dead node, telling each peer `byebye`
 /// on its own node's channel. KEYS: the dead node's bindings set, its
 /// heartbeat key, the nodes set. ARGV: dead node, prefix, batch size.
-/// Returns -1 if the node is alive after all, else how many entries are
-/// left to reap (0: done, the node is forgotten).
+/// Returns `{left, freed}`: left is -1 if the node is alive after all,
+/// else how many entries are left to reap (0: done, the node is
+/// forgotten); freed lists each binding it freed as four strings: role,
+/// uid, session, peer session (empty for none).
 pub(crate) static REAP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("reap.lua")));

@@ -23,6 +23,7 @@ use super::command::Uid;
 use super::error::{EndReason, ErrorCode};
 use super::event::Event;
 use super::handover::SessionExporter;
+use super::hooks::{HookEvent, HookKind, HookSink};
 use super::ice::{IceGrant, IcePolicy};
 use super::identity::Identity;
 use super::kill::ShutdownSignal;
@@ -68,6 +69,8 @@ pub struct HubConfig {
     pub max_uid_bytes: usize,
     /// The ICE servers handed to sessions (`None`: none configured).
     pub ice: Option<Arc<IcePolicy>>,
+    /// Where session and pair events go (`None`: no webhooks).
+    pub hooks: Option<Arc<dyn HookSink>>,
 }
 
 impl fmt::Debug for HubConfig {
@@ -122,6 +125,38 @@ impl fmt::Debug for Hub {
         f.debug_struct("Hub")
             .field("config", &self.shared.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// What a hook event is about: the session, its (uid, role), its peer
+/// and door.
+pub(super) struct HookSubject<'a> {
+    pub(super) uid: &'a Uid,
+    pub(super) role: super::command::Role,
+    pub(super) session: super::session::SessionId,
+    pub(super) peer: Option<super::session::SessionId>,
+    pub(super) door: Option<DoorKind>,
+}
+
+impl Shared {
+    /// Hands a hook event to the sink, if webhooks are on.
+    pub(super) fn hook(
+        &self,
+        kind: HookKind,
+        subject: HookSubject<'_>,
+        reason: Option<&'static str>,
+    ) {
+        if let Some(hooks) = &self.config.hooks {
+            hooks.emit(HookEvent {
+                kind,
+                uid: subject.uid.clone(),
+                role: subject.role,
+                session: subject.session,
+                peer_session: subject.peer,
+                door: subject.door,
+                reason,
+            });
+        }
     }
 }
 
@@ -308,7 +343,24 @@ impl Hub {
             .registry
             .set_away(&uid, role, handle.id(), true)
             .await;
-        if let Ok(peer) = self.shared.registry.peer_of(&uid, role, handle.id()).await {
+        let peer = self
+            .shared
+            .registry
+            .peer_of(&uid, role, handle.id())
+            .await
+            .ok();
+        self.shared.hook(
+            HookKind::PeerAway,
+            HookSubject {
+                uid: &uid,
+                role,
+                session: handle.id(),
+                peer: peer.as_ref().map(|peer| peer.id()),
+                door: Some(attachment.door()),
+            },
+            None,
+        );
+        if let Some(peer) = peer {
             let _ = peer.deliver(Event::PeerAway).await;
         }
         tokio::spawn(self.clone().watch_away(handle, wake, generation));
@@ -376,21 +428,49 @@ impl Hub {
         self.forget_token(token);
         metrics::disconnected(reason.label());
         let id = handle.id();
+        let hook_door = door;
         // An away session has no door any more.
         let door = door.map_or("away", DoorKind::as_str);
         match binding {
-            Some((uid, role)) => match self.shared.registry.unbind(&uid, role, id).await {
-                Ok(peer) => {
-                    let peer_told = match peer {
-                        Some(peer) => peer.deliver(Event::ByeBye).await.is_ok(),
-                        None => false,
-                    };
-                    info!(session = %id, %uid, %role, door, reason = reason.label(), peer_told, "disconnected");
+            Some((uid, role)) => {
+                let subject = |peer| HookSubject {
+                    uid: &uid,
+                    role,
+                    session: id,
+                    peer,
+                    door: hook_door,
+                };
+                match self.shared.registry.unbind(&uid, role, id).await {
+                    Ok(peer) => {
+                        let peer_id = peer.as_ref().map(|peer| peer.id());
+                        if peer_id.is_some() {
+                            self.shared.hook(
+                                HookKind::PairEnded,
+                                subject(peer_id),
+                                Some(reason.label()),
+                            );
+                        }
+                        self.shared.hook(
+                            HookKind::SessionEnded,
+                            subject(peer_id),
+                            Some(reason.label()),
+                        );
+                        let peer_told = match peer {
+                            Some(peer) => peer.deliver(Event::ByeBye).await.is_ok(),
+                            None => false,
+                        };
+                        info!(session = %id, %uid, %role, door, reason = reason.label(), peer_told, "disconnected");
+                    }
+                    Err(error) => {
+                        self.shared.hook(
+                            HookKind::SessionEnded,
+                            subject(None),
+                            Some(reason.label()),
+                        );
+                        warn!(session = %id, %uid, %role, door, %error, "disconnected, but the registry could not be updated");
+                    }
                 }
-                Err(error) => {
-                    warn!(session = %id, %uid, %role, door, %error, "disconnected, but the registry could not be updated");
-                }
-            },
+            }
             None => {
                 tracing::debug!(session = %id, door, reason = reason.label(), "unregistered session ended");
             }

@@ -16,7 +16,8 @@ use crate::core::registry::{Peer, RouteError};
 use crate::core::session::{Attachment, DeliveryError, SessionHandle, SessionId};
 use crate::telemetry::metrics;
 
-use super::Hub;
+use super::{HookSubject, Hub};
+use crate::core::hooks::HookKind;
 
 /// One client connection's view of its session, owned by the door task
 /// that serves it.
@@ -215,6 +216,18 @@ impl Session {
             info!(session = %self.id(), %uid, %role, door, replaced = true, "registered");
         } else {
             tracing::debug!(session = %self.id(), %uid, %role, door, replaced = false, "registered");
+        }
+        let subject = || HookSubject {
+            uid: &uid,
+            role,
+            session: self.handle.id(),
+            peer: bound.peer.as_ref().map(|peer| peer.id()),
+            door: Some(self.attachment.door()),
+        };
+        let shared = &self.hub.shared;
+        shared.hook(HookKind::SessionRegistered, subject(), None);
+        if bound.peer.is_some() {
+            shared.hook(HookKind::PairStarted, subject(), None);
         }
         self.reply(Event::Registered {
             uid: uid.clone(),

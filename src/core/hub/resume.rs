@@ -16,8 +16,10 @@ use crate::core::session::{Delivery, Phase, SessionHandle, SessionId, estimated_
 use crate::sync::lock;
 use crate::telemetry::metrics;
 
-use super::{Hub, Session, Shared};
+use super::{HookSubject, Hub, Session, Shared};
 use crate::core::admin::{NodeAnswer, NodeQuery};
+use crate::core::hooks::HookKind;
+use crate::core::ids::DoorKind;
 
 /// 256 random bits, URL-safe, after the registry's tag (which names the
 /// node in a cluster).
@@ -57,8 +59,17 @@ fn missed_since(
 }
 
 /// Tells the peer of a session that was away that it is back.
-async fn announce_back(hub: &Hub, uid: &Uid, role: Role, session: SessionId) {
-    if let Ok(peer) = hub.shared.registry.peer_of(uid, role, session).await {
+async fn announce_back(hub: &Hub, uid: &Uid, role: Role, session: SessionId, door: DoorKind) {
+    let peer = hub.shared.registry.peer_of(uid, role, session).await.ok();
+    let subject = HookSubject {
+        uid,
+        role,
+        session,
+        peer: peer.as_ref().map(|peer| peer.id()),
+        door: Some(door),
+    };
+    hub.shared.hook(HookKind::PeerBack, subject, None);
+    if let Some(peer) = peer {
         let _ = peer.deliver(Event::PeerBack).await;
     }
 }
@@ -101,6 +112,20 @@ fn check_resumable(
 impl SessionExporter for Shared {
     fn answer(&self, query: &NodeQuery) -> NodeAnswer {
         self.answer_here(query)
+    }
+
+    fn reaped(&self, uid: &Uid, role: Role, session: SessionId, peer: Option<SessionId>) {
+        let subject = |peer| HookSubject {
+            uid,
+            role,
+            session,
+            peer,
+            door: None,
+        };
+        if peer.is_some() {
+            self.hook(HookKind::PairEnded, subject(peer), Some("node_lost"));
+        }
+        self.hook(HookKind::SessionEnded, subject(peer), Some("node_lost"));
     }
 
     fn export(
@@ -249,7 +274,7 @@ impl Session {
                 .await;
         }
         if was_away {
-            announce_back(&self.hub, &uid, role, self.id()).await;
+            announce_back(&self.hub, &uid, role, self.id(), self.attachment.door()).await;
         }
         Ok(())
     }
@@ -336,7 +361,7 @@ impl Session {
         metrics::resumed(replayed);
         info!(session = %handle.id(), %uid, %role, door, replayed, was_away, "resumed a session handed over by another node");
         if was_away {
-            announce_back(&self.hub, &uid, role, handle.id()).await;
+            announce_back(&self.hub, &uid, role, handle.id(), self.attachment.door()).await;
         }
         Ok(())
     }
