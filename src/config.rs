@@ -287,6 +287,24 @@ pub struct Config {
     #[arg(long, env = "SIGNALGATE_TURN_TTL", default_value = DEFAULT_TURN_TTL, value_parser = parse_duration)]
     pub turn_ttl: Duration,
 
+    /// Checks tokens against the keys of this JWKS (an identity
+    /// provider's `jwks_uri`): RS256, ES256 and EdDSA keys, by `kid`.
+    #[arg(long, env = "SIGNALGATE_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// How often the JWKS is fetched again (and at once, at most every
+    /// 30 s, when a token names an unknown `kid`).
+    #[arg(long, env = "SIGNALGATE_JWT_JWKS_REFRESH", default_value = "10m", value_parser = parse_duration)]
+    pub jwt_jwks_refresh: Duration,
+
+    /// Tokens must carry this `iss` (any key mode).
+    #[arg(long, env = "SIGNALGATE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Tokens must carry this `aud` (any key mode).
+    #[arg(long, env = "SIGNALGATE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
     /// Turns on the admin API (HTTP `/admin/v1/...`, gRPC
     /// `signalgate.admin.v1.Admin`) and the dashboard at `/admin/`: every
     /// call must carry `Authorization: Bearer TOKEN`. Without it they are
@@ -363,6 +381,10 @@ impl Default for Config {
             turn_secret: None,
             turn_ttl: Duration::from_secs(24 * 3600),
             admin_token: None,
+            jwt_jwks_url: None,
+            jwt_jwks_refresh: Duration::from_secs(600),
+            jwt_issuer: None,
+            jwt_audience: None,
             webhook_url: None,
             webhook_secret: None,
             webhook_timeout: Duration::from_secs(5),

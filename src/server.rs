@@ -21,7 +21,7 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::admin::AdminToken;
-use crate::auth::AuthPolicy;
+use crate::auth::{AuthPolicy, AuthSettings, ClaimRules};
 use crate::cluster::{ClusterConfig, RedisRegistry};
 use crate::config::Config;
 use crate::connection::{self, ConnectionBounds, Finish};
@@ -50,6 +50,7 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// A configured gateway, ready to serve.
 pub struct Gateway {
     hub: Hub,
+    auth: AuthPolicy,
     webhooks: Option<Arc<Webhooks>>,
     router: Router,
     config: Config,
@@ -85,10 +86,16 @@ impl Gateway {
         if telemetry::metrics::handle().is_none() {
             warn!("another metrics recorder is installed; /metrics will be empty");
         }
-        let auth = AuthPolicy::new(
-            config.jwt_secret.as_deref(),
-            config.jwt_public_key.as_deref(),
-        )?;
+        let auth = AuthPolicy::new(&AuthSettings {
+            secret: config.jwt_secret.as_deref(),
+            public_key_path: config.jwt_public_key.as_deref(),
+            jwks_url: config.jwt_jwks_url.as_deref(),
+            jwks_refresh: config.jwt_jwks_refresh,
+            claims: ClaimRules {
+                issuer: config.jwt_issuer.clone(),
+                audience: config.jwt_audience.clone(),
+            },
+        })?;
         if auth.enabled() {
             info!(
                 ?auth,
@@ -164,6 +171,7 @@ impl Gateway {
         let router = build_router(&hub, &config, &auth)?;
         Ok(Gateway {
             hub,
+            auth,
             webhooks,
             router,
             config,
@@ -205,6 +213,9 @@ impl Gateway {
         let upkeep = tokio_util::sync::CancellationToken::new();
         tokio::spawn(telemetry::metrics::run_upkeep(upkeep.clone()));
         tokio::spawn(self.hub.clone().sample_activity(upkeep.clone()));
+        if let Some(keys) = self.auth.jwks() {
+            tokio::spawn(std::sync::Arc::clone(keys).run(upkeep.clone()));
+        }
         let _stop_upkeep = upkeep.drop_guard();
         tokio::pin!(shutdown);
         let scheme = if self.tls.is_some() {
@@ -385,7 +396,10 @@ fn build_router(hub: &Hub, config: &Config, auth: &AuthPolicy) -> anyhow::Result
     let operations = Router::new()
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(hub.clone());
+        .with_state(Operations {
+            hub: hub.clone(),
+            auth: auth.clone(),
+        });
     let mut router = Router::new()
         .merge(browser_doors)
         .merge(operations)
@@ -430,20 +444,31 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// What `/readyz` and `/metrics` read.
+#[derive(Clone)]
+struct Operations {
+    hub: Hub,
+    auth: AuthPolicy,
+}
+
 /// `GET /readyz`: 200 while the gateway accepts sessions, 503 once it is
-/// shutting down (a load balancer stops sending new clients).
-async fn readyz(State(hub): State<Hub>) -> (StatusCode, &'static str) {
+/// shutting down (a load balancer stops sending new clients), while its
+/// registry is unavailable, or before its JWKS was first fetched.
+async fn readyz(State(operations): State<Operations>) -> (StatusCode, &'static str) {
+    let hub = &operations.hub;
     if hub.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else if !hub.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "registry unavailable\n")
+    } else if !operations.auth.is_ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "JWKS not fetched yet\n")
     } else {
         (StatusCode::OK, "ready\n")
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
-async fn metrics(State(hub): State<Hub>) -> Response<Body> {
+async fn metrics(State(Operations { hub, .. }): State<Operations>) -> Response<Body> {
     let census = hub.census();
     let mut response = Response::new(Body::from(telemetry::metrics::render(
         telemetry::metrics::Gauges {

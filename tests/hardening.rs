@@ -6,15 +6,15 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{TestClient, TestGateway, finish, http_get, paired, still_relaying, test_config};
+use common::{
+    TestClient, TestGateway, assert_refused, finish, http_get, paired, still_relaying, test_config,
+};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use signalgate::Config;
 use signalgate::auth::mint;
 use signalgate::core::Role;
-use signalgate_client::{
-    Client, ClientError, Closed, ConnectOptions, Door, GrpcClient, Incoming, WsClient,
-};
+use signalgate_client::{Client, Closed, Door, GrpcClient, Incoming, WsClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "test-secret-of-the-gateway";
@@ -59,44 +59,6 @@ async fn bystanders(gateway: &TestGateway) -> (TestClient, TestClient) {
     app.register("bystander", "app").await;
     app.expect("syncfrom").await;
     (web, app)
-}
-
-/// A connection attempt that the door must refuse as unauthenticated.
-async fn assert_refused(gateway: &TestGateway, door: Door, token: Option<String>) {
-    let options = ConnectOptions {
-        token: token.clone(),
-        ..ConnectOptions::default()
-    };
-    match Client::connect_with(door, gateway.address, &options).await {
-        Err(ClientError::WebSocket(error)) => {
-            assert!(
-                error.to_string().contains("401"),
-                "{door} {token:?}: {error}"
-            );
-        }
-        Err(ClientError::Status(status)) => {
-            assert_eq!(
-                status.code(),
-                tonic::Code::Unauthenticated,
-                "{door} {token:?}: {status}"
-            );
-        }
-        Ok(mut client) => {
-            // Socket.IO answers the handshake with a connect_error.
-            assert_eq!(door, Door::SocketIo, "{door} {token:?} was let in");
-            let received = tokio::time::timeout(common::EVENT_TIMEOUT, client.recv())
-                .await
-                .expect("in time")
-                .expect("recv");
-            match received {
-                Incoming::Closed(Closed::SocketIo(how)) => {
-                    assert!(how.contains("UNAUTHENTICATED"), "{how}");
-                }
-                other => panic!("{door} {token:?}: got {other:?}"),
-            }
-        }
-        Err(other) => panic!("{door} {token:?}: {other}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

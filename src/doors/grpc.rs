@@ -60,6 +60,7 @@ impl pb::signaling_server::Signaling for GrpcDoor {
                 .and_then(|value| value.to_str().ok()),
         };
         let identity = authenticate(&self.auth, presented)
+            .await
             .map_err(|error| Status::unauthenticated(format!("UNAUTHENTICATED: {error}")))?;
         let remote = super::remote_addr(request.extensions());
         let (session, link) = self.hub.open(DoorKind::Grpc, identity, remote);

@@ -72,7 +72,7 @@ pub(crate) struct Presented<'a> {
 /// The one token check of every door: the token presented (its own place
 /// first, then `Authorization: Bearer`), checked against `auth`; a refusal
 /// is counted (`signalgate_refused_connections_total{reason="unauthenticated"}`).
-pub(crate) fn authenticate(
+pub(crate) async fn authenticate(
     auth: &AuthPolicy,
     presented: Presented<'_>,
 ) -> Result<Option<Identity>, AuthError> {
@@ -80,6 +80,7 @@ pub(crate) fn authenticate(
         .token
         .or_else(|| presented.authorization.and_then(bearer));
     auth.authenticate(token)
+        .await
         .inspect_err(|_| metrics::refused("unauthenticated"))
 }
 

@@ -114,7 +114,7 @@ pub async fn upgrade(
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok()),
     };
-    let identity = match authenticate(&door.auth, presented) {
+    let identity = match authenticate(&door.auth, presented).await {
         Ok(identity) => identity,
         Err(error) => {
             return (

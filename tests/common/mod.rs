@@ -545,3 +545,41 @@ pub fn response_complete(text: &str) -> bool {
         .unwrap_or(0);
     text.len() >= head_end + 4 + length
 }
+
+/// A connection attempt that the door must refuse as unauthenticated.
+pub async fn assert_refused(gateway: &TestGateway, door: Door, token: Option<String>) {
+    let options = ConnectOptions {
+        token: token.clone(),
+        ..ConnectOptions::default()
+    };
+    match Client::connect_with(door, gateway.address, &options).await {
+        Err(signalgate_client::ClientError::WebSocket(error)) => {
+            assert!(
+                error.to_string().contains("401"),
+                "{door} {token:?}: {error}"
+            );
+        }
+        Err(signalgate_client::ClientError::Status(status)) => {
+            assert_eq!(
+                status.code(),
+                tonic::Code::Unauthenticated,
+                "{door} {token:?}: {status}"
+            );
+        }
+        Ok(mut client) => {
+            // Socket.IO answers the handshake with a connect_error.
+            assert_eq!(door, Door::SocketIo, "{door} {token:?} was let in");
+            let received = tokio::time::timeout(EVENT_TIMEOUT, client.recv())
+                .await
+                .expect("in time")
+                .expect("recv");
+            match received {
+                Incoming::Closed(Closed::SocketIo(how)) => {
+                    assert!(how.contains("UNAUTHENTICATED"), "{how}");
+                }
+                other => panic!("{door} {token:?}: got {other:?}"),
+            }
+        }
+        Err(other) => panic!("{door} {token:?}: {other}"),
+    }
+}

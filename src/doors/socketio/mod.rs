@@ -89,7 +89,7 @@ pub fn router(hub: Hub, config: &SocketIoConfig, auth: AuthPolicy) -> axum::Rout
     let authenticate = move |socket: SocketRef, TryData(handshake): TryData<serde_json::Value>| {
         let auth = auth.clone();
         async move {
-            authenticate(&socket, handshake.ok(), &auth)?;
+            authenticate(&socket, handshake.ok(), &auth).await?;
             listen(&socket);
             Ok::<(), Refused>(())
         }
@@ -118,7 +118,7 @@ impl std::fmt::Display for Refused {
 }
 
 /// The connect middleware: checks the handshake's token.
-fn authenticate(
+async fn authenticate(
     socket: &SocketRef,
     handshake: Option<serde_json::Value>,
     auth: &AuthPolicy,
@@ -133,7 +133,10 @@ fn authenticate(
         token: token.as_deref(),
         authorization: None,
     };
-    if let Some(identity) = super::authenticate(auth, presented).map_err(Refused)? {
+    if let Some(identity) = super::authenticate(auth, presented)
+        .await
+        .map_err(Refused)?
+    {
         socket.extensions.insert(Authenticated(identity));
     }
     Ok(())
