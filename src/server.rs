@@ -227,6 +227,7 @@ impl Gateway {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                () = self.hub.stop_requested() => break,
                 accepted = listener.accept() => {
                     let (stream, peer) = match accepted {
                         Ok(accepted) => accepted,
@@ -280,9 +281,29 @@ impl Gateway {
             }
         }
         drop(listener);
+        let grace = self.config.shutdown_grace;
+        let started = tokio::time::Instant::now();
+        if self.hub.can_drain() && self.hub.another_node_answers().await {
+            // A rolling restart: hand the sessions to the other nodes
+            // (docs/CLUSTER.md, "Rolling restarts"), then close what is left.
+            // The last node standing has nobody to hand them to.
+            self.hub.drain(drain_spread(grace));
+            let handed_over =
+                tokio::time::timeout(grace.mul_f64(0.8), wait_for_hand_over(&self.hub)).await;
+            match handed_over {
+                Ok(()) => info!(
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "drained: every session was resumed on another node"
+                ),
+                Err(_) => warn!(
+                    left = self.hub.census().open_sessions,
+                    "drain: sessions not resumed elsewhere in time are closed"
+                ),
+            }
+        }
         info!("shutting down: closing every session");
         self.hub.shutdown();
-        let grace = self.config.shutdown_grace;
+        let grace = grace.saturating_sub(started.elapsed());
         finish_connections.cancel();
         connections.close();
         let drained = tokio::time::timeout(grace, async {
@@ -304,6 +325,20 @@ impl Gateway {
         }
         self.hub.leave().await;
         Ok(())
+    }
+}
+
+/// The spread of a drain's `reconnect` waits: a quarter of the grace
+/// period, at most 5 s (clients must resume well within the grace).
+fn drain_spread(grace: Duration) -> Duration {
+    (grace / 4).min(Duration::from_secs(5))
+}
+
+/// Polls until no registered session is left on this node (each was
+/// resumed on another node, or ended).
+async fn wait_for_hand_over(hub: &Hub) {
+    while hub.census().registry.bound_sessions > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

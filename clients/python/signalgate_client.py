@@ -89,22 +89,47 @@ class SignalGateClient:
     # (unix seconds, 0 when none were minted); see ice_servers_from().
     ice_servers: list = field(default_factory=list)
     ice_servers_expire_at: int = 0
+    # Where to reconnect when a draining node says `reconnect` (a rolling
+    # restart); None: `target` again (a load balancer sends the stream to
+    # another node).
+    reconnect_target: str | None = None
+    # The `reconnect` being followed: (resume token, after_ms).
+    _drain: Any = None
+    _skip_welcome: bool = False
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _waiting: dict = field(default_factory=dict)
     _events: asyncio.Queue = field(default_factory=asyncio.Queue)
 
     async def connect(self) -> dict:
         """Opens the stream; returns the `welcome` data."""
-        self._channel = grpc.aio.insecure_channel(self.target)
-        stub = pb_grpc.SignalingStub(self._channel)
-        metadata = [("authorization", f"Bearer {self.token}")] if self.token else None
-        self._call = stub.Connect(metadata=metadata)
-        self._reader = asyncio.create_task(self._read())
+        self._open(self.target)
         welcome = await self.next_event()
         assert welcome.name == "welcome", welcome
         self.session_id = welcome.data["id"]
         self.resume_token = welcome.data.get("resume_token", "")
         return welcome.data
+
+    def _open(self, target: str) -> None:
+        self._channel = grpc.aio.insecure_channel(target)
+        stub = pb_grpc.SignalingStub(self._channel)
+        metadata = [("authorization", f"Bearer {self.token}")] if self.token else None
+        self._call = stub.Connect(metadata=metadata)
+        self._reader = asyncio.create_task(self._read())
+
+    async def _follow_drain(self) -> None:
+        """The node drained: wait the `after_ms` it gave, open a stream to
+        another node and resume there. The `resumed` event and the missed
+        events then arrive as ordinary events."""
+        token, after_ms = self._drain
+        self._drain = None
+        await asyncio.sleep(after_ms / 1000)
+        await self._channel.close()
+        self._skip_welcome = True
+        self._open(self.reconnect_target or self.target)
+        request_id = next(self._ids)
+        answered = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = answered
+        await self._call.write(pb.ClientEvent(id=request_id, resume=pb.Resume(token=token, last_seq=self.last_seq)))
 
     async def _read(self) -> None:
         try:
@@ -117,9 +142,16 @@ class SignalGateClient:
                     data = _plain(payload)
                 if server_event.seq:
                     self.last_seq = server_event.seq
+                if name == "welcome" and self._skip_welcome:
+                    self._skip_welcome = False
+                    continue  # a stream opened to follow a `reconnect`
                 if name == "resumed":
                     self.session_id = data["id"]
                     self.resume_token = data["resume_token"]
+                if name == "reconnect":
+                    self.resume_token = data["resume_token"]
+                    self._drain = (data["resume_token"], int(data.get("after_ms", 0)))
+                    continue
                 if name in ("registered", "resumed", "ice_servers"):
                     self._take_ice_servers(payload)
                 if name == "ack" and int(data["id"]) in self._waiting:
@@ -131,6 +163,9 @@ class SignalGateClient:
                     continue
                 await self._events.put(Event(name, data, server_event.seq))
         except grpc.aio.AioRpcError as error:
+            if self._drain is not None and error.code() == grpc.StatusCode.UNAVAILABLE:
+                asyncio.create_task(self._follow_drain())
+                return
             await self._events.put(Event("closed", {"code": error.code().name, "details": error.details()}, 0))
             return
         await self._events.put(Event("closed", {"code": "OK"}, 0))

@@ -164,3 +164,44 @@ def test_ice_servers_carry_turn_credentials_that_check():
         await app.close()
 
     run(scenario())
+
+
+def test_a_draining_node_hands_the_session_to_another_node():
+    """With SIGNALGATE_TARGET_B (a second node on the same Redis) and
+    SIGNALGATE_DRAIN_A (an admin drain URL of the first), the client follows
+    `reconnect` by itself and resumes on the other node; its peer sees
+    peer_away then peer_back, never byebye."""
+    target_b = os.environ.get("SIGNALGATE_TARGET_B")
+    drain_a = os.environ.get("SIGNALGATE_DRAIN_A")
+    if not target_b or not drain_a:
+        import pytest
+
+        pytest.skip("needs two nodes (SIGNALGATE_TARGET_B, SIGNALGATE_DRAIN_A)")
+
+    async def scenario():
+        import urllib.request
+
+        app = SignalGateClient(TARGET, reconnect_target=target_b)
+        await app.connect()
+        await app.register("py-drain", "app")
+        web = WsPeer()
+        web.socket = await __import__("websockets").connect(f"ws://{target_b}/ws")
+        assert (await web.next())["event"] == "welcome"
+        await web.send("register", {"uid": "py-drain", "type": "web"})
+        assert (await web.expect("registered"))["peerPresent"] is True
+        await app.expect("syncfrom")
+        request = urllib.request.Request(drain_a, method="POST", headers={
+            "Authorization": "Bearer " + os.environ["SIGNALGATE_ADMIN_TOKEN"]})
+        await asyncio.to_thread(urllib.request.urlopen, request)
+        await web.expect("peer_away")
+        resumed = await app.expect("resumed", timeout=10.0)
+        assert resumed["id"] == app.session_id
+        await web.expect("peer_back")
+        await app.relay("message", {"after": "drain"}, request_id=None)
+        assert await web.expect("message") == {"after": "drain"}
+        await web.send("message", {"back": 1})
+        assert await app.expect("message") == {"back": 1}
+        await app.close()
+        assert await web.expect("byebye") is None
+
+    run(scenario())

@@ -5,6 +5,8 @@
  * - connects, registers, and relays the seed's events with typed callbacks;
  * - every request carries an id and returns a Promise that resolves on the
  *   server's `ack` or rejects with a {@link SignalGateError};
+ * - follows a draining node's `reconnect` (a rolling restart): it waits the
+ *   given `after_ms`, reconnects and resumes, so no call drops;
  * - reconnects with exponential backoff; after a drop it **resumes** the
  *   session (nothing lost, nothing twice: missed events are replayed and
  *   unacknowledged requests re-sent), and registers afresh if the resume
@@ -31,7 +33,7 @@
 export const SERVER_EVENTS = Object.freeze([
   "welcome", "registered", "syncfrom", "syncto", "message", "export", "exception",
   "transfile", "ctrlSendSpeed", "ipaddr", "byebye", "peer_away", "peer_back", "resumed", "error",
-  "iceservers", "notice",
+  "iceservers", "notice", "reconnect",
 ]);
 
 /** Renew ICE credentials once this share of their lifetime has passed. */
@@ -310,6 +312,13 @@ export class SignalGate {
       case "iceservers":
         this._takeIceServers(data);
         break;
+      case "reconnect":
+        // The node drains (a rolling restart): after the close that
+        // follows, come back after `after_ms` (through the load balancer,
+        // to another node) and resume with this token.
+        this._session.token = data.resume_token;
+        this._drainDelayMs = Number(data.after_ms) || 0;
+        break;
       case "ack":
         this._settle(id, null);
         return;
@@ -399,7 +408,12 @@ export class SignalGate {
     if (this._closedByUser) return;
     this._setState("reconnecting");
     const base = Math.min(this.options.maxDelayMs, this.options.initialDelayMs * 2 ** this._attempt);
-    const delay = base / 2 + Math.random() * (base / 2);
+    let delay = base / 2 + Math.random() * (base / 2);
+    if (this._drainDelayMs !== undefined) {
+      // Told `reconnect`: the server spread the wait already.
+      delay = this._drainDelayMs;
+      this._drainDelayMs = undefined;
+    }
     this._attempt += 1;
     this._retryTimer = setTimeout(() => this._open(), delay);
   }

@@ -30,6 +30,7 @@ pub(super) fn router(hub: Hub, max_message_bytes: usize) -> Router {
         .route("/admin/v1/kick", post(kick))
         .route("/admin/v1/push", post(push))
         .route("/admin/v1/stats", get(stats))
+        .route("/admin/v1/drain", post(drain))
         .with_state(Api {
             hub,
             max_message_bytes,
@@ -191,6 +192,17 @@ async fn push(State(api): State<Api>, bytes: Bytes) -> Response<Body> {
             }
         }
         .await,
+    )
+}
+
+/// `POST /admin/v1/drain`: the node drains and exits, as on SIGTERM
+/// (docs/CLUSTER.md, "Rolling restarts").
+async fn drain(State(api): State<Api>) -> Response<Body> {
+    let hand_over = api.hub.can_drain();
+    api.hub.request_stop();
+    json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({"draining": true, "hand_over": hand_over}),
     )
 }
 

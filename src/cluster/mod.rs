@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::core::admin::{NodeAnswers, NodeQuery};
+use crate::core::handover::{ANNOUNCE_WAIT_TURN, ANNOUNCE_WAIT_TURNS};
 use crate::core::{
     Bound, ErrorCode, Identity, Peer, Registry, RegistryCensus, RegistryError, Rejection, Role,
     RouteError, SessionExport, SessionExporter, SessionHandle, SessionId, Uid,
@@ -546,7 +547,21 @@ impl Registry for RedisRegistry {
             identity: identity.cloned(),
             asker,
         };
-        let answer = match inner.ask(node, take).await {
+        // A session that is going away this moment is refused with
+        // UNAVAILABLE until it has told its peer: ask again, for a while.
+        let mut turns = 0;
+        let answer = loop {
+            match inner.ask(node, take).await {
+                Ok(Answer::Refused(rejection))
+                    if rejection.code == ErrorCode::Unavailable && turns < ANNOUNCE_WAIT_TURNS =>
+                {
+                    turns += 1;
+                    tokio::time::sleep(ANNOUNCE_WAIT_TURN).await;
+                }
+                other => break other,
+            }
+        };
+        let answer = match answer {
             Ok(reply) => reply,
             // Nobody holds that node's channel: the node is gone, and its
             // sessions with it.

@@ -49,11 +49,15 @@ pub enum ErrorCode {
     /// An operator closed the session through the admin API; the message
     /// is the reason they gave. It cannot be resumed.
     Kicked,
+    /// The node is draining (a rolling restart): the session was told
+    /// `reconnect` and its connection closed; it waits, resumable, for the
+    /// client to resume it on another node. Never sent as an `error`.
+    Draining,
 }
 
 impl ErrorCode {
     /// Every code, in the order of docs/PROTOCOL.md.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::NotRegistered,
         ErrorCode::AlreadyRegistered,
@@ -71,6 +75,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::Unavailable,
         ErrorCode::Kicked,
+        ErrorCode::Draining,
     ];
 
     /// The wire form, e.g. `"NO_PEER"`.
@@ -93,6 +98,7 @@ impl ErrorCode {
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Kicked => "KICKED",
+            ErrorCode::Draining => "DRAINING",
         }
     }
 
@@ -178,6 +184,7 @@ impl EndReason {
             EndReason::Closed(ErrorCode::RateLimited) => "rate_limited",
             EndReason::Closed(ErrorCode::RegisterTimeout) => "register_timeout",
             EndReason::Closed(ErrorCode::Kicked) => "kicked",
+            EndReason::Closed(ErrorCode::Draining) => "draining",
             EndReason::Closed(_) => "closed",
             EndReason::ResumeWindowExpired => "resume_window_expired",
         }

@@ -67,6 +67,15 @@ pub enum Event {
     ByeBye,
     /// Data the app's backend pushed to this session through the admin API.
     Notice(JsonPayload),
+    /// The node is draining: resume this session with `resume_token` on
+    /// another node after waiting `after_ms` (the connection closes next).
+    Reconnect {
+        /// The session's current resume token.
+        resume_token: Arc<str>,
+        /// How long the client waits before it reconnects (spread by the
+        /// node so that its sessions do not all arrive at once).
+        after_ms: u64,
+    },
     /// The request with this id took effect.
     Ack {
         /// The request id.
@@ -126,6 +135,7 @@ impl Event {
             Event::IceServers(_) => "iceservers",
             Event::ByeBye => "byebye",
             Event::Notice(_) => "notice",
+            Event::Reconnect { .. } => "reconnect",
             Event::Ack { .. } => "ack",
             Event::Error { .. } => "error",
         }

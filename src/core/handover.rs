@@ -12,6 +12,13 @@ use super::event::Event;
 use super::identity::Identity;
 use super::session::SessionId;
 
+/// How long a resume waits, at most, for a session that is going away
+/// this moment to have told its peer `peer_away` (turns of
+/// [`ANNOUNCE_WAIT_TURN`]; on another node, asks again each turn).
+pub const ANNOUNCE_WAIT_TURNS: u32 = 200;
+/// One turn of that wait.
+pub const ANNOUNCE_WAIT_TURN: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// A registered session, as one node hands it to another.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionExport {

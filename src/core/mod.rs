@@ -50,6 +50,6 @@ pub use registry::{
     RouteError,
 };
 pub use session::{
-    Delivery, DeliveryError, DoorKind, LastWords, ResumeLimits, SessionHandle, SessionId,
+    Delivery, DeliveryError, DoorKind, LastWords, Opening, ResumeLimits, SessionHandle, SessionId,
     SessionLink,
 };

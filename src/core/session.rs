@@ -30,6 +30,33 @@ use crate::sync::lock;
 use crate::sync::outbox::{Outbox, PushError};
 use crate::telemetry::metrics;
 
+/// A new connection, as its door describes it to [`crate::core::Hub::open`].
+#[derive(Clone, Debug)]
+pub struct Opening {
+    /// The door it came through.
+    pub door: DoorKind,
+    /// Who it authenticated as (`None` when authentication is off).
+    pub identity: Option<super::identity::Identity>,
+    /// The client's address.
+    pub remote_addr: Option<SocketAddr>,
+    /// Whether the client can resume sessions (false for a seed Socket.IO
+    /// client, which asked for no sequence numbers).
+    pub can_resume: bool,
+}
+
+impl Opening {
+    /// A connection through `door` from a client that can resume, with no
+    /// identity or address (tests, tools).
+    pub fn door(door: DoorKind) -> Opening {
+        Opening {
+            door,
+            identity: None,
+            remote_addr: None,
+            can_resume: true,
+        }
+    }
+}
+
 /// Why an event could not be handed to a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryError {
@@ -85,6 +112,9 @@ pub(crate) struct Attachment {
     door: DoorKind,
     /// The client's address, as the connection came from it.
     remote_addr: Option<SocketAddr>,
+    /// Whether the client can resume a session (a seed Socket.IO client
+    /// cannot): a drain tells it `reconnect`, else closes it for good.
+    can_resume: bool,
     /// The role this connection is counted under in the connection gauge,
     /// once its session registered or resumed.
     counted_role: OnceLock<Role>,
@@ -131,6 +161,10 @@ impl Attachment {
 
     pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote_addr
+    }
+
+    pub(crate) fn can_resume(&self) -> bool {
+        self.can_resume
     }
 
     /// Queues events that the door writes before anything in the outbox,
@@ -214,6 +248,10 @@ pub(crate) struct State {
     /// When the session entered its present state (opened, registered,
     /// went away, resumed): what the admin API's presence shows.
     pub(crate) since: SystemTime,
+    /// Set while a session that just went away has not yet told its peer
+    /// `peer_away`: a resume waits for it, so that the peer never hears
+    /// `peer_back` first.
+    pub(crate) announcing_away: bool,
 }
 
 impl State {
@@ -233,6 +271,7 @@ impl State {
             highest_request_id: 0,
             resumed,
             since: SystemTime::now(),
+            announcing_away: false,
         }
     }
 }
@@ -273,7 +312,7 @@ impl SessionHandle {
     /// `capacity` and `max_bytes` bound the outbox in events and in
     /// (estimated) bytes; `shutdown` is the server-wide signal.
     pub(crate) fn new(
-        (door, remote_addr): (DoorKind, Option<SocketAddr>),
+        client: &Opening,
         (capacity, max_bytes): (usize, usize),
         limits: ResumeLimits,
         (shutdown, activity): (&ShutdownSignal, &Arc<Activity>),
@@ -283,13 +322,14 @@ impl SessionHandle {
                 estimated_bytes(&delivery.event)
             }),
             kill_switch: Arc::new(shutdown.new_kill_switch()),
-            door,
-            remote_addr,
+            door: client.door,
+            remote_addr: client.remote_addr,
+            can_resume: client.can_resume,
             counted_role: OnceLock::new(),
             preface: Mutex::new(VecDeque::new()),
             has_preface: AtomicBool::new(false),
         });
-        metrics::connection_opened(door.label(), None);
+        metrics::connection_opened(client.door.label(), None);
         let handle = Arc::new(SessionHandle {
             id: SessionId::random(),
             limits,
@@ -347,7 +387,10 @@ impl SessionHandle {
         if matches!(state.phase, Phase::Ended) {
             return Err(DeliveryError::Gone);
         }
-        let sequenced = !matches!(event, Event::Welcome { .. } | Event::Resumed { .. });
+        let sequenced = !matches!(
+            event,
+            Event::Welcome { .. } | Event::Resumed { .. } | Event::Reconnect { .. }
+        );
         let seq = sequenced.then(|| {
             state.last_seq += 1;
             state.last_seq
@@ -476,8 +519,9 @@ pub struct LastWords {
     pub code: ErrorCode,
     /// The events queued for it, in order.
     pub queued: Vec<Delivery>,
-    /// The `error` that says why, written last (unsequenced).
-    pub farewell: Event,
+    /// The `error` that says why, written last (unsequenced); none for a
+    /// drain, whose `reconnect` is already queued.
+    pub farewell: Option<Event>,
 }
 
 impl Drop for SessionLink {
@@ -559,13 +603,14 @@ impl SessionLink {
         } else {
             Vec::new()
         };
-        let farewell = match self.attachment.kill_switch.message() {
-            Some(message) => Event::Error {
+        let farewell = match (code, self.attachment.kill_switch.message()) {
+            (ErrorCode::Draining, _) => None,
+            (_, Some(message)) => Some(Event::Error {
                 code,
                 message: std::borrow::Cow::Owned(message.to_string()),
                 id: None,
-            },
-            None => Event::farewell(code),
+            }),
+            (_, None) => Some(Event::farewell(code)),
         };
         LastWords {
             code,
@@ -601,7 +646,7 @@ mod tests {
             max_bytes: 0,
         };
         let (handle, mut link) = SessionHandle::new(
-            (DoorKind::Ws, None),
+            &Opening::door(DoorKind::Ws),
             (256, 200 * 1024),
             limits,
             (&ShutdownSignal::default(), &Arc::default()),

@@ -17,7 +17,7 @@ use super::CLOSE_TIMEOUT;
 use super::{Presented, authenticate};
 use crate::auth::AuthPolicy;
 use crate::core::{
-    Command, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, IceGrant, JsonPayload,
+    Command, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, IceGrant, JsonPayload, Opening,
     Rejection, Relay, Request, RequestId, Role, Session, SessionLink, Uid,
 };
 use crate::proto::encoded::{EncodedValue, PayloadError, ValueError};
@@ -49,7 +49,7 @@ impl pb::signaling_server::Signaling for GrpcDoor {
         &self,
         request: tonic::Request<Streaming<pb::ClientEvent>>,
     ) -> Result<tonic::Response<Self::ConnectStream>, Status> {
-        if self.hub.is_shutting_down() {
+        if self.hub.is_shutting_down() || self.hub.is_draining() {
             return Err(status_for(ErrorCode::ShuttingDown));
         }
         let presented = Presented {
@@ -63,7 +63,12 @@ impl pb::signaling_server::Signaling for GrpcDoor {
             .await
             .map_err(|error| Status::unauthenticated(format!("UNAUTHENTICATED: {error}")))?;
         let remote = super::remote_addr(request.extensions());
-        let (session, link) = self.hub.open(DoorKind::Grpc, identity, remote);
+        let (session, link) = self.hub.open(Opening {
+            door: DoorKind::Grpc,
+            identity,
+            remote_addr: remote,
+            can_resume: true,
+        });
         let (stream, handles) = EventStream::new(link);
         tokio::spawn(serve(request.into_inner(), session, handles));
         Ok(tonic::Response::new(stream))
@@ -166,7 +171,9 @@ impl Stream for EventStream {
                     .iter()
                     .map(|delivery| Ok(encode_event(&delivery.event, delivery.seq)))
                     .collect();
-                words.push_back(Ok(encode_event(&last.farewell, None)));
+                if let Some(farewell) = &last.farewell {
+                    words.push_back(Ok(encode_event(farewell, None)));
+                }
                 words.push_back(Err(status_for(last.code)));
                 this.last_words = Some(words);
                 continue;
@@ -270,7 +277,7 @@ fn status_for(code: ErrorCode) -> Status {
         ErrorCode::Replaced => Code::Aborted,
         ErrorCode::SlowConsumer | ErrorCode::RateLimited => Code::ResourceExhausted,
         ErrorCode::RegisterTimeout => Code::DeadlineExceeded,
-        ErrorCode::ShuttingDown => Code::Unavailable,
+        ErrorCode::ShuttingDown | ErrorCode::Draining => Code::Unavailable,
         ErrorCode::MessageTooLarge => Code::ResourceExhausted,
         ErrorCode::BadRequest => Code::InvalidArgument,
         ErrorCode::Kicked => Code::PermissionDenied,
@@ -457,6 +464,13 @@ fn encode_event(event: &Event, seq: Option<u64>) -> pb::ServerEvent {
         }),
         Event::ByeBye => Out::Byebye(pb::ByeBye {}),
         Event::Notice(data) => Out::Notice(value(data)),
+        Event::Reconnect {
+            resume_token,
+            after_ms,
+        } => Out::Reconnect(pb::Reconnect {
+            resume_token: resume_token.to_string(),
+            after_ms: *after_ms,
+        }),
         Event::Ack { id } => Out::Ack(pb::Ack { id: *id }),
         Event::Error { code, message, id } => Out::Error(pb::Error {
             code: code.as_str().to_owned(),

@@ -15,7 +15,8 @@ use super::CLOSE_TIMEOUT;
 use super::{Presented, authenticate, drain_input};
 use crate::auth::AuthPolicy;
 use crate::core::{
-    Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, Rejection, Session, SessionLink,
+    Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, Opening, Rejection, Session,
+    SessionLink,
 };
 use crate::protocol::envelope::{decode_frame, encode_event};
 
@@ -68,6 +69,9 @@ pub mod close_code {
     pub const REGISTER_TIMEOUT: u16 = 4004;
     /// An operator closed the session through the admin API.
     pub const KICKED: u16 = 4005;
+    /// The node drains: resume the session on another node (after the
+    /// `reconnect` event's wait).
+    pub const RECONNECT: u16 = 4006;
 }
 
 /// The close code for a session the server ends with `code`.
@@ -78,6 +82,7 @@ fn close_code_for(code: ErrorCode) -> u16 {
         ErrorCode::RateLimited => close_code::RATE_LIMITED,
         ErrorCode::RegisterTimeout => close_code::REGISTER_TIMEOUT,
         ErrorCode::Kicked => close_code::KICKED,
+        ErrorCode::Draining => close_code::RECONNECT,
         ErrorCode::ShuttingDown => close_code::GOING_AWAY,
         ErrorCode::MessageTooLarge => close_code::MESSAGE_TOO_BIG,
         _ => close_code::INTERNAL_ERROR,
@@ -194,7 +199,12 @@ async fn serve(
     (identity, remote): (Option<Identity>, Option<std::net::SocketAddr>),
     heartbeat: Heartbeat,
 ) {
-    let (session, link) = hub.open(DoorKind::Ws, identity, remote);
+    let (session, link) = hub.open(Opening {
+        door: DoorKind::Ws,
+        identity,
+        remote_addr: remote,
+        can_resume: true,
+    });
     // One socket for both directions (no split, no lock between halves):
     // the loop reads and writes in turn.
     let (reason, session, last_words) = pump(&mut socket, session, link, heartbeat).await;
@@ -254,7 +264,9 @@ where
                 let words = link.last_words();
                 let code = words.code;
                 let mut last_words: Vec<Message> = words.queued.iter().map(text_frame).collect();
-                last_words.push(Message::Text(encode_event(&words.farewell, None).into()));
+                if let Some(farewell) = &words.farewell {
+                    last_words.push(Message::Text(encode_event(farewell, None).into()));
+                }
                 last_words.push(close(close_code_for(code), code.as_str()));
                 return (EndReason::Closed(code), session, last_words);
             }

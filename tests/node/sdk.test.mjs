@@ -5,6 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { SignalGate, SignalGateError } from "../../clients/web/signalgate.js";
+import { spawn } from "node:child_process";
 import { freePort, startGateway, killGateway } from "./gateway.mjs";
 
 const fast = { initialDelayMs: 50, maxDelayMs: 500, requestTimeoutMs: 5000 };
@@ -74,8 +75,9 @@ test("the SDK reconnects and re-registers when the gateway restarts", async () =
 /** A TCP proxy whose connections can be cut (a network drop). */
 function cuttableProxy(targetPort) {
   const sockets = new Set();
+  let target = targetPort;
   const server = net.createServer((client) => {
-    const upstream = net.connect(targetPort, "127.0.0.1");
+    const upstream = net.connect(target, "127.0.0.1");
     for (const socket of [client, upstream]) {
       sockets.add(socket);
       socket.on("close", () => sockets.delete(socket));
@@ -89,6 +91,8 @@ function cuttableProxy(targetPort) {
       resolve({
         port: server.address().port,
         cut: () => { for (const socket of sockets) socket.resetAndDestroy(); },
+        // New connections go elsewhere (a load balancer taking a node out).
+        retarget: (port) => { target = port; },
         close: () => {
           for (const socket of sockets) socket.destroy();
           server.close();
@@ -175,5 +179,55 @@ test("the SDK holds the session's ICE servers and renews them before they expire
     gate.close();
   } finally {
     await killGateway(gateway);
+  }
+});
+
+test("a draining node's reconnect: the SDK resumes on another node by itself", async () => {
+  const redisPort = await freePort();
+  const redis = spawn("redis-server", ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const [portA, portB] = [await freePort(), await freePort()];
+  const cluster = ["--redis-url", `redis://127.0.0.1:${redisPort}/`];
+  const nodeA = await startGateway(portA, [...cluster, "--admin-token", "sdk-admin"]);
+  const nodeB = await startGateway(portB, cluster);
+  const balancer = await cuttableProxy(portA);
+  try {
+    const web = new SignalGate(`ws://127.0.0.1:${portB}/ws`, fast);
+    const app = new SignalGate(`ws://127.0.0.1:${balancer.port}/ws`, fast);
+    await web.connect();
+    await web.register("sdk-drain", "web");
+    await app.connect();
+    await app.register("sdk-drain", "app");
+    const sessionBefore = app.sessionId;
+    const told = nextEvent(app, "reconnect");
+    const away = nextEvent(web, "peer_away");
+    const back = nextEvent(web, "peer_back");
+    const resumed = nextEvent(app, "resumed");
+    const byes = [];
+    web.on("byebye", () => byes.push("web"));
+    // The balancer sees node A's /readyz turn 503 and sends new
+    // connections to B; node A drains.
+    balancer.retarget(portB);
+    const answer = await fetch(`http://127.0.0.1:${portA}/admin/v1/drain`, {
+      method: "POST", headers: { Authorization: "Bearer sdk-admin" },
+    });
+    assert.equal(answer.status, 202);
+    const reconnect = await told;
+    assert.ok(typeof reconnect.resume_token === "string" && reconnect.after_ms >= 0, JSON.stringify(reconnect));
+    await away;
+    await resumed;
+    await back;
+    assert.equal(app.sessionId, sessionBefore, "the same session, now on node B");
+    const got = nextEvent(web, "message");
+    await app.message({ after: "drain" });
+    assert.deepEqual(await got, { after: "drain" });
+    assert.deepEqual(byes, []);
+    web.close();
+    app.close();
+  } finally {
+    balancer.close();
+    await killGateway(nodeA);
+    await killGateway(nodeB);
+    redis.kill("SIGKILL");
   }
 });

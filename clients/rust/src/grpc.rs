@@ -304,6 +304,9 @@ fn event_to_envelope(event: Option<server_event::Event>) -> Value {
         }
         E::Byebye(_) => json!({"event": "byebye"}),
         E::Notice(v) => json!({"event": "notice", "data": json_of(&v)}),
+        E::Reconnect(r) => {
+            json!({"event": "reconnect", "data": {"resume_token": r.resume_token, "after_ms": r.after_ms}})
+        }
         E::Ack(a) => json!({"event": "ack", "id": a.id}),
         E::Error(e) => {
             let mut out = json!({"event": "error", "data": {"code": e.code, "message": e.message}});

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -25,16 +25,18 @@ use super::event::Event;
 use super::handover::SessionExporter;
 use super::hooks::{HookEvent, HookKind, HookSink};
 use super::ice::{IceGrant, IcePolicy};
-use super::identity::Identity;
 use super::kill::ShutdownSignal;
 use super::limits::{RateLimit, TokenBucket};
 use super::registry::{Registry, RegistryCensus};
-use super::session::{Attachment, DoorKind, Phase, ResumeLimits, SessionHandle, SessionLink};
+use super::session::{
+    Attachment, DoorKind, Opening, Phase, ResumeLimits, SessionHandle, SessionLink,
+};
 use crate::sync::lock;
 use crate::telemetry::metrics;
 
 mod admin;
 mod counts;
+mod drain;
 mod relay;
 mod resume;
 #[cfg(test)]
@@ -112,6 +114,12 @@ struct Shared {
     activity: Arc<Activity>,
     /// This node's name (the shared registry's, or `local`).
     node: Arc<str>,
+    /// Set once the node drains (a rolling restart): not ready, no new
+    /// sessions, its sessions told to resume elsewhere.
+    draining: std::sync::atomic::AtomicBool,
+    /// Cancelled when someone asks the gateway to stop (the admin API's
+    /// drain); the serve loop then drains and exits as on SIGTERM.
+    stop_requested: CancellationToken,
 }
 
 /// The entry point of the core: a cheap, cloneable handle shared by every door.
@@ -173,6 +181,8 @@ impl Hub {
                 resume_tokens: Mutex::new(HashMap::new()),
                 activity: Arc::default(),
                 node: Arc::from(registry_node.as_deref().unwrap_or("local")),
+                draining: std::sync::atomic::AtomicBool::new(false),
+                stop_requested: CancellationToken::new(),
             }),
         };
         let exporter: Weak<dyn SessionExporter> = Arc::downgrade(&hub.shared) as Weak<Shared>;
@@ -199,16 +209,12 @@ impl Hub {
     /// to submit requests and the [`SessionLink`] to write events. `welcome`
     /// is already queued. `identity` is who the connection authenticated as
     /// (`None` when authentication is off); `remote_addr` the client's
-    /// address, for the admin API's listings.
-    pub fn open(
-        &self,
-        door: DoorKind,
-        identity: Option<Identity>,
-        remote_addr: Option<SocketAddr>,
-    ) -> (Session, SessionLink) {
+    /// address, for the admin API's listings. While the node drains, the
+    /// connection is closed at once (`SHUTTING_DOWN`).
+    pub fn open(&self, client: Opening) -> (Session, SessionLink) {
         let config = &self.shared.config;
         let (handle, link) = SessionHandle::new(
-            (door, remote_addr),
+            &client,
             (config.outbox_capacity, config.outbox_max_bytes),
             config.resume,
             (&self.shared.shutdown, &self.shared.activity),
@@ -231,7 +237,7 @@ impl Hub {
             hub: self.clone(),
             attachment: Arc::clone(link.attachment()),
             handle,
-            identity,
+            identity: client.identity,
             bucket: TokenBucket::new(config.rate_limit),
             ended: false,
             overflowed: None,
@@ -240,6 +246,9 @@ impl Hub {
             session_id: session.id(),
             resume_token,
         });
+        if self.is_draining() {
+            link.kill(ErrorCode::ShuttingDown);
+        }
         (session, link)
     }
 
@@ -260,7 +269,25 @@ impl Hub {
     /// Whether the gateway should receive new sessions: not shutting down,
     /// and its registry available.
     pub fn is_ready(&self) -> bool {
-        !self.is_shutting_down() && self.shared.registry.is_available()
+        !self.is_shutting_down() && !self.is_draining() && self.shared.registry.is_available()
+    }
+
+    /// Whether the node drains (see [`Hub::drain`]).
+    pub fn is_draining(&self) -> bool {
+        self.shared
+            .draining
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Asks the gateway serving this hub to stop: it drains and exits as
+    /// on SIGTERM.
+    pub fn request_stop(&self) {
+        self.shared.stop_requested.cancel();
+    }
+
+    /// Resolves once [`Hub::request_stop`] is called.
+    pub async fn stop_requested(&self) {
+        self.shared.stop_requested.cancelled().await;
     }
 
     /// Whether the registry can serve registrations (Redis reachable).
@@ -308,7 +335,13 @@ impl Hub {
                 _ => return,
             }
             state.attachment = None;
-            let hold = reason == EndReason::ConnectionLost
+            // A drain holds its sessions as a dropped connection does: the
+            // client resumes them on another node.
+            let dropped = matches!(
+                reason,
+                EndReason::ConnectionLost | EndReason::Closed(ErrorCode::Draining)
+            );
+            let hold = dropped
                 && limits.enabled()
                 && state.binding.is_some()
                 && state.end_reason.is_none()
@@ -323,6 +356,7 @@ impl Hub {
                     generation,
                 };
                 state.since = std::time::SystemTime::now();
+                state.announcing_away = true;
                 state
                     .binding
                     .clone()
@@ -363,6 +397,7 @@ impl Hub {
         if let Some(peer) = peer {
             let _ = peer.deliver(Event::PeerAway).await;
         }
+        handle.state().announcing_away = false;
         tokio::spawn(self.clone().watch_away(handle, wake, generation));
     }
 

@@ -170,7 +170,7 @@ impl Session {
                 format!("this session is already registered as {role} {uid}"),
             ));
         }
-        if self.hub.is_shutting_down() {
+        if self.hub.is_shutting_down() || self.hub.is_draining() {
             return Err(Rejection::new(
                 ErrorCode::ShuttingDown,
                 "the server is shutting down",

@@ -10,7 +10,9 @@ use tracing::{info, warn};
 use crate::core::command::{Role, Uid};
 use crate::core::error::{EndReason, ErrorCode, Rejection};
 use crate::core::event::Event;
-use crate::core::handover::{SessionExport, SessionExporter};
+use crate::core::handover::{
+    ANNOUNCE_WAIT_TURN, ANNOUNCE_WAIT_TURNS, SessionExport, SessionExporter,
+};
 use crate::core::identity::Identity;
 use crate::core::session::{Delivery, Phase, SessionHandle, SessionId, estimated_bytes};
 use crate::sync::lock;
@@ -87,6 +89,13 @@ fn check_resumable(
     };
     if matches!(theirs.phase, Phase::Ended) || theirs.end_reason.is_some() {
         return Err(failed("ended", "the session has ended"));
+    }
+    if theirs.announcing_away {
+        // The asking node retries (`Registry::take_session`).
+        return Err(Rejection::new(
+            ErrorCode::Unavailable,
+            "the session is going away this moment; retry",
+        ));
     }
     let Some((uid, role)) = theirs.binding.clone() else {
         return Err(failed("not_registered", "the session was never registered"));
@@ -215,6 +224,13 @@ impl Session {
                 "own_token",
                 "a connection cannot resume its own session",
             ));
+        }
+        // Its peer is told `peer_away` before anything can say `peer_back`.
+        for _ in 0..ANNOUNCE_WAIT_TURNS {
+            if !target.state().announcing_away {
+                break;
+            }
+            tokio::time::sleep(ANNOUNCE_WAIT_TURN).await;
         }
         let new_token = self.hub.new_resume_token();
         let (old_token, my_token, was_away, uid, role, replayed) = {

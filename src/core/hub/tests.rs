@@ -12,7 +12,7 @@ use crate::core::event::Event;
 use crate::core::ice::IcePolicy;
 use crate::core::limits::RateLimit;
 use crate::core::registry::InMemoryRegistry;
-use crate::core::session::{DoorKind, ResumeLimits, SessionLink};
+use crate::core::session::{DoorKind, Opening, ResumeLimits, SessionLink};
 
 fn hub() -> Hub {
     hub_with_ice(None)
@@ -81,9 +81,9 @@ async fn settle(hub: &Hub, mut done: impl FnMut(&Census) -> bool) -> Census {
 #[tokio::test]
 async fn counts_stay_right_over_register_replace_away_resume_and_end() {
     let hub = hub();
-    let (mut web, mut web_link) = hub.open(DoorKind::Ws, None, None);
+    let (mut web, mut web_link) = hub.open(Opening::door(DoorKind::Ws));
     register(&mut web, "u", Role::Web).await;
-    let (mut app, app_link) = hub.open(DoorKind::Grpc, None, None);
+    let (mut app, app_link) = hub.open(Opening::door(DoorKind::Grpc));
     register(&mut app, "u", Role::App).await;
     assert_eq!(
         (hub.census().open_sessions, hub.census().away_sessions),
@@ -92,7 +92,7 @@ async fn counts_stay_right_over_register_replace_away_resume_and_end() {
     assert_eq!(hub.census().registry.pairs, 1);
 
     // A newer app replaces the first: its door ends it.
-    let (mut newer, mut newer_link) = hub.open(DoorKind::SocketIo, None, None);
+    let (mut newer, mut newer_link) = hub.open(Opening::door(DoorKind::SocketIo));
     register(&mut newer, "u", Role::App).await;
     assert_eq!(app.kill_reason(), Some(ErrorCode::Replaced));
     app.end(EndReason::Closed(ErrorCode::Replaced)).await;
@@ -112,7 +112,7 @@ async fn counts_stay_right_over_register_replace_away_resume_and_end() {
 
     // A new connection resumes it: its own session merges into the one
     // it takes over.
-    let (mut back, mut back_link) = hub.open(DoorKind::Ws, None, None);
+    let (mut back, mut back_link) = hub.open(Opening::door(DoorKind::Ws));
     assert_eq!(hub.census().open_sessions, 3);
     back.handle(Request::new(None, Command::Resume { token, last_seq: 0 }))
         .await;
@@ -137,14 +137,14 @@ async fn counts_stay_right_over_register_replace_away_resume_and_end() {
 #[tokio::test]
 async fn an_away_session_that_is_replaced_is_no_longer_counted_away() {
     let hub = hub();
-    let (mut web, _web_link) = hub.open(DoorKind::Ws, None, None);
+    let (mut web, _web_link) = hub.open(Opening::door(DoorKind::Ws));
     register(&mut web, "v", Role::Web).await;
-    let (mut app, app_link) = hub.open(DoorKind::Grpc, None, None);
+    let (mut app, app_link) = hub.open(Opening::door(DoorKind::Grpc));
     register(&mut app, "v", Role::App).await;
     drop(app);
     drop(app_link);
     settle(&hub, |census| census.away_sessions == 1).await;
-    let (mut fresh, _fresh_link) = hub.open(DoorKind::Grpc, None, None);
+    let (mut fresh, _fresh_link) = hub.open(Opening::door(DoorKind::Grpc));
     register(&mut fresh, "v", Role::App).await;
     let census = settle(&hub, |census| census.away_sessions == 0).await;
     assert_eq!(census.open_sessions, 2);
@@ -174,7 +174,7 @@ async fn ice_servers_go_with_registered_and_resumed_and_only_to_registered_sessi
         };
         Some(grant.servers[0].credentials.as_ref()?.username.clone())
     };
-    let (mut app, mut app_link) = hub.open(DoorKind::Grpc, None, None);
+    let (mut app, mut app_link) = hub.open(Opening::door(DoorKind::Grpc));
     let token = resume_token(&drain(&mut app_link));
     app.handle(Request::new(Some(7), Command::IceServers)).await;
     assert!(matches!(
@@ -197,7 +197,7 @@ async fn ice_servers_go_with_registered_and_resumed_and_only_to_registered_sessi
     drop(app);
     drop(app_link);
     settle(&hub, |census| census.away_sessions == 1).await;
-    let (mut back, mut back_link) = hub.open(DoorKind::Ws, None, None);
+    let (mut back, mut back_link) = hub.open(Opening::door(DoorKind::Ws));
     back.handle(Request::new(None, Command::Resume { token, last_seq: 0 }))
         .await;
     let resumed = drain(&mut back_link);

@@ -22,8 +22,8 @@ use socketioxide_core::Value as PacketValue;
 use super::drain_input;
 use crate::auth::{AuthError, AuthPolicy};
 use crate::core::{
-    DoorKind, EndReason, ErrorCode, Event, Hub, Identity, LastWords, Rejection, Request, Session,
-    SessionLink,
+    DoorKind, EndReason, ErrorCode, Event, Hub, Identity, LastWords, Opening, Rejection, Request,
+    Session, SessionLink,
 };
 use crate::sync::outbox::{Outbox, PushError};
 
@@ -230,7 +230,13 @@ fn accept(socket: SocketRef, hub: Hub) {
         .get::<Authenticated>()
         .map(|Authenticated(identity)| identity);
     let remote = crate::doors::remote_addr(&socket.req_parts().extensions);
-    let (session, link) = hub.open(DoorKind::SocketIo, identity, remote);
+    let (session, link) = hub.open(Opening {
+        door: DoorKind::SocketIo,
+        identity,
+        remote_addr: remote,
+        // A seed client (no sequence numbers asked) cannot resume.
+        can_resume: wants_resumption(&socket),
+    });
     tokio::spawn(serve(socket, session, link, PacketReader(queue)));
 }
 
@@ -274,7 +280,9 @@ async fn serve(socket: SocketRef, session: Session, link: SessionLink, packets: 
     let (reason, session, last_words) = pump(&socket, session, link, &packets.0).await;
     session.end(reason).await;
     if let Some(LastWords { code, farewell, .. }) = last_words {
-        let _ = emit_unsequenced(&socket, &farewell);
+        if let Some(farewell) = &farewell {
+            let _ = emit_unsequenced(&socket, farewell);
+        }
         // What the client still sends, until it pauses (not while the
         // server shuts down: it closes every transport).
         if code != ErrorCode::ShuttingDown {

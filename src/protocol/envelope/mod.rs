@@ -414,6 +414,13 @@ pub enum EventData<'a> {
     Count(u64),
     /// `ipaddr`: a list of addresses.
     Addresses(&'a [Ipv4Addr]),
+    /// `reconnect`: `{"resume_token", "after_ms"}`.
+    Reconnect {
+        /// The session's resume token.
+        resume_token: &'a str,
+        /// How long to wait before reconnecting.
+        after_ms: u64,
+    },
     /// `error`: `{"code", "message"}`.
     Error {
         /// The error code.
@@ -479,6 +486,13 @@ pub fn event_data(event: &Event) -> Option<EventData<'_>> {
         },
         Event::IpAddrs(addresses) => EventData::Addresses(addresses),
         Event::Notice(data) => EventData::Raw(data),
+        Event::Reconnect {
+            resume_token,
+            after_ms,
+        } => EventData::Reconnect {
+            resume_token,
+            after_ms: *after_ms,
+        },
         Event::Error { code, message, .. } => EventData::Error {
             code: code.as_str(),
             message,
