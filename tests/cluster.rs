@@ -158,7 +158,15 @@ async fn kill_9_of_a_node_frees_its_sessions_and_peers_get_byebye_in_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_stops_tells_remote_peers_byebye_at_once() {
-    let mut cluster = TestCluster::start(2).await;
+    // Without resumption there is no hand-over: the old shutdown.
+    let mut cluster = TestCluster::start_with(
+        2,
+        signalgate::Config {
+            resume_window: Duration::ZERO,
+            ..test_config()
+        },
+    )
+    .await;
     let (web, mut app) = paired(
         &cluster_pair_picker(&cluster),
         "leaving",
@@ -171,6 +179,39 @@ async fn a_node_that_stops_tells_remote_peers_byebye_at_once() {
     leaving.stop().await;
     app.expect("byebye").await;
     assert!(started.elapsed() < EVENT_TIMEOUT);
+    drop(web);
+    app.close().await;
+    cluster.assert_empty().await;
+}
+
+/// With resumption a stopping node drains (tests/drain.rs): a session whose
+/// client does not come back is ended within the grace, and its peer then
+/// hears `byebye`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_nodes_session_that_never_resumes_ends_within_the_grace() {
+    let mut cluster = TestCluster::start(2).await;
+    let (web, mut app) = paired(
+        &cluster_pair_picker(&cluster),
+        "not-coming-back",
+        Door::Grpc,
+        Door::Ws,
+    )
+    .await;
+    let leaving = cluster.nodes.remove(0);
+    let started = Instant::now();
+    let stopped = tokio::spawn(leaving.stop());
+    app.expect("peer_away").await;
+    let bye = tokio::time::timeout(Duration::from_secs(10), app.next_event())
+        .await
+        .expect("byebye within the grace");
+    assert_eq!(bye["event"], "byebye", "{bye}");
+    stopped.await.expect("stopped");
+    // --shutdown-grace is 5 s in the tests.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
     drop(web);
     app.close().await;
     cluster.assert_empty().await;
