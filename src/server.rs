@@ -493,6 +493,11 @@ async fn readyz(State(operations): State<Operations>) -> (StatusCode, &'static s
     let hub = &operations.hub;
     if hub.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if hub.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: sessions move to other nodes\n",
+        )
     } else if !hub.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "registry unavailable\n")
     } else if !operations.auth.is_ready() {

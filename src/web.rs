@@ -12,11 +12,14 @@ const INDEX: &str = include_str!("../clients/web/demo/index.html");
 const DEMO_JS: &str = include_str!("../clients/web/demo/demo.js");
 const DEMO_CSS: &str = include_str!("../clients/web/demo/demo.css");
 
-fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+/// A page or script compiled into the binary: never cached stale, never
+/// framed by another site.
+pub(crate) fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::X_FRAME_OPTIONS, "DENY"),
         ],
         body,
     )

@@ -9,8 +9,9 @@ use std::time::Duration;
 use futures_util::Stream;
 use tonic::{Request, Response, Status};
 
+use super::Failure;
 use crate::core::admin::{PushOutcome, SessionInfo};
-use crate::core::{ClusterStats, ErrorCode, Hub, JsonPayload, Presence, RegistryError, Rejection};
+use crate::core::{ClusterStats, ErrorCode, Hub, JsonPayload, Presence, Rejection};
 use crate::proto::admin as pb;
 use crate::proto::admin::admin_server::{Admin, AdminServer};
 use crate::proto::json::value_to_json;
@@ -46,23 +47,7 @@ fn status(failure: impl Into<Failure>) -> Status {
             Status::new(code, format!("{}: {}", rejection.code, rejection.message))
         }
         Failure::Registry(error) => Status::unavailable(format!("UNAVAILABLE: {error}")),
-    }
-}
-
-enum Failure {
-    Refused(Rejection),
-    Registry(RegistryError),
-}
-
-impl From<Rejection> for Failure {
-    fn from(rejection: Rejection) -> Failure {
-        Failure::Refused(rejection)
-    }
-}
-
-impl From<RegistryError> for Failure {
-    fn from(error: RegistryError) -> Failure {
-        Failure::Registry(error)
+        Failure::NoSession => Status::not_found("NO_SESSION: no session holds that uid and role"),
     }
 }
 
@@ -232,9 +217,7 @@ impl Admin for AdminService {
                 delivered: false,
                 held: true,
             })),
-            PushOutcome::NoSession => Err(Status::not_found(
-                "NO_SESSION: no session holds that uid and role",
-            )),
+            PushOutcome::NoSession => Err(status(Failure::NoSession)),
         }
     }
 

@@ -10,8 +10,9 @@ use axum::http::{Response, StatusCode, header};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
+use super::Failure;
 use crate::core::admin::PushOutcome;
-use crate::core::{ErrorCode, Hub, JsonPayload, RegistryError, Rejection};
+use crate::core::{ErrorCode, Hub, JsonPayload, Rejection};
 use crate::protocol::admin::{
     KickRequest, PresenceJson, PushRequest, SessionJson, SessionsPageJson, StatsJson, encode_cursor,
 };
@@ -59,25 +60,6 @@ pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response<B
         status,
         &serde_json::json!({"code": code, "message": message}),
     )
-}
-
-/// What an endpoint failed with.
-enum Failure {
-    Refused(Rejection),
-    Registry(RegistryError),
-    NoSession,
-}
-
-impl From<Rejection> for Failure {
-    fn from(rejection: Rejection) -> Failure {
-        Failure::Refused(rejection)
-    }
-}
-
-impl From<RegistryError> for Failure {
-    fn from(error: RegistryError) -> Failure {
-        Failure::Registry(error)
-    }
 }
 
 /// The one mapping of failures to HTTP answers.

@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use subtle::ConstantTimeEq;
 
 use crate::core::admin::{DEFAULT_PAGE, MAX_PAGE, SessionFilter};
-use crate::core::{Hub, JsonPayload, Rejection, Role, Uid};
+use crate::core::{Hub, JsonPayload, RegistryError, Rejection, Role, Uid};
 use crate::protocol::admin::decode_cursor;
 use crate::telemetry::metrics;
 
@@ -132,6 +132,29 @@ pub fn router(hub: Hub, token: AdminToken, max_message_bytes: usize) -> Router {
     let protected = crate::server::grpc_route(api, service)
         .layer(axum::middleware::from_fn_with_state(token, require_token));
     protected.merge(dashboard::router())
+}
+
+/// Why an admin call failed; each surface maps it in one place (HTTP
+/// status and code, gRPC status).
+pub(crate) enum Failure {
+    /// The request was refused (`BAD_REQUEST`, `MESSAGE_TOO_LARGE`).
+    Refused(Rejection),
+    /// The registry (Redis) could not be asked.
+    Registry(RegistryError),
+    /// No session holds the (uid, role) pushed to.
+    NoSession,
+}
+
+impl From<Rejection> for Failure {
+    fn from(rejection: Rejection) -> Failure {
+        Failure::Refused(rejection)
+    }
+}
+
+impl From<RegistryError> for Failure {
+    fn from(error: RegistryError) -> Failure {
+        Failure::Registry(error)
+    }
 }
 
 /// A uid from the API: non-empty, within the uid rules.
