@@ -6,17 +6,18 @@ import statistics
 import sys
 
 label, work, setup_s, want, have = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-rss = [int(x) for x in sys.argv[6].split()]
-cpu_before = [float(x) for x in sys.argv[7].split()]
-cpu_after = [float(x) for x in sys.argv[8].split()]
-t0, t1 = float(sys.argv[9]), float(sys.argv[10])
+rss_before = [int(x) for x in sys.argv[6].split()]
+rss = [int(x) for x in sys.argv[7].split()]
+cpu_before = [float(x) for x in sys.argv[8].split()]
+cpu_after = [float(x) for x in sys.argv[9].split()]
+t0, t1 = float(sys.argv[10]), float(sys.argv[11])
 
 
-def calls(name):
+def calls(name, only=None):
     total = 0
     for line in open(os.path.join(work, f"{label}-{name}.txt")):
         match = re.match(r"cmdstat_(\S+):calls=(\d+)", line)
-        if match:
+        if match and (only is None or match.group(1) in only):
             total += int(match.group(2))
     return total
 
@@ -37,6 +38,9 @@ node_cpu = sum(after - before for after, before in zip(cpu_after[:nodes], cpu_be
 redis_cpu = cpu_after[nodes] - cpu_before[nodes]
 per_node_connections = want / nodes
 setup_commands = calls("commands-after") - calls("commands-before")
+# The registration scripts (BIND) and lookups, without the relays the
+# first pairs already send while the last ones register.
+setup_scripts = calls("commands-after", {"evalsha", "eval"}) - calls("commands-before", {"evalsha", "eval"})
 window_commands = calls("commands-window-end") - calls("commands-window-start")
 redis_bytes = used_memory("memory-after") - used_memory("memory-before")
 lost = sum(run["lost"] for run in runs)
@@ -46,10 +50,11 @@ print(f"## {label}: {have:,} of {want:,} connections held ({want // 2:,} pairs)\
 print("| measure | value |")
 print("|---|---|")
 print(f"| setup: all sessions registered and paired in | {setup_s} s ({want / max(setup_s, 1):,.0f} sessions/s, all nodes and loaders sharing 2 cores) |")
-print(f"| gateway RSS per node (KiB), connections per node {per_node_connections:,.0f} | {', '.join(f'{r:,}' for r in rss)} |")
-print(f"| gateway RSS per connection (KiB, median over nodes) | {statistics.median(r / per_node_connections for r in rss):.1f} |")
+print(f"| gateway RSS per node after setup (KiB), {per_node_connections:,.0f} connections each | {', '.join(f'{r:,}' for r in rss)} |")
+print(f"| gateway RSS growth per connection (KiB, median over nodes) | {statistics.median((r - b) / per_node_connections for r, b in zip(rss, rss_before)):.1f} |")
 print(f"| Redis memory per session (bytes) | {redis_bytes / want:,.0f} |")
-print(f"| Redis commands per register (whole setup, incl. heartbeats) | {setup_commands / want:.2f} |")
+print(f"| Redis scripts per register (BIND) | {setup_scripts / want:.2f} |")
+print(f"| Redis commands per register, all (incl. the first pairs' relays during setup) | {setup_commands / want:.2f} |")
 print(f"| relays per second (offered rate, measured) | {relays_per_s:,.0f} |")
 print(f"| Redis commands per relay | {window_commands / max(relays_in_window, 1):.2f} |")
 print(f"| gateway CPU per relay, all nodes (µs) | {node_cpu * 1e6 / max(relays_in_window, 1):.1f} |")
