@@ -11,12 +11,8 @@ binary=$1
 out=$2
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 source "$root/scripts/lib/gateway.sh"
-missing=()
-command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
-command -v nginx >/dev/null 2>&1 || missing+=(nginx)
-if [ "${#missing[@]}" -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+source "$root/scripts/lib/packages.sh"
+ensure_commands haproxy:haproxy nginx:nginx curl:curl
 # Debian starts the packaged services on install; ours run on free ports.
 (cd "$root" && cargo build --quiet -p signalgate-bench --bin signalgate-check)
 check="$root/target/debug/signalgate-check"

@@ -11,12 +11,8 @@ binary=$1
 out=$2
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 source "$root/scripts/lib/python-client.sh"
-missing=()
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
-if [ "${#missing[@]}" -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+source "$root/scripts/lib/packages.sh"
+ensure_commands chromium:chromium turnserver:coturn
 # Debian starts coturn as a service on install when it can; the tests run
 # their own on free ports and need no system one.
 python_client_setup "$root"
