@@ -14,12 +14,14 @@
 //!   the Redis data model; `keys`: the names of its keys and channels;
 //!   `local`: this node's own sessions.
 //! - `channel`: this node's pub/sub channel in, and remote peers out.
+//! - `inner`: the node's Redis calls and where a peer is (routing).
 //! - `membership`: heartbeat, reaping dead nodes, re-asserting after an
 //!   outage; `handover`: the old node's side of a cross-node resume.
 
 mod bus;
 mod channel;
 mod handover;
+mod inner;
 mod keys;
 mod local;
 mod membership;
@@ -35,7 +37,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::core::admin::{NodeAnswers, NodeQuery};
 use crate::core::handover::{ANNOUNCE_WAIT_TURN, ANNOUNCE_WAIT_TURNS};
@@ -44,7 +46,6 @@ use crate::core::{
     RouteError, SessionExport, SessionExporter, SessionHandle, SessionId, Uid,
 };
 use crate::sync::lock;
-use crate::telemetry::metrics;
 use bus::{Answer, Frame};
 use channel::{RemotePeer, Unanswered};
 use handover::Moved;
@@ -201,153 +202,6 @@ impl Drop for RedisRegistry {
     /// when the gateway never served and so never left.
     fn drop(&mut self) {
         self.inner.stop.cancel();
-    }
-}
-
-impl Inner {
-    fn available(&self) -> bool {
-        self.subscribed.load(Ordering::Acquire) && self.heartbeat_ok.load(Ordering::Acquire)
-    }
-
-    fn unavailable(&self) -> RegistryError {
-        RegistryError::Unavailable("Redis is unreachable".into())
-    }
-
-    /// Runs one Redis operation with a deadline; a failure marks Redis
-    /// unreachable until the heartbeat succeeds again.
-    async fn call<T>(
-        &self,
-        operation: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, RegistryError> {
-        let failure = match tokio::time::timeout(COMMAND_TIMEOUT, operation).await {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) => error.to_string(),
-            Err(_) => "timed out".to_owned(),
-        };
-        if self.heartbeat_ok.swap(false, Ordering::AcqRel) {
-            warn!(node = %self.node, error = %failure, "Redis unreachable: cross-node relays and registrations fail until it returns");
-        }
-        self.beat_now.notify_one();
-        Err(RegistryError::Unavailable(failure))
-    }
-
-    fn connection(&self) -> ConnectionManager {
-        self.commands.clone()
-    }
-
-    /// This node's registry entry for `session`: `<node>/<session>`.
-    fn holder(&self, session: SessionId) -> String {
-        format!("{}/{session}", self.node)
-    }
-
-    /// Frees (uid, role) in Redis if `session` still holds it (`UNBIND`):
-    /// `(status, peer)` as the script documents.
-    async fn unbind_in_redis(
-        &self,
-        uid: &Uid,
-        role: Role,
-        session: SessionId,
-    ) -> Result<(i64, String), RegistryError> {
-        let mut connection = self.connection();
-        self.call(
-            scripts::UNBIND
-                .key(self.keys.uid(uid))
-                .key(self.keys.bindings(&self.node))
-                .arg(role.as_str())
-                .arg(role.peer().as_str())
-                .arg(self.holder(session))
-                .arg(member(uid, role))
-                .invoke_async(&mut connection),
-        )
-        .await
-    }
-
-    /// A peer from a registry entry, or `None` if it names nobody reachable.
-    fn peer_from(self: &Arc<Self>, holder: &str, uid: &Uid, role: Role) -> Option<Peer> {
-        self.peer_seen(holder, uid, role, false)
-    }
-
-    /// [`Inner::peer_from`], with whether Redis showed the peer away.
-    fn peer_seen(
-        self: &Arc<Self>,
-        holder: &str,
-        uid: &Uid,
-        role: Role,
-        away: bool,
-    ) -> Option<Peer> {
-        let (node, session) = split_holder(holder)?;
-        if node == self.node {
-            if let Some(local) = self.local.get(uid, role, Some(session)) {
-                return Some(Peer::local(local));
-            }
-            // Handed over for a resume and not yet bound on its new node:
-            // frames go through this node's channel, which holds and then
-            // forwards them.
-            if !lock(&self.moved).contains_key(&session) {
-                return None;
-            }
-        }
-        Some(Peer::remote(Arc::new(RemotePeer {
-            inner: Arc::clone(self),
-            node: node.to_owned(),
-            session,
-            uid: uid.clone(),
-            role,
-            away,
-            cached_for: None,
-        })))
-    }
-
-    async fn publish(&self, node: &str, frame: Frame) -> Result<i64, RegistryError> {
-        metrics::cluster_frame(frame.kind(), "out");
-        let payload = frame
-            .encode()
-            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-        let mut connection = self.connection();
-        self.call(
-            redis::cmd("PUBLISH")
-                .arg(self.keys.channel(node))
-                .arg(payload)
-                .query_async::<i64>(&mut connection),
-        )
-        .await
-    }
-
-    /// Asks Redis who holds the other role of `session`'s uid (checking
-    /// that `session` still holds its own), and caches a remote answer.
-    async fn lookup_peer(
-        self: &Arc<Self>,
-        uid: &Uid,
-        role: Role,
-        session: SessionId,
-    ) -> Result<Peer, RouteError> {
-        let inner = self;
-        let mut connection = inner.connection();
-        let (mine, peer, peer_away): (Option<String>, Option<String>, Option<String>) = inner
-            .call(
-                redis::cmd("HMGET")
-                    .arg(inner.keys.uid(uid))
-                    .arg(role.as_str())
-                    .arg(role.peer().as_str())
-                    .arg(format!("{}:away", role.peer().as_str()))
-                    .query_async(&mut connection),
-            )
-            .await?;
-        let me = inner.holder(session);
-        if mine.as_deref().is_some_and(|holder| holder != me) {
-            return Err(RouteError::NotOwner);
-        }
-        let peer = peer.ok_or(RouteError::NoPeer)?;
-        if let Some((node, peer_session)) = split_holder(&peer)
-            && node != inner.node
-        {
-            inner
-                .local
-                .set_route(uid, role, session, Some((node.to_owned(), peer_session)));
-        }
-        inner
-            .peer_seen(&peer, uid, role.peer(), peer_away.is_some())
-            .ok_or(RouteError::NoPeer)
     }
 }
 
