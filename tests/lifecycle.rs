@@ -286,3 +286,29 @@ async fn a_rate_limit_close_answers_a_prefix_of_the_requests() {
     }
     gateway.assert_empty().await;
 }
+
+/// Both ends of a pair closing cleanly at the same moment: the `byebye`
+/// written to the second one races its own close. Each close is a clean
+/// end, never taken for a dropped connection (which would hold the session
+/// away for the resume window). Many pairs, on every door.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairs_closing_together_leave_nothing_away() {
+    let gateway = TestGateway::start().await;
+    let doors = [Door::Ws, Door::Grpc, Door::SocketIo];
+    for round in 0..4 {
+        let mut pairs = Vec::new();
+        for n in 0..24 {
+            let uid = format!("together-{round}-{n}");
+            pairs.push(paired(&gateway, &uid, doors[n % 3], doors[(n / 3) % 3]).await);
+        }
+        futures_util::future::join_all(
+            pairs
+                .into_iter()
+                .flat_map(|(web, app)| [web.close(), app.close()]),
+        )
+        .await;
+        let census = gateway.census();
+        assert_eq!(census.away_sessions, 0, "{census:?}");
+        gateway.assert_empty().await;
+    }
+}

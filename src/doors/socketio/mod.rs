@@ -326,24 +326,20 @@ async fn pump(
             }
             event = link.next_event() => {
                 if emit(socket, &mut acks, &link, &event, with_seq).await.is_err() {
-                    // Killed while waiting (the first branch says why) or gone.
+                    // Killed while waiting (the first branch says why) or
+                    // the socket is closed: its disconnect callback says
+                    // how, and may not have been queued yet (a client's
+                    // disconnect packet racing this write is a clean end).
                     if !link.is_killed() {
-                        return (EndReason::ConnectionLost, session, None);
+                        let reason = disconnect_reason(&mut session, &mut acks, packets, with_seq).await;
+                        return (reason, session, None);
                     }
                 }
             }
             inbound = packets.pop() => match inbound {
-                Inbound::Packet { value, ack } => match decode_packet(&value, with_seq) {
-                    Ok((command, client_id)) => {
-                        let request = Request {
-                            id: acks.track(ack, client_id),
-                            command,
-                            client_chosen_id: client_id.is_some(),
-                        };
-                        session.handle(request).await;
-                    }
-                    Err(rejection) => session.reject(acks.track(ack, None), rejection),
-                },
+                Inbound::Packet { value, ack } => {
+                    handle_packet(&mut session, &mut acks, &value, ack, with_seq).await;
+                }
                 Inbound::Disconnected(reason) => {
                     return (end_reason(reason), session, None);
                 }
@@ -351,6 +347,55 @@ async fn pump(
             },
         }
     }
+}
+
+/// Decodes one event packet and hands it to the session (or refuses it).
+async fn handle_packet(
+    session: &mut Session,
+    acks: &mut PendingAcks,
+    value: &PacketValue,
+    ack: Option<AckSender>,
+    with_seq: bool,
+) {
+    match decode_packet(value, with_seq) {
+        Ok((command, client_id)) => {
+            let request = Request {
+                id: acks.track(ack, client_id),
+                command,
+                client_chosen_id: client_id.is_some(),
+            };
+            session.handle(request).await;
+        }
+        Err(rejection) => session.reject(acks.track(ack, None), rejection),
+    }
+}
+
+/// How long a closed socket's disconnect callback is waited for.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(1);
+
+/// Why a socket that can no longer be written to closed: the packets that
+/// arrived before its disconnect are still handled, then its disconnect
+/// reason ends the session ([`EndReason::ConnectionLost`] if socketioxide
+/// never says).
+async fn disconnect_reason(
+    session: &mut Session,
+    acks: &mut PendingAcks,
+    packets: &PacketQueue,
+    with_seq: bool,
+) -> EndReason {
+    let waited = tokio::time::timeout(DISCONNECT_WAIT, async {
+        loop {
+            match packets.pop().await {
+                Inbound::Packet { value, ack } => {
+                    handle_packet(session, acks, &value, ack, with_seq).await;
+                }
+                Inbound::Disconnected(reason) => return end_reason(reason),
+                Inbound::Gone => return EndReason::ConnectionLost,
+            }
+        }
+    })
+    .await;
+    waited.unwrap_or(EndReason::ConnectionLost)
 }
 
 fn end_reason(reason: DisconnectReason) -> EndReason {
