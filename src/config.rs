@@ -256,6 +256,19 @@ pub struct Config {
     #[arg(long, env = "SIGNALGATE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// A node of a Redis Cluster (`redis://host:port`), instead of
+    /// `--redis-url`: the same registry over a Redis Cluster, found
+    /// through any of these nodes; repeat, or separate with commas
+    /// (docs/CLUSTER.md, "Redis Cluster").
+    #[arg(
+        long = "redis-cluster-node",
+        env = "SIGNALGATE_REDIS_CLUSTER_NODES",
+        value_delimiter = ',',
+        conflicts_with = "redis_url",
+        hide_env_values = true
+    )]
+    pub redis_cluster_nodes: Vec<String>,
+
     /// Prefix of every Redis key and channel, so several clusters can share
     /// one Redis.
     #[arg(long, env = "SIGNALGATE_REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
@@ -375,6 +388,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),
             redis_url: None,
+            redis_cluster_nodes: Vec::new(),
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             node_ttl: Duration::from_secs(6),
             ice_servers: Vec::new(),

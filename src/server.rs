@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::admin::AdminToken;
 use crate::auth::{AuthPolicy, AuthSettings, ClaimRules};
-use crate::cluster::{ClusterConfig, RedisRegistry};
+use crate::cluster::{ClusterConfig, RedisRegistry, RedisTarget};
 use crate::config::Config;
 use crate::connection::{self, ConnectionBounds, Finish};
 use crate::core::{Hub, HubConfig, IcePolicy, InMemoryRegistry, RateLimit, Registry, ResumeLimits};
@@ -64,12 +64,18 @@ impl Gateway {
     }
 
     /// A gateway over the registry the configuration asks for: Redis with
-    /// `--redis-url`, else the embedded in-memory one.
+    /// `--redis-url`, a Redis Cluster with `--redis-cluster-node`, else the
+    /// embedded in-memory one.
     pub async fn from_config(config: Config) -> anyhow::Result<Gateway> {
-        match &config.redis_url {
-            Some(url) => {
+        let redis = match (&config.redis_url, config.redis_cluster_nodes.as_slice()) {
+            (Some(url), _) => Some(RedisTarget::Single(url.clone())),
+            (None, []) => None,
+            (None, nodes) => Some(RedisTarget::Cluster(nodes.to_vec())),
+        };
+        match redis {
+            Some(redis) => {
                 let registry = RedisRegistry::connect(ClusterConfig {
-                    redis_url: url.clone(),
+                    redis,
                     prefix: config.redis_prefix.clone(),
                     node_ttl: config.node_ttl,
                 })

@@ -153,7 +153,7 @@ async fn kill_9_of_a_node_frees_its_sessions_and_peers_get_byebye_in_time() {
     }
     survivor.assert_empty().await;
     assert!(redis.keys("signalgate:uid:*").await.is_empty());
-    assert!(redis.keys("signalgate:node:*:bindings").await.is_empty());
+    assert!(redis.keys("signalgate:node:*:sessions").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

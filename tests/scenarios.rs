@@ -182,7 +182,9 @@ async fn order_holds_for_a_thousand_messages(topology: Topology, web_door: Door,
     // round trip, and a client firing more than the door's inbox holds is
     // told RATE_LIMITED (docs/CLUSTER.md). Every other case sends blindly.
     const WINDOW: u64 = 64;
-    let windowed = |door: Door| matches!(topology, Topology::TwoNodes) && door == Door::SocketIo;
+    let windowed = |door: Door| {
+        matches!(topology, Topology::TwoNodes | Topology::RedisCluster(_)) && door == Door::SocketIo
+    };
     let exchange = |mut me: common::TestClient, tag: &'static str, windowed: bool| async move {
         let (mut sink, mut source, mut acked) = (0, 0, 0);
         while source < COUNT || (windowed && acked < sink) {

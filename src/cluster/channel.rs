@@ -10,7 +10,10 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use redis::PushKind;
+
 use super::bus::{self, Answer, Asker, Frame, Target};
+use super::connection::{Listener, Pushes};
 use super::{COMMAND_TIMEOUT, EARLY_KILL_MEMORY, Inner, RECONNECT_BACKOFF, REPLY_TIMEOUT, lock};
 use crate::core::admin::{NodeAnswers, NodeQuery};
 use crate::core::{
@@ -18,31 +21,61 @@ use crate::core::{
 };
 use crate::telemetry::metrics;
 
+/// A subscription to this node's channel, as [`Inner::listen`] reads it.
+pub(super) enum Subscription {
+    /// The dedicated connection of one Redis.
+    Single(redis::aio::PubSub),
+    /// The Redis Cluster listener: messages arrive as pushes.
+    Cluster,
+}
+
 impl Inner {
-    /// SUBSCRIBE to this node's channel on a dedicated connection.
-    pub(super) async fn subscribe(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        let mut pubsub = tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_async_pubsub())
+    /// Subscribes to this node's channel: `SUBSCRIBE` on a dedicated
+    /// connection to one Redis; `SSUBSCRIBE` and `SUBSCRIBE` on a Redis
+    /// Cluster (see [`Listener::Cluster`]).
+    pub(super) async fn subscribe(&self) -> redis::RedisResult<Subscription> {
+        let channel = self.keys.channel(&self.node);
+        let subscribing = async {
+            match &self.listener {
+                Listener::Single(client) => {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(&channel).await?;
+                    Ok::<_, redis::RedisError>(Subscription::Single(pubsub))
+                }
+                Listener::Cluster(connection) => {
+                    let mut connection = connection.clone();
+                    connection.ssubscribe(&channel).await?;
+                    connection.subscribe(&channel).await?;
+                    Ok(Subscription::Cluster)
+                }
+            }
+        };
+        let subscription = tokio::time::timeout(COMMAND_TIMEOUT, subscribing)
             .await
             .map_err(|_| {
                 redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
             })??;
-        pubsub.subscribe(self.keys.channel(&self.node)).await?;
         self.subscribed.store(true, Ordering::Release);
-        Ok(pubsub)
+        Ok(subscription)
     }
 
-    /// Receives frames for this node; resubscribes after Redis comes back
-    /// and then re-asserts this node's bindings.
-    pub(super) async fn listen(self: Arc<Self>, mut first: Option<redis::aio::PubSub>) {
+    /// Receives frames for this node; subscribes again after Redis comes
+    /// back (or a Redis Cluster shard fails over) and then re-asserts this
+    /// node's bindings. `pushes` carries a Redis Cluster's messages.
+    pub(super) async fn listen(
+        self: Arc<Self>,
+        mut first: Option<Subscription>,
+        mut pushes: Option<Pushes>,
+    ) {
         loop {
-            let pubsub = match first.take() {
-                Some(pubsub) => pubsub,
+            let subscription = match first.take() {
+                Some(subscription) => subscription,
                 None => match self.subscribe().await {
-                    Ok(pubsub) => {
+                    Ok(subscription) => {
                         info!(node = %self.node, "resubscribed to Redis");
                         self.beat_now.notify_one();
                         self.reassert.notify_one();
-                        pubsub
+                        subscription
                     }
                     Err(error) => {
                         debug!(%error, "Redis subscription failed; retrying");
@@ -53,19 +86,54 @@ impl Inner {
                     }
                 },
             };
-            let mut frames = pubsub.into_on_message();
-            loop {
-                tokio::select! {
-                    message = frames.next() => match message {
-                        Some(message) => self.receive(message.get_payload_bytes()),
-                        None => break,
-                    },
-                    () = self.stop.cancelled() => return,
-                }
+            let heard = match (subscription, pushes.as_mut()) {
+                (Subscription::Single(pubsub), _) => self.hear(pubsub).await,
+                (Subscription::Cluster, Some(pushes)) => self.hear_pushes(pushes).await,
+                (Subscription::Cluster, None) => Heard::Stopped,
+            };
+            if heard == Heard::Stopped {
+                return;
             }
             self.subscribed.store(false, Ordering::Release);
             self.heartbeat_ok.store(false, Ordering::Release);
             warn!(node = %self.node, "lost the Redis subscription: cross-node relays fail until it returns");
+        }
+    }
+
+    /// Reads one Redis's subscription until it ends.
+    async fn hear(self: &Arc<Self>, pubsub: redis::aio::PubSub) -> Heard {
+        let mut frames = pubsub.into_on_message();
+        loop {
+            tokio::select! {
+                message = frames.next() => match message {
+                    Some(message) => self.receive(message.get_payload_bytes()),
+                    None => return Heard::Lost,
+                },
+                () = self.stop.cancelled() => return Heard::Stopped,
+            }
+        }
+    }
+
+    /// Reads a Redis Cluster's pushes until one of its connections drops
+    /// (the shard holding this node's channel may be failing over: the
+    /// caller subscribes again, which succeeds once a primary serves it).
+    async fn hear_pushes(self: &Arc<Self>, pushes: &mut Pushes) -> Heard {
+        loop {
+            tokio::select! {
+                push = pushes.recv() => match push {
+                    Some(push) => match push.kind {
+                        PushKind::Message | PushKind::SMessage => {
+                            if let Some(redis::Value::BulkString(payload)) = push.data.get(1) {
+                                self.receive(payload);
+                            }
+                        }
+                        PushKind::Disconnection => return Heard::Lost,
+                        _ => {}
+                    },
+                    None => return Heard::Stopped,
+                },
+                () = self.stop.cancelled() => return Heard::Stopped,
+            }
         }
     }
 
@@ -372,4 +440,13 @@ impl RemoteSession for RemotePeer {
             Err(RouteError::NoPeer | RouteError::NotOwner) => Err(DeliveryError::Gone),
         }
     }
+}
+
+/// How listening to the node's channel ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Heard {
+    /// The subscription was lost: subscribe again.
+    Lost,
+    /// The node is stopping.
+    Stopped,
 }

@@ -5,15 +5,27 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use redis::aio::ConnectionManager;
 use tracing::warn;
 
 use super::bus::Frame;
 use super::channel::RemotePeer;
+use super::connection::Commands;
 use super::keys::{member, split_holder};
 use super::{COMMAND_TIMEOUT, Inner, lock, scripts};
 use crate::core::{Peer, RegistryError, Role, RouteError, SessionId, Uid};
 use crate::telemetry::metrics;
+
+/// Marks a binding being written (see [`Inner::binding_in_flight`]).
+pub(super) struct BindingInFlight {
+    inner: Arc<Inner>,
+    session: SessionId,
+}
+
+impl Drop for BindingInFlight {
+    fn drop(&mut self) {
+        lock(&self.inner.binding_now).remove(&self.session);
+    }
+}
 
 impl Inner {
     pub(super) fn available(&self) -> bool {
@@ -42,13 +54,54 @@ impl Inner {
         Err(RegistryError::Unavailable(failure))
     }
 
-    pub(super) fn connection(&self) -> ConnectionManager {
+    pub(super) fn connection(&self) -> Commands {
         self.commands.clone()
     }
 
     /// This node's registry entry for `session`: `<node>/<session>`.
     pub(super) fn holder(&self, session: SessionId) -> String {
         format!("{}/{session}", self.node)
+    }
+
+    /// Marks `session`'s binding as being written until the guard drops.
+    pub(super) fn binding_in_flight(self: &Arc<Self>, session: SessionId) -> BindingInFlight {
+        lock(&self.binding_now).insert(session);
+        BindingInFlight {
+            inner: Arc::clone(self),
+            session,
+        }
+    }
+
+    /// Whether `session`'s binding is being written now.
+    pub(super) fn is_binding(&self, session: SessionId) -> bool {
+        lock(&self.binding_now).contains(&session)
+    }
+
+    /// Adds a binding to this node's sessions set, before it is written.
+    pub(super) async fn index_binding(&self, binding: &str) -> Result<(), RegistryError> {
+        let mut connection = self.connection();
+        self.call(
+            redis::cmd("SADD")
+                .arg(self.keys.sessions(&self.node))
+                .arg(binding)
+                .query_async::<i64>(&mut connection),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Removes a binding from `node`'s sessions set once it is freed. Best
+    /// effort: a member left behind is skipped by whoever reaps the node.
+    pub(super) async fn unindex_binding(&self, node: &str, binding: &str) {
+        let mut connection = self.connection();
+        let _ = self
+            .call(
+                redis::cmd("SREM")
+                    .arg(self.keys.sessions(node))
+                    .arg(binding)
+                    .query_async::<i64>(&mut connection),
+            )
+            .await;
     }
 
     /// Frees (uid, role) in Redis if `session` still holds it (`UNBIND`):
@@ -60,17 +113,19 @@ impl Inner {
         session: SessionId,
     ) -> Result<(i64, String), RegistryError> {
         let mut connection = self.connection();
-        self.call(
-            scripts::UNBIND
-                .key(self.keys.uid(uid))
-                .key(self.keys.bindings(&self.node))
-                .arg(role.as_str())
-                .arg(role.peer().as_str())
-                .arg(self.holder(session))
-                .arg(member(uid, role))
-                .invoke_async(&mut connection),
-        )
-        .await
+        let answer = self
+            .call(
+                scripts::UNBIND
+                    .key(self.keys.uid(uid))
+                    .arg(role.as_str())
+                    .arg(role.peer().as_str())
+                    .arg(self.holder(session))
+                    .invoke_async(&mut connection),
+            )
+            .await?;
+        self.unindex_binding(&self.node, &member(uid, role, session))
+            .await;
+        Ok(answer)
     }
 
     /// A peer from a registry entry, or `None` if it names nobody reachable.
@@ -114,9 +169,14 @@ impl Inner {
         let payload = frame
             .encode()
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        // On a Redis Cluster the frame goes to the channel's shard only.
+        let command = match self.commands {
+            Commands::Single(_) => "PUBLISH",
+            Commands::Cluster(_) => "SPUBLISH",
+        };
         let mut connection = self.connection();
         self.call(
-            redis::cmd("PUBLISH")
+            redis::cmd(command)
                 .arg(self.keys.channel(node))
                 .arg(payload)
                 .query_async::<i64>(&mut connection),

@@ -214,11 +214,6 @@ impl LocalTable {
         all
     }
 
-    /// Whether (uid, role) is bound here.
-    pub(crate) fn contains(&self, uid: &Uid, role: Role) -> bool {
-        self.get(uid, role, None).is_some()
-    }
-
     pub(crate) fn census(&self) -> RegistryCensus {
         let mut census = RegistryCensus::default();
         for shard in self.shards.each() {

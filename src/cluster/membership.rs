@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 
 use tracing::{debug, info};
 
-use super::keys::{member, parse_role, split_holder};
+use super::keys::{member, parse_member, split_holder};
 use super::{Inner, REAP_BATCH, RECONNECT_BACKOFF, lock, scripts};
-use crate::core::{ErrorCode, Event, RegistryError, SessionId, Uid};
+use crate::core::{ErrorCode, Event, RegistryError, Role, SessionId, Uid};
 
 impl Inner {
     /// `SET alive PX ttl GET` and membership in the nodes set. Returns
@@ -16,21 +16,25 @@ impl Inner {
     pub(super) async fn beat(&self) -> Result<bool, RegistryError> {
         let mut connection = self.connection();
         let ttl_ms = self.node_ttl.as_millis() as u64;
-        let (previous, _): (Option<String>, i64) = self
+        // Two commands, not a pipeline: the keys may live on two shards.
+        let previous: Option<String> = self
             .call(
-                redis::pipe()
-                    .cmd("SET")
+                redis::cmd("SET")
                     .arg(self.keys.alive(&self.node))
                     .arg(1)
                     .arg("PX")
                     .arg(ttl_ms)
                     .arg("GET")
-                    .cmd("SADD")
-                    .arg(self.keys.nodes())
-                    .arg(&self.node)
                     .query_async(&mut connection),
             )
             .await?;
+        self.call(
+            redis::cmd("SADD")
+                .arg(self.keys.nodes())
+                .arg(&self.node)
+                .query_async::<i64>(&mut connection),
+        )
+        .await?;
         Ok(previous.is_some())
     }
 
@@ -78,6 +82,19 @@ impl Inner {
             )
             .await?;
         for node in nodes.iter().filter(|node| **node != self.node) {
+            if self.reap(node).await? {
+                info!(dead_node = %node, "reaped a node whose heartbeat expired");
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees `node`'s bindings, a batch at a time, while its heartbeat
+    /// stays expired; forgets the node once its sessions set is empty.
+    /// Returns whether the node was reaped (false: it is alive).
+    async fn reap(&self, node: &str) -> Result<bool, RegistryError> {
+        let mut connection = self.connection();
+        loop {
             let alive: bool = self
                 .call(
                     redis::cmd("EXISTS")
@@ -86,46 +103,67 @@ impl Inner {
                 )
                 .await?;
             if alive {
-                continue;
+                return Ok(false);
             }
-            let mut freed_all = false;
-            while !freed_all {
-                let (left, freed): (i64, Vec<String>) = self
+            let batch: Vec<String> = self
+                .call(
+                    redis::cmd("SRANDMEMBER")
+                        .arg(self.keys.sessions(node))
+                        .arg(REAP_BATCH)
+                        .query_async(&mut connection),
+                )
+                .await?;
+            if batch.is_empty() {
+                self.call(
+                    redis::cmd("SREM")
+                        .arg(self.keys.nodes())
+                        .arg(node)
+                        .query_async::<i64>(&mut connection),
+                )
+                .await?;
+                return Ok(true);
+            }
+            let mut freed = Vec::new();
+            for binding in &batch {
+                let Some((role, session, uid)) = parse_member(binding) else {
+                    continue;
+                };
+                let (status, peer): (i64, String) = self
                     .call(
-                        scripts::REAP
-                            .key(self.keys.bindings(node))
-                            .key(self.keys.alive(node))
-                            .key(self.keys.nodes())
-                            .arg(node)
+                        scripts::RELEASE
+                            .key(self.keys.uid(&uid))
+                            .arg(role.as_str())
+                            .arg(role.peer().as_str())
+                            .arg(format!("{node}/{session}"))
                             .arg(&self.keys.prefix)
-                            .arg(REAP_BATCH)
+                            .arg(uid.as_str())
                             .invoke_async(&mut connection),
                     )
                     .await?;
-                self.reaped(&freed);
-                freed_all = left <= 0;
+                if status == 1 {
+                    let peer_session = split_holder(&peer).map(|(_, session)| session);
+                    freed.push((uid, role, session, peer_session));
+                }
             }
-            info!(dead_node = %node, "reaped a node whose heartbeat expired");
+            self.call(
+                redis::cmd("SREM")
+                    .arg(self.keys.sessions(node))
+                    .arg(&batch)
+                    .query_async::<i64>(&mut connection),
+            )
+            .await?;
+            self.reaped(&freed);
         }
-        Ok(())
     }
 
-    /// Hands the sessions a reap freed (role, uid, session, peer session,
-    /// as the script lists them) to the hub: this node, the one that reaped
-    /// them, reports their end.
-    fn reaped(&self, freed: &[String]) {
+    /// Hands the sessions a reap freed (uid, role, session, peer session)
+    /// to the hub: this node, the one that reaped them, reports their end.
+    fn reaped(&self, freed: &[(Uid, Role, SessionId, Option<SessionId>)]) {
         let Some(exporter) = self.exporter.get().and_then(std::sync::Weak::upgrade) else {
             return;
         };
-        for binding in freed.chunks_exact(4) {
-            let (Some(role), Ok(uid), Some(session)) = (
-                parse_role(&binding[0]),
-                Uid::new(&binding[1]),
-                SessionId::parse(&binding[2]),
-            ) else {
-                continue;
-            };
-            exporter.reaped(&uid, role, session, SessionId::parse(&binding[3]));
+        for (uid, role, session, peer) in freed {
+            exporter.reaped(uid, *role, *session, *peer);
         }
     }
 
@@ -195,15 +233,14 @@ impl Inner {
         let mut replaced = 0usize;
         for (uid, role, handle, epoch) in &held {
             let me = self.holder(handle.id());
+            self.index_binding(&member(uid, *role, handle.id())).await?;
             let (status, other): (i64, String) = self
                 .call(
                     scripts::REBIND
                         .key(self.keys.uid(uid))
-                        .key(self.keys.bindings(&self.node))
                         .arg(role.as_str())
                         .arg(role.peer().as_str())
                         .arg(&me)
-                        .arg(member(uid, *role))
                         .arg(*epoch)
                         .invoke_async(&mut connection),
                 )
@@ -218,33 +255,39 @@ impl Inner {
         let members: Vec<String> = self
             .call(
                 redis::cmd("SMEMBERS")
-                    .arg(self.keys.bindings(&self.node))
+                    .arg(self.keys.sessions(&self.node))
                     .query_async(&mut connection),
             )
             .await?;
         let mut released = 0usize;
-        for entry in members {
-            let Some((role, uid)) = entry
-                .split_once(':')
-                .and_then(|(role, uid)| Some((parse_role(role)?, Uid::new(uid).ok()?)))
-            else {
+        for binding in members {
+            let Some((role, session, uid)) = parse_member(&binding) else {
                 continue;
             };
-            if self.local.contains(&uid, role) {
+            // Held here, being bound, or handed to another node (which
+            // moves the binding): not stale.
+            if self.local.get(&uid, role, Some(session)).is_some()
+                || self.is_binding(session)
+                || lock(&self.moved).contains_key(&session)
+            {
                 continue;
             }
-            let peer: String = self
+            let (status, peer): (i64, String) = self
                 .call(
-                    scripts::RELEASE_STALE
+                    scripts::RELEASE
                         .key(self.keys.uid(&uid))
-                        .key(self.keys.bindings(&self.node))
                         .arg(role.as_str())
                         .arg(role.peer().as_str())
-                        .arg(&self.node)
-                        .arg(&entry)
+                        .arg(self.holder(session))
+                        .arg("")
+                        .arg(uid.as_str())
                         .invoke_async(&mut connection),
                 )
                 .await?;
+            self.unindex_binding(&self.node, &binding).await;
+            if status != 1 {
+                continue;
+            }
             released += 1;
             if let Some(peer) = self.peer_from(&peer, &uid, role.peer()) {
                 let _ = peer.deliver(Event::ByeBye).await;

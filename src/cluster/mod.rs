@@ -1,5 +1,6 @@
 //! Several gateway nodes sharing one pairing registry over Redis
-//! (`--redis-url`; the data model and guarantees are in docs/CLUSTER.md).
+//! (`--redis-url`, or a Redis Cluster with `--redis-cluster-node`; the data
+//! model and guarantees are in docs/CLUSTER.md).
 //!
 //! [`RedisRegistry`] implements the core's [`Registry`]: Redis holds which
 //! node and session own each (uid, role); Lua scripts make bind, unbind,
@@ -13,13 +14,15 @@
 //! - `bus`: the frames nodes exchange; `scripts`: the Lua scripts and
 //!   the Redis data model; `keys`: the names of its keys and channels;
 //!   `local`: this node's own sessions.
-//! - `channel`: this node's pub/sub channel in, and remote peers out.
+//! - `channel`: this node's pub/sub channel in, and remote peers out;
+//!   `connection`: one Redis or a Redis Cluster.
 //! - `inner`: the node's Redis calls and where a peer is (routing).
 //! - `membership`: heartbeat, reaping dead nodes, re-asserting after an
 //!   outage; `handover`: the old node's side of a cross-node resume.
 
 mod bus;
 mod channel;
+mod connection;
 mod handover;
 mod inner;
 mod keys;
@@ -34,7 +37,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -48,6 +50,8 @@ use crate::core::{
 use crate::sync::lock;
 use bus::{Answer, Frame};
 use channel::{RemotePeer, Unanswered};
+pub use connection::RedisTarget;
+use connection::{Commands, Listener};
 use handover::Moved;
 use keys::{Keys, member, split_holder};
 use local::LocalTable;
@@ -73,8 +77,8 @@ const REAP_BATCH: usize = 500;
 /// How to join the cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
-    /// `redis://host:port/db` (or `rediss://`).
-    pub redis_url: String,
+    /// The Redis primary, or the Redis Cluster, the nodes share.
+    pub redis: RedisTarget,
     /// Prefix of every key and channel.
     pub prefix: String,
     /// Lifetime of this node's heartbeat; it is renewed every third of it.
@@ -95,8 +99,9 @@ pub enum ClusterError {
 struct Inner {
     node: String,
     keys: Keys,
-    client: redis::Client,
-    commands: ConnectionManager,
+    /// How this node hears its channel.
+    listener: Listener,
+    commands: Commands,
     local: LocalTable,
     node_ttl: Duration,
     /// Requests waiting for another node's `reply`, by token.
@@ -122,6 +127,9 @@ struct Inner {
     /// addressed here are held until the new node has bound the session,
     /// then forwarded there.
     moved: Mutex<HashMap<SessionId, Moved>>,
+    /// Sessions whose binding is being written (indexed, not yet in the
+    /// local table): a re-assertion leaves their index members alone.
+    binding_now: Mutex<std::collections::HashSet<SessionId>>,
 }
 
 /// The pairing registry shared by every node over Redis.
@@ -143,20 +151,7 @@ impl RedisRegistry {
     /// heartbeat. Fails if Redis cannot be reached now; later outages are
     /// survived (see docs/CLUSTER.md).
     pub async fn connect(config: ClusterConfig) -> Result<RedisRegistry, ClusterError> {
-        let client = redis::Client::open(config.redis_url.as_str())
-            .map_err(|e| ClusterError::InvalidUrl(e.to_string()))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(RECONNECT_BACKOFF);
-        let commands = tokio::time::timeout(
-            COMMAND_TIMEOUT * 3,
-            ConnectionManager::new_with_config(client.clone(), manager_config),
-        )
-        .await
-        .map_err(|_| ClusterError::Unreachable("timed out".into()))?
-        .map_err(|e| ClusterError::Unreachable(e.to_string()))?;
+        let connections = connection::connect(&config.redis).await?;
         let node = format!("{:016x}", rand::random::<u64>());
         let inner = Arc::new(Inner {
             token_tag: format!("{node}."),
@@ -165,8 +160,8 @@ impl RedisRegistry {
             keys: Keys {
                 prefix: config.prefix,
             },
-            client,
-            commands,
+            listener: connections.listener,
+            commands: connections.commands,
             local: LocalTable::new(),
             node_ttl: config.node_ttl.max(Duration::from_millis(300)),
             pending: Mutex::new(HashMap::new()),
@@ -179,6 +174,7 @@ impl RedisRegistry {
             pending_releases: Mutex::new(Vec::new()),
             early_kills: Mutex::new(HashMap::new()),
             moved: Mutex::new(HashMap::new()),
+            binding_now: Mutex::new(std::collections::HashSet::new()),
         });
         let pubsub = inner
             .subscribe()
@@ -189,7 +185,7 @@ impl RedisRegistry {
             .await
             .map_err(|e| ClusterError::Unreachable(e.to_string()))?;
         inner.heartbeat_ok.store(true, Ordering::Release);
-        tokio::spawn(Arc::clone(&inner).listen(Some(pubsub)));
+        tokio::spawn(Arc::clone(&inner).listen(Some(pubsub), connections.pushes));
         tokio::spawn(Arc::clone(&inner).heartbeat());
         tokio::spawn(Arc::clone(&inner).reasserter());
         info!(node = %inner.node, prefix = %inner.keys.prefix, ttl_ms = inner.node_ttl.as_millis() as u64, "joined the cluster over Redis");
@@ -218,13 +214,18 @@ impl Registry for RedisRegistry {
             return Err(inner.unavailable());
         }
         let me = inner.holder(session.id());
+        let binding = member(uid, role, session.id());
+        // Indexed first (a dying node's bindings are found through its
+        // sessions set); the guard keeps a re-assertion from taking the
+        // member for a stale one before the binding is written.
+        let _in_flight = inner.binding_in_flight(session.id());
+        inner.index_binding(&binding).await?;
         let mut connection = inner.connection();
         let (previous, peer, epoch, peer_away, previous_away): (String, String, u64, u8, u8) =
             inner
                 .call(
                     scripts::BIND
                         .key(inner.keys.uid(uid))
-                        .key(inner.keys.bindings(&inner.node))
                         .arg(role.as_str())
                         .arg(role.peer().as_str())
                         .arg(&me)
@@ -249,7 +250,17 @@ impl Registry for RedisRegistry {
             Some(_) => inner.peer_seen(&peer, uid, role.peer(), peer_away == 1),
             None => None,
         };
-        let replaced_remote = split_holder(&previous).is_some_and(|(node, _)| node != inner.node);
+        let replaced_remote = match split_holder(&previous) {
+            Some((node, replaced)) if node != inner.node => {
+                // The replaced binding leaves its node's index (that node
+                // would skip it anyway: the hash names another session).
+                inner
+                    .unindex_binding(node, &member(uid, role, replaced))
+                    .await;
+                true
+            }
+            _ => false,
+        };
         Ok(Bound {
             peer,
             replaced: local.replaced,
@@ -450,21 +461,26 @@ impl Registry for RedisRegistry {
         let Some((from, _)) = token.split_once('.') else {
             return Ok(false);
         };
+        // The session keeps its id on its new node.
+        let binding = member(uid, role, session.id());
+        let _in_flight = inner.binding_in_flight(session.id());
+        inner.index_binding(&binding).await?;
         let mut connection = inner.connection();
         let (moved, epoch): (i64, u64) = inner
             .call(
                 scripts::MIGRATE
                     .key(inner.keys.uid(uid))
-                    .key(inner.keys.bindings(&inner.node))
                     .arg(role.as_str())
                     .arg(format!("{from}/{}", session.id()))
                     .arg(inner.holder(session.id()))
-                    .arg(&inner.keys.prefix)
-                    .arg(member(uid, role))
-                    .arg(from)
                     .invoke_async(&mut connection),
             )
             .await?;
+        if moved == 0 {
+            inner.unindex_binding(&inner.node, &binding).await;
+        } else {
+            inner.unindex_binding(from, &binding).await;
+        }
         let local = (moved != 0).then(|| inner.local.bind(uid, role, session, epoch));
         // The old node holds frames for the session until it hears this.
         let notice = Frame::Adopted {

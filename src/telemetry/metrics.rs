@@ -38,6 +38,9 @@ pub const REPLAYED: &str = "signalgate_replayed_events_total";
 pub const REGISTRY_AVAILABLE: &str = "signalgate_registry_available";
 /// Frames exchanged with other nodes over Redis, by kind and direction.
 pub const CLUSTER_FRAMES: &str = "signalgate_cluster_frames_total";
+/// Frames from other nodes dropped because the node's Redis Cluster inbox
+/// was full.
+pub const CLUSTER_FRAMES_DROPPED: &str = "signalgate_cluster_frames_dropped_total";
 /// Connections refused before a session existed, by reason.
 pub const REFUSED: &str = "signalgate_refused_connections_total";
 /// Connections closed for not making progress, by reason.
@@ -94,6 +97,12 @@ pub async fn run_upkeep(shutdown: tokio_util::sync::CancellationToken) {
 /// Counts a frame sent to (`out`) or received from (`in`) another node.
 pub fn cluster_frame(kind: &'static str, direction: &'static str) {
     counter!(CLUSTER_FRAMES, "kind" => kind, "direction" => direction).increment(1);
+}
+
+/// A frame from another node dropped: the node's Redis Cluster inbox was
+/// full.
+pub fn cluster_frame_dropped() {
+    counter!(CLUSTER_FRAMES_DROPPED).increment(1);
 }
 
 /// The gauges read from the hub at scrape time.

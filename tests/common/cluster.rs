@@ -8,6 +8,7 @@ use std::time::Duration;
 use signalgate::core::Census;
 use signalgate_client::Door;
 
+use super::redis_cluster::keys_on;
 use super::{Connect, EVENT_TIMEOUT, TestClient, TestGateway, test_config};
 
 /// A `redis-server` process owned by a test (killed when dropped).
@@ -16,7 +17,7 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
@@ -168,16 +169,7 @@ impl TestCluster {
     }
 
     pub fn census(&self) -> Census {
-        let mut total = Census::default();
-        for node in &self.nodes {
-            let census = node.census();
-            total.open_sessions += census.open_sessions;
-            total.away_sessions += census.away_sessions;
-            total.registry.uids += census.registry.uids;
-            total.registry.bound_sessions += census.registry.bound_sessions;
-            total.registry.pairs += census.registry.pairs;
-        }
-        total
+        census_of(&self.nodes)
     }
 
     /// Every node empty, and no pairing state left in Redis.
@@ -188,7 +180,7 @@ impl TestCluster {
         let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
         loop {
             let mut left = self.redis.keys("signalgate:uid:*").await;
-            left.extend(self.redis.keys("signalgate:node:*:bindings").await);
+            left.extend(self.redis.keys("signalgate:node:*:sessions").await);
             if left.is_empty() {
                 return;
             }
@@ -201,12 +193,28 @@ impl TestCluster {
     }
 }
 
+/// Every node's census, added up.
+pub fn census_of(nodes: &[TestGateway]) -> Census {
+    let mut total = Census::default();
+    for node in nodes {
+        let census = node.census();
+        total.open_sessions += census.open_sessions;
+        total.away_sessions += census.away_sessions;
+        total.registry.uids += census.registry.uids;
+        total.registry.bound_sessions += census.registry.bound_sessions;
+        total.registry.pairs += census.registry.pairs;
+    }
+    total
+}
+
 /// Where a scenario runs: one gateway, or two nodes over Redis with web
-/// and app sessions on different nodes.
+/// and app sessions on different nodes (over one Redis, or over the Redis
+/// Cluster whose node URLs it names).
 #[derive(Clone, Copy, Debug)]
 pub enum Topology {
     Single,
     TwoNodes,
+    RedisCluster(&'static [String]),
 }
 
 /// A running [`Topology`].
@@ -220,7 +228,19 @@ pub enum Deployment {
         webs: std::sync::atomic::AtomicUsize,
         apps: std::sync::atomic::AtomicUsize,
     },
+    /// Two nodes over a Redis Cluster, under a key prefix of their own
+    /// (scenarios share one Redis Cluster); clients alternate as above.
+    RedisCluster {
+        nodes: Vec<TestGateway>,
+        urls: &'static [String],
+        prefix: String,
+        webs: std::sync::atomic::AtomicUsize,
+        apps: std::sync::atomic::AtomicUsize,
+    },
 }
+
+/// Distinguishes the key prefixes of deployments sharing a Redis Cluster.
+static NEXT_PREFIX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl Topology {
     pub async fn start(self) -> Deployment {
@@ -235,6 +255,30 @@ impl Topology {
                 webs: 0.into(),
                 apps: 1.into(),
             },
+            Topology::RedisCluster(urls) => {
+                let prefix = format!(
+                    "sg{}",
+                    NEXT_PREFIX.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                let mut nodes = Vec::new();
+                for _ in 0..2 {
+                    let node = TestGateway::start_with(signalgate::Config {
+                        redis_cluster_nodes: urls.to_vec(),
+                        redis_prefix: prefix.clone(),
+                        node_ttl: TEST_NODE_TTL,
+                        ..config.clone()
+                    })
+                    .await;
+                    nodes.push(node);
+                }
+                Deployment::RedisCluster {
+                    nodes,
+                    urls,
+                    prefix,
+                    webs: 0.into(),
+                    apps: 1.into(),
+                }
+            }
         }
     }
 }
@@ -257,6 +301,9 @@ impl Deployment {
             Deployment::Cluster { cluster, .. } => {
                 cluster.nodes.iter().map(|node| node.address).collect()
             }
+            Deployment::RedisCluster { nodes, .. } => {
+                nodes.iter().map(|node| node.address).collect()
+            }
         }
     }
 
@@ -264,6 +311,7 @@ impl Deployment {
         match self {
             Deployment::Single(gateway) => gateway.census(),
             Deployment::Cluster { cluster, .. } => cluster.census(),
+            Deployment::RedisCluster { nodes, .. } => census_of(nodes),
         }
     }
 
@@ -271,13 +319,35 @@ impl Deployment {
         match self {
             Deployment::Single(gateway) => gateway.assert_empty().await,
             Deployment::Cluster { cluster, .. } => cluster.assert_empty().await,
+            Deployment::RedisCluster {
+                nodes,
+                urls,
+                prefix,
+                ..
+            } => {
+                for node in nodes {
+                    node.assert_empty().await;
+                }
+                let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+                loop {
+                    let mut left = keys_on(urls, &format!("{prefix}:uid:*")).await;
+                    left.extend(keys_on(urls, &format!("{prefix}:node:*:sessions")).await);
+                    if left.is_empty() {
+                        return;
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the Redis Cluster still holds pairing state: {left:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
         }
     }
 }
 
 impl Connect for Deployment {
     async fn connect_as(&self, role: &str, door: Door) -> TestClient {
-        use std::sync::atomic::Ordering;
         match self {
             Deployment::Single(gateway) => gateway.connect(door).await,
             Deployment::Cluster {
@@ -285,10 +355,24 @@ impl Connect for Deployment {
                 webs,
                 apps,
             } => {
-                let turn = if role == "web" { webs } else { apps };
-                let index = turn.fetch_add(1, Ordering::Relaxed) % cluster.nodes.len();
-                cluster.nodes[index].connect(door).await
+                alternate(&cluster.nodes, role, webs, apps)
+                    .connect(door)
+                    .await
             }
+            Deployment::RedisCluster {
+                nodes, webs, apps, ..
+            } => alternate(nodes, role, webs, apps).connect(door).await,
         }
     }
+}
+
+/// The node a client of `role` goes to: each role takes the nodes in turn.
+fn alternate<'a>(
+    nodes: &'a [TestGateway],
+    role: &str,
+    webs: &std::sync::atomic::AtomicUsize,
+    apps: &std::sync::atomic::AtomicUsize,
+) -> &'a TestGateway {
+    let turn = if role == "web" { webs } else { apps };
+    &nodes[turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % nodes.len()]
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cluster;
 pub mod raw_grpc;
 pub mod receiver;
+pub mod redis_cluster;
 
 use std::net::SocketAddr;
 use std::sync::Once;

@@ -3,12 +3,9 @@ local previous_away = 0
 if redis.call('HDEL', KEYS[1], ARGV[1] .. ':away') == 1 then previous_away = 1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-local member = ARGV[1] .. ':' .. ARGV[6]
-redis.call('SADD', KEYS[2], member)
 if previous and previous ~= ARGV[3] then
   local node, session = string.match(previous, '^([^/]+)/(.+)$')
   if node and node ~= ARGV[4] then
-    redis.call('SREM', ARGV[5] .. ':node:' .. node .. ':bindings', member)
     redis.call('PUBLISH', ARGV[5] .. ':node:' .. node, cjson.encode({
       t = 'kill', uid = ARGV[6], role = ARGV[1], session = session, code = 'REPLACED'}))
   end

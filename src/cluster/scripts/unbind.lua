@@ -7,7 +7,6 @@ if current ~= ARGV[3] then
   return {0, ''}
 end
 redis.call('HDEL', KEYS[1], ARGV[1], ARGV[1] .. ':away')
-redis.call('SREM', KEYS[2], ARGV[4])
 if peer == '' then
   redis.call('DEL', KEYS[1])
 end

@@ -1,0 +1,171 @@
+//! The two kinds of Redis a cluster of gateways can share: one Redis
+//! primary (`--redis-url`) or a Redis Cluster (`--redis-cluster-node`).
+//! Everything above this module issues the same commands and scripts to
+//! either; what differs is how they connect and how a node's channel is
+//! subscribed and published to (sharded pub/sub on a Redis Cluster).
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, PushInfo, RedisFuture, Value};
+use tokio::sync::mpsc;
+
+use super::{COMMAND_TIMEOUT, ClusterError, RECONNECT_BACKOFF};
+use crate::telemetry::metrics;
+
+/// Where the registry lives.
+#[derive(Clone, Debug)]
+pub enum RedisTarget {
+    /// One Redis primary: `redis://host:port/db` (or `rediss://`).
+    Single(String),
+    /// A Redis Cluster, reached through any of these nodes' URLs.
+    Cluster(Vec<String>),
+}
+
+/// Frames waiting for the node's listener when it is on a Redis Cluster
+/// (whose connection hands pushed messages over without waiting). A full
+/// inbox drops the frame, counted in `signalgate_cluster_frames_dropped_total`;
+/// whoever waits for its reply then times out and is answered
+/// `UNAVAILABLE`, as for a lost frame.
+const PUSH_INBOX: usize = 65_536;
+
+/// The command connection, shared by every task (cheap to clone).
+#[derive(Clone)]
+pub(super) enum Commands {
+    /// One Redis, reconnected on failure.
+    Single(ConnectionManager),
+    /// A Redis Cluster: commands follow their key's hash slot; the slot
+    /// map is refreshed when a primary fails over.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Commands::Single(connection) => connection.req_packed_command(cmd),
+            Commands::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Commands::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Commands::Cluster(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Commands::Single(connection) => connection.get_db(),
+            Commands::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// How this node hears its channel.
+pub(super) enum Listener {
+    /// A dedicated `SUBSCRIBE` connection, opened again after an outage.
+    Single(redis::Client),
+    /// A Redis Cluster connection that `SSUBSCRIBE`s the channel (relay
+    /// frames, sent with `SPUBLISH` to its shard only) and `SUBSCRIBE`s it
+    /// (the frames the Lua scripts publish, which reach every shard); the
+    /// library subscribes again after a failover.
+    Cluster(ClusterConnection),
+}
+
+/// A node's pushed messages on a Redis Cluster.
+pub(super) type Pushes = mpsc::Receiver<PushInfo>;
+
+/// The bounded sender a cluster connection pushes messages into.
+struct PushInbox(mpsc::Sender<PushInfo>);
+
+impl redis::aio::AsyncPushSender for PushInbox {
+    fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
+        match self.0.try_send(info) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::cluster_frame_dropped();
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(redis::aio::SendError),
+        }
+    }
+}
+
+/// Opened connections: commands, the listener, and (on a Redis Cluster)
+/// the messages pushed to the listener.
+pub(super) struct Connections {
+    pub(super) commands: Commands,
+    pub(super) listener: Listener,
+    pub(super) pushes: Option<Pushes>,
+}
+
+/// Connects to `target`, failing if it does not answer within a few
+/// command timeouts.
+pub(super) async fn connect(target: &RedisTarget) -> Result<Connections, ClusterError> {
+    let attempt = async {
+        match target {
+            RedisTarget::Single(url) => {
+                let client = redis::Client::open(url.as_str())
+                    .map_err(|e| ClusterError::InvalidUrl(e.to_string()))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(COMMAND_TIMEOUT))
+                    .set_response_timeout(Some(COMMAND_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_max_delay(RECONNECT_BACKOFF);
+                let commands = ConnectionManager::new_with_config(client.clone(), config)
+                    .await
+                    .map_err(unreachable)?;
+                Ok(Connections {
+                    commands: Commands::Single(commands),
+                    listener: Listener::Single(client),
+                    pushes: None,
+                })
+            }
+            RedisTarget::Cluster(urls) => {
+                let builder = || {
+                    ClusterClientBuilder::new(urls.iter().map(String::as_str))
+                        .connection_timeout(COMMAND_TIMEOUT)
+                        .response_timeout(COMMAND_TIMEOUT)
+                        .retries(2)
+                        .min_retry_wait(50)
+                        .max_retry_wait(RECONNECT_BACKOFF.as_millis() as u64)
+                };
+                let commands = builder()
+                    .build()
+                    .map_err(|e| ClusterError::InvalidUrl(e.to_string()))?
+                    .get_async_connection()
+                    .await
+                    .map_err(unreachable)?;
+                let (sender, pushes) = mpsc::channel(PUSH_INBOX);
+                let listener = builder()
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(PushInbox(sender))
+                    .build()
+                    .map_err(|e| ClusterError::InvalidUrl(e.to_string()))?
+                    .get_async_connection()
+                    .await
+                    .map_err(unreachable)?;
+                Ok(Connections {
+                    commands: Commands::Cluster(commands),
+                    listener: Listener::Cluster(listener),
+                    pushes: Some(pushes),
+                })
+            }
+        }
+    };
+    tokio::time::timeout(COMMAND_TIMEOUT * 3, attempt)
+        .await
+        .map_err(|_| ClusterError::Unreachable("timed out".into()))?
+}
+
+fn unreachable(error: redis::RedisError) -> ClusterError {
+    ClusterError::Unreachable(error.to_string())
+}

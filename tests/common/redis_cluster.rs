@@ -1,0 +1,329 @@
+//! A real Redis Cluster for tests: six `redis-server --cluster-enabled yes`
+//! processes on free loopback ports (three primaries, one replica each),
+//! joined with `redis-cli --cluster create`, killed when dropped.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::cluster::free_port;
+
+/// How long a primary may be silent before its replica takes over.
+const NODE_TIMEOUT_MS: u64 = 1000;
+
+/// One `redis-server` of the cluster.
+struct ClusterMember {
+    port: u16,
+    child: Option<Child>,
+}
+
+/// A running Redis Cluster.
+pub struct RedisCluster {
+    members: Vec<ClusterMember>,
+    directory: std::path::PathBuf,
+}
+
+fn redis_binary(name: &str, variable: &str) -> String {
+    std::env::var(variable).unwrap_or_else(|_| name.to_owned())
+}
+
+impl RedisCluster {
+    /// Starts six nodes and creates the cluster; waits until every slot is
+    /// served.
+    pub async fn start() -> RedisCluster {
+        let directory = std::env::temp_dir().join(format!(
+            "signalgate-redis-cluster-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&directory).expect("cluster directory");
+        let mut cluster = RedisCluster {
+            members: Vec::new(),
+            directory,
+        };
+        for _ in 0..6 {
+            let port = free_port();
+            let child = cluster.spawn(port);
+            cluster.members.push(ClusterMember {
+                port,
+                child: Some(child),
+            });
+        }
+        for member in &cluster.members {
+            wait_for(
+                || async { ping(member.port).await },
+                "a cluster node answers",
+            )
+            .await;
+        }
+        let mut create = Command::new(redis_binary("redis-cli", "REDIS_CLI"));
+        create.arg("--cluster").arg("create");
+        for member in &cluster.members {
+            create.arg(format!("127.0.0.1:{}", member.port));
+        }
+        let output = create
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli runs (scripts/test installs redis-tools; or set REDIS_CLI)");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let ports: Vec<u16> = cluster.members.iter().map(|member| member.port).collect();
+        wait_for(
+            || async {
+                for port in &ports {
+                    if !cluster_ok(*port).await {
+                        return false;
+                    }
+                }
+                true
+            },
+            "every node sees cluster_state:ok",
+        )
+        .await;
+        wait_for(
+            || async {
+                for port in &ports {
+                    if !replica_in_sync_or_primary(*port).await {
+                        return false;
+                    }
+                }
+                true
+            },
+            "every replica has synced with its primary",
+        )
+        .await;
+        cluster
+    }
+
+    fn spawn(&self, port: u16) -> Child {
+        let config = self.directory.join(format!("nodes-{port}.conf"));
+        Command::new(redis_binary("redis-server", "REDIS_SERVER"))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes", "--cluster-config-file"])
+            .arg(&config)
+            .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+            // Replicas sync at once, and may take over however long they
+            // were cut off.
+            .args(["--repl-diskless-sync-delay", "0"])
+            .args(["--cluster-replica-validity-factor", "0"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(&self.directory)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (scripts/test installs it; or set REDIS_SERVER)")
+    }
+
+    /// The URLs a gateway is given (`--redis-cluster-node`).
+    pub fn urls(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|member| member.child.is_some())
+            .map(|member| format!("redis://127.0.0.1:{}/", member.port))
+            .collect()
+    }
+
+    /// Keys matching `pattern` on every primary still running.
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        keys_on(&self.urls(), pattern).await
+    }
+
+    /// The port of the primary serving `key`'s hash slot.
+    pub async fn primary_of(&self, key: &str) -> u16 {
+        let port = self.members[0].port;
+        let mut connection = connect(port).await.expect("a cluster node");
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .expect("CLUSTER KEYSLOT");
+        let shards: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut connection)
+            .await
+            .expect("CLUSTER SLOTS");
+        for shard in shards {
+            let redis::Value::Array(fields) = shard else {
+                continue;
+            };
+            let number = |value: &redis::Value| match value {
+                redis::Value::Int(n) => *n,
+                _ => -1,
+            };
+            let (first, last) = (number(&fields[0]), number(&fields[1]));
+            if (first..=last).contains(&i64::from(slot))
+                && let redis::Value::Array(primary) = &fields[2]
+            {
+                return number(&primary[1]) as u16;
+            }
+        }
+        panic!("no primary serves slot {slot}");
+    }
+
+    /// `kill -9` of the node on `port`; waits until its replica has taken
+    /// over and every slot is served again.
+    pub async fn kill_and_fail_over(&mut self, port: u16) {
+        let member = self
+            .members
+            .iter_mut()
+            .find(|member| member.port == port)
+            .expect("a member on that port");
+        if let Some(mut child) = member.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let ports: Vec<u16> = self
+            .members
+            .iter()
+            .filter(|member| member.child.is_some())
+            .map(|member| member.port)
+            .collect();
+        wait_for(
+            || async {
+                for live in &ports {
+                    if !cluster_ok(*live).await || primaries(*live).await.contains(&port) {
+                        return false;
+                    }
+                }
+                true
+            },
+            "the replica takes over (the killed node serves no slot, cluster_state:ok)",
+        )
+        .await;
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            if let Some(mut child) = member.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
+async fn connect(port: u16) -> Option<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+    tokio::time::timeout(
+        Duration::from_millis(500),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
+async fn ping(port: u16) -> bool {
+    let Some(mut connection) = connect(port).await else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut connection)
+        .await
+        .is_ok()
+}
+
+async fn cluster_ok(port: u16) -> bool {
+    let Some(mut connection) = connect(port).await else {
+        return false;
+    };
+    let info: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_default();
+    info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+}
+
+/// Whether the node on `port` is a primary, or a replica whose link to
+/// its primary is up.
+async fn replica_in_sync_or_primary(port: u16) -> bool {
+    let Some(mut connection) = connect(port).await else {
+        return false;
+    };
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_default();
+    info.contains("role:master") || info.contains("master_link_status:up")
+}
+
+/// The ports of the primaries `port` sees serving slots.
+async fn primaries(port: u16) -> Vec<u16> {
+    let Some(mut connection) = connect(port).await else {
+        return Vec::new();
+    };
+    let shards: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_default();
+    shards
+        .iter()
+        .filter_map(|shard| match shard {
+            redis::Value::Array(fields) => match fields.get(2) {
+                Some(redis::Value::Array(primary)) => match primary.get(1) {
+                    Some(redis::Value::Int(port)) => Some(*port as u16),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Keys matching `pattern` on every primary among `urls` that answers.
+pub async fn keys_on(urls: &[String], pattern: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    for url in urls {
+        let Some(port) = url
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+        else {
+            continue;
+        };
+        let Some(mut connection) = connect(port).await else {
+            continue;
+        };
+        let role: Vec<redis::Value> = redis::cmd("ROLE")
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_default();
+        if !matches!(role.first(), Some(redis::Value::BulkString(kind)) if kind == b"master") {
+            continue;
+        }
+        let found: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_default();
+        keys.extend(found);
+    }
+    keys.sort();
+    keys
+}
+
+/// Polls `ready` every 50 ms for up to 20 s.
+async fn wait_for<F, Fut>(ready: F, what: &str)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !ready().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,247 @@
+//! Two gateway nodes over a real Redis Cluster (three primaries, three
+//! replicas) while a primary is killed: every request in the gap is
+//! answered, nothing acknowledged is lost or applied twice, and
+//! registration and cross-node relay come back without restarting a
+//! gateway. (The scenario suites also run over a Redis Cluster:
+//! `every_scenario_over_a_redis_cluster` in each of them.)
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::redis_cluster::RedisCluster;
+use common::{TestClient, TestGateway, test_config};
+use serde_json::json;
+use signalgate_client::{Door, Incoming};
+
+const PAIRS: usize = 12;
+const DOORS: [Door; 3] = [Door::Ws, Door::Grpc, Door::SocketIo];
+
+/// How a request was answered.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Ack,
+    Error(String),
+}
+
+/// The answer to request `id` (the web side receives nothing else here).
+async fn answer(client: &mut TestClient, id: u64) -> Answer {
+    let event = client.next_event().await;
+    assert_eq!(event["id"], id, "{event}");
+    match event["event"].as_str() {
+        Some("ack") => Answer::Ack,
+        Some("error") => Answer::Error(event["data"]["code"].as_str().unwrap_or("").to_owned()),
+        _ => panic!("expected the answer to {id}, got {event}"),
+    }
+}
+
+/// Every `message` payload that arrives until a second of silence.
+async fn received(client: &mut TestClient) -> Vec<String> {
+    let mut payloads = Vec::new();
+    while let Ok(incoming) = tokio::time::timeout(Duration::from_secs(1), client.next()).await {
+        match incoming {
+            Incoming::Event(event) if event["event"] == "message" => {
+                payloads.push(event["data"].as_str().unwrap_or("").to_owned());
+            }
+            Incoming::Event(event) => panic!("unexpected {event}"),
+            Incoming::Closed(closed) => panic!("closed: {closed:?}"),
+        }
+    }
+    payloads
+}
+
+/// One pair, web on the first node and app on the second, and what the
+/// web side sent and had acknowledged.
+struct Pair {
+    uid: String,
+    web: TestClient,
+    app: TestClient,
+    sent: Vec<String>,
+    acked: Vec<String>,
+}
+
+impl Pair {
+    async fn open(nodes: &[TestGateway], uid: String, n: usize) -> Pair {
+        let mut web = nodes[0].connect(DOORS[n % 3]).await;
+        let mut app = nodes[1].connect(DOORS[(n / 3) % 3]).await;
+        web.register(&uid, "web").await;
+        app.register(&uid, "app").await;
+        app.expect("syncfrom").await;
+        Pair {
+            uid,
+            web,
+            app,
+            sent: Vec::new(),
+            acked: Vec::new(),
+        }
+    }
+
+    /// Sends one message; returns how it was answered.
+    async fn relay(&mut self, id: u64) -> Answer {
+        let payload = format!("{}#{id}", self.uid);
+        self.web
+            .send("message", Some(json!(payload)), Some(id))
+            .await;
+        self.sent.push(payload.clone());
+        let answer = answer(&mut self.web, id).await;
+        if answer == Answer::Ack {
+            self.acked.push(payload);
+        }
+        answer
+    }
+
+    /// Relays until one is acknowledged (the registry may still be coming
+    /// back): only `UNAVAILABLE` may be answered meanwhile.
+    async fn relay_until_acked(&mut self, first_id: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut id = first_id;
+        loop {
+            match self.relay(id).await {
+                Answer::Ack => return,
+                Answer::Error(code) => {
+                    assert_eq!(code, "UNAVAILABLE", "{}", self.uid);
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "{}: relays never came back",
+                        self.uid
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            id += 1;
+        }
+    }
+
+    /// What arrived is what was sent, each once, and holds everything
+    /// acknowledged.
+    async fn check(&mut self) {
+        let arrived = received(&mut self.app).await;
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for payload in &arrived {
+            *seen.entry(payload).or_default() += 1;
+            assert!(self.sent.contains(payload), "never sent: {payload}");
+        }
+        assert!(
+            seen.values().all(|count| *count == 1),
+            "{}: applied twice: {arrived:?}",
+            self.uid
+        );
+        for payload in &self.acked {
+            assert!(
+                seen.contains_key(payload.as_str()),
+                "acknowledged but lost: {payload}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_failing_over_loses_nothing_and_needs_no_restart() {
+    let mut redis = RedisCluster::start().await;
+    let config = signalgate::Config {
+        redis_cluster_nodes: redis.urls(),
+        // Longer than a failover (cluster-node-timeout 1 s plus the
+        // election): a heartbeat key on the failing shard must not expire.
+        node_ttl: Duration::from_secs(6),
+        ..test_config()
+    };
+    let nodes = vec![
+        TestGateway::start_with(config.clone()).await,
+        TestGateway::start_with(config).await,
+    ];
+    let mut pairs = Vec::new();
+    for n in 0..PAIRS {
+        pairs.push(Pair::open(&nodes, format!("fo-{n}"), n).await);
+    }
+    for pair in &mut pairs {
+        assert_eq!(pair.relay(1).await, Answer::Ack);
+    }
+    let victim = redis.primary_of("signalgate:uid:fo-0").await;
+    let mut on_victim = 0;
+    for pair in &pairs {
+        if redis
+            .primary_of(&format!("signalgate:uid:{}", pair.uid))
+            .await
+            == victim
+        {
+            on_victim += 1;
+        }
+    }
+    assert!(on_victim >= 1);
+
+    // The gap: the primary is gone, its replica not yet promoted. Every
+    // request is answered (acknowledged, or refused UNAVAILABLE).
+    let killed_at = std::time::Instant::now();
+    let failing = redis.kill_and_fail_over(victim);
+    let in_gap = async {
+        let mut refused = 0;
+        for pair in &mut pairs {
+            match pair.relay(2).await {
+                Answer::Ack => {}
+                Answer::Error(code) => {
+                    assert_eq!(code, "UNAVAILABLE", "{}", pair.uid);
+                    refused += 1;
+                }
+            }
+        }
+        refused
+    };
+    let ((), refused) = tokio::join!(failing, in_gap);
+    println!(
+        "{on_victim} of {PAIRS} pairs on the killed primary; {refused} relays refused in the gap"
+    );
+
+    // Without restarting a gateway: relays come back on every pair...
+    let promoted_after = killed_at.elapsed();
+    for pair in &mut pairs {
+        pair.relay_until_acked(10).await;
+    }
+    println!(
+        "replica promoted {promoted_after:?} after the kill; every pair relaying again after {:?}",
+        killed_at.elapsed()
+    );
+    // ...and a registration on the promoted replica's slots pairs and relays.
+    let promoted = redis.primary_of("signalgate:uid:fo-0").await;
+    assert_ne!(promoted, victim);
+    let mut late = None;
+    for n in 0..64 {
+        let candidate = format!("late-{n}");
+        if redis
+            .primary_of(&format!("signalgate:uid:{candidate}"))
+            .await
+            == promoted
+        {
+            late = Some(Pair::open(&nodes, candidate, n).await);
+            break;
+        }
+    }
+    let mut late = late.expect("a uid on the promoted replica's slots");
+    assert_eq!(late.relay(1).await, Answer::Ack);
+    pairs.push(late);
+
+    for pair in &mut pairs {
+        pair.check().await;
+    }
+    for mut pair in pairs {
+        pair.web.close().await;
+        pair.app.expect("byebye").await;
+        pair.app.close().await;
+    }
+    for node in &nodes {
+        node.assert_empty().await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut left = redis.keys("signalgate:uid:*").await;
+        left.extend(redis.keys("signalgate:node:*:sessions").await);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Redis Cluster still holds pairing state: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
