@@ -98,6 +98,7 @@ setup_cpu = ("server CPU µs/session setup", lambda r: fmt(r.get("server_cpu_us_
 setup_kernel = ("of it kernel µs", lambda r: fmt(r.get("server_system_us_per_setup")))
 rss = ("server RSS KiB/conn", lambda r: fmt(r.get("server_rss_kib_per_connection"), 1))
 rss_total = ("server RSS MiB", lambda r: fmt(r.get("server_rss_mib"), 1))
+switches = ("context switches/relay", lambda r: fmt(r.get("server_context_switches_per_relay"), 2))
 
 plots = []
 try:
@@ -161,13 +162,16 @@ def target_line(what, goal, value, met):
     state = "met" if met else ("**not met**" if met is not None else "not measured")
     return f"| {what} | {goal} | {value} | {state} |"
 
-def round_ratios(door):
+HEADLINE = "saturated-each"
+
+
+def round_ratios(door, prefix=HEADLINE):
     """The seed's CPU per saturated relay over `door`'s, round by round
     (the k-th run of each label is round k): each pair ran a minute apart,
     so the ratio is less exposed to the machine's drift than a ratio of
     medians. Returns (median, lowest, highest) or None."""
-    seed = [r.get("server_cpu_us_per_relay") for r in all_rows if r["label"] == "saturated/seed"]
-    ours = [r.get("server_cpu_us_per_relay") for r in all_rows if r["label"] == f"saturated/{door}"]
+    seed = [r.get("server_cpu_us_per_relay") for r in all_rows if r["label"] == f"{prefix}/seed"]
+    ours = [r.get("server_cpu_us_per_relay") for r in all_rows if r["label"] == f"{prefix}/{door}"]
     ratios = sorted(s / o for s, o in zip(seed, ours) if s and o)
     if not ratios:
         return None
@@ -179,9 +183,9 @@ def ratio_text(ratios):
     return f"seed ÷ ours {median:.1f}x, the median of {len(ratio_rounds)} rounds ({low:.1f}x–{high:.1f}x)"
 
 
-ratio_rounds = [r for r in all_rows if r["label"] == "saturated/seed"]
-cpu_ws = by_label.get("saturated/ws", {}).get("server_cpu_us_per_relay")
-cpu_seed = by_label.get("saturated/seed", {}).get("server_cpu_us_per_relay")
+ratio_rounds = [r for r in all_rows if r["label"] == f"{HEADLINE}/seed"]
+cpu_ws = by_label.get(f"{HEADLINE}/ws", {}).get("server_cpu_us_per_relay")
+cpu_seed = by_label.get(f"{HEADLINE}/seed", {}).get("server_cpu_us_per_relay")
 targets = ["| target | goal | measured | |", "|---|---|---|---|"]
 def floor_text(door):
     """The same ratio for the door's stack relaying and nothing else."""
@@ -192,24 +196,28 @@ def floor_text(door):
     return f"; the stack alone (`floor-{door}`): {median:.1f}x ({low:.1f}x–{high:.1f}x)"
 
 
-ws_ratios = round_ratios("ws")
-if cpu_ws and cpu_seed and ws_ratios:
-    targets.append(target_line("CPU per relay, WebSocket", "≤ 1/6 of seed, ≤ 10 µs", f"{cpu_ws:.2f} µs vs seed {cpu_seed:.2f} µs (median rounds); {ratio_text(ws_ratios)}{floor_text('ws')}", cpu_ws <= 10 and ws_ratios[0] >= 6))
-for door in ("grpc", "socketio"):
-    ours = by_label.get(f"saturated/{door}", {}).get("server_cpu_us_per_relay")
+# The targets of issue 26, all in the one-write-per-message mode.
+for door, title, goal in (("ws", "WebSocket", 4), ("grpc", "gRPC", 5), ("socketio", "Socket.IO", 4)):
+    ours = by_label.get(f"{HEADLINE}/{door}", {}).get("server_cpu_us_per_relay")
     door_ratios = round_ratios(door)
     if ours and door_ratios:
-        targets.append(target_line(f"CPU per relay, {door}", "≤ 1/4 of seed", f"{ours:.2f} µs; {ratio_text(door_ratios)}{floor_text(door)}", door_ratios[0] >= 4))
-rtt = by_label.get("rtt20/ws", {}).get("rtt_p99_us")
-if rtt:
-    targets.append(target_line("p99 round trip, 20 pairs, window 1 (ws)", "≤ 2 ms", f"{rtt / 1000:.2f} ms (seed {by_label.get('rtt20/seed', {}).get('rtt_p99_us', 0) / 1000:.2f} ms)", rtt <= 2000))
-for door, goal in (("ws", 8), ("grpc", 24)):
+        targets.append(target_line(f"CPU per relay, {title}, one write per message", f"seed ÷ ours ≥ {goal}x", f"{ours:.2f} µs vs seed {fmt(cpu_seed, 2)} µs (median rounds); {ratio_text(door_ratios)}{floor_text(door)}", door_ratios[0] >= goal))
+for door, title in (("ws", "WebSocket"), ("grpc", "gRPC"), ("socketio", "Socket.IO")):
+    ours = by_label.get(f"{HEADLINE}/{door}", {}).get("server_cpu_us_per_relay")
+    floor = by_label.get(f"{HEADLINE}/floor-{door}", {}).get("server_cpu_us_per_relay")
+    if ours and floor:
+        targets.append(target_line(f"CPU per relay, {title}, vs its own stack (`floor-{door}`)", "≤ 1.3x the floor", f"{ours:.2f} µs vs {floor:.2f} µs: {ours / floor:.2f}x (median rounds)", ours / floor <= 1.3))
+for door, title in (("ws", "WebSocket"), ("grpc", "gRPC"), ("socketio", "Socket.IO")):
+    rtt = by_label.get(f"rtt20/{door}", {}).get("rtt_p99_us")
+    if rtt:
+        targets.append(target_line(f"p99 round trip, 20 pairs, window 1, {title}", "≤ 1 ms", f"{rtt / 1000:.2f} ms (seed {by_label.get('rtt20/seed', {}).get('rtt_p99_us', 0) / 1000:.2f} ms)", rtt <= 1000))
+for door, goal in (("ws", 5), ("grpc", 20)):
     biggest = max((r for r in rows if r["label"].startswith("idle-") and r["label"].endswith(f"/{door}")), key=lambda r: r["pairs"], default=None)
     if biggest and biggest.get("server_rss_kib_per_connection") is not None:
         value = biggest["server_rss_kib_per_connection"]
         stack = by_label.get(biggest["label"].rsplit("/", 1)[0] + f"/floor-{door}", {}).get("server_rss_kib_per_connection")
         stack_text = f"; the stack alone (`floor-{door}`): {stack:.2f} KiB" if stack is not None else ""
-        targets.append(target_line(f"idle memory per {door} connection", f"≤ {goal} KiB at 100k", f"{value:.2f} KiB at {2 * biggest['pairs']:,} (100k impossible here: fd cap){stack_text}", value <= goal))
+        targets.append(target_line(f"idle memory per {door} connection", f"≤ {goal} KiB", f"{value:.2f} KiB at {2 * biggest['pairs']:,} connections{stack_text}", value <= goal))
 setup_ratio = ratio("saturated", "ws", "setup_sessions_per_second", better="higher")
 if setup_ratio:
     targets.append(target_line("sessions set up per second (as driven)", "≥ 10x seed", f"{setup_ratio:.1f}x (saturated scenario; bounded by the load generator's core)", setup_ratio >= 10))
@@ -233,23 +241,23 @@ targets.append(target_line("messages lost (signalgate)", "0 in every scenario", 
 
 # The kernel's part alone bounds the ratio any user-space work could reach.
 kernel_floor = ""
-ws_kernel = by_label.get("saturated/ws", {}).get("server_system_us_per_relay")
-seed_kernel = by_label.get("saturated/seed", {}).get("server_system_us_per_relay")
+ws_kernel = by_label.get(f"{HEADLINE}/ws", {}).get("server_system_us_per_relay")
+seed_kernel = by_label.get(f"{HEADLINE}/seed", {}).get("server_system_us_per_relay")
 if cpu_seed and ws_kernel:
     kernel_floor = (
         f"**The kernel's part.** \"of it kernel µs\" is the server's system time (`/proc/PID/stat`): "
         f"the TCP stack, wake-ups and epoll. On the WebSocket door the kernel alone spends {ws_kernel:.2f} µs "
         f"per relay (the seed: {fmt(seed_kernel, 2)} µs). Even if signalgate's own code cost nothing, the best "
         f"ratio against the seed's {cpu_seed:.2f} µs would be {cpu_seed / ws_kernel:.1f}x; "
-        f"the 6x target would need {cpu_seed / 6:.2f} µs in all."
+        f"the 4x target needs {cpu_seed / 4:.2f} µs in all."
     )
     if instruction_rows:
         kernel_floor += " Instruction counts of signalgate's own code are in the callgrind section below."
 floor_lines = []
 floor_instructions = {row["label"]: row.get("instructions_per_relay") for row in instruction_rows}
 for door, title in (("ws", "WebSocket"), ("grpc", "gRPC"), ("socketio", "Socket.IO")):
-    door_cpu = by_label.get(f"saturated/{door}", {}).get("server_cpu_us_per_relay")
-    floor_cpu = by_label.get(f"saturated/floor-{door}", {}).get("server_cpu_us_per_relay")
+    door_cpu = by_label.get(f"{HEADLINE}/{door}", {}).get("server_cpu_us_per_relay")
+    floor_cpu = by_label.get(f"{HEADLINE}/floor-{door}", {}).get("server_cpu_us_per_relay")
     door_ratios, floor_ratios = round_ratios(door), round_ratios(f"floor-{door}")
     if not (door_cpu and floor_cpu and door_ratios and floor_ratios):
         continue
@@ -291,6 +299,45 @@ figure to compare builds by; they leave out the kernel's part.
 else:
     instructions_section = ""
 
+syscalls_path = os.path.join(out_dir, "syscalls.jsonl")
+syscall_rows = [json.loads(line) for line in open(syscalls_path) if line.strip()] if os.path.exists(syscalls_path) else []
+if syscall_rows:
+    groups = (
+        ("reads", ("read", "recvfrom", "recvmsg", "readv")),
+        ("writes", ("write", "writev", "sendto", "sendmsg")),
+        ("epoll_wait", ("epoll_wait", "epoll_pwait", "epoll_pwait2")),
+        ("epoll_ctl", ("epoll_ctl",)),
+        ("futex", ("futex",)),
+    )
+    header = "| target | relays | system calls per relay | " + " | ".join(name for name, _ in groups) + " | other |"
+    lines = [header, "|" + "---|" * (len(groups) + 4)]
+    for row in syscall_rows:
+        by_call = row.get("by_call", {})
+        cells = []
+        seen = 0.0
+        for _, names in groups:
+            value = sum(by_call.get(name, 0.0) for name in names)
+            seen += value
+            cells.append(f"{value:.2f}")
+        other = (row.get("calls_per_relay") or 0.0) - seen
+        lines.append(f"| {row['label'].split('/', 1)[1]} | {row['relays']:,} | {fmt(row.get('calls_per_relay'), 2)} | " + " | ".join(cells) + f" | {other:.2f} |")
+    syscalls_section = f"""## System calls per relay (strace), one write per message
+
+`ONLY=syscalls scripts/bench`: each server runs under `strace -f -c` while
+200 pairs relay 200-byte messages for 5 s, window 4, one write per
+message; calls are divided by the relays the generator saw. strace slows
+the server several times over, so more segments wait for each read than
+in the timed runs (a read per relay falls below one): compare a door
+with its floor under the same slowdown, not with the timed runs. "Other"
+is mostly `mprotect` (the allocator growing its heap: 0.04–0.07 per relay
+for signalgate's doors, 0.003–0.014 for the floors).
+
+{chr(10).join(lines)}
+
+"""
+else:
+    syscalls_section = ""
+
 machine = f"{os.cpu_count()} cores, {cpu_model()}, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, Linux {platform.release()}"
 body = f"""# Benchmarks
 
@@ -312,10 +359,16 @@ its delay.
 
 {chr(10).join(targets)}
 
-## Saturated relay: 200 pairs, window 4, 200-byte payloads
+## Saturated relay, one write per message: 200 pairs, window 4, 200-byte payloads
 
-`signalgate-bench --pairs 200 --window 4 --size 200 --duration 10s --web-door D --app-door D`
-(seed: `--seed`). `ws+grpc` is cross-door: web on WebSocket, app on gRPC.
+`signalgate-bench --pairs 200 --window 4 --size 200 --duration 10s --web-door D --app-door D --write-each`
+(seed: `--seed`). Every message the generator sends is its own write —
+its own WebSocket frame, HTTP/2 DATA frame or Socket.IO packet, in its
+own TCP segment — as a browser or a phone sends one offer, one candidate,
+one message at a time (the gRPC client yields to its connection's task
+after each message so that HTTP/2 writes it alone). This is the
+headline; the batched runs follow. `ws+grpc` is cross-door: web on
+WebSocket, app on gRPC.
 The `floor-D` rows are not signalgate: each is door D's stack relaying
 and doing nothing else, the floor under that door's cost.
 `floor-ws` is `bench/examples/relay_floor.rs` (tokio, hyper-util, axum's
@@ -330,25 +383,27 @@ socketioxide's own handler call).
 These runs are repeated in rounds, each round running every target once
 in turn; each row is the round with the median server CPU per relay, and
 the last column gives the range over all rounds (sent / received is that
-round's).
+round's). Context switches are the server's, all threads, per relay.
 
-{table("saturated/", [name, doors, relays, p50, p99, p999, rmax, loss, cpu, kernel, setup, cpu_rounds])}
+{table(HEADLINE + "/", [name, doors, relays, p50, p99, p999, rmax, loss, cpu, kernel, switches, cpu_rounds])}
 
 {kernel_floor}
 
-**One write per message.** A client of the generator that has received several
-events at once answers them in one write (tonic's gRPC client always
-batched like this; the WebSocket and Socket.IO clients do so since the fifth
-session). With `--write-each` every message is its own write, so its own TCP
-segment, and the server's kernel handles several times as many segments per
-relay:
+## Saturated relay, batched writes
 
-{table("saturated-each/", [name, doors, relays, p50, p99, loss, cpu, kernel])}
+The same runs with the generator answering everything that arrived
+together in one write (the headline mode from the fifth session until
+the one-write-per-message mode replaced it; tonic's gRPC client batches
+like this unless it yields). The
+server's kernel handles fewer segments per relay, so every figure is
+lower than the headline's — this is not how signaling clients send.
+
+{table("saturated/", [name, doors, relays, p50, p99, p999, rmax, loss, cpu, kernel, switches, setup, cpu_rounds])}
 
 ## Round trip at 20 pairs, window 1
 
-Repeated in rounds like the saturated runs; each row is the round with
-the median p99.
+One write per message (`--write-each`). Repeated in rounds like the
+saturated runs; each row is the round with the median p99.
 
 {table("rtt20/", [name, relays, p50, p99, p999, rmax, loss, cpu, kernel, p99_rounds])}
 
@@ -370,14 +425,16 @@ Latency here is the time for one pair's whole exchange.
 
 ## Idle scale: registered and paired connections
 
-`floor-grpc` is `bench/examples/grpc_floor.rs` holding the same number of idle
-gRPC connections: what tonic, hyper and h2 hold per connection before
+`floor-ws` and `floor-grpc` are `bench/examples/relay_floor.rs` and
+`grpc_floor.rs` holding the same number of idle connections: what the
+stack (axum's WebSocket; tonic, hyper and h2) holds per connection before
 signalgate's session, registry entry and tasks.
 
 {table("idle-", [("scenario", lambda r: r["label"]), setup, setup_cpu, setup_kernel, rss_total, rss])}
 
 """
 body += instructions_section
+body += syscalls_section
 if cluster_rows:
     body += f"""## Two nodes over Redis vs one node
 

@@ -438,6 +438,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         report.server_cpu_us_per_relay = Some(total);
         report.server_cpu_s_per_million_relays = Some(total);
         report.server_system_us_per_relay = Some(system);
+        report.server_context_switches_per_relay = Some(report::switches_per(start, end, relays));
     }
     report::finish(&report, args.json.as_deref())?;
     Ok(report)

@@ -49,6 +49,10 @@ pub struct BenchReport {
     /// The kernel's part of `server_cpu_us_per_relay` (system time: the
     /// TCP stack, wake-ups, epoll); the rest is user space.
     pub server_system_us_per_relay: Option<f64>,
+    /// The server's context switches per relay, summed over its threads
+    /// (voluntary: it blocked, mostly in `epoll_wait`, and was woken;
+    /// involuntary: preempted).
+    pub server_context_switches_per_relay: Option<f64>,
 }
 
 /// A process's CPU time and memory, read from /proc.
@@ -60,6 +64,8 @@ pub(crate) struct ProcessUsage {
     pub(crate) system_s: f64,
     /// Resident set size.
     pub(crate) rss_bytes: u64,
+    /// Context switches of all its threads so far.
+    pub(crate) context_switches: u64,
 }
 
 impl ProcessUsage {
@@ -97,7 +103,37 @@ pub(crate) fn process_usage(pid: u32) -> Option<ProcessUsage> {
         user_s: user_ticks / 100.0,
         system_s: system_ticks / 100.0,
         rss_bytes: rss_kib * 1024,
+        context_switches: context_switches(pid),
     })
+}
+
+/// Voluntary and involuntary context switches of every thread of `pid`.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter_map(|line| {
+                    line.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|count| count.trim().parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// Context switches per unit between two readings.
+pub(crate) fn switches_per(before: ProcessUsage, after: ProcessUsage, units: f64) -> f64 {
+    after
+        .context_switches
+        .saturating_sub(before.context_switches) as f64
+        / units
 }
 
 /// A measured figure with `digits` decimals and its unit, or `-` when it
@@ -110,7 +146,7 @@ fn figure(value: Option<f64>, digits: usize, unit: &str) -> String {
 pub(crate) fn finish(report: &BenchReport, json: Option<&Path>) -> anyhow::Result<()> {
     println!(
         "{label}: {doors} pairs={pairs} setup={setup:.0}/s relays={relays:.0}/s sent={sent} received={received} lost={lost} \
-         rtt p50={p50:.0}us p99={p99:.0}us p99.9={p999:.0}us max={max:.0}us cpu/relay={cpu} (kernel {cpu_system}) cpu/setup={setup_cpu} (kernel {setup_system}) rss/conn={rss}",
+         rtt p50={p50:.0}us p99={p99:.0}us p99.9={p999:.0}us max={max:.0}us cpu/relay={cpu} (kernel {cpu_system}) cpu/setup={setup_cpu} (kernel {setup_system}) rss/conn={rss} switches/relay={switches}",
         label = report.label,
         doors = report.doors,
         pairs = report.pairs,
@@ -128,6 +164,7 @@ pub(crate) fn finish(report: &BenchReport, json: Option<&Path>) -> anyhow::Resul
         setup_cpu = figure(report.server_cpu_us_per_setup, 0, "us"),
         setup_system = figure(report.server_system_us_per_setup, 0, "us"),
         rss = figure(report.server_rss_kib_per_connection, 1, "KiB"),
+        switches = figure(report.server_context_switches_per_relay, 2, ""),
     );
     if let Some(path) = json {
         use std::io::Write as _;

@@ -170,11 +170,19 @@ impl Client {
         }
     }
 
-    /// Writes what [`Client::feed`] queued.
+    /// Writes what [`Client::feed`] queued. gRPC has no flush of its own
+    /// (the HTTP/2 connection's task writes whatever the request stream
+    /// holds when it runs): this yields twice, so that the body task and
+    /// then the connection's task run and write what was queued before the
+    /// caller queues more — one message per write when called after each.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
         match self {
             Client::Ws(client) => client.flush().await,
-            Client::Grpc(_) => Ok(()),
+            Client::Grpc(_) => {
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+                Ok(())
+            }
             Client::SocketIo(client) => client.flush().await,
         }
     }
