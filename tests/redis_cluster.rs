@@ -10,6 +10,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::cluster::assert_no_pairing_state;
 use common::redis_cluster::RedisCluster;
 use common::{TestClient, TestGateway, test_config};
 use serde_json::json;
@@ -231,17 +232,10 @@ async fn a_primary_failing_over_loses_nothing_and_needs_no_restart() {
     for node in &nodes {
         node.assert_empty().await;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut left = redis.keys("signalgate:uid:*").await;
-        left.extend(redis.keys("signalgate:node:*:sessions").await);
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the Redis Cluster still holds pairing state: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let redis = &redis;
+    assert_no_pairing_state(
+        |pattern| async move { redis.keys(&pattern).await },
+        "signalgate",
+    )
+    .await;
 }

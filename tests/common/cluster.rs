@@ -177,19 +177,34 @@ impl TestCluster {
         for node in &self.nodes {
             node.assert_empty().await;
         }
-        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-        loop {
-            let mut left = self.redis.keys("signalgate:uid:*").await;
-            left.extend(self.redis.keys("signalgate:node:*:sessions").await);
-            if left.is_empty() {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "Redis still holds pairing state: {left:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let redis = &self.redis;
+        assert_no_pairing_state(
+            |pattern| async move { redis.keys(&pattern).await },
+            "signalgate",
+        )
+        .await;
+    }
+}
+
+/// Waits until no uid hash and no sessions set under `prefix` is left,
+/// failing with what is; `keys` lists the keys matching a pattern.
+pub async fn assert_no_pairing_state<F, Fut>(keys: F, prefix: &str)
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Vec<String>>,
+{
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let mut left = keys(format!("{prefix}:uid:*")).await;
+        left.extend(keys(format!("{prefix}:node:*:sessions")).await);
+        if left.is_empty() {
+            return;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis still holds pairing state: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -328,19 +343,11 @@ impl Deployment {
                 for node in nodes {
                     node.assert_empty().await;
                 }
-                let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-                loop {
-                    let mut left = keys_on(urls, &format!("{prefix}:uid:*")).await;
-                    left.extend(keys_on(urls, &format!("{prefix}:node:*:sessions")).await);
-                    if left.is_empty() {
-                        return;
-                    }
-                    assert!(
-                        tokio::time::Instant::now() < deadline,
-                        "the Redis Cluster still holds pairing state: {left:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+                assert_no_pairing_state(
+                    |pattern| async move { keys_on(urls, &pattern).await },
+                    prefix,
+                )
+                .await;
             }
         }
     }

@@ -72,26 +72,12 @@ impl RedisCluster {
         );
         let ports: Vec<u16> = cluster.members.iter().map(|member| member.port).collect();
         wait_for(
-            || async {
-                for port in &ports {
-                    if !cluster_ok(*port).await {
-                        return false;
-                    }
-                }
-                true
-            },
+            || every_node(&ports, cluster_ok),
             "every node sees cluster_state:ok",
         )
         .await;
         wait_for(
-            || async {
-                for port in &ports {
-                    if !replica_in_sync_or_primary(*port).await {
-                        return false;
-                    }
-                }
-                true
-            },
+            || every_node(&ports, replica_in_sync_or_primary),
             "every replica has synced with its primary",
         )
         .await;
@@ -183,15 +169,10 @@ impl RedisCluster {
             .filter(|member| member.child.is_some())
             .map(|member| member.port)
             .collect();
+        let taken_over =
+            |live| async move { cluster_ok(live).await && !primaries(live).await.contains(&port) };
         wait_for(
-            || async {
-                for live in &ports {
-                    if !cluster_ok(*live).await || primaries(*live).await.contains(&port) {
-                        return false;
-                    }
-                }
-                true
-            },
+            || every_node(&ports, taken_over),
             "the replica takes over (the killed node serves no slot, cluster_state:ok)",
         )
         .await;
@@ -222,38 +203,45 @@ async fn connect(port: u16) -> Option<redis::aio::MultiplexedConnection> {
 }
 
 async fn ping(port: u16) -> bool {
+    text_answer(port, &["PING"]).await == "PONG"
+}
+
+/// What the node on `port` answers to a command whose answer is text
+/// (empty if it does not answer).
+async fn text_answer(port: u16, command: &[&str]) -> String {
     let Some(mut connection) = connect(port).await else {
-        return false;
+        return String::new();
     };
-    redis::cmd("PING")
-        .query_async::<String>(&mut connection)
+    redis::cmd(command[0])
+        .arg(&command[1..])
+        .query_async(&mut connection)
         .await
-        .is_ok()
+        .unwrap_or_default()
 }
 
 async fn cluster_ok(port: u16) -> bool {
-    let Some(mut connection) = connect(port).await else {
-        return false;
-    };
-    let info: String = redis::cmd("CLUSTER")
-        .arg("INFO")
-        .query_async(&mut connection)
-        .await
-        .unwrap_or_default();
+    let info = text_answer(port, &["CLUSTER", "INFO"]).await;
     info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+}
+
+/// Whether `check` holds for the node on every port.
+async fn every_node<F, Fut>(ports: &[u16], check: F) -> bool
+where
+    F: Fn(u16) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for port in ports {
+        if !check(*port).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether the node on `port` is a primary, or a replica whose link to
 /// its primary is up.
 async fn replica_in_sync_or_primary(port: u16) -> bool {
-    let Some(mut connection) = connect(port).await else {
-        return false;
-    };
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
-        .query_async(&mut connection)
-        .await
-        .unwrap_or_default();
+    let info = text_answer(port, &["INFO", "replication"]).await;
     info.contains("role:master") || info.contains("master_link_status:up")
 }
 
