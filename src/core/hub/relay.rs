@@ -104,8 +104,11 @@ impl Session {
                 state.highest_request_id = state.highest_request_id.max(id);
             }
         }
+        // Registering and resuming are boxed: their futures are large and
+        // rare, and each connection's task holds this one inline, sized
+        // for its largest branch (a relay's is small).
         let outcome = match command {
-            Command::Register { uid, role } => self.register(uid, role).await,
+            Command::Register { uid, role } => Box::pin(self.register(uid, role)).await,
             Command::Relay(relay) => self.relay(relay).await,
             Command::IpAddr => {
                 let addresses = (self.hub.shared.config.addresses)();
@@ -113,7 +116,7 @@ impl Session {
                 Ok(())
             }
             Command::IceServers => self.ice_servers(),
-            Command::Resume { token, last_seq } => self.resume(&token, last_seq).await,
+            Command::Resume { token, last_seq } => Box::pin(self.resume(&token, last_seq)).await,
         };
         self.conclude(id, outcome);
         // A peer that could not take a relayed event is closed after the
@@ -146,7 +149,9 @@ impl Session {
         self.ended = true;
         let handle = Arc::clone(&self.handle);
         let attachment = Arc::clone(&self.attachment);
-        self.hub.detach(handle, attachment, reason).await;
+        // Boxed: once per connection, and the door's task would otherwise
+        // hold this large future inline for the connection's whole life.
+        Box::pin(self.hub.detach(handle, attachment, reason)).await;
     }
 
     fn conclude(&self, id: Option<RequestId>, outcome: Result<(), Rejection>) {
