@@ -6,9 +6,11 @@
 //! made atomic across nodes.
 
 use std::fmt;
+use std::future::Ready;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use futures_util::future::{BoxFuture, Either};
 
 use super::admin::{NodeAnswers, NodeQuery};
 use super::command::{Role, Uid, UidMap};
@@ -37,6 +39,11 @@ pub trait RemoteSession: Send + Sync + fmt::Debug {
     /// about a slow or vanished peer exactly as it would on one node.
     async fn deliver(&self, event: Event) -> Result<(), DeliveryError>;
 }
+
+/// What [`Peer::offer`] returns: a local peer's answer, ready at once, or
+/// the remote call's boxed future.
+pub type Offer<'a> =
+    Either<Ready<Result<(), DeliveryError>>, BoxFuture<'a, Result<(), DeliveryError>>>;
 
 /// A session a registry operation pointed at: the peer to notify or relay to.
 #[derive(Clone, Debug)]
@@ -79,10 +86,14 @@ impl Peer {
     /// Hands the peer a relayed event; a local peer that cannot take it is
     /// left for the caller to close with [`Peer::close_slow`] (a remote
     /// one's node closes it itself).
-    pub async fn offer(&self, event: Event) -> Result<(), DeliveryError> {
+    ///
+    /// Not an `async fn`: a local peer takes the event at once, and the
+    /// future (part of every connection task's largest state, a relay) holds
+    /// no copy of the event, only the remote call's boxed future.
+    pub fn offer(&self, event: Event) -> Offer<'_> {
         match &self.0 {
-            PeerKind::Local(handle) => handle.offer(event),
-            PeerKind::Remote(session) => session.deliver(event).await,
+            PeerKind::Local(handle) => Either::Left(std::future::ready(handle.offer(event))),
+            PeerKind::Remote(session) => Either::Right(session.deliver(event)),
         }
     }
 

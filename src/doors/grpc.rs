@@ -196,71 +196,94 @@ impl Stream for EventStream {
 
 /// The request side of a session: reads `ClientEvent`s into the core until
 /// the session ends, then tells the response stream how to finish.
-async fn serve(
+///
+/// An `async` block, not an `async fn`: the block works on what it captured
+/// in place, where an `async fn` would keep its arguments and the locals
+/// moved out of them side by side for the task's whole life.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments beside the locals moved out of them"
+)]
+fn serve(
     mut inbound: Streaming<pb::ClientEvent>,
     mut session: Session,
     handles: StreamHandles,
-) {
-    let StreamHandles {
-        ending,
-        mut gone,
-        link,
-    } = handles;
-    // Made once each, not on every wake-up.
-    let killed = session.killed();
-    tokio::pin!(killed);
-    // Whether `gone` has resolved (a oneshot must not be polled again).
-    let mut stream_dropped = false;
-    let (reason, words) = loop {
-        tokio::select! {
-            biased;
-            // The response stream writes the farewell.
-            () = &mut killed => {
-                let code = session.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
-                break (EndReason::Closed(code), Ending::Quietly);
-            }
-            _ = &mut gone => {
-                stream_dropped = true;
-                break (EndReason::ConnectionLost, Ending::Quietly);
-            }
-            message = inbound.message() => match message {
-                Ok(Some(message)) => match decode_event(message) {
-                    Ok(request) => session.handle(request).await,
-                    Err(DecodeFailure::Refused(id, rejection)) => session.reject(id, rejection),
-                    Err(DecodeFailure::Undecodable) => {
-                        let (rejection, grpc_code) = undecodable();
-                        let status = Status::new(grpc_code, rejection.message.to_string());
-                        break (EndReason::ProtocolViolation(rejection.code), Ending::Violation(Event::error(rejection, None), status));
-                    }
-                },
-                // End of the request stream: a half-close (clean) or a
-                // RST_STREAM(CANCEL), which hyper also reports as a plain end.
-                // A cancel takes the response stream down with it; a
-                // half-close leaves it open.
-                Ok(None) => {
-                    let cancelled = tokio::time::timeout(CANCEL_PROBE, &mut gone).await.is_ok();
-                    stream_dropped = cancelled;
-                    let reason = if cancelled { EndReason::ConnectionLost } else { EndReason::ClientClosed };
-                    break (reason, Ending::Quietly);
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let StreamHandles {
+            ending,
+            mut gone,
+            link,
+        } = handles;
+        // Made once each, not on every wake-up.
+        let killed = session.killed();
+        tokio::pin!(killed);
+        // Whether `gone` has resolved (a oneshot must not be polled again).
+        let mut stream_dropped = false;
+        let (reason, words) = loop {
+            tokio::select! {
+                biased;
+                // The response stream writes the farewell.
+                () = &mut killed => {
+                    let code = session.kill_reason().unwrap_or(ErrorCode::ShuttingDown);
+                    break (EndReason::Closed(code), Ending::Quietly);
                 }
-                Err(status) => match violation(&status) {
-                    Some((rejection, grpc_code)) => {
-                        let code = rejection.code;
-                        let status = Status::new(grpc_code, rejection.message.to_string());
-                        break (EndReason::ProtocolViolation(code), Ending::Violation(Event::error(rejection, None), status));
+                _ = &mut gone => {
+                    stream_dropped = true;
+                    break (EndReason::ConnectionLost, Ending::Quietly);
+                }
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => match decode_event(message) {
+                        Ok(request) => session.handle(request).await,
+                        Err(DecodeFailure::Refused(id, rejection)) => session.reject(id, rejection),
+                        Err(DecodeFailure::Undecodable) => {
+                            let (rejection, grpc_code) = undecodable();
+                            let status = Status::new(grpc_code, rejection.message.to_string());
+                            break (EndReason::ProtocolViolation(rejection.code), Ending::Violation(Event::error(rejection, None), status));
+                        }
+                    },
+                    // End of the request stream: a half-close (clean) or a
+                    // RST_STREAM(CANCEL), which hyper also reports as a plain end.
+                    // A cancel takes the response stream down with it; a
+                    // half-close leaves it open.
+                    Ok(None) => {
+                        let cancelled = tokio::time::timeout(CANCEL_PROBE, &mut gone).await.is_ok();
+                        stream_dropped = cancelled;
+                        let reason = if cancelled { EndReason::ConnectionLost } else { EndReason::ClientClosed };
+                        break (reason, Ending::Quietly);
                     }
-                    None => break (EndReason::ConnectionLost, Ending::Quietly),
+                    Err(status) => match violation(&status) {
+                        Some((rejection, grpc_code)) => {
+                            let code = rejection.code;
+                            let status = Status::new(grpc_code, rejection.message.to_string());
+                            break (EndReason::ProtocolViolation(code), Ending::Violation(Event::error(rejection, None), status));
+                        }
+                        None => break (EndReason::ConnectionLost, Ending::Quietly),
+                    },
                 },
-            },
-        }
-    };
-    // The stream writes what is queued and its last words on its own; the
-    // session ends at once (a stuck stream must not delay the peer's news).
-    let _ = ending.send(words);
+            }
+        };
+        // The stream writes what is queued and its last words on its own; the
+        // session ends at once (a stuck stream must not delay the peer's news).
+        let _ = ending.send(words);
+        // Boxed: the end's futures would otherwise sit in every stream's task
+        // for its whole life.
+        Box::pin(finish(session, reason, gone, stream_dropped, link)).await;
+    }
+}
+
+/// Ends `session`, then lets go of the queued events of a response stream
+/// that has not finished in time (its client stopped reading). Its last
+/// words are made when it is next polled, so they are still written if the
+/// client reads again.
+async fn finish(
+    session: Session,
+    reason: EndReason,
+    mut gone: oneshot::Receiver<Infallible>,
+    stream_dropped: bool,
+    link: SharedLink,
+) {
     session.end(reason).await;
-    // A stream that has not finished in time (its client stopped reading)
-    // lets go of its queued events. Its last words are made when it is
-    // next polled, so they are still written if the client reads again.
     if !stream_dropped
         && tokio::time::timeout(CLOSE_TIMEOUT, &mut gone)
             .await

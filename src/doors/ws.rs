@@ -15,8 +15,8 @@ use super::CLOSE_TIMEOUT;
 use super::{Presented, authenticate, drain_input};
 use crate::auth::AuthPolicy;
 use crate::core::{
-    Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, Opening, Rejection, Session,
-    SessionLink,
+    Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, Opening, Rejection, Request,
+    Session, SessionLink,
 };
 use crate::protocol::envelope::{decode_frame, encode_event};
 
@@ -130,10 +130,15 @@ pub async fn upgrade(
         }
     };
     let config = &door.config;
-    let heartbeat = Heartbeat {
-        interval: config.ping_interval,
-        timeout: config.ping_timeout,
-    };
+    let start = Box::new(Start {
+        hub: door.hub,
+        identity,
+        remote,
+        heartbeat: Heartbeat {
+            interval: config.ping_interval,
+            timeout: config.ping_timeout,
+        },
+    });
     upgrade
         .read_buffer_size(config.read_buffer_bytes)
         .write_buffer_size(config.write_buffer_bytes)
@@ -141,7 +146,17 @@ pub async fn upgrade(
         .max_write_buffer_size(config.write_buffer_bytes + 4 * config.max_message_bytes)
         .max_message_size(config.max_message_bytes)
         .max_frame_size(config.max_message_bytes)
-        .on_upgrade(move |socket| serve(socket, door.hub, (identity, remote), heartbeat))
+        .on_upgrade(move |socket| serve(socket, start))
+}
+
+/// What a connection's session starts from. Boxed: the upgrade's callback
+/// and the session's future each keep what they capture for the
+/// connection's whole life, and a pointer is all they then keep.
+struct Start {
+    hub: Hub,
+    identity: Option<Identity>,
+    remote: Option<std::net::SocketAddr>,
+    heartbeat: Heartbeat,
 }
 
 /// The server's pings: how often, and how long to wait for an answer.
@@ -188,26 +203,51 @@ impl Violation {
 
 /// What the read side asks the loop to do after a frame.
 enum Step {
+    /// A request to carry out.
+    Request(Request),
     Continue,
     End(EndReason),
     Violation(Violation),
 }
 
-async fn serve(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments beside the locals moved out of them"
+)]
+fn serve(mut socket: WebSocket, start: Box<Start>) -> impl Future<Output = ()> + Send {
+    // An `async` block, not an `async fn`: the block works on what it
+    // captured in place, where an `async fn` would keep its arguments and
+    // the locals moved out of them side by side for the task's whole life.
+    async move {
+        let Start {
+            hub,
+            identity,
+            remote,
+            heartbeat,
+        } = *start;
+        let (session, link) = hub.open(Opening {
+            door: DoorKind::Ws,
+            identity,
+            remote_addr: remote,
+            can_resume: true,
+        });
+        // One socket for both directions (no split, no lock between
+        // halves): the loop reads and writes in turn.
+        let (reason, session, last_words) = pump(&mut socket, session, link, heartbeat).await;
+        // Boxed: the close sequence's futures would otherwise sit in every
+        // connection's task for its whole life, sized for their largest.
+        Box::pin(close_connection(socket, session, reason, last_words)).await;
+    }
+}
+
+/// Ends `session` and closes the connection: the answer to the client's
+/// close frame, or the last words and the closing handshake.
+async fn close_connection(
     mut socket: WebSocket,
-    hub: Hub,
-    (identity, remote): (Option<Identity>, Option<std::net::SocketAddr>),
-    heartbeat: Heartbeat,
+    session: Session,
+    reason: EndReason,
+    last_words: Vec<Message>,
 ) {
-    let (session, link) = hub.open(Opening {
-        door: DoorKind::Ws,
-        identity,
-        remote_addr: remote,
-        can_resume: true,
-    });
-    // One socket for both directions (no split, no lock between halves):
-    // the loop reads and writes in turn.
-    let (reason, session, last_words) = pump(&mut socket, session, link, heartbeat).await;
     // Free the role and tell the peer first: a stuck socket must not delay it.
     session.end(reason).await;
     if reason == EndReason::ClientClosed {
@@ -237,93 +277,101 @@ async fn serve(
 
 /// Runs the session until it ends; returns why, and the frames to send
 /// before the connection closes.
-async fn pump<S>(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments beside the locals moved out of them"
+)]
+fn pump<S>(
     socket: &mut S,
     mut session: Session,
     mut link: SessionLink,
     heartbeat: Heartbeat,
-) -> (EndReason, Session, Vec<Message>)
+) -> impl Future<Output = (EndReason, Session, Vec<Message>)>
 where
     S: futures_util::Sink<Message>
         + futures_util::Stream<Item = Result<Message, axum::Error>>
         + Unpin,
 {
-    let start = tokio::time::Instant::now() + heartbeat.interval;
-    let mut pings = tokio::time::interval_at(start, heartbeat.interval);
-    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Set when a ping is out; anything heard from the client clears it.
-    let mut answer_due: Option<tokio::time::Instant> = None;
-    // Made once: a kill wakes it, whichever branch the loop is in.
-    let killed = link.killed();
-    tokio::pin!(killed);
-    loop {
-        let deadline = answer_due;
-        tokio::select! {
-            biased;
-            () = &mut killed => {
-                let words = link.last_words();
-                let code = words.code;
-                let mut last_words: Vec<Message> = words.queued.iter().map(text_frame).collect();
-                if let Some(farewell) = &words.farewell {
-                    last_words.push(Message::Text(encode_event(farewell, None).into()));
+    // An `async` block for the reason given in `serve`.
+    async move {
+        let start = tokio::time::Instant::now() + heartbeat.interval;
+        let mut pings = tokio::time::interval_at(start, heartbeat.interval);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set when a ping is out; anything heard from the client clears it.
+        let mut answer_due: Option<tokio::time::Instant> = None;
+        // Made once: a kill wakes it, whichever branch the loop is in.
+        let killed = link.killed();
+        tokio::pin!(killed);
+        loop {
+            let deadline = answer_due;
+            tokio::select! {
+                biased;
+                () = &mut killed => {
+                    let words = link.last_words();
+                    let code = words.code;
+                    let mut last_words: Vec<Message> = words.queued.iter().map(text_frame).collect();
+                    if let Some(farewell) = &words.farewell {
+                        last_words.push(Message::Text(encode_event(farewell, None).into()));
+                    }
+                    last_words.push(close(close_code_for(code), code.as_str()));
+                    return (EndReason::Closed(code), session, last_words);
                 }
-                last_words.push(close(close_code_for(code), code.as_str()));
-                return (EndReason::Closed(code), session, last_words);
-            }
-            event = link.next_event() => {
-                tokio::select! {
-                    biased;
-                    // A write stuck on a full socket must not hide a kill:
-                    // the loop's first branch handles it.
-                    () = &mut killed => {}
-                    written = write_batch(socket, &mut link, event) => {
-                        if written.is_err() {
-                            return (EndReason::ConnectionLost, session, Vec::new());
-                        }
-                    }
-                }
-            }
-            // Before the heartbeat's timers: while frames keep arriving the
-            // client is evidently alive, and the timers are polled (and
-            // armed) whenever it pauses, instead of on every turn.
-            frame = socket.next() => {
-                // Anything from the client proves the link alive.
-                answer_due = None;
-                // Frames that arrived together are handled together: one
-                // turn of the loop (and of its other branches) per batch.
-                let mut frame = frame;
-                for turn in 1..=READ_BATCH {
-                    match read_frame(frame, &mut session).await {
-                        Step::Continue => {}
-                        Step::End(reason) => return (reason, session, Vec::new()),
-                        Step::Violation(violation) => {
-                            let last_words = violation_last_words(&mut link, violation);
-                            return (EndReason::ProtocolViolation(violation.rejection().code), session, last_words);
-                        }
-                    }
-                    // Kills and events to write come first, as in the loop.
-                    if turn == READ_BATCH || link.has_queued_events() || link.is_killed() {
-                        break;
-                    }
-                    match std::future::poll_fn(|cx| Poll::Ready(socket.poll_next_unpin(cx))).await {
-                        Poll::Ready(next) => frame = next,
-                        Poll::Pending => break,
-                    }
-                }
-            },
-            () = async { if let Some(at) = deadline { tokio::time::sleep_until(at).await } }, if deadline.is_some() => {
-                // The heartbeat failed: the link is dead, an abrupt end.
-                return (EndReason::ConnectionLost, session, Vec::new());
-            }
-            _ = pings.tick() => {
-                if answer_due.is_none() {
-                    answer_due = Some(tokio::time::Instant::now() + heartbeat.timeout);
+                event = link.next_event() => {
                     tokio::select! {
                         biased;
+                        // A write stuck on a full socket must not hide a kill:
+                        // the loop's first branch handles it.
                         () = &mut killed => {}
-                        sent = socket.send(Message::Ping(Bytes::new())) => {
-                            if sent.is_err() {
+                        written = write_batch(socket, &mut link, event) => {
+                            if written.is_err() {
                                 return (EndReason::ConnectionLost, session, Vec::new());
+                            }
+                        }
+                    }
+                }
+                // Before the heartbeat's timers: while frames keep arriving the
+                // client is evidently alive, and the timers are polled (and
+                // armed) whenever it pauses, instead of on every turn.
+                frame = socket.next() => {
+                    // Anything from the client proves the link alive.
+                    answer_due = None;
+                    // Frames that arrived together are handled together: one
+                    // turn of the loop (and of its other branches) per batch.
+                    let mut frame = frame;
+                    for turn in 1..=READ_BATCH {
+                        match read_frame(frame, &session) {
+                            Step::Request(request) => session.handle(request).await,
+                            Step::Continue => {}
+                            Step::End(reason) => return (reason, session, Vec::new()),
+                            Step::Violation(violation) => {
+                                let last_words = violation_last_words(&mut link, violation);
+                                return (EndReason::ProtocolViolation(violation.rejection().code), session, last_words);
+                            }
+                        }
+                        // Kills and events to write come first, as in the loop.
+                        if turn == READ_BATCH || link.has_queued_events() || link.is_killed() {
+                            break;
+                        }
+                        match std::future::poll_fn(|cx| Poll::Ready(socket.poll_next_unpin(cx))).await {
+                            Poll::Ready(next) => frame = next,
+                            Poll::Pending => break,
+                        }
+                    }
+                },
+                () = async { if let Some(at) = deadline { tokio::time::sleep_until(at).await } }, if deadline.is_some() => {
+                    // The heartbeat failed: the link is dead, an abrupt end.
+                    return (EndReason::ConnectionLost, session, Vec::new());
+                }
+                _ = pings.tick() => {
+                    if answer_due.is_none() {
+                        answer_due = Some(tokio::time::Instant::now() + heartbeat.timeout);
+                        tokio::select! {
+                            biased;
+                            () = &mut killed => {}
+                            sent = socket.send(Message::Ping(Bytes::new())) => {
+                                if sent.is_err() {
+                                    return (EndReason::ConnectionLost, session, Vec::new());
+                                }
                             }
                         }
                     }
@@ -380,15 +428,18 @@ where
     sink.flush().await
 }
 
-async fn read_frame(frame: Option<Result<Message, axum::Error>>, session: &mut Session) -> Step {
+/// What to do with a frame from the client. Not `async`: the loop awaits
+/// the request itself, so that its task holds one future for it, not a
+/// wrapper around it as well.
+fn read_frame(frame: Option<Result<Message, axum::Error>>, session: &Session) -> Step {
     match frame {
-        Some(Ok(Message::Text(text))) => {
-            match decode_frame(text.as_str()) {
-                Ok(request) => session.handle(request).await,
-                Err(failure) => session.reject(failure.id, failure.rejection),
+        Some(Ok(Message::Text(text))) => match decode_frame(text.as_str()) {
+            Ok(request) => Step::Request(request),
+            Err(failure) => {
+                session.reject(failure.id, failure.rejection);
+                Step::Continue
             }
-            Step::Continue
-        }
+        },
         Some(Ok(Message::Binary(_))) => Step::Violation(Violation::BinaryFrame),
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Continue,
         Some(Ok(Message::Close(_))) => Step::End(EndReason::ClientClosed),

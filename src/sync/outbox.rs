@@ -92,7 +92,7 @@ impl<T> Outbox<T> {
                 return Err(PushError::Full(item));
             }
             queue.bytes += weight;
-            queue.items.push_back(item);
+            super::push_back_sparing(&mut queue.items, item);
         }
         self.reader.wake();
         Ok(())
@@ -109,7 +109,7 @@ impl<T> Outbox<T> {
         {
             let mut queue = self.queue();
             queue.bytes += weight;
-            queue.items.push_back(item);
+            super::push_back_sparing(&mut queue.items, item);
         }
         self.reader.wake();
         Ok(())

@@ -57,12 +57,52 @@ impl Session {
 
     /// Carries out one request. Every outcome, success or failure, is queued
     /// as events on this session's own outbox (`ack` / `error` last).
-    pub async fn handle(&mut self, request: Request) {
+    ///
+    /// The rate limit and the attachment check run when this is called;
+    /// the future carries out the command. Not an `async fn`, which would
+    /// hold the request and its parts side by side in every connection
+    /// task's largest state.
+    pub fn handle(&mut self, request: Request) -> impl Future<Output = ()> + Send + '_ {
         let Request {
             id,
             command,
             client_chosen_id,
         } = request;
+        let admitted = self.admit(id, client_chosen_id);
+        async move {
+            if !admitted {
+                return;
+            }
+            // Registering and resuming are boxed: their futures are large
+            // and rare, and each connection's task holds this one inline,
+            // sized for its largest branch (a relay's is small).
+            let outcome = match command {
+                Command::Register { uid, role } => Box::pin(self.register(uid, role)).await,
+                Command::Relay(relay) => self.relay(relay).await,
+                Command::IpAddr => {
+                    let addresses = (self.hub.shared.config.addresses)();
+                    self.reply(Event::IpAddrs(addresses));
+                    Ok(())
+                }
+                Command::IceServers => self.ice_servers(),
+                Command::Resume { token, last_seq } => {
+                    Box::pin(self.resume(&token, last_seq)).await
+                }
+            };
+            self.conclude(id, outcome);
+            // A peer that could not take a relayed event is closed after the
+            // sender's `error SLOW_CONSUMER` is queued: its `byebye` comes second.
+            if let Some(peer) = self.overflowed.take() {
+                peer.close_slow();
+            }
+        }
+    }
+
+    /// Whether a request may be carried out: within the rate limit (else it
+    /// is answered `RATE_LIMITED`), and sent on the connection the session
+    /// is attached to; a re-sent request after a resume is acknowledged
+    /// here and not carried out again.
+    fn admit(&mut self, id: Option<RequestId>, client_chosen_id: bool) -> bool {
         match self.bucket.take(Instant::now()) {
             Verdict::Allowed => {}
             verdict => {
@@ -77,53 +117,32 @@ impl Session {
                 if verdict == Verdict::Persisting {
                     self.attachment.kill(ErrorCode::RateLimited);
                 }
-                return;
+                return false;
             }
         }
-        {
-            let mut state = self.handle.state();
-            let attached = state
-                .attachment
-                .as_ref()
-                .is_some_and(|current| Arc::ptr_eq(current, &self.attachment));
-            if !attached {
-                // This connection lost its session (dropped, or taken over by
-                // a resume) while requests were still buffered: they are not
-                // applied; the client re-sends them after resuming.
-                return;
-            }
-            if let Some(id) = id.filter(|_| client_chosen_id) {
-                if state.resumed && id <= state.highest_request_id {
-                    // A re-send after a resume: acknowledged, not applied again.
-                    drop(state);
-                    self.reply(Event::Ack { id });
-                    return;
-                }
-                // Recorded in the same critical section as the attachment
-                // check, so a concurrent resume's horizon includes it.
-                state.highest_request_id = state.highest_request_id.max(id);
-            }
+        let mut state = self.handle.state();
+        let attached = state
+            .attachment
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, &self.attachment));
+        if !attached {
+            // This connection lost its session (dropped, or taken over by
+            // a resume) while requests were still buffered: they are not
+            // applied; the client re-sends them after resuming.
+            return false;
         }
-        // Registering and resuming are boxed: their futures are large and
-        // rare, and each connection's task holds this one inline, sized
-        // for its largest branch (a relay's is small).
-        let outcome = match command {
-            Command::Register { uid, role } => Box::pin(self.register(uid, role)).await,
-            Command::Relay(relay) => self.relay(relay).await,
-            Command::IpAddr => {
-                let addresses = (self.hub.shared.config.addresses)();
-                self.reply(Event::IpAddrs(addresses));
-                Ok(())
+        if let Some(id) = id.filter(|_| client_chosen_id) {
+            if state.resumed && id <= state.highest_request_id {
+                // A re-send after a resume: acknowledged, not applied again.
+                drop(state);
+                self.reply(Event::Ack { id });
+                return false;
             }
-            Command::IceServers => self.ice_servers(),
-            Command::Resume { token, last_seq } => Box::pin(self.resume(&token, last_seq)).await,
-        };
-        self.conclude(id, outcome);
-        // A peer that could not take a relayed event is closed after the
-        // sender's `error SLOW_CONSUMER` is queued: its `byebye` comes second.
-        if let Some(peer) = self.overflowed.take() {
-            peer.close_slow();
+            // Recorded in the same critical section as the attachment
+            // check, so a concurrent resume's horizon includes it.
+            state.highest_request_id = state.highest_request_id.max(id);
         }
+        true
     }
 
     /// Resolves when the server closes this session's connection (the

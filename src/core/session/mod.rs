@@ -418,7 +418,7 @@ impl SessionHandle {
                 return Err(DeliveryError::SlowConsumer);
             }
             state.retained_bytes += bytes;
-            state.retained.push_back(delivery.clone());
+            crate::sync::push_back_sparing(&mut state.retained, delivery.clone());
             while state.retained.len() > self.limits.max_events
                 || state.retained_bytes > self.limits.max_bytes
             {

@@ -276,8 +276,36 @@ impl MessageHandler<LocalAdapter, EnqueuePacket> for EnqueuePacket {
     }
 }
 
-async fn serve(socket: SocketRef, session: Session, link: SessionLink, packets: PacketReader) {
-    let (reason, session, last_words) = pump(&socket, session, link, &packets.0).await;
+/// Serves one socket's session. An `async` block, not an `async fn`: the
+/// block works on what it captured in place, where an `async fn` would keep
+/// its arguments and the locals moved out of them side by side for the
+/// task's whole life.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments beside the locals moved out of them"
+)]
+fn serve(
+    socket: SocketRef,
+    session: Session,
+    link: SessionLink,
+    packets: PacketReader,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let (reason, session, last_words) = pump(&socket, session, link, &packets.0).await;
+        // Boxed: the close sequence's futures would otherwise sit in every
+        // connection's task for its whole life.
+        Box::pin(close(socket, session, reason, last_words, packets)).await;
+    }
+}
+
+/// Ends `session`, then says the last words and drains the client's input.
+async fn close(
+    socket: SocketRef,
+    session: Session,
+    reason: EndReason,
+    last_words: Option<LastWords>,
+    packets: PacketReader,
+) {
     session.end(reason).await;
     if let Some(LastWords { code, farewell, .. }) = last_words {
         if let Some(farewell) = &farewell {
@@ -301,50 +329,58 @@ async fn serve(socket: SocketRef, session: Session, link: SessionLink, packets: 
 /// A pause in the client's packets that ends the drain.
 const CLIENT_PAUSE: Duration = Duration::from_millis(20);
 
-async fn pump(
-    socket: &SocketRef,
+/// Runs the session until it ends (an `async` block, as in `serve`).
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments beside the locals moved out of them"
+)]
+fn pump<'a>(
+    socket: &'a SocketRef,
     mut session: Session,
     mut link: SessionLink,
-    packets: &PacketQueue,
-) -> (EndReason, Session, Option<LastWords>) {
-    let mut acks = PendingAcks::default();
-    let with_seq = wants_resumption(socket);
-    // Made once: a kill wakes it, whichever branch the loop is in.
-    let killed = link.killed();
-    tokio::pin!(killed);
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut killed => {
-                let words = link.last_words();
-                for event in &words.queued {
-                    if emit(socket, &mut acks, &link, event, with_seq).await.is_err() {
-                        break;
+    packets: &'a PacketQueue,
+) -> impl Future<Output = (EndReason, Session, Option<LastWords>)> + Send + 'a {
+    async move {
+        let mut acks = PendingAcks::default();
+        let with_seq = wants_resumption(socket);
+        // Made once: a kill wakes it, whichever branch the loop is in.
+        let killed = link.killed();
+        tokio::pin!(killed);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut killed => {
+                    let words = link.last_words();
+                    for event in &words.queued {
+                        if emit(socket, &mut acks, &link, event, with_seq).await.is_err() {
+                            break;
+                        }
+                    }
+                    return (EndReason::Closed(words.code), session, Some(words));
+                }
+                event = link.next_event() => {
+                    if emit(socket, &mut acks, &link, &event, with_seq).await.is_err() {
+                        // Killed while waiting (the first branch says why) or
+                        // the socket is closed: its disconnect callback says
+                        // how, and may not have been queued yet (a client's
+                        // disconnect packet racing this write is a clean end).
+                        if !link.is_killed() {
+                            // Boxed: rare, and large.
+                            let reason = Box::pin(disconnect_reason(&mut session, &mut acks, packets, with_seq)).await;
+                            return (reason, session, None);
+                        }
                     }
                 }
-                return (EndReason::Closed(words.code), session, Some(words));
-            }
-            event = link.next_event() => {
-                if emit(socket, &mut acks, &link, &event, with_seq).await.is_err() {
-                    // Killed while waiting (the first branch says why) or
-                    // the socket is closed: its disconnect callback says
-                    // how, and may not have been queued yet (a client's
-                    // disconnect packet racing this write is a clean end).
-                    if !link.is_killed() {
-                        let reason = disconnect_reason(&mut session, &mut acks, packets, with_seq).await;
-                        return (reason, session, None);
+                inbound = packets.pop() => match inbound {
+                    Inbound::Packet { value, ack } => {
+                        handle_packet(&mut session, &mut acks, &value, ack, with_seq).await;
                     }
-                }
+                    Inbound::Disconnected(reason) => {
+                        return (end_reason(reason), session, None);
+                    }
+                    Inbound::Gone => return (EndReason::ConnectionLost, session, None),
+                },
             }
-            inbound = packets.pop() => match inbound {
-                Inbound::Packet { value, ack } => {
-                    handle_packet(&mut session, &mut acks, &value, ack, with_seq).await;
-                }
-                Inbound::Disconnected(reason) => {
-                    return (end_reason(reason), session, None);
-                }
-                Inbound::Gone => return (EndReason::ConnectionLost, session, None),
-            },
         }
     }
 }
