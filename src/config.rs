@@ -75,11 +75,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let number: u64 = number
         .parse()
         .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms, 2m or 1h"))?;
+    let seconds = |per_unit: u64| {
+        number
+            .checked_mul(per_unit)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{text:?} is too long a duration"))
+    };
     match unit {
-        "" | "s" => Ok(Duration::from_secs(number)),
+        "" | "s" => seconds(1),
         "ms" => Ok(Duration::from_millis(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        "h" => Ok(Duration::from_secs(number * 3600)),
+        "m" => seconds(60),
+        "h" => seconds(3600),
         _ => Err(format!("{text:?} has an unknown unit (use ms, s, m or h)")),
     }
 }
@@ -325,6 +331,12 @@ pub struct Config {
     #[arg(long, env = "SIGNALGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// Serve the admin API (HTTP and gRPC) and the dashboard on this
+    /// address only, instead of on `--listen` (keep them off the public
+    /// port: e.g. `127.0.0.1:3187`). Needs `--admin-token`.
+    #[arg(long, env = "SIGNALGATE_ADMIN_LISTEN", requires = "admin_token")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Where to POST session and pair events (docs/HOOKS.md); needs
     /// `--webhook-secret`.
     #[arg(long, env = "SIGNALGATE_WEBHOOK_URL")]
@@ -395,6 +407,7 @@ impl Default for Config {
             turn_secret: None,
             turn_ttl: Duration::from_secs(24 * 3600),
             admin_token: None,
+            admin_listen: None,
             jwt_jwks_url: None,
             jwt_jwks_refresh: Duration::from_secs(600),
             jwt_issuer: None,
@@ -422,6 +435,7 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("18446744073709551615h").is_err());
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! on one router, serves it on one listener (HTTP/1.1 and cleartext HTTP/2
 //! side by side) and owns shutdown.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -17,7 +16,6 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::admin::AdminToken;
@@ -27,6 +25,7 @@ use crate::config::Config;
 use crate::connection::{self, ConnectionBounds, Finish};
 use crate::core::{Hub, HubConfig, IcePolicy, InMemoryRegistry, RateLimit, Registry, ResumeLimits};
 use crate::doors::grpc::GrpcDoor;
+use crate::doors::grpc_route;
 use crate::doors::origin::{self, OriginPolicy};
 use crate::doors::polling::PollingLimits;
 use crate::doors::socketio::{self, SocketIoConfig};
@@ -53,6 +52,9 @@ pub struct Gateway {
     auth: AuthPolicy,
     webhooks: Option<Arc<Webhooks>>,
     router: Router,
+    /// The admin API and dashboard when they have an address of their own
+    /// (`--admin-listen`).
+    admin: Option<Router>,
     config: Config,
     tls: Option<TlsAcceptor>,
 }
@@ -174,12 +176,13 @@ impl Gateway {
                     .map(|webhooks| webhooks as Arc<dyn crate::core::hooks::HookSink>),
             },
         );
-        let router = build_router(&hub, &config, &auth)?;
+        let (router, admin) = build_router(&hub, &config, &auth)?;
         Ok(Gateway {
             hub,
             auth,
             webhooks,
             router,
+            admin,
             config,
             tls,
         })
@@ -221,6 +224,22 @@ impl Gateway {
         tokio::spawn(self.hub.clone().sample_activity(upkeep.clone()));
         if let Some(keys) = self.auth.jwks() {
             tokio::spawn(std::sync::Arc::clone(keys).run(upkeep.clone()));
+        }
+        if let (Some(admin), Some(address)) = (&self.admin, config.admin_listen) {
+            let admin_listener = TcpListener::bind(address).await?;
+            info!(address = %admin_listener.local_addr()?, "admin API and dashboard listening on their own address");
+            let admin = admin
+                .clone()
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let stop = upkeep.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(admin_listener, admin)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(error) = served {
+                    warn!(%error, "the admin listener failed");
+                }
+            });
         }
         let _stop_upkeep = upkeep.drop_guard();
         tokio::pin!(shutdown);
@@ -356,7 +375,13 @@ async fn wait_for_sessions(hub: &Hub) {
     }
 }
 
-fn build_router(hub: &Hub, config: &Config, auth: &AuthPolicy) -> anyhow::Result<Router> {
+/// The router of `--listen`, and the admin's own when `--admin-listen`
+/// gives it an address.
+fn build_router(
+    hub: &Hub,
+    config: &Config,
+    auth: &AuthPolicy,
+) -> anyhow::Result<(Router, Option<Router>)> {
     let signaling = SignalingServer::new(GrpcDoor::new(hub.clone(), auth.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes.saturating_mul(4));
@@ -372,7 +397,7 @@ fn build_router(hub: &Hub, config: &Config, auth: &AuthPolicy) -> anyhow::Result
         let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-        if config.admin_token.is_some() {
+        if config.admin_token.is_some() && config.admin_listen.is_none() {
             builder.register_encoded_file_descriptor_set(crate::proto::admin::FILE_DESCRIPTOR_SET)
         } else {
             builder
@@ -446,38 +471,21 @@ fn build_router(hub: &Hub, config: &Config, auth: &AuthPolicy) -> anyhow::Result
         .merge(operations)
         .merge(crate::web::router())
         .route("/healthz", get(healthz));
+    let mut admin = None;
     if let Some(token) = &config.admin_token {
         let token = AdminToken::new(token)?;
         info!("admin API on: /admin/v1/, signalgate.admin.v1.Admin and the dashboard at /admin/");
-        router = router.merge(crate::admin::router(
-            hub.clone(),
-            token,
-            config.max_message_bytes,
-        ));
+        let surface = crate::admin::router(hub.clone(), token, config.max_message_bytes);
+        match config.admin_listen {
+            Some(_) => admin = Some(surface.fallback(not_found)),
+            None => router = router.merge(surface),
+        }
     }
     let router = grpc_route(router, signaling);
     let router = grpc_route(router, health);
     let router = grpc_route(router, reflection_v1);
     let router = grpc_route(router, reflection_v1alpha);
-    Ok(router.fallback(not_found))
-}
-
-/// Mounts a tonic service at `/{package.Service}/{method}`.
-pub(crate) fn grpc_route<S>(router: Router, service: S) -> Router
-where
-    S: tower::Service<Request<tonic::body::Body>, Error = Infallible>
-        + tonic::server::NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Response: axum::response::IntoResponse,
-    S::Future: Send + 'static,
-{
-    router.route_service(
-        &format!("/{}/{{*method}}", S::NAME),
-        service.map_request(|request: Request<Body>| request.map(tonic::body::Body::new)),
-    )
+    Ok((router.fallback(not_found), admin))
 }
 
 /// `GET /healthz`: the process is up.
@@ -533,12 +541,7 @@ async fn metrics(State(Operations { hub, .. }): State<Operations>) -> Response<B
 
 /// Unknown paths: a gRPC `UNIMPLEMENTED` for gRPC callers, 404 for the rest.
 async fn not_found(request: Request<Body>) -> Response<Body> {
-    let is_grpc = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/grpc"));
-    if is_grpc {
+    if crate::doors::is_grpc(request.headers()) {
         let (parts, ()) = tonic::Status::unimplemented("no such service or method")
             .into_http::<()>()
             .into_parts();

@@ -122,19 +122,20 @@ async fn presence_push_and_kick(topology: Topology, web_door: Door, app_door: Do
     app.expect_ack(1).await;
     web.expect("peer_back").await;
 
-    // Kick the app: KICKED with the reason, closed, not resumable; the
-    // peer hears `byebye`.
+    // Kick the app: KICKED with the reason (the longest accepted, 512
+    // bytes), closed, not resumable; the peer hears `byebye`.
     let token = resumed["resumeToken"].as_str().expect("token").to_owned();
+    let reason = "abuse reported ".repeat(35)[..512].to_owned();
     let (status, answer) = admin(
         asked,
         "POST",
         "/admin/v1/kick",
-        Some(json!({"uid": "zed", "role": "app", "reason": "abuse reported"})),
+        Some(json!({"uid": "zed", "role": "app", "reason": reason})),
     )
     .await;
     assert_eq!((status, &answer), (200, &json!({"kicked": 1})));
     let error = app.expect_error("KICKED", None).await;
-    assert_eq!(error["data"]["message"], "abuse reported");
+    assert_eq!(error["data"]["message"], reason);
     match app.expect_closed().await {
         Closed::WebSocket(frame) => assert_eq!(frame.map(|(code, _)| code), Some(4005)),
         Closed::Grpc(code, _) => assert_eq!(code, tonic::Code::PermissionDenied),
@@ -426,6 +427,15 @@ async fn bad_requests_are_refused_with_a_code() {
         let json = answer.json();
         assert_eq!(json["code"], "BAD_REQUEST", "{json}");
         assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // A kick reason over 512 bytes (one of 300 KB could not reach the
+    // client within any door's limits).
+    for length in [513, 300_000] {
+        let long = json!({"uid": "kim", "reason": "r".repeat(length)}).to_string();
+        let answer = http(address, "POST", "/admin/v1/kick", &auth, Some(&long)).await;
+        assert_eq!(answer.status, 400, "{length}: {}", answer.body);
+        assert_eq!(answer.json()["code"], "BAD_REQUEST");
+        assert!(answer.body.contains("512 bytes"), "{}", answer.body);
     }
     // A payload over the message limit.
     let big = json!({"uid": "kim", "role": "web", "data": "x".repeat(70_000)}).to_string();

@@ -221,6 +221,35 @@ async fn a_hanging_receiver_slows_nothing_and_drops_are_counted() {
     gateway.stop().await;
 }
 
+/// A receiver answering with a redirect: never followed (a 302 would turn
+/// the POST into a GET without the body, a 307 would send the signed body
+/// wherever `Location` says). Each attempt fails, and the event is dropped
+/// after the last one; nothing reaches the redirect's target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_failed_deliveries_never_followed() {
+    for status in [301, 302, 303, 307, 308] {
+        let receiver = Receiver::start(Behaviour::Redirect(status)).await;
+        let gateway = TestGateway::start_with(signalgate::Config {
+            webhook_max_attempts: 2,
+            ..hooked(&receiver)
+        })
+        .await;
+        let mut web = gateway.connect(Door::Ws).await;
+        web.register(&format!("redirected-{status}"), "web").await;
+        let deadline = Instant::now() + WAIT;
+        while receiver.received().len() < 2 {
+            assert!(Instant::now() < deadline, "{status}: no second attempt");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The second attempt was the last: nothing more comes.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(receiver.received().len(), 2, "{status}: two attempts");
+        assert_eq!(receiver.landed(), 0, "{status}: a redirect was followed");
+        web.close().await;
+        gateway.stop().await;
+    }
+}
+
 /// A node killed with -9: the survivor reaps its sessions and reports
 /// their end exactly once (and the dead node, being dead, reports nothing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -167,9 +167,14 @@ function chart(svgId, legendId, series) {
   });
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.innerHTML = out;
-  $(legendId).innerHTML = series.map((s, k) =>
-    `<span><i style="background:${COLORS[k % COLORS.length]}"></i>${s.name} ${fmt(s.values[s.values.length - 1] || 0)}</span>`,
+  $(legendId).innerHTML = series.map((s) =>
+    `<span><i></i>${s.name} ${fmt(s.values[s.values.length - 1] || 0)}</span>`,
   ).join("");
+  // Colours through the DOM, not style attributes: the page's
+  // Content-Security-Policy allows no inline style.
+  $(legendId).querySelectorAll("i").forEach((swatch, k) => {
+    swatch.style.background = COLORS[k % COLORS.length];
+  });
 }
 
 function drawCharts() {

@@ -7,7 +7,7 @@ set -euo pipefail
 binary=$1
 source "$(dirname "$0")/../lib/gateway.sh"
 start_gateway "$binary" --ice-server 'turn:127.0.0.1:3478?transport=udp' --turn-secret grpcurl-secret \
-  --admin-token grpcurl-admin
+  --admin-token grpcurl-admin-token-for-checks
 target="127.0.0.1:$PORT"
 
 services=$(grpcurl -plaintext "$target" list)
@@ -29,7 +29,7 @@ web_out=$(mktemp)
   | grpcurl -plaintext -d @ "$target" signalgate.v1.Signaling/Connect >"$web_out" &
 web_pid=$!
 sleep 1
-presence=$(grpcurl -plaintext -H 'authorization: Bearer grpcurl-admin' -d '{"uid": "grpcurl-demo"}' \
+presence=$(grpcurl -plaintext -H 'authorization: Bearer grpcurl-admin-token-for-checks' -d '{"uid": "grpcurl-demo"}' \
   "$target" signalgate.admin.v1.Admin/GetPresence)
 echo "$presence"
 python3 -c '

@@ -19,7 +19,7 @@ redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
 redis_pid=$!
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-start_gateway "$binary" --redis-url "redis://127.0.0.1:$redis_port/" --admin-token python-admin
+start_gateway "$binary" --redis-url "redis://127.0.0.1:$redis_port/" --admin-token python-admin-token-for-checks
 node_a=$PORT
 node_a_pid=$GATEWAY_PID
 start_gateway "$binary" --redis-url "redis://127.0.0.1:$redis_port/"
@@ -30,5 +30,5 @@ cd "$root/clients/python"
 SIGNALGATE_TURN_SECRET="$turn_secret" SIGNALGATE_TARGET="127.0.0.1:$single" \
   python3 -m pytest -q -p no:cacheprovider test_client.py -k 'not draining'
 SIGNALGATE_TARGET="127.0.0.1:$node_a" SIGNALGATE_TARGET_B="127.0.0.1:$node_b" \
-  SIGNALGATE_DRAIN_A="http://127.0.0.1:$node_a/admin/v1/drain" SIGNALGATE_ADMIN_TOKEN=python-admin \
+  SIGNALGATE_DRAIN_A="http://127.0.0.1:$node_a/admin/v1/drain" SIGNALGATE_ADMIN_TOKEN=python-admin-token-for-checks \
   python3 -m pytest -q -p no:cacheprovider test_client.py -k draining

@@ -3,7 +3,6 @@
 //! one place (`status`).
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -181,11 +180,7 @@ impl Admin for AdminService {
             "" => None,
             role => Some(super::parse_role(role).map_err(status)?),
         };
-        let reason: Arc<str> = if request.reason.is_empty() {
-            Arc::from("closed by an operator")
-        } else {
-            Arc::from(request.reason)
-        };
+        let reason = super::kick_reason(Some(&request.reason)).map_err(status)?;
         let kicked = self.hub.kick(uid, role, reason).await.map_err(status)?;
         Ok(Response::new(pb::KickResponse {
             kicked: u32::try_from(kicked).unwrap_or(u32::MAX),

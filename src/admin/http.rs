@@ -1,8 +1,6 @@
 //! The admin API as HTTP JSON (docs/OPERATIONS.md, *Admin API*): presence,
 //! sessions, kick, push and stats under `/admin/v1/`.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -141,11 +139,7 @@ async fn kick(State(api): State<Api>, bytes: Bytes) -> Response<Body> {
             let request: KickRequest = body(&bytes)?;
             let uid = super::parse_uid(&request.uid)?;
             let role = request.role.as_deref().map(super::parse_role).transpose()?;
-            let reason: Arc<str> = request
-                .reason
-                .filter(|reason| !reason.is_empty())
-                .unwrap_or_else(|| "closed by an operator".to_owned())
-                .into();
+            let reason = super::kick_reason(request.reason.as_deref())?;
             let kicked = api.hub.kick(uid, role, reason).await?;
             Ok(json(StatusCode::OK, &serde_json::json!({"kicked": kicked})))
         }

@@ -23,8 +23,11 @@ use crate::protocol::admin::decode_cursor;
 use crate::telemetry::metrics;
 
 pub mod dashboard;
+mod failures;
 pub mod grpc;
 pub mod http;
+
+use failures::FailedAttempts;
 
 /// The admin token, as configured.
 #[derive(Clone)]
@@ -36,16 +39,22 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
-/// The admin token is empty.
+/// The shortest admin token accepted, in bytes: a short one is guessed.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
+
+/// The admin token is too short to be a secret.
 #[derive(Debug, thiserror::Error)]
-#[error("--admin-token must not be empty")]
-pub struct EmptyAdminToken;
+#[error(
+    "--admin-token must be at least {MIN_ADMIN_TOKEN_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+)]
+pub struct ShortAdminToken;
 
 impl AdminToken {
-    /// The token every admin call must present.
-    pub fn new(token: &str) -> Result<AdminToken, EmptyAdminToken> {
-        if token.is_empty() {
-            return Err(EmptyAdminToken);
+    /// The token every admin call must present (at least
+    /// [`MIN_ADMIN_TOKEN_BYTES`] long).
+    pub fn new(token: &str) -> Result<AdminToken, ShortAdminToken> {
+        if token.len() < MIN_ADMIN_TOKEN_BYTES {
+            return Err(ShortAdminToken);
         }
         Ok(AdminToken(Arc::from(token.as_bytes())))
     }
@@ -75,51 +84,87 @@ fn cross_site(headers: &HeaderMap) -> bool {
     !origin_host.eq_ignore_ascii_case(host)
 }
 
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/grpc"))
+/// What stands in front of every admin call: the token and the count of
+/// failed attempts per client address.
+#[derive(Clone)]
+struct Gate {
+    token: AdminToken,
+    failures: Arc<FailedAttempts>,
 }
 
-/// The token check in front of every admin call (HTTP and gRPC): a
-/// missing or wrong token is 401 (`UNAUTHENTICATED` for gRPC); a
-/// cross-site browser request is 403.
+/// A refusal, answered on the caller's surface: a gRPC status for a gRPC
+/// caller, else an HTTP status with `{"code", "message"}`.
+fn refuse(grpc: bool, status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    if grpc {
+        let status = match status {
+            StatusCode::FORBIDDEN => tonic::Status::permission_denied(message),
+            StatusCode::TOO_MANY_REQUESTS => tonic::Status::resource_exhausted(message),
+            _ => tonic::Status::unauthenticated(message),
+        };
+        let (parts, ()) = status.into_http::<()>().into_parts();
+        return Response::from_parts(parts, Body::empty());
+    }
+    let mut response = http::error(status, code, message);
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"signalgate admin\""),
+        );
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// The check in front of every admin call (HTTP and gRPC alike): a
+/// cross-site browser request is 403 (`PERMISSION_DENIED`); a client
+/// address with too many failed attempts is 429 (`RESOURCE_EXHAUSTED`)
+/// before its token is looked at; a missing or wrong token is 401
+/// (`UNAUTHENTICATED`) and counts as a failed attempt.
 async fn require_token(
-    axum::extract::State(token): axum::extract::State<AdminToken>,
+    axum::extract::State(gate): axum::extract::State<Gate>,
     request: Request<Body>,
     next: Next,
 ) -> Response<Body> {
     let headers = request.headers();
-    if is_grpc(headers) {
-        if !token.admits(headers) {
-            metrics::refused("admin_unauthenticated");
-            let (parts, ()) = tonic::Status::unauthenticated("missing or wrong admin token")
-                .into_http::<()>()
-                .into_parts();
-            return Response::from_parts(parts, Body::empty());
-        }
-        return next.run(request).await;
-    }
+    let grpc = crate::doors::is_grpc(headers);
     if cross_site(headers) {
-        return http::error(
+        metrics::refused("admin_cross_site");
+        return refuse(
+            grpc,
             StatusCode::FORBIDDEN,
             "FORBIDDEN",
             "the admin API cannot be called from another origin",
         );
     }
-    if !token.admits(headers) {
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    let now = std::time::Instant::now();
+    if client.is_some_and(|ip| gate.failures.throttled(ip, now)) {
+        metrics::refused("admin_throttled");
+        return refuse(
+            grpc,
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "too many failed admin authentications from this address; wait a second",
+        );
+    }
+    if !gate.token.admits(headers) {
         metrics::refused("admin_unauthenticated");
-        let mut response = http::error(
+        if let Some(ip) = client {
+            gate.failures.failed(ip, now);
+        }
+        return refuse(
+            grpc,
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
             "missing or wrong admin token",
         );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"signalgate admin\""),
-        );
-        return response;
     }
     next.run(request).await
 }
@@ -129,8 +174,12 @@ async fn require_token(
 pub fn router(hub: Hub, token: AdminToken, max_message_bytes: usize) -> Router {
     let api = http::router(hub.clone(), max_message_bytes);
     let service = grpc::service(hub, max_message_bytes);
-    let protected = crate::server::grpc_route(api, service)
-        .layer(axum::middleware::from_fn_with_state(token, require_token));
+    let gate = Gate {
+        token,
+        failures: Arc::new(FailedAttempts::default()),
+    };
+    let protected = crate::doors::grpc_route(api, service)
+        .layer(axum::middleware::from_fn_with_state(gate, require_token));
     protected.merge(dashboard::router())
 }
 
@@ -166,6 +215,23 @@ pub(crate) fn parse_uid(text: &str) -> Result<Uid, Rejection> {
 pub(crate) fn parse_role(text: &str) -> Result<Role, Rejection> {
     text.parse()
         .map_err(|_| Rejection::bad_request("role must be \"web\" or \"app\""))
+}
+
+/// Longest kick reason accepted, in bytes: it travels to the client in
+/// its `error` (and to every node), so it stays well inside every door's
+/// frame and header limits.
+pub const MAX_KICK_REASON_BYTES: usize = 512;
+
+/// A kick's reason from the API: the default when absent or empty,
+/// `BAD_REQUEST` above [`MAX_KICK_REASON_BYTES`].
+pub(crate) fn kick_reason(reason: Option<&str>) -> Result<Arc<str>, Rejection> {
+    match reason.filter(|reason| !reason.is_empty()) {
+        None => Ok(Arc::from("closed by an operator")),
+        Some(reason) if reason.len() > MAX_KICK_REASON_BYTES => Err(Rejection::bad_request(
+            format!("reason must be at most {MAX_KICK_REASON_BYTES} bytes"),
+        )),
+        Some(reason) => Ok(Arc::from(reason)),
+    }
 }
 
 /// A listing's filter from the API's `uid_prefix`, `limit` and `cursor`.

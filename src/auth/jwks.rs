@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::sync::lock;
-use crate::telemetry::metrics;
+use crate::telemetry::{metrics, redact_url};
 
 /// The shortest time between two fetches caused by unknown `kid`s.
 pub const UNKNOWN_KID_REFRESH: Duration = Duration::from_secs(30);
@@ -46,7 +46,7 @@ pub struct JwksKeys {
 impl std::fmt::Debug for JwksKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwksKeys")
-            .field("url", &self.url.as_str())
+            .field("url", &redact_url(self.url.as_str()))
             .field("keys", &self.read().len())
             .finish_non_exhaustive()
     }
@@ -104,6 +104,26 @@ pub(super) fn keys_of(document: &[u8]) -> Result<HashMap<String, Key>, String> {
     Ok(keys)
 }
 
+/// The body of `response`, read until `limit` bytes and no further: a
+/// larger answer is refused as soon as it passes the limit, so a huge or
+/// endless body never takes more than `limit` bytes of memory.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(format!("a JWKS over {limit} bytes is too large"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("a JWKS over {limit} bytes is too large"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 impl JwksKeys {
     /// A key set fetched from `url`, refreshed every `refresh` once
     /// [`JwksKeys::run`] runs.
@@ -153,10 +173,7 @@ impl JwksKeys {
             if !response.status().is_success() {
                 return Err(format!("HTTP {}", response.status()));
             }
-            let body = response.bytes().await.map_err(|e| e.to_string())?;
-            if body.len() > MAX_JWKS_BYTES {
-                return Err(format!("a JWKS of {} bytes is too large", body.len()));
-            }
+            let body = read_capped(response, MAX_JWKS_BYTES).await?;
             keys_of(&body)
         }
         .await;
@@ -169,12 +186,12 @@ impl JwksKeys {
                 }
                 self.loaded.store(true, Ordering::Release);
                 metrics::jwks_fetch("ok");
-                info!(url = %self.url, keys = count, "JWKS fetched");
+                info!(url = %redact_url(self.url.as_str()), keys = count, "JWKS fetched");
                 Ok(count)
             }
             Err(error) => {
                 metrics::jwks_fetch("failed");
-                warn!(url = %self.url, %error, "JWKS fetch failed; keeping the last good set");
+                warn!(url = %redact_url(self.url.as_str()), %error, "JWKS fetch failed; keeping the last good set");
                 Err(error)
             }
         }
@@ -212,6 +229,54 @@ impl JwksKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer of 64 MiB (chunked, no length) is refused once 1 MiB has
+    /// been read: the server manages to write only the limit plus what the
+    /// sockets buffer, never the whole body.
+    #[tokio::test]
+    async fn a_huge_answer_is_refused_without_being_read_whole() {
+        use std::sync::atomic::AtomicUsize;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const BODY: usize = 64 << 20;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let written = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&written);
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b' '; 64 * 1024];
+            let framed = [
+                format!("{:x}\r\n", chunk.len()).into_bytes(),
+                chunk,
+                b"\r\n".to_vec(),
+            ]
+            .concat();
+            while counter.load(Ordering::Relaxed) < BODY {
+                if socket.write_all(&framed).await.is_err() {
+                    return;
+                }
+                counter.fetch_add(64 * 1024, Ordering::Relaxed);
+            }
+        });
+        let keys = JwksKeys::new(&format!("http://{address}/jwks"), Duration::from_secs(60))
+            .expect("keys");
+        let error = keys.fetch().await.expect_err("too large");
+        assert!(error.contains("too large"), "{error}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = written.load(Ordering::Relaxed);
+        assert!(
+            sent < 16 << 20,
+            "{sent} bytes were read of a refused answer"
+        );
+    }
 
     #[test]
     fn only_signing_keys_of_the_three_algorithms_with_a_kid_are_kept() {

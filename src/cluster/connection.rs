@@ -13,13 +13,26 @@ use tokio::sync::mpsc;
 use super::{COMMAND_TIMEOUT, ClusterError, RECONNECT_BACKOFF};
 use crate::telemetry::metrics;
 
-/// Where the registry lives.
-#[derive(Clone, Debug)]
+/// Where the registry lives. Its `Debug` hides any password in the URLs.
+#[derive(Clone)]
 pub enum RedisTarget {
     /// One Redis primary: `redis://host:port/db` (or `rediss://`).
     Single(String),
     /// A Redis Cluster, reached through any of these nodes' URLs.
     Cluster(Vec<String>),
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::telemetry::redact_url;
+        match self {
+            RedisTarget::Single(url) => f.debug_tuple("Single").field(&redact_url(url)).finish(),
+            RedisTarget::Cluster(urls) => f
+                .debug_tuple("Cluster")
+                .field(&urls.iter().map(|url| redact_url(url)).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
 }
 
 /// Frames waiting for the node's listener when it is on a Redis Cluster

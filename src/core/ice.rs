@@ -3,7 +3,9 @@
 //! REST API scheme (draft-uberti-behave-turn-rest), which coturn checks in
 //! its `use-auth-secret` mode:
 //!
-//! - `username = "<expiry unix seconds>:<uid>"`;
+//! - `username = "<expiry unix seconds>:<user>"`, where `user` is the uid
+//!   itself when every TURN server takes it, else `hex.` and the uid's
+//!   bytes in hex ([`turn_user`]);
 //! - `credential = base64(HMAC-SHA1(secret, username))`.
 //!
 //! One credential covers every TURN URL of the list; STUN URLs carry none.
@@ -27,7 +29,15 @@ pub enum IceConfigError {
     /// Credentials that expire at once would never work.
     #[error("the TURN credential lifetime must be at least one second")]
     ZeroTtl,
+    /// Credentials that outlive [`MAX_TURN_TTL`]: a leaked one would be
+    /// good for too long, and far enough out the expiry no longer fits the
+    /// 32-bit time TURN servers compare it with.
+    #[error("the TURN credential lifetime must be at most 7 days (--turn-ttl 168h)")]
+    TtlTooLong,
 }
+
+/// The longest `--turn-ttl` accepted: 7 days.
+pub const MAX_TURN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The ICE servers every session is handed, and how their TURN
 /// credentials are minted. Built once from the configuration.
@@ -64,6 +74,9 @@ impl IcePolicy {
     ) -> Result<Option<IcePolicy>, IceConfigError> {
         if ttl < Duration::from_secs(1) {
             return Err(IceConfigError::ZeroTtl);
+        }
+        if ttl > MAX_TURN_TTL {
+            return Err(IceConfigError::TtlTooLong);
         }
         let mut turn_urls = Vec::new();
         let mut stun_urls = Vec::new();
@@ -110,7 +123,7 @@ impl IcePolicy {
                     .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
                     .map_or(0, |since| since.as_secs());
                 expire_at = Some(expiry);
-                turn_credentials(secret, expiry, uid.as_str())
+                turn_credentials(secret, expiry, &turn_user(uid.as_str()))
             });
             servers.push(IceServer {
                 urls: self.turn_urls.clone(),
@@ -125,6 +138,31 @@ impl IcePolicy {
         }
         IceGrant { servers, expire_at }
     }
+}
+
+/// The uid as the user part of a TURN username. coturn refuses usernames
+/// holding a space, tab, line break, `'`, `"` or `\` (and, as an SQL guard,
+/// ones holding both "union" and "select"): a uid made only of letters,
+/// digits and `-._~@` goes as it is, any other as `hex.` followed by its
+/// UTF-8 bytes in lower-case hex, which every TURN server takes. Either
+/// way the credential is the HMAC of the whole username, so the encoding
+/// is only a name.
+pub fn turn_user(uid: &str) -> std::borrow::Cow<'_, str> {
+    let plain = uid
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'@'));
+    let lower = uid.to_ascii_lowercase();
+    let guarded = lower.contains("union") && lower.contains("select");
+    if plain && !guarded && !uid.starts_with("hex.") {
+        return uid.into();
+    }
+    let mut encoded = String::with_capacity(4 + uid.len() * 2);
+    encoded.push_str("hex.");
+    for byte in uid.bytes() {
+        encoded.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        encoded.push(char::from(b"0123456789abcdef"[usize::from(byte & 0xf)]));
+    }
+    encoded.into()
 }
 
 /// The TURN REST API credentials for `user`, valid until `expiry` (unix seconds).
@@ -143,7 +181,7 @@ pub fn turn_credentials(secret: &[u8], expiry: u64, user: &str) -> TurnCredentia
 /// A TURN username and password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TurnCredentials {
-    /// `<expiry unix seconds>:<uid>`.
+    /// `<expiry unix seconds>:<user>` ([`turn_user`] of the uid).
     pub username: String,
     /// `base64(HMAC-SHA1(secret, username))`.
     pub credential: String,
@@ -273,6 +311,48 @@ mod tests {
             IcePolicy::new(&urls(&["stun:x"]), None, Duration::ZERO).err(),
             Some(IceConfigError::ZeroTtl)
         );
+    }
+
+    #[test]
+    fn uids_a_turn_server_refuses_are_hex_encoded() {
+        assert_eq!(turn_user("alice"), "alice");
+        assert_eq!(turn_user("a.b-c_d~e@f"), "a.b-c_d~e@f");
+        assert_eq!(turn_user("a b"), "hex.612062");
+        assert_eq!(turn_user("it's"), "hex.69742773");
+        assert_eq!(turn_user("\"\\"), "hex.225c");
+        assert_eq!(turn_user("x:y"), "hex.783a79");
+        assert_eq!(turn_user("Union_SELECT"), "hex.556e696f6e5f53454c454354");
+        assert_eq!(turn_user("hex.41"), "hex.6865782e3431");
+        assert_eq!(turn_user("ü"), "hex.c3bc");
+        let policy = IcePolicy::new(
+            &urls(&["turn:t.example"]),
+            Some("s"),
+            Duration::from_secs(60),
+        )
+        .expect("valid")
+        .expect("some");
+        let grant = policy.grant(&Uid::new("a b").expect("uid"), SystemTime::now());
+        let credentials = grant.servers[0].credentials.as_ref().expect("minted");
+        assert!(
+            credentials.username.ends_with(":hex.612062"),
+            "{credentials:?}"
+        );
+    }
+
+    #[test]
+    fn a_ttl_over_seven_days_is_refused() {
+        let turn = urls(&["turn:t.example"]);
+        assert!(IcePolicy::new(&turn, Some("s"), MAX_TURN_TTL).is_ok());
+        for ttl in [
+            MAX_TURN_TTL + Duration::from_secs(1),
+            Duration::from_secs(98_000 * 3600),
+            Duration::MAX,
+        ] {
+            assert_eq!(
+                IcePolicy::new(&turn, Some("s"), ttl).err(),
+                Some(IceConfigError::TtlTooLong)
+            );
+        }
     }
 
     #[test]

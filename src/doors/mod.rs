@@ -8,13 +8,45 @@
 //! - [`socketio`]: Socket.IO 2.x/4.x at `/socket.io/` (socketioxide), the seed's wire shapes.
 //! - [`polling`]: Socket.IO's HTTP-side bounds: handshake rate, long-polling session caps, POST deadline.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, header};
 use futures_util::{Stream, StreamExt};
+use tower::ServiceExt;
 
 use crate::auth::{AuthError, AuthPolicy, bearer};
 use crate::core::Identity;
 use crate::telemetry::metrics;
+
+/// Whether a request is a gRPC call (`content-type: application/grpc...`).
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"))
+}
+
+/// Mounts a tonic service at `/{package.Service}/{method}` (the signaling
+/// door, health, reflection and the admin service alike).
+pub(crate) fn grpc_route<S>(router: Router, service: S) -> Router
+where
+    S: tower::Service<Request<tonic::body::Body>, Error = Infallible>
+        + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    router.route_service(
+        &format!("/{}/{{*method}}", S::NAME),
+        service.map_request(|request: Request<Body>| request.map(tonic::body::Body::new)),
+    )
+}
 
 /// How long every door gives a session it ends to get its last words out
 /// (docs/PROTOCOL.md: queued events, the farewell, the close).

@@ -1,10 +1,12 @@
 //! Signed webhooks (docs/HOOKS.md): the core's [`HookEvent`]s, numbered,
 //! signed and POSTed to `--webhook-url`.
 //!
-//! - Bounded: at most `--webhook-queue` events wait (queued or being
-//!   retried); past it a new event is dropped, counted
-//!   (`signalgate_webhook_dropped_total{reason="queue_full"}`) and logged.
-//!   Emitting never waits, so a slow or dead receiver never slows relaying.
+//! - Bounded: at most `--webhook-queue` events wait in all (queued or
+//!   being retried, over every lane); past it a new event is dropped,
+//!   counted (`signalgate_webhook_dropped_total{reason="queue_full"}`) and
+//!   logged. Emitting never waits, so a slow or dead receiver never slows
+//!   relaying. Events still waiting when shutdown's flush ends are counted
+//!   (`reason="shutdown"`) and logged.
 //! - In order per uid: events are spread over [`LANES`] workers by uid; a
 //!   worker delivers its events one at a time, so a later event of a uid
 //!   waits for an earlier one's retries.
@@ -12,6 +14,9 @@
 //!   `--webhook-timeout`) is retried with exponential backoff and full
 //!   jitter, with the same `id`, up to `--webhook-max-attempts`; then the
 //!   event is dropped and counted (`reason="attempts_exhausted"`).
+//! - Redirects are never followed: a 3xx answer is a failed attempt (a
+//!   301/302/303 would turn the POST into a GET without the body, and a
+//!   307/308 would send the signed body to whatever host `Location` names).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -56,7 +61,7 @@ pub struct WebhookConfig {
 impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookConfig")
-            .field("url", &self.url.as_str())
+            .field("url", &crate::telemetry::redact_url(self.url.as_str()))
             .field("timeout", &self.timeout)
             .field("max_attempts", &self.max_attempts)
             .field("queue", &self.queue)
@@ -99,7 +104,7 @@ impl WebhookConfig {
             secret: Arc::from(secret.as_bytes()),
             timeout,
             max_attempts: max_attempts.max(1),
-            queue: queue.max(LANES),
+            queue: queue.max(1),
             node: Arc::from(node),
         }))
     }
@@ -140,6 +145,8 @@ pub struct Webhooks {
     depth: Arc<AtomicUsize>,
     /// Events dropped for a full queue (logged every so often).
     dropped: AtomicU64,
+    /// Events held at most, over every lane.
+    capacity: usize,
 }
 
 impl Webhooks {
@@ -148,14 +155,16 @@ impl Webhooks {
     pub fn start(config: WebhookConfig) -> Result<Arc<Webhooks>, WebhookSetupError> {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("signalgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| WebhookSetupError::Client(e.to_string()))?;
         let depth = Arc::new(AtomicUsize::new(0));
-        let per_lane = config.queue.div_ceil(LANES);
+        // Each lane could take the whole queue: the bound is the total
+        // (`depth`, checked in `emit`), whichever lanes the events fall in.
         let lanes = (0..LANES)
             .map(|_| {
-                let (sender, receiver) = mpsc::channel(per_lane);
+                let (sender, receiver) = mpsc::channel(config.queue);
                 tokio::spawn(deliver_lane(
                     receiver,
                     client.clone(),
@@ -171,6 +180,7 @@ impl Webhooks {
             clock: AtomicU64::new(0),
             depth,
             dropped: AtomicU64::new(0),
+            capacity: config.queue,
         }))
     }
 
@@ -197,14 +207,28 @@ impl Webhooks {
     }
 
     /// Waits until every queued event is delivered or dropped, or `bound`
-    /// passes (shutdown).
-    pub async fn flush(&self, bound: Duration) {
+    /// passes (shutdown). What still waits then is abandoned: counted
+    /// (`signalgate_webhook_dropped_total{reason="shutdown"}`), logged, and
+    /// returned.
+    pub async fn flush(&self, bound: Duration) -> usize {
         let _ = tokio::time::timeout(bound, async {
             while self.depth() > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await;
+        let abandoned = self.depth();
+        if abandoned > 0 {
+            for _ in 0..abandoned {
+                metrics::webhook_dropped("shutdown");
+            }
+            warn!(
+                abandoned,
+                waited = ?bound,
+                "shutting down with webhook events undelivered: they are dropped"
+            );
+        }
+        abandoned
     }
 }
 
@@ -234,18 +258,33 @@ impl HookSink for Webhooks {
             body,
             happened: Instant::now(),
         };
-        // Counted before it is queued: the worker may finish it at once.
-        let depth = self.depth.fetch_add(1, Ordering::AcqRel) + 1;
-        match self.lanes[lane].try_send(pending) {
-            Ok(()) => metrics::webhook_queue_depth(depth),
-            Err(_) => {
-                let left = self.depth.fetch_sub(1, Ordering::AcqRel) - 1;
-                metrics::webhook_queue_depth(left);
-                metrics::webhook_dropped("queue_full");
-                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed);
-                if dropped.is_power_of_two() || dropped == 0 {
-                    warn!(dropped = dropped + 1, kind = event.kind.as_str(), uid = %event.uid, "webhook queue full: event dropped (the receiver is slow or down)");
+        // Counted before it is queued (the worker may finish it at once),
+        // and only while the total is under the capacity.
+        let admitted = self
+            .depth
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |depth| {
+                (depth < self.capacity).then_some(depth + 1)
+            });
+        let queued = match admitted {
+            Ok(before) => match self.lanes[lane].try_send(pending) {
+                Ok(()) => {
+                    metrics::webhook_queue_depth(before + 1);
+                    true
                 }
+                Err(_) => {
+                    // The lane's worker is gone (shutting down).
+                    let left = self.depth.fetch_sub(1, Ordering::AcqRel) - 1;
+                    metrics::webhook_queue_depth(left);
+                    false
+                }
+            },
+            Err(_) => false,
+        };
+        if !queued {
+            metrics::webhook_dropped("queue_full");
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed);
+            if dropped.is_power_of_two() || dropped == 0 {
+                warn!(dropped = dropped + 1, kind = event.kind.as_str(), uid = %event.uid, "webhook queue full: event dropped (the receiver is slow or down)");
             }
         }
     }
@@ -310,6 +349,10 @@ async fn deliver(client: &reqwest::Client, config: &WebhookConfig, pending: &Pen
                 metrics::webhook_latency(pending.happened.elapsed());
                 return;
             }
+            Ok(response) if response.status().is_redirection() => format!(
+                "HTTP {} (redirects are not followed: point --webhook-url at the final URL)",
+                response.status()
+            ),
             Ok(response) => format!("HTTP {}", response.status()),
             Err(error) => error.to_string(),
         };
@@ -345,6 +388,62 @@ mod tests {
             assert!(wait <= MAX_BACKOFF, "{attempt}: {wait:?}");
         }
         assert!(backoff(1) <= FIRST_BACKOFF);
+    }
+
+    /// A receiver that accepts connections and never answers.
+    async fn silent_receiver() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        format!("http://{address}/hooks")
+    }
+
+    fn event_of(uid: &str) -> HookEvent {
+        HookEvent {
+            kind: crate::core::hooks::HookKind::SessionRegistered,
+            uid: crate::core::Uid::new(uid).expect("uid"),
+            role: crate::core::Role::Web,
+            session: crate::core::ids::SessionId::random(),
+            peer_session: None,
+            door: None,
+            reason: None,
+        }
+    }
+
+    /// `--webhook-queue 64` holds 64 events whichever lanes they fall in:
+    /// all of one uid (one lane) fit, the 65th is dropped; and what still
+    /// waits at shutdown is counted as abandoned.
+    #[tokio::test]
+    async fn the_queue_capacity_is_a_total_over_the_lanes() {
+        let url = silent_receiver().await;
+        let hooks = Webhooks::start(
+            WebhookConfig::from_flags(
+                Some(&url),
+                Some("s"),
+                (Duration::from_secs(30), 1, 64),
+                "node",
+            )
+            .expect("config")
+            .expect("on"),
+        )
+        .expect("start");
+        for _ in 0..64 {
+            hooks.emit(event_of("one-uid"));
+        }
+        assert_eq!(hooks.depth(), 64);
+        assert_eq!(hooks.dropped.load(Ordering::Relaxed), 0);
+        hooks.emit(event_of("one-uid"));
+        hooks.emit(event_of("another-uid"));
+        assert_eq!(hooks.depth(), 64);
+        assert_eq!(hooks.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(hooks.flush(Duration::from_millis(50)).await, 64);
     }
 
     #[tokio::test]

@@ -22,6 +22,9 @@ pub enum Behaviour {
     FailFirst(usize),
     /// Never answers.
     Hang,
+    /// Answers every POST with this redirect status to `/landing` (which
+    /// counts whatever reaches it, by any method).
+    Redirect(u16),
 }
 
 /// One POST as received.
@@ -44,6 +47,7 @@ struct Shared {
     behaviour: Behaviour,
     attempts: Arc<AtomicUsize>,
     received: Arc<Mutex<Vec<Received>>>,
+    landed: Arc<AtomicUsize>,
 }
 
 /// A running receiver.
@@ -62,9 +66,11 @@ impl Receiver {
             behaviour,
             attempts: Arc::default(),
             received: Arc::default(),
+            landed: Arc::default(),
         };
         let app = axum::Router::new()
             .route("/hooks", axum::routing::post(receive))
+            .route("/landing", axum::routing::any(land))
             .with_state(shared.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -74,6 +80,11 @@ impl Receiver {
 
     pub fn url(&self) -> String {
         format!("http://{}/hooks", self.address)
+    }
+
+    /// Requests that followed a redirect to `/landing`.
+    pub fn landed(&self) -> usize {
+        self.shared.landed.load(Ordering::SeqCst)
     }
 
     /// Every POST so far, in arrival order.
@@ -114,7 +125,17 @@ impl Receiver {
     }
 }
 
-async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: String) -> StatusCode {
+async fn land(State(shared): State<Shared>) -> StatusCode {
+    shared.landed.fetch_add(1, Ordering::SeqCst);
+    StatusCode::OK
+}
+
+async fn receive(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: String,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let header = |name: &str| {
         headers
             .get(name)
@@ -130,13 +151,18 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: String)
     });
     let attempt = shared.attempts.fetch_add(1, Ordering::SeqCst);
     match shared.behaviour {
-        Behaviour::Accept => StatusCode::OK,
-        Behaviour::FailFirst(n) if attempt < n => StatusCode::INTERNAL_SERVER_ERROR,
-        Behaviour::FailFirst(_) => StatusCode::OK,
+        Behaviour::Accept => StatusCode::OK.into_response(),
+        Behaviour::FailFirst(n) if attempt < n => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Behaviour::FailFirst(_) => StatusCode::OK.into_response(),
         Behaviour::Hang => {
             std::future::pending::<()>().await;
-            StatusCode::OK
+            StatusCode::OK.into_response()
         }
+        Behaviour::Redirect(status) => (
+            StatusCode::from_u16(status).expect("a status"),
+            [(axum::http::header::LOCATION, "/landing")],
+        )
+            .into_response(),
     }
 }
 

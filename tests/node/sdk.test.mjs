@@ -188,7 +188,7 @@ test("a draining node's reconnect: the SDK resumes on another node by itself", a
   await new Promise((resolve) => setTimeout(resolve, 300));
   const [portA, portB] = [await freePort(), await freePort()];
   const cluster = ["--redis-url", `redis://127.0.0.1:${redisPort}/`];
-  const nodeA = await startGateway(portA, [...cluster, "--admin-token", "sdk-admin"]);
+  const nodeA = await startGateway(portA, [...cluster, "--admin-token", "sdk-admin-token-for-tests"]);
   const nodeB = await startGateway(portB, cluster);
   const balancer = await cuttableProxy(portA);
   try {
@@ -209,7 +209,7 @@ test("a draining node's reconnect: the SDK resumes on another node by itself", a
     // connections to B; node A drains.
     balancer.retarget(portB);
     const answer = await fetch(`http://127.0.0.1:${portA}/admin/v1/drain`, {
-      method: "POST", headers: { Authorization: "Bearer sdk-admin" },
+      method: "POST", headers: { Authorization: "Bearer sdk-admin-token-for-tests" },
     });
     assert.equal(answer.status, 202);
     const reconnect = await told;
