@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -150,16 +151,32 @@ impl Drop for ConnectionPermit {
     }
 }
 
+/// How long a closed connection keeps reading (and dropping) what its
+/// client still sends.
+pub const LINGER_TIME: Duration = Duration::from_secs(1);
+/// How much it reads at most before it lets go.
+pub const LINGER_BYTES: usize = 256 * 1024;
+
 /// A plain or TLS connection, holding its slot for as long as it lives
 /// (including after an HTTP upgrade hands it to a WebSocket).
+///
+/// Dropping it is a *lingering close*: its last bytes are flushed, its
+/// write side shut (FIN), and what the client still sends is read and
+/// dropped for up to [`LINGER_TIME`] and [`LINGER_BYTES`] before the socket
+/// closes. Closing a socket with unread input makes the kernel answer with
+/// a reset, and a reset can overtake the last frames on their way through a
+/// proxy (a WebSocket close 1009 sent while the rest of an oversized
+/// message was unread arrived behind HAProxy as a bare TCP close).
 pub struct Conn {
     stream: Stream,
-    _permit: ConnectionPermit,
+    permit: Option<ConnectionPermit>,
 }
 
 enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Handed to the lingering close.
+    Closed,
 }
 
 impl Conn {
@@ -167,7 +184,7 @@ impl Conn {
     pub fn plain(stream: TcpStream, permit: ConnectionPermit) -> Self {
         Conn {
             stream: Stream::Plain(stream),
-            _permit: permit,
+            permit: Some(permit),
         }
     }
 
@@ -178,7 +195,56 @@ impl Conn {
     ) -> Self {
         Conn {
             stream: Stream::Tls(Box::new(stream)),
-            _permit: permit,
+            permit: Some(permit),
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let stream = std::mem::replace(&mut self.stream, Stream::Closed);
+        // The slot stays taken while the socket lingers: it is still open.
+        let permit = self.permit.take();
+        if matches!(stream, Stream::Closed) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(linger(stream, permit));
+        }
+    }
+}
+
+/// The lingering close of a dropped connection.
+async fn linger(stream: Stream, permit: Option<ConnectionPermit>) {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = match stream {
+        Stream::Plain(tcp) => tcp,
+        Stream::Tls(mut tls) => {
+            // close_notify, then the TCP write side.
+            let _ = tokio::time::timeout(LINGER_TIME, tls.shutdown()).await;
+            tls.into_inner().0
+        }
+        Stream::Closed => return,
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        let _ = tcp.shutdown().await;
+        discard_input(&mut tcp).await;
+    })
+    .await;
+    drop(tcp);
+    drop(permit);
+}
+
+/// Reads and drops input until the client closes, an error, or
+/// [`LINGER_BYTES`].
+async fn discard_input(tcp: &mut TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut scratch = [0u8; 8192];
+    let mut read = 0;
+    while read < LINGER_BYTES {
+        match tcp.read(&mut scratch).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => read += n,
         }
     }
 }
@@ -192,6 +258,7 @@ impl AsyncRead for Conn {
         match &mut self.get_mut().stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Closed => Poll::Ready(Ok(())),
         }
     }
 }
@@ -205,6 +272,7 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
 
@@ -212,6 +280,7 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Closed => Poll::Ready(Ok(())),
         }
     }
 
@@ -219,6 +288,7 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Closed => Poll::Ready(Ok(())),
         }
     }
 
@@ -230,6 +300,7 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().stream {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
 
@@ -237,6 +308,7 @@ impl AsyncWrite for Conn {
         match &self.stream {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Closed => false,
         }
     }
 }

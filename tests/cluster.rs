@@ -76,6 +76,62 @@ async fn racing_registrations_on_two_nodes_have_exactly_one_winner() {
     cluster.assert_empty().await;
 }
 
+/// A web and an app registering at the same instant, on two nodes, on one
+/// node of a Redis registry, or on one gateway with the in-memory registry:
+/// however the two binds interleave, the app receives `registered` and then
+/// exactly one `syncfrom`, and the pair relays. (The bind that comes second
+/// sends the first session `syncfrom` while that session's own
+/// registration may still be being answered, on its node or another: the
+/// event waits for the answer instead of being dropped or overtaking it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_registrations_always_pair() {
+    let cluster = TestCluster::start(2).await;
+    let single = TestGateway::start().await;
+    let doors = [Door::Ws, Door::Grpc, Door::SocketIo];
+    // Every door pair four times, on one node and across two, then on the
+    // in-memory registry.
+    for round in 0..45 {
+        let uid = format!("together-{round}");
+        let (web_node, app_node) = match round {
+            0..36 => (&cluster.nodes[round % 2], &cluster.nodes[(round / 2) % 2]),
+            _ => (&single, &single),
+        };
+        let mut web = web_node.connect(doors[round % 3]).await;
+        let mut app = app_node.connect(doors[(round / 3) % 3]).await;
+        tokio::join!(
+            web.send("register", Some(json!({"uid": uid, "type": 0})), None),
+            app.send("register", Some(json!({"uid": uid, "type": 1})), None),
+        );
+        let (app_events, app_closed) = drain(&mut app, Duration::from_millis(300)).await;
+        let names: Vec<&str> = app_events
+            .iter()
+            .filter_map(|event| event["event"].as_str())
+            .collect();
+        assert!(!app_closed, "round {round}: {names:?}");
+        assert_eq!(
+            names.first(),
+            Some(&"registered"),
+            "round {round}: {names:?}"
+        );
+        assert_eq!(
+            names.iter().filter(|name| **name == "syncfrom").count(),
+            1,
+            "round {round} ({} web, {} app): {names:?}",
+            doors[round % 3],
+            doors[(round / 3) % 3],
+        );
+        web.expect("registered").await;
+        web.send("message", Some(json!(round)), None).await;
+        assert_eq!(app.expect("message").await, json!(round));
+        web.close().await;
+        app.expect("byebye").await;
+        app.close().await;
+    }
+    cluster.assert_empty().await;
+    single.assert_empty().await;
+    single.stop().await;
+}
+
 /// Starts the real binary as a cluster node; returns it and its address.
 fn start_node(redis: &RedisServer) -> (std::process::Child, SocketAddr) {
     let ttl = format!("{}ms", TEST_NODE_TTL.as_millis());

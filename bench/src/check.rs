@@ -1,16 +1,19 @@
 //! `signalgate-check`: after a deploy, runs the scenario suite's core
 //! against a live deployment on every pair of doors (web door × app door)
 //! and prints a pass/fail table. Each scenario pairs a web and an app under
-//! a fresh uid, relays both ways, drops the app's connection and resumes it
+//! a fresh uid (both registering at once), relays both ways, drops the app's connection and resumes it
 //! on a new one (through a load balancer, often on another node), relays
 //! again, and ends with `byebye`. Exit status 1 if any pair fails.
 //!
 //! ```sh
 //! signalgate-check --address lb.example.com:443           # one port for every door
 //! signalgate-check --address 127.0.0.1:8080 --grpc-address 127.0.0.1:8081   # nginx
+//! signalgate-check --address 127.0.0.1:8080 --closes 5   # closes keep their code
 //! ```
 
 #![forbid(unsafe_code)]
+
+mod closes;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,6 +39,11 @@ struct Args {
     /// How long one step may wait for an event.
     #[arg(long, default_value = "5", value_name = "SECONDS")]
     timeout: u64,
+    /// Instead of the door pairs: run each case of closes the server starts
+    /// (oversized message, binary frame, oversized gRPC message) this many
+    /// times, each expecting its close code to arrive whole.
+    #[arg(long, value_name = "ROUNDS")]
+    closes: Option<usize>,
 }
 
 /// One connection, with its door and what it has seen.
@@ -129,14 +137,16 @@ async fn scenario(
 ) -> anyhow::Result<()> {
     let mut web = target.connect(web_door).await?;
     let mut app = target.connect(app_door).await?;
+    // Both register at once (often on two nodes): whichever bind comes
+    // second finds the other, and the app gets `syncfrom` either way.
     web.send("register", json!({"uid": uid, "type": "web"}), Some(1))
         .await?;
-    web.expect("registered").await?;
     app.send("register", json!({"uid": uid, "type": "app"}), Some(1))
         .await?;
-    let registered = app.expect("registered").await?;
-    if registered["peerPresent"] != true {
-        bail!("the app did not find its web peer: {registered}");
+    let web_registered = web.expect("registered").await?;
+    let app_registered = app.expect("registered").await?;
+    if web_registered["peerPresent"] != true && app_registered["peerPresent"] != true {
+        bail!("neither side found its peer: {web_registered} {app_registered}");
     }
     app.expect("syncfrom").await?;
     app.send("syncto", json!({"v": 1}), Some(2)).await?;
@@ -180,6 +190,33 @@ async fn scenario(
     Ok(())
 }
 
+/// `--closes ROUNDS`: each close case `rounds` times; exit 1 if any
+/// round of any case failed.
+async fn check_closes(target: &Target, rounds: usize) -> std::process::ExitCode {
+    let mut failures = 0;
+    for case in closes::Case::ALL {
+        let address = match case {
+            closes::Case::GrpcOversized => target.grpc_address,
+            _ => target.address,
+        };
+        let mut passed = 0;
+        for _ in 0..rounds {
+            match closes::run(case, address, target.token.as_deref(), target.step_timeout).await {
+                Ok(()) => passed += 1,
+                Err(error) => println!("{}: FAIL: {error:#}", case.name()),
+            }
+        }
+        failures += rounds - passed;
+        println!("{}: {passed} of {rounds} pass", case.name());
+    }
+    if failures == 0 {
+        println!("every close arrived with its code");
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    }
+}
+
 fn resolve(address: &str) -> anyhow::Result<SocketAddr> {
     use std::net::ToSocketAddrs;
     address
@@ -207,6 +244,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(rounds) = args.closes {
+        return check_closes(&target, rounds).await;
+    }
     let run = std::process::id();
     let mut failures = 0;
     println!("{:<10} {:<10} result", "web door", "app door");

@@ -2,8 +2,10 @@
 # The repository's own load-balancer configurations, run for real
 # (docs/DEPLOY.md): deploy/haproxy.cfg and deploy/nginx.conf, with only their
 # ports and backend hosts rewritten, in front of two signalgate nodes on a
-# Redis. Through each: signalgate-check passes on every door pair (pairs
-# across nodes, a resume through the balancer), npm socket.io-client pairs
+# Redis. Through each: signalgate-check passes on every door pair five
+# times (pairs registering at once across nodes, a resume through the
+# balancer), every close the server starts arrives with its code (an
+# oversized message, a binary frame: a lingering close), npm socket.io-client pairs
 # over long-polling (stickiness) and WebSocket; then a node is stopped, it
 # leaves the pool, and the check passes again on the other node.
 set -euo pipefail
@@ -46,8 +48,12 @@ node_b=$(start_node "$port_b"); pids+=("$node_b")
 # through NAME ADDRESS GRPC_ADDRESS URL: the checks through one balancer.
 through() {
   local name=$1 address=$2 grpc=$3 url=$4
-  echo "--- $name: every door pair"
-  "$check" --address "$address" --grpc-address "$grpc" | tee "$out/check-$name.txt"
+  echo "--- $name: every door pair, five times"
+  for round in 1 2 3 4 5; do
+    "$check" --address "$address" --grpc-address "$grpc" --timeout 3 | tee "$out/check-$name-$round.txt"
+  done
+  echo "--- $name: closes the server starts keep their code"
+  "$check" --address "$address" --grpc-address "$grpc" --closes 10 | tee "$out/closes-$name.txt"
   echo "--- $name: socket.io-client, long-polling and websocket"
   (cd "$root/tests/node" && BALANCER_URL="$url" node --test --test-reporter=spec --test-timeout=30000 balancer.test.mjs)
   echo "--- $name: node A stops; it leaves the pool"

@@ -245,9 +245,10 @@ impl Inner {
             warn!(%error, "undeliverable frame");
             DeliveryError::Gone
         })?;
+        // A session still binding here takes it too: it holds the event
+        // until its `registered` is queued.
         let handle = self
-            .local
-            .get(uid, *role, Some(*session))
+            .local_or_binding(uid, *role, *session)
             .ok_or(DeliveryError::Gone)?;
         handle.deliver(event)
     }

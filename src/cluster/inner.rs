@@ -12,7 +12,7 @@ use super::channel::RemotePeer;
 use super::connection::Commands;
 use super::keys::{member, split_holder};
 use super::{COMMAND_TIMEOUT, Inner, lock, scripts};
-use crate::core::{Peer, RegistryError, Role, RouteError, SessionId, Uid};
+use crate::core::{Peer, RegistryError, Role, RouteError, SessionHandle, SessionId, Uid};
 use crate::telemetry::metrics;
 
 /// Marks a binding being written (see [`Inner::binding_in_flight`]).
@@ -64,17 +64,34 @@ impl Inner {
     }
 
     /// Marks `session`'s binding as being written until the guard drops.
-    pub(super) fn binding_in_flight(self: &Arc<Self>, session: SessionId) -> BindingInFlight {
-        lock(&self.binding_now).insert(session);
+    pub(super) fn binding_in_flight(
+        self: &Arc<Self>,
+        session: &Arc<SessionHandle>,
+    ) -> BindingInFlight {
+        lock(&self.binding_now).insert(session.id(), Arc::clone(session));
         BindingInFlight {
             inner: Arc::clone(self),
-            session,
+            session: session.id(),
         }
     }
 
     /// Whether `session`'s binding is being written now.
     pub(super) fn is_binding(&self, session: SessionId) -> bool {
-        lock(&self.binding_now).contains(&session)
+        lock(&self.binding_now).contains_key(&session)
+    }
+
+    /// The session `session` of (uid, role) on this node: in the local
+    /// table, or still binding (its Redis binding written, its local one
+    /// not yet: a peer's registration may already have seen it).
+    pub(super) fn local_or_binding(
+        &self,
+        uid: &Uid,
+        role: Role,
+        session: SessionId,
+    ) -> Option<Arc<SessionHandle>> {
+        self.local
+            .get(uid, role, Some(session))
+            .or_else(|| lock(&self.binding_now).get(&session).cloned())
     }
 
     /// Adds a binding to this node's sessions set, before it is written.
@@ -143,7 +160,7 @@ impl Inner {
     ) -> Option<Peer> {
         let (node, session) = split_holder(holder)?;
         if node == self.node {
-            if let Some(local) = self.local.get(uid, role, Some(session)) {
+            if let Some(local) = self.local_or_binding(uid, role, session) {
                 return Some(Peer::local(local));
             }
             // Handed over for a resume and not yet bound on its new node:

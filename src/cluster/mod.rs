@@ -128,8 +128,10 @@ struct Inner {
     /// then forwarded there.
     moved: Mutex<HashMap<SessionId, Moved>>,
     /// Sessions whose binding is being written (indexed, not yet in the
-    /// local table): a re-assertion leaves their index members alone.
-    binding_now: Mutex<std::collections::HashSet<SessionId>>,
+    /// local table): a re-assertion leaves their index members alone, and
+    /// events for them are handed to the session (which holds them until
+    /// its `registered` is queued).
+    binding_now: Mutex<HashMap<SessionId, Arc<SessionHandle>>>,
 }
 
 /// The pairing registry shared by every node over Redis.
@@ -174,7 +176,7 @@ impl RedisRegistry {
             pending_releases: Mutex::new(Vec::new()),
             early_kills: Mutex::new(HashMap::new()),
             moved: Mutex::new(HashMap::new()),
-            binding_now: Mutex::new(std::collections::HashSet::new()),
+            binding_now: Mutex::new(HashMap::new()),
         });
         let pubsub = inner
             .subscribe()
@@ -218,7 +220,7 @@ impl Registry for RedisRegistry {
         // Indexed first (a dying node's bindings are found through its
         // sessions set); the guard keeps a re-assertion from taking the
         // member for a stale one before the binding is written.
-        let _in_flight = inner.binding_in_flight(session.id());
+        let _in_flight = inner.binding_in_flight(session);
         inner.index_binding(&binding).await?;
         let mut connection = inner.connection();
         let (previous, peer, epoch, peer_away, previous_away): (String, String, u64, u8, u8) =
@@ -246,7 +248,12 @@ impl Registry for RedisRegistry {
             local.replaced = Some(Arc::clone(session));
         }
         let peer = match split_holder(&peer) {
-            Some((node, _)) if node == inner.node => local.peer.map(Peer::local),
+            // A peer whose own bind here is still in flight is not in the
+            // local table yet: `peer_seen` finds it among those binding.
+            Some((node, _)) if node == inner.node => local
+                .peer
+                .map(Peer::local)
+                .or_else(|| inner.peer_seen(&peer, uid, role.peer(), peer_away == 1)),
             Some(_) => inner.peer_seen(&peer, uid, role.peer(), peer_away == 1),
             None => None,
         };
@@ -463,7 +470,7 @@ impl Registry for RedisRegistry {
         };
         // The session keeps its id on its new node.
         let binding = member(uid, role, session.id());
-        let _in_flight = inner.binding_in_flight(session.id());
+        let _in_flight = inner.binding_in_flight(session);
         inner.index_binding(&binding).await?;
         let mut connection = inner.connection();
         let (moved, epoch): (i64, u64) = inner

@@ -184,7 +184,7 @@ impl Session {
     /// Queues an event for this session itself. A full outbox closes the
     /// session as a slow consumer; nothing else can be done for it.
     pub(super) fn reply(&self, event: Event) {
-        let _ = self.handle.deliver(event);
+        let _ = self.handle.answer(event);
     }
 
     async fn register(&mut self, uid: Uid, role: Role) -> Result<(), Rejection> {
@@ -209,13 +209,23 @@ impl Session {
         if let Some(identity) = &self.identity {
             identity.permits(&uid, role)?;
         }
+        // From the moment the binding can be seen (in Redis, by a peer's
+        // registration on any node) until `registered` and its follow-ups
+        // are queued, what others send this session waits behind them.
+        self.handle.hold_deliveries();
         let bound = self
             .hub
             .shared
             .registry
             .bind(&uid, role, &self.handle)
-            .await
-            .map_err(|e| Rejection::new(ErrorCode::Unavailable, e.to_string()))?;
+            .await;
+        let bound = match bound {
+            Ok(bound) => bound,
+            Err(error) => {
+                self.handle.release_deliveries();
+                return Err(Rejection::new(ErrorCode::Unavailable, error.to_string()));
+            }
+        };
         {
             let mut state = self.handle.state();
             state.binding = Some((uid.clone(), role));
@@ -278,6 +288,7 @@ impl Session {
                 }
             }
         }
+        self.handle.release_deliveries();
         Ok(())
     }
 

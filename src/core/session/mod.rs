@@ -251,7 +251,19 @@ pub(crate) struct State {
     /// `peer_away`: a resume waits for it, so that the peer never hears
     /// `peer_back` first.
     pub(crate) announcing_away: bool,
+    /// Set while the session's `register` is being answered: events from
+    /// others (a peer whose registration saw this one's binding first
+    /// sends `syncfrom`) wait here and follow the answer, in order.
+    #[allow(
+        clippy::box_collection,
+        reason = "one word in every session's state instead of three: held events are rare"
+    )]
+    pub(crate) registering: Option<Box<Vec<Event>>>,
 }
+
+/// Most events from others held for a session while its registration is
+/// answered; past it they are refused as for a slow consumer.
+const MAX_HELD_WHILE_REGISTERING: usize = 64;
 
 impl State {
     /// A session's state before anything happened to it.
@@ -271,8 +283,18 @@ impl State {
             resumed,
             since: SystemTime::now(),
             announcing_away: false,
+            registering: None,
         }
     }
+}
+
+/// Holds `event` behind a registration being answered.
+fn hold(held: &mut Vec<Event>, event: Event) -> Result<(), DeliveryError> {
+    if held.len() >= MAX_HELD_WHILE_REGISTERING {
+        return Err(DeliveryError::SlowConsumer);
+    }
+    held.push(event);
+    Ok(())
 }
 
 /// Estimated memory of a retained event, for the byte bound.
@@ -369,7 +391,38 @@ impl SessionHandle {
     /// event waits in the resume buffer; if it does not fit, the session is
     /// ended as a slow consumer and the sender told.
     pub fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
-        self.queue(event, true)
+        let mut state = self.state();
+        if let Some(held) = state.registering.as_mut() {
+            return hold(held, event);
+        }
+        self.queue(&mut state, event, true)
+    }
+
+    /// Queues the session's own answer: like [`SessionHandle::deliver`],
+    /// but never held behind a registration being answered (it *is* the
+    /// answer).
+    pub fn answer(&self, event: Event) -> Result<(), DeliveryError> {
+        self.queue(&mut self.state(), event, true)
+    }
+
+    /// From now until [`SessionHandle::release_deliveries`], events from
+    /// others wait (the session's `register` is being answered).
+    pub(crate) fn hold_deliveries(&self) {
+        self.state().registering = Some(Box::default());
+    }
+
+    /// Queues what waited while the registration was answered, in order,
+    /// and lets later events through.
+    pub(crate) fn release_deliveries(&self) {
+        let mut state = self.state();
+        for event in state
+            .registering
+            .take()
+            .map(|held| *held)
+            .unwrap_or_default()
+        {
+            let _ = self.queue(&mut state, event, true);
+        }
     }
 
     /// Like [`SessionHandle::deliver`], but a session that cannot take the
@@ -378,11 +431,19 @@ impl SessionHandle {
     /// client, so that the sender's `error` comes before the peer's
     /// `byebye`.
     pub fn offer(&self, event: Event) -> Result<(), DeliveryError> {
-        self.queue(event, false)
+        let mut state = self.state();
+        if let Some(held) = state.registering.as_mut() {
+            return hold(held, event);
+        }
+        self.queue(&mut state, event, false)
     }
 
-    fn queue(&self, event: Event, close_on_overflow: bool) -> Result<(), DeliveryError> {
-        let mut state = self.state();
+    fn queue(
+        &self,
+        state: &mut State,
+        event: Event,
+        close_on_overflow: bool,
+    ) -> Result<(), DeliveryError> {
         if matches!(state.phase, Phase::Ended) {
             return Err(DeliveryError::Gone);
         }
@@ -413,7 +474,7 @@ impl SessionHandle {
             if away && overflows {
                 state.last_seq -= 1;
                 if close_on_overflow {
-                    Self::end_while_away(&mut state, ErrorCode::SlowConsumer);
+                    Self::end_while_away(state, ErrorCode::SlowConsumer);
                 }
                 return Err(DeliveryError::SlowConsumer);
             }
