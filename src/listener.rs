@@ -169,6 +169,7 @@ pub const LINGER_BYTES: usize = 256 * 1024;
 /// message was unread arrived behind HAProxy as a bare TCP close).
 pub struct Conn {
     stream: Stream,
+    /// Taken (freed) when the connection is dropped.
     permit: Option<ConnectionPermit>,
 }
 
@@ -203,19 +204,20 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         let stream = std::mem::replace(&mut self.stream, Stream::Closed);
-        // The slot stays taken while the socket lingers: it is still open.
-        let permit = self.permit.take();
+        // The slot is free at once: the connection is over for the
+        // gateway, and a lingering socket lasts [`LINGER_TIME`] at most.
+        drop(self.permit.take());
         if matches!(stream, Stream::Closed) {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(linger(stream, permit));
+            runtime.spawn(linger(stream));
         }
     }
 }
 
 /// The lingering close of a dropped connection.
-async fn linger(stream: Stream, permit: Option<ConnectionPermit>) {
+async fn linger(stream: Stream) {
     use tokio::io::AsyncWriteExt;
     let mut tcp = match stream {
         Stream::Plain(tcp) => tcp,
@@ -231,8 +233,6 @@ async fn linger(stream: Stream, permit: Option<ConnectionPermit>) {
         discard_input(&mut tcp).await;
     })
     .await;
-    drop(tcp);
-    drop(permit);
 }
 
 /// Reads and drops input until the client closes, an error, or

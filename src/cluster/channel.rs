@@ -127,7 +127,16 @@ impl Inner {
                                 self.receive(payload);
                             }
                         }
-                        PushKind::Disconnection => return Heard::Lost,
+                        // One of the cluster's connections dropped (any
+                        // shard's: a primary failing over). Subscribing
+                        // again at once keeps the node available when it
+                        // was not the shard of this node's channel; when it
+                        // was, that fails and the node is unavailable until
+                        // the shard serves again.
+                        PushKind::Disconnection => match self.subscribe().await {
+                            Ok(_) => debug!(node = %self.node, "a Redis Cluster connection dropped; still subscribed"),
+                            Err(_) => return Heard::Lost,
+                        },
                         _ => {}
                     },
                     None => return Heard::Stopped,

@@ -28,8 +28,12 @@ impl Drop for BindingInFlight {
 }
 
 impl Inner {
+    /// Whether requests may be tried: subscribed to this node's channel,
+    /// and (one Redis) its heartbeat succeeding. On a Redis Cluster each
+    /// request stands or falls with the shards its keys live on.
     pub(super) fn available(&self) -> bool {
-        self.subscribed.load(Ordering::Acquire) && self.heartbeat_ok.load(Ordering::Acquire)
+        self.subscribed.load(Ordering::Acquire)
+            && (self.sharded || self.heartbeat_ok.load(Ordering::Acquire))
     }
 
     pub(super) fn unavailable(&self) -> RegistryError {
@@ -47,7 +51,13 @@ impl Inner {
             Ok(Err(error)) => error.to_string(),
             Err(_) => "timed out".to_owned(),
         };
-        if self.heartbeat_ok.swap(false, Ordering::AcqRel) {
+        if self.sharded {
+            // One shard failing (a primary failing over) is that shard's:
+            // only requests for its keys fail, each within this deadline.
+            if !self.shard_trouble.swap(true, Ordering::AcqRel) {
+                warn!(node = %self.node, error = %failure, "a Redis Cluster command failed: requests on that shard fail until it serves again");
+            }
+        } else if self.heartbeat_ok.swap(false, Ordering::AcqRel) {
             warn!(node = %self.node, error = %failure, "Redis unreachable: cross-node relays and registrations fail until it returns");
         }
         self.beat_now.notify_one();

@@ -47,7 +47,10 @@ impl Inner {
                 () = self.beat_now.notified() => {}
                 () = self.stop.cancelled() => return,
             }
-            let was_ok = self.heartbeat_ok.load(Ordering::Acquire);
+            // A shard that failed since the last beat may have lost writes
+            // (a failover drops what its replica had not copied yet).
+            let shard_trouble = self.shard_trouble.swap(false, Ordering::AcqRel);
+            let was_ok = self.heartbeat_ok.load(Ordering::Acquire) && !shard_trouble;
             match self.beat().await {
                 Ok(key_was_there) => {
                     if !was_ok || !key_was_there {
@@ -59,6 +62,8 @@ impl Inner {
                         && !self.heartbeat_ok.swap(true, Ordering::AcqRel)
                     {
                         info!(node = %self.node, "Redis reachable again");
+                    } else if shard_trouble {
+                        info!(node = %self.node, "Redis Cluster commands succeed again");
                     }
                     self.expire_moved();
                     if let Err(error) = self.reap_dead_nodes().await {

@@ -113,6 +113,12 @@ struct Inner {
     next_token: AtomicU64,
     subscribed: AtomicBool,
     heartbeat_ok: AtomicBool,
+    /// On a Redis Cluster: a command failed on some shard since the last
+    /// heartbeat (whose next success re-asserts this node's bindings). A
+    /// failing shard refuses only the requests whose keys it serves; the
+    /// registry as a whole stays available.
+    sharded: bool,
+    shard_trouble: AtomicBool,
     reassert: Notify,
     beat_now: Notify,
     stop: CancellationToken,
@@ -154,6 +160,7 @@ impl RedisRegistry {
     /// survived (see docs/CLUSTER.md).
     pub async fn connect(config: ClusterConfig) -> Result<RedisRegistry, ClusterError> {
         let connections = connection::connect(&config.redis).await?;
+        let sharded = matches!(connections.commands, Commands::Cluster(_));
         let node = format!("{:016x}", rand::random::<u64>());
         let inner = Arc::new(Inner {
             token_tag: format!("{node}."),
@@ -170,6 +177,8 @@ impl RedisRegistry {
             next_token: AtomicU64::new(1),
             subscribed: AtomicBool::new(false),
             heartbeat_ok: AtomicBool::new(false),
+            sharded,
+            shard_trouble: AtomicBool::new(false),
             reassert: Notify::new(),
             beat_now: Notify::new(),
             stop: CancellationToken::new(),

@@ -20,6 +20,7 @@ struct ClusterMember {
 pub struct RedisCluster {
     members: Vec<ClusterMember>,
     directory: std::path::PathBuf,
+    node_timeout_ms: u64,
 }
 
 fn redis_binary(name: &str, variable: &str) -> String {
@@ -30,6 +31,11 @@ impl RedisCluster {
     /// Starts six nodes and creates the cluster; waits until every slot is
     /// served.
     pub async fn start() -> RedisCluster {
+        RedisCluster::start_with_node_timeout(NODE_TIMEOUT_MS).await
+    }
+
+    /// [`RedisCluster::start`] with `cluster-node-timeout` set.
+    pub async fn start_with_node_timeout(node_timeout_ms: u64) -> RedisCluster {
         let directory = std::env::temp_dir().join(format!(
             "signalgate-redis-cluster-{}-{}",
             std::process::id(),
@@ -39,6 +45,7 @@ impl RedisCluster {
         let mut cluster = RedisCluster {
             members: Vec::new(),
             directory,
+            node_timeout_ms,
         };
         for _ in 0..6 {
             let port = free_port();
@@ -90,11 +97,15 @@ impl RedisCluster {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes", "--cluster-config-file"])
             .arg(&config)
-            .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+            .args(["--cluster-node-timeout", &self.node_timeout_ms.to_string()])
             // Replicas sync at once, and may take over however long they
             // were cut off.
             .args(["--repl-diskless-sync-delay", "0"])
             .args(["--cluster-replica-validity-factor", "0"])
+            // The healthy shards keep serving while one fails over (the
+            // default refuses every command, CLUSTERDOWN, from the failure's
+            // detection to the promotion): docs/CLUSTER.md recommends it.
+            .args(["--cluster-require-full-coverage", "no"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(&self.directory)
@@ -149,6 +160,14 @@ impl RedisCluster {
             }
         }
         panic!("no primary serves slot {slot}");
+    }
+
+    /// The ports of the primaries serving slots now.
+    pub async fn primary_ports(&self) -> Vec<u16> {
+        let mut ports = primaries(self.members[0].port).await;
+        ports.sort_unstable();
+        ports.dedup();
+        ports
     }
 
     /// `kill -9` of the node on `port`; waits until its replica has taken
