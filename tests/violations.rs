@@ -396,41 +396,50 @@ async fn socketio_unreadable_packets_end_the_session_at_once() {
     finish(gateway, web, app).await;
 }
 
-/// A Socket.IO acknowledgement id beyond what socketioxide's parser reads
-/// (a signed 64-bit integer) is no id to it: the event is handled as one
-/// without a callback, so it takes effect (rule 9: answered or takes
-/// effect) and a failure is still answered with an `error` event. This
-/// pins the documented decision (docs/PROTOCOL.md, Socket.IO).
+/// A Socket.IO acknowledgement id beyond what socketioxide holds (a signed
+/// 64-bit integer) cannot be answered, so the packet is refused as
+/// unreadable (patches/README.md): the transport closes at once, nothing is
+/// delivered without its answer, and the peer hears `byebye`. An id of
+/// 2^63-1 is still answered. This pins the documented decision
+/// (docs/PROTOCOL.md, Socket.IO).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn socketio_ack_ids_past_the_parser_are_events_without_a_callback() {
-    use signalgate_client::Incoming;
+async fn socketio_ack_ids_past_i64_end_the_session() {
+    use signalgate_client::{Closed, Incoming};
     use tokio_tungstenite::tungstenite::Message;
     let gateway = TestGateway::start().await;
     let (mut peer, mut sender) = paired(&gateway, "huge-ack", Door::Ws, Door::SocketIo).await;
     let signalgate_client::Client::SocketIo(raw) = &mut sender.client else {
         panic!("a Socket.IO client");
     };
-    raw.send_raw(Message::text(r#"4218446744073709551616["message",1]"#))
+    raw.send_raw(Message::text(r#"429223372036854775807["message",1]"#))
         .await
         .expect("send");
     assert_eq!(peer.expect("message").await, json!(1));
-    raw.send_raw(Message::text(r#"4218446744073709551617["fly",1]"#))
-        .await
-        .expect("send");
     match tokio::time::timeout(common::EVENT_TIMEOUT, raw.recv())
         .await
         .expect("in time")
         .expect("recv")
     {
         Incoming::Event(event) => {
-            assert_eq!(event["event"], "error", "{event}");
-            assert_eq!(event["data"]["code"], "BAD_REQUEST", "{event}");
-            assert!(event.get("id").is_none(), "{event}");
+            assert_eq!(event["event"], "ack", "{event}");
+            assert_eq!(event["id"], json!(9_223_372_036_854_775_807u64), "{event}");
         }
         other => panic!("{other:?}"),
     }
-    sender.close().await;
-    peer.expect("byebye").await;
+    for id in ["9223372036854775808", "18446744073709551616"] {
+        raw.send_raw(Message::text(format!(r#"42{id}["message",2]"#)))
+            .await
+            .expect("send");
+    }
+    match tokio::time::timeout(common::EVENT_TIMEOUT, raw.recv())
+        .await
+        .expect("in time")
+        .expect("recv")
+    {
+        Incoming::Closed(Closed::SocketIo(_)) => {}
+        other => panic!("expected the transport closed, got {other:?}"),
+    }
+    assert_eq!(peer.expect_next_named_any().await, "byebye");
     peer.close().await;
     gateway.assert_empty().await;
 }
