@@ -177,3 +177,50 @@ async fn info_logs_pairings_replacements_and_disconnects_but_no_tokens() {
         assert!(!text.contains(&token), "a resume token in the logs: {text}");
     }
 }
+
+/// Credentials in a webhook or JWKS URL never reach a log line: every URL
+/// is logged with its user info replaced by `***` (at debug level too).
+#[test]
+fn credentials_in_urls_never_reach_the_logs() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(BINARY)
+        .args(["--listen", "127.0.0.1:0"])
+        .args([
+            "--webhook-url",
+            "http://hook-user:hook-pass-secret@127.0.0.1:9/hooks",
+            "--webhook-secret",
+            "webhook-signing-secret",
+            "--jwt-jwks-url",
+            "http://jwks-user:jwks-pass-secret@127.0.0.1:9/jwks",
+        ])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn signalgate");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("read");
+        let done = line.contains("JWKS fetch failed");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = seen.join("\n");
+    assert!(logs.contains("JWKS fetch failed"), "{logs}");
+    for secret in [
+        "hook-pass-secret",
+        "jwks-pass-secret",
+        "hook-user",
+        "jwks-user",
+    ] {
+        assert!(!logs.contains(secret), "{secret} was logged:\n{logs}");
+    }
+    assert!(logs.contains("***@127.0.0.1:9/hooks"), "{logs}");
+    assert!(logs.contains("***@127.0.0.1:9/jwks"), "{logs}");
+}

@@ -21,7 +21,7 @@ export function launchChromium() {
 export async function demoPage(browser, port, role, uid, extra = "") {
   const page = await browser.newPage({ viewport: { width: 1100, height: 820 } });
   page.on("pageerror", (error) => console.error(`[${role}] page error:`, error));
-  await page.goto(`http://127.0.0.1:${port}/?role=${role}&uid=${uid}${extra}`);
+  await page.goto(`http://127.0.0.1:${port}/?role=${role}&uid=${encodeURIComponent(uid)}${extra}`);
   return page;
 }
 
