@@ -103,12 +103,10 @@ impl ErrorCode {
     }
 
     /// When the server closes a session with this code, whether the events
-    /// already queued for it are written before the farewell. Yes for most
-    /// (a rate-limited client sees the refusals of its requests); not for
-    /// `SLOW_CONSUMER` (the queue is what it cannot take) nor
-    /// `SHUTTING_DOWN` (every session closes at once; the farewell first).
+    /// already queued for it are written before the farewell
+    /// ([`crate::core::Disconnect::flushes_queue`]).
     pub const fn flushes_queue_on_close(self) -> bool {
-        !matches!(self, ErrorCode::SlowConsumer | ErrorCode::ShuttingDown)
+        self.disconnect().flushes_queue
     }
 
     /// Parses the wire form.
@@ -178,14 +176,7 @@ impl EndReason {
             EndReason::ClientClosed => "client_closed",
             EndReason::ConnectionLost => "connection_lost",
             EndReason::ProtocolViolation(_) => "protocol_violation",
-            EndReason::Closed(ErrorCode::Replaced) => "replaced",
-            EndReason::Closed(ErrorCode::SlowConsumer) => "slow_consumer",
-            EndReason::Closed(ErrorCode::ShuttingDown) => "shutdown",
-            EndReason::Closed(ErrorCode::RateLimited) => "rate_limited",
-            EndReason::Closed(ErrorCode::RegisterTimeout) => "register_timeout",
-            EndReason::Closed(ErrorCode::Kicked) => "kicked",
-            EndReason::Closed(ErrorCode::Draining) => "draining",
-            EndReason::Closed(_) => "closed",
+            EndReason::Closed(code) => code.disconnect().end_label,
             EndReason::ResumeWindowExpired => "resume_window_expired",
         }
     }

@@ -104,19 +104,9 @@ impl Event {
 
     /// The last event a session receives when the server closes it.
     pub fn farewell(code: ErrorCode) -> Event {
-        let message = match code {
-            ErrorCode::Replaced => "a newer session registered the same uid and role",
-            ErrorCode::SlowConsumer => "the session could not keep up with its events",
-            ErrorCode::ShuttingDown => "the server is shutting down",
-            ErrorCode::MessageTooLarge => "message exceeds the size limit",
-            ErrorCode::RateLimited => "the session kept sending faster than allowed",
-            ErrorCode::RegisterTimeout => "the session did not register in time",
-            ErrorCode::Kicked => "an operator closed the session",
-            _ => "the session was closed",
-        };
         Event::Error {
             code,
-            message: Cow::Borrowed(message),
+            message: Cow::Borrowed(code.disconnect().farewell),
             id: None,
         }
     }

@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod command;
+pub mod disconnect;
 pub mod error;
 pub mod event;
 pub mod handover;
@@ -37,6 +38,7 @@ pub use command::{
     Command, FileOffer, Relay, RelayKind, Request, RequestId, Role, Uid, UidDigestHasher, UidMap,
     UnknownRole,
 };
+pub use disconnect::{Disconnect, GrpcStatus};
 pub use error::{EndReason, ErrorCode, Rejection};
 pub use event::Event;
 pub use handover::{SessionExport, SessionExporter};

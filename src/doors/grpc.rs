@@ -17,8 +17,8 @@ use super::CLOSE_TIMEOUT;
 use super::{Presented, authenticate};
 use crate::auth::AuthPolicy;
 use crate::core::{
-    Command, DoorKind, EndReason, ErrorCode, Event, FileOffer, Hub, IceGrant, JsonPayload, Opening,
-    Rejection, Relay, Request, RequestId, Role, Session, SessionLink, Uid,
+    Command, DoorKind, EndReason, ErrorCode, Event, FileOffer, GrpcStatus, Hub, IceGrant,
+    JsonPayload, Opening, Rejection, Relay, Request, RequestId, Role, Session, SessionLink, Uid,
 };
 use crate::proto::encoded::{EncodedValue, PayloadError, ValueError};
 use crate::proto::server::{self as pb, client_event, server_event};
@@ -296,15 +296,14 @@ async fn finish(
 
 /// The gRPC status a session ends with when the server closes it.
 fn status_for(code: ErrorCode) -> Status {
-    let grpc_code = match code {
-        ErrorCode::Replaced => Code::Aborted,
-        ErrorCode::SlowConsumer | ErrorCode::RateLimited => Code::ResourceExhausted,
-        ErrorCode::RegisterTimeout => Code::DeadlineExceeded,
-        ErrorCode::ShuttingDown | ErrorCode::Draining => Code::Unavailable,
-        ErrorCode::MessageTooLarge => Code::ResourceExhausted,
-        ErrorCode::BadRequest => Code::InvalidArgument,
-        ErrorCode::Kicked => Code::PermissionDenied,
-        _ => Code::Internal,
+    let grpc_code = match code.disconnect().grpc_status {
+        GrpcStatus::InvalidArgument => Code::InvalidArgument,
+        GrpcStatus::DeadlineExceeded => Code::DeadlineExceeded,
+        GrpcStatus::PermissionDenied => Code::PermissionDenied,
+        GrpcStatus::ResourceExhausted => Code::ResourceExhausted,
+        GrpcStatus::Aborted => Code::Aborted,
+        GrpcStatus::Internal => Code::Internal,
+        GrpcStatus::Unavailable => Code::Unavailable,
     };
     Status::new(grpc_code, code.as_str())
 }

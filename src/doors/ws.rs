@@ -43,50 +43,13 @@ pub struct WsDoor {
     auth: AuthPolicy,
 }
 
-/// Close codes of the JSON WebSocket door (docs/PROTOCOL.md).
-pub mod close_code {
-    /// Normal closure.
-    pub const NORMAL: u16 = 1000;
-    /// The server is going away (shutdown).
-    pub const GOING_AWAY: u16 = 1001;
-    /// A frame that breaks the WebSocket protocol (RFC 6455).
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    /// A binary frame on the JSON door.
-    pub const UNSUPPORTED_DATA: u16 = 1003;
-    /// A text frame that is not valid UTF-8.
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    /// A message over the size limit.
-    pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// An unexpected server error.
-    pub const INTERNAL_ERROR: u16 = 1011;
-    /// A newer session registered the same (uid, role).
-    pub const REPLACED: u16 = 4001;
-    /// The session could not keep up with its events.
-    pub const SLOW_CONSUMER: u16 = 4002;
-    /// The client kept sending past the rate limit.
-    pub const RATE_LIMITED: u16 = 4003;
-    /// The session did not register in time.
-    pub const REGISTER_TIMEOUT: u16 = 4004;
-    /// An operator closed the session through the admin API.
-    pub const KICKED: u16 = 4005;
-    /// The node drains: resume the session on another node (after the
-    /// `reconnect` event's wait).
-    pub const RECONNECT: u16 = 4006;
-}
+/// Close codes of the JSON WebSocket door (docs/PROTOCOL.md), kept with
+/// the disconnect table.
+pub use crate::core::disconnect::ws_close as close_code;
 
 /// The close code for a session the server ends with `code`.
 fn close_code_for(code: ErrorCode) -> u16 {
-    match code {
-        ErrorCode::Replaced => close_code::REPLACED,
-        ErrorCode::SlowConsumer => close_code::SLOW_CONSUMER,
-        ErrorCode::RateLimited => close_code::RATE_LIMITED,
-        ErrorCode::RegisterTimeout => close_code::REGISTER_TIMEOUT,
-        ErrorCode::Kicked => close_code::KICKED,
-        ErrorCode::Draining => close_code::RECONNECT,
-        ErrorCode::ShuttingDown => close_code::GOING_AWAY,
-        ErrorCode::MessageTooLarge => close_code::MESSAGE_TOO_BIG,
-        _ => close_code::INTERNAL_ERROR,
-    }
+    code.disconnect().ws_close
 }
 
 impl WsDoor {

@@ -64,6 +64,14 @@ test("the dashboard shows live numbers, finds a uid and kicks it", async () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
     const errors = [];
     page.on("pageerror", (error) => errors.push(String(error)));
+    // The page's Content-Security-Policy: anything it blocks is a console
+    // error naming the policy, and there must be none. (The refused wrong
+    // token below logs a 401, which is not one.)
+    page.on("console", (message) => {
+      if (message.type() === "error" && message.text().includes("Content Security Policy")) {
+        errors.push(message.text());
+      }
+    });
     await page.goto(`http://127.0.0.1:${port}/admin/`);
     // A wrong token is refused on the page.
     await page.fill("#token", "wrong");
@@ -96,6 +104,11 @@ test("the dashboard shows live numbers, finds a uid and kicks it", async () => {
     const points = await page.evaluate(() =>
       document.querySelector("#chart-relays polyline").getAttribute("points").split(" ").length);
     assert.ok(points >= 5, `the chart has history (${points} points)`);
+    // The legend's colour swatches are set through the DOM (no inline style
+    // attribute, which the policy would refuse).
+    const swatches = await page.evaluate(() =>
+      [...document.querySelectorAll("#legend-relays i")].map((i) => getComputedStyle(i).backgroundColor));
+    assert.ok(swatches.length >= 1 && swatches.every((c) => c !== "rgba(0, 0, 0, 0)"), JSON.stringify(swatches));
     await page.screenshot({ path: path.join(OUTPUT, "admin-dashboard.png"), fullPage: true });
 
     // Search the victim: its two sessions and its presence.
