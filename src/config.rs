@@ -64,6 +64,21 @@ pub const DEFAULT_REDIS_PREFIX: &str = "signalgate";
 pub const DEFAULT_NODE_TTL: &str = "6s";
 /// Default `--turn-ttl`.
 pub const DEFAULT_TURN_TTL: &str = "24h";
+/// Default `--jwt-jwks-refresh`.
+pub const DEFAULT_JWKS_REFRESH: &str = "10m";
+/// Default `--webhook-timeout`.
+pub const DEFAULT_WEBHOOK_TIMEOUT: &str = "5s";
+/// Default `--webhook-max-attempts`.
+pub const DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 8;
+/// Default `--webhook-queue`.
+pub const DEFAULT_WEBHOOK_QUEUE: usize = 10_000;
+
+/// A default duration constant as a [`Duration`]: the same text clap
+/// parses, so the two defaults cannot drift apart (the constants are
+/// checked by `defaults_match_the_flags`).
+fn default_duration(text: &str) -> Duration {
+    parse_duration(text).unwrap_or(Duration::ZERO)
+}
 
 /// Parses `250ms`, `30s`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -112,9 +127,9 @@ pub enum CliCommand {
         /// The uid the token allows (its `sub`).
         #[arg(long)]
         uid: String,
-        /// Restrict the token to one role.
-        #[arg(long, value_parser = ["web", "app"])]
-        role: Option<String>,
+        /// Restrict the token to one role (`web` or `app`).
+        #[arg(long)]
+        role: Option<crate::core::Role>,
         /// How long the token is valid (e.g. `1h`).
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
@@ -127,7 +142,7 @@ pub enum CliCommand {
 pub use crate::telemetry::LogFormat;
 
 /// Everything the gateway needs to start.
-#[derive(Clone, Debug, Args)]
+#[derive(Clone, Debug, PartialEq, Args)]
 pub struct Config {
     /// Address to listen on (gRPC, WebSocket and HTTP share it).
     #[arg(long, env = "SIGNALGATE_LISTEN", default_value = DEFAULT_LISTEN)]
@@ -313,7 +328,7 @@ pub struct Config {
 
     /// How often the JWKS is fetched again (and at once, at most every
     /// 30 s, when a token names an unknown `kid`).
-    #[arg(long, env = "SIGNALGATE_JWT_JWKS_REFRESH", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "SIGNALGATE_JWT_JWKS_REFRESH", default_value = DEFAULT_JWKS_REFRESH, value_parser = parse_duration)]
     pub jwt_jwks_refresh: Duration,
 
     /// Tokens must carry this `iss` (any key mode).
@@ -348,16 +363,16 @@ pub struct Config {
     pub webhook_secret: Option<String>,
 
     /// How long one webhook attempt may take.
-    #[arg(long, env = "SIGNALGATE_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "SIGNALGATE_WEBHOOK_TIMEOUT", default_value = DEFAULT_WEBHOOK_TIMEOUT, value_parser = parse_duration)]
     pub webhook_timeout: Duration,
 
     /// Attempts per webhook event before it is dropped (and counted).
-    #[arg(long, env = "SIGNALGATE_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    #[arg(long, env = "SIGNALGATE_WEBHOOK_MAX_ATTEMPTS", default_value_t = DEFAULT_WEBHOOK_MAX_ATTEMPTS)]
     pub webhook_max_attempts: u32,
 
     /// Webhook events held at most, waiting or being retried; past it new
     /// events are dropped and counted.
-    #[arg(long, env = "SIGNALGATE_WEBHOOK_QUEUE", default_value_t = 10_000)]
+    #[arg(long, env = "SIGNALGATE_WEBHOOK_QUEUE", default_value_t = DEFAULT_WEBHOOK_QUEUE)]
     pub webhook_queue: usize,
 
     /// Log format (`RUST_LOG` sets the level, default `info`).
@@ -378,8 +393,8 @@ impl Default for Config {
             outbox_max_bytes: DEFAULT_OUTBOX_MAX_BYTES,
             ws_read_buffer_bytes: DEFAULT_WS_READ_BUFFER_BYTES,
             ws_write_buffer_bytes: DEFAULT_WS_WRITE_BUFFER_BYTES,
-            shutdown_grace: Duration::from_secs(10),
-            resume_window: Duration::from_secs(30),
+            shutdown_grace: default_duration(DEFAULT_SHUTDOWN_GRACE),
+            resume_window: default_duration(DEFAULT_RESUME_WINDOW),
             resume_buffer_events: DEFAULT_RESUME_BUFFER_EVENTS,
             resume_buffer_bytes: DEFAULT_RESUME_BUFFER_BYTES,
             allowed_origins: Vec::new(),
@@ -393,30 +408,30 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_uid_bytes: DEFAULT_MAX_UID_BYTES,
-            register_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            register_timeout: default_duration(DEFAULT_REGISTER_TIMEOUT),
+            header_read_timeout: default_duration(DEFAULT_HEADER_READ_TIMEOUT),
+            idle_timeout: default_duration(DEFAULT_IDLE_TIMEOUT),
             http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
-            ping_interval: Duration::from_secs(25),
-            ping_timeout: Duration::from_secs(20),
+            ping_interval: default_duration(DEFAULT_PING_INTERVAL),
+            ping_timeout: default_duration(DEFAULT_PING_TIMEOUT),
             redis_url: None,
             redis_cluster_nodes: Vec::new(),
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
-            node_ttl: Duration::from_secs(6),
+            node_ttl: default_duration(DEFAULT_NODE_TTL),
             ice_servers: Vec::new(),
             turn_secret: None,
-            turn_ttl: Duration::from_secs(24 * 3600),
+            turn_ttl: default_duration(DEFAULT_TURN_TTL),
             admin_token: None,
             admin_listen: None,
             jwt_jwks_url: None,
-            jwt_jwks_refresh: Duration::from_secs(600),
+            jwt_jwks_refresh: default_duration(DEFAULT_JWKS_REFRESH),
             jwt_issuer: None,
             jwt_audience: None,
             webhook_url: None,
             webhook_secret: None,
-            webhook_timeout: Duration::from_secs(5),
-            webhook_max_attempts: 8,
-            webhook_queue: 10_000,
+            webhook_timeout: default_duration(DEFAULT_WEBHOOK_TIMEOUT),
+            webhook_max_attempts: DEFAULT_WEBHOOK_MAX_ATTEMPTS,
+            webhook_queue: DEFAULT_WEBHOOK_QUEUE,
             log_format: LogFormat::Text,
         }
     }
@@ -438,30 +453,65 @@ mod tests {
         assert!(parse_duration("18446744073709551615h").is_err());
     }
 
+    /// Every field: the flags' defaults (no flag, no variable) are
+    /// `Config::default()`, and no default duration constant fails to
+    /// parse.
     #[test]
     fn defaults_match_the_flags() {
         let parsed = Cli::try_parse_from(["signalgate"]).expect("parses");
-        let defaults = Config::default();
-        assert_eq!(parsed.config.listen, defaults.listen);
-        assert_eq!(parsed.config.shutdown_grace, defaults.shutdown_grace);
-        assert_eq!(parsed.config.resume_window, defaults.resume_window);
-        assert_eq!(parsed.config.max_message_bytes, defaults.max_message_bytes);
-        assert_eq!(parsed.config.register_timeout, defaults.register_timeout);
-        assert_eq!(
-            parsed.config.header_read_timeout,
-            defaults.header_read_timeout
+        assert_eq!(parsed.config, Config::default());
+        for text in [
+            DEFAULT_SHUTDOWN_GRACE,
+            DEFAULT_RESUME_WINDOW,
+            DEFAULT_REGISTER_TIMEOUT,
+            DEFAULT_HEADER_READ_TIMEOUT,
+            DEFAULT_IDLE_TIMEOUT,
+            DEFAULT_PING_INTERVAL,
+            DEFAULT_PING_TIMEOUT,
+            DEFAULT_NODE_TTL,
+            DEFAULT_TURN_TTL,
+            DEFAULT_JWKS_REFRESH,
+            DEFAULT_WEBHOOK_TIMEOUT,
+        ] {
+            assert!(
+                parse_duration(text).is_ok_and(|d| d > Duration::ZERO),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_token_subcommand_reads_a_role() {
+        let parsed = Cli::try_parse_from([
+            "signalgate",
+            "token",
+            "--uid",
+            "u",
+            "--role",
+            "app",
+            "--jwt-secret",
+            "s",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            parsed.command,
+            Some(CliCommand::Token {
+                role: Some(crate::core::Role::App),
+                ..
+            })
+        ));
+        assert!(
+            Cli::try_parse_from([
+                "signalgate",
+                "token",
+                "--uid",
+                "u",
+                "--role",
+                "phone",
+                "--jwt-secret",
+                "s"
+            ])
+            .is_err()
         );
-        assert_eq!(parsed.config.idle_timeout, defaults.idle_timeout);
-        assert_eq!(parsed.config.ping_interval, defaults.ping_interval);
-        assert_eq!(parsed.config.ping_timeout, defaults.ping_timeout);
-        assert_eq!(parsed.config.rate_limit, defaults.rate_limit);
-        assert_eq!(parsed.config.outbox_max_bytes, defaults.outbox_max_bytes);
-        assert_eq!(
-            parsed.config.socketio_handshake_rate,
-            defaults.socketio_handshake_rate
-        );
-        assert_eq!(parsed.config.redis_prefix, defaults.redis_prefix);
-        assert_eq!(parsed.config.node_ttl, defaults.node_ttl);
-        assert_eq!(parsed.config.turn_ttl, defaults.turn_ttl);
     }
 }

@@ -4,7 +4,6 @@
 
 use clap::Parser;
 use signalgate::config::{Cli, CliCommand};
-use signalgate::core::Role;
 use signalgate::{Gateway, auth, telemetry};
 use tokio::net::TcpListener;
 
@@ -19,7 +18,6 @@ async fn main() -> anyhow::Result<()> {
             ttl,
             jwt_secret,
         }) => {
-            let role = role.as_deref().map(str::parse::<Role>).transpose()?;
             println!("{}", auth::mint(&jwt_secret, &uid, role, ttl)?);
             Ok(())
         }

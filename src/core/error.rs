@@ -167,6 +167,10 @@ pub enum EndReason {
     Closed(ErrorCode),
     /// The session was away and nobody resumed it within the window.
     ResumeWindowExpired,
+    /// The session's node died (its heartbeat expired) and another node
+    /// reaped its binding: the reason its `pair.ended` and `session.ended`
+    /// webhooks carry.
+    NodeLost,
 }
 
 impl EndReason {
@@ -178,6 +182,7 @@ impl EndReason {
             EndReason::ProtocolViolation(_) => "protocol_violation",
             EndReason::Closed(code) => code.disconnect().end_label,
             EndReason::ResumeWindowExpired => "resume_window_expired",
+            EndReason::NodeLost => "node_lost",
         }
     }
 }

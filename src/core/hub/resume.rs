@@ -131,10 +131,11 @@ impl SessionExporter for Shared {
             peer,
             door: None,
         };
+        let reason = Some(EndReason::NodeLost.label());
         if peer.is_some() {
-            self.hook(HookKind::PairEnded, subject(peer), Some("node_lost"));
+            self.hook(HookKind::PairEnded, subject(peer), reason);
         }
-        self.hook(HookKind::SessionEnded, subject(peer), Some("node_lost"));
+        self.hook(HookKind::SessionEnded, subject(peer), reason);
     }
 
     fn export(
