@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use signalgate::config::{Cli, CliCommand};
+use signalgate::server::config::{Cli, CliCommand};
 use signalgate::{Gateway, auth, telemetry};
 use tokio::net::TcpListener;
 

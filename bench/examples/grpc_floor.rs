@@ -60,14 +60,14 @@ async fn main() -> std::io::Result<()> {
         signaling
             .map_request(|request: axum::extract::Request| request.map(tonic::body::Body::new)),
     );
-    // signalgate's HTTP/2 settings (src/server.rs, src/config.rs).
+    // signalgate's HTTP/2 settings (src/server/serve.rs, src/server/config.rs).
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(25))
         .keep_alive_timeout(Duration::from_secs(20))
-        .max_concurrent_streams(signalgate::config::DEFAULT_HTTP2_MAX_STREAMS);
+        .max_concurrent_streams(signalgate::server::config::DEFAULT_HTTP2_MAX_STREAMS);
     floor::serve(floor::address(3191), builder, router).await
 }
 

@@ -59,7 +59,7 @@ async fn main() -> std::io::Result<()> {
 }
 
 async fn upgrade(State(waiting): State<Waiting>, upgrade: WebSocketUpgrade) -> Response {
-    // signalgate's defaults (src/config.rs).
+    // signalgate's defaults (src/server/config.rs).
     upgrade
         .read_buffer_size(1024)
         .write_buffer_size(8 * 1024)

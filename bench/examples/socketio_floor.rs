@@ -51,7 +51,7 @@ static WAITING: LazyLock<Mutex<HashMap<String, FirstSocket>>> = LazyLock::new(Mu
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    // signalgate's settings (src/doors/socketio.rs, src/config.rs).
+    // signalgate's settings (src/doors/socketio/, src/server/config.rs).
     let (service, io) = SocketIo::builder()
         .ping_interval(Duration::from_secs(25))
         .ping_timeout(Duration::from_secs(20))
@@ -59,7 +59,7 @@ async fn main() -> std::io::Result<()> {
         .ws_max_message_size(64 * 1024)
         .ws_max_frame_size(64 * 1024)
         .ws_read_buffer_size(1024)
-        .max_buffer_size(signalgate::config::DEFAULT_OUTBOX_CAPACITY)
+        .max_buffer_size(signalgate::server::config::DEFAULT_OUTBOX_CAPACITY)
         .build_svc();
     io.ns("/", async |socket: SocketRef| {
         socket.extensions.insert(Peer::default());

@@ -10,7 +10,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 
-use crate::web;
+use crate::server::web;
 
 /// The dashboard's Content-Security-Policy.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \

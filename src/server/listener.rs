@@ -124,11 +124,6 @@ impl ConnectionLimits {
             ip,
         })
     }
-
-    /// Open connections now.
-    pub fn open(&self) -> usize {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).total
-    }
 }
 
 /// One admitted connection's slot.

@@ -7,10 +7,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 /// `clients/web/signalgate.js`: the browser SDK.
-pub const SDK: &str = include_str!("../clients/web/signalgate.js");
-const INDEX: &str = include_str!("../clients/web/demo/index.html");
-const DEMO_JS: &str = include_str!("../clients/web/demo/demo.js");
-const DEMO_CSS: &str = include_str!("../clients/web/demo/demo.css");
+pub const SDK: &str = include_str!("../../clients/web/signalgate.js");
+const INDEX: &str = include_str!("../../clients/web/demo/index.html");
+const DEMO_JS: &str = include_str!("../../clients/web/demo/demo.js");
+const DEMO_CSS: &str = include_str!("../../clients/web/demo/demo.css");
 
 /// A page or script compiled into the binary: never cached stale, never
 /// framed by another site.
