@@ -151,6 +151,7 @@ impl Inner {
         let frame = match Frame::decode(payload) {
             Ok(frame) => frame,
             Err(error) => {
+                metrics::cluster_frame_malformed();
                 warn!(%error, "malformed frame on the node channel");
                 return;
             }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use tracing::{debug, info};
 
 use super::keys::{member, parse_member, split_holder};
-use super::{Inner, REAP_BATCH, RECONNECT_BACKOFF, lock, scripts};
+use super::{Inner, REAP_BATCH, RECONNECT_BACKOFF, lock};
 use crate::core::{ErrorCode, Event, RegistryError, Role, SessionId, Uid};
 
 impl Inner {
@@ -133,19 +133,8 @@ impl Inner {
                 let Some((role, session, uid)) = parse_member(binding) else {
                     continue;
                 };
-                let (status, peer): (i64, String) = self
-                    .call(
-                        scripts::RELEASE
-                            .key(self.keys.uid(&uid))
-                            .arg(role.as_str())
-                            .arg(role.peer().as_str())
-                            .arg(format!("{node}/{session}"))
-                            .arg(&self.keys.prefix)
-                            .arg(uid.as_str())
-                            .invoke_async(&mut connection),
-                    )
-                    .await?;
-                if status == 1 {
+                let holder = format!("{node}/{session}");
+                if let Some(peer) = self.release(&uid, role, &holder, true).await? {
                     let peer_session = split_holder(&peer).map(|(_, session)| session);
                     freed.push((uid, role, session, peer_session));
                 }
@@ -239,18 +228,7 @@ impl Inner {
         for (uid, role, handle, epoch) in &held {
             let me = self.holder(handle.id());
             self.index_binding(&member(uid, *role, handle.id())).await?;
-            let (status, other): (i64, String) = self
-                .call(
-                    scripts::REBIND
-                        .key(self.keys.uid(uid))
-                        .arg(role.as_str())
-                        .arg(role.peer().as_str())
-                        .arg(&me)
-                        .arg(*epoch)
-                        .invoke_async(&mut connection),
-                )
-                .await?;
-            if status == 0 {
+            if let Err(other) = self.rebind(uid, *role, &me, *epoch).await? {
                 debug!(%uid, %role, holder = %other, "lost a binding while Redis was unreachable");
                 self.local.unbind(uid, *role, handle.id());
                 handle.kill(ErrorCode::Replaced);
@@ -277,22 +255,13 @@ impl Inner {
             {
                 continue;
             }
-            let (status, peer): (i64, String) = self
-                .call(
-                    scripts::RELEASE
-                        .key(self.keys.uid(&uid))
-                        .arg(role.as_str())
-                        .arg(role.peer().as_str())
-                        .arg(self.holder(session))
-                        .arg("")
-                        .arg(uid.as_str())
-                        .invoke_async(&mut connection),
-                )
+            let freed = self
+                .release(&uid, role, &self.holder(session), false)
                 .await?;
             self.unindex_binding(&self.node, &binding).await;
-            if status != 1 {
+            let Some(peer) = freed else {
                 continue;
-            }
+            };
             released += 1;
             if let Some(peer) = self.peer_from(&peer, &uid, role.peer()) {
                 let _ = peer.deliver(Event::ByeBye).await;

@@ -41,6 +41,9 @@ pub const CLUSTER_FRAMES: &str = "signalgate_cluster_frames_total";
 /// Frames from other nodes dropped because the node's Redis Cluster inbox
 /// was full.
 pub const CLUSTER_FRAMES_DROPPED: &str = "signalgate_cluster_frames_dropped_total";
+/// Frames from another node this node could not read (an unknown kind,
+/// role, code or outcome: a node of another version, or corruption).
+pub const CLUSTER_FRAMES_MALFORMED: &str = "signalgate_cluster_frames_malformed_total";
 /// Connections refused before a session existed, by reason.
 pub const REFUSED: &str = "signalgate_refused_connections_total";
 /// Connections closed for not making progress, by reason.
@@ -103,6 +106,11 @@ pub fn cluster_frame(kind: &'static str, direction: &'static str) {
 /// full.
 pub fn cluster_frame_dropped() {
     counter!(CLUSTER_FRAMES_DROPPED).increment(1);
+}
+
+/// A frame from another node that this node could not read.
+pub fn cluster_frame_malformed() {
+    counter!(CLUSTER_FRAMES_MALFORMED).increment(1);
 }
 
 /// The gauges read from the hub at scrape time.

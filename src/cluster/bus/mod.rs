@@ -291,23 +291,22 @@ impl TryFrom<Wire> for Frame {
             },
             "kill" => Frame::Kill {
                 to: target()?,
-                // The scripts always name the code; REPLACED is why a
-                // session is killed from another node.
-                code: wire
-                    .code
-                    .as_deref()
-                    .and_then(ErrorCode::parse)
-                    .unwrap_or(ErrorCode::Replaced),
+                // A frame without a code is a replacement (why a session
+                // is killed from another node); an unknown code is an error.
+                code: match wire.code.as_deref() {
+                    None => ErrorCode::Replaced,
+                    Some(code) => parse_code(code)?,
+                },
             },
             "take" => Frame::Take {
                 asker: asker().ok_or_else(|| missing("reply_node and token"))?,
-                identity: wire.subject.map(|subject| Identity {
-                    subject,
-                    role: wire
-                        .role_limit
-                        .as_deref()
-                        .and_then(|role| role.parse().ok()),
-                }),
+                identity: match wire.subject {
+                    Some(subject) => Some(Identity {
+                        subject,
+                        role: wire.role_limit.as_deref().map(parse_role).transpose()?,
+                    }),
+                    None => None,
+                },
                 resume_token: wire.resume_token.unwrap_or_default(),
                 last_seq: wire.last_seq.unwrap_or(0),
             },
@@ -317,7 +316,11 @@ impl TryFrom<Wire> for Frame {
                     .as_deref()
                     .and_then(SessionId::parse)
                     .ok_or_else(|| missing("session"))?,
-                bound: wire.outcome.as_deref() == Some("bound"),
+                bound: match wire.outcome.as_deref() {
+                    Some("bound") => true,
+                    Some("lost") => false,
+                    other => return Err(BusError::Malformed(format!("adopted outcome {other:?}"))),
+                },
             },
             "query" => Frame::Query {
                 asker: asker().ok_or_else(|| missing("reply_node and token"))?,
@@ -329,13 +332,11 @@ impl TryFrom<Wire> for Frame {
                     (Some("queried"), _, Some(answer)) => Answer::Queried(answer.decode()?),
                     (Some("exported"), Some(export), _) => Answer::Exported(export),
                     (Some("refused"), _, _) => Answer::Refused(Rejection::new(
-                        wire.code
-                            .as_deref()
-                            .and_then(ErrorCode::parse)
-                            .unwrap_or(ErrorCode::ResumeFailed),
+                        parse_code(wire.code.as_deref().ok_or_else(|| missing("code"))?)?,
                         wire.message.unwrap_or_else(|| "resume refused".to_owned()),
                     )),
-                    (outcome, _, _) => Answer::Delivered(decode_outcome(outcome.unwrap_or(""))),
+                    (Some(outcome), _, _) => Answer::Delivered(decode_outcome(outcome)?),
+                    (None, _, _) => return Err(missing("outcome")),
                 },
             },
             other => return Err(BusError::Malformed(format!("unknown frame kind {other}"))),
@@ -555,14 +556,21 @@ fn encode_outcome(outcome: Result<(), DeliveryError>) -> &'static str {
     }
 }
 
-/// A delivery outcome from its wire form.
-fn decode_outcome(text: &str) -> Result<(), DeliveryError> {
-    match text {
+/// A delivery outcome from its wire form; an unknown one is an error (the
+/// frame is dropped and counted), never taken for `unreachable`.
+fn decode_outcome(text: &str) -> Result<Result<(), DeliveryError>, BusError> {
+    Ok(match text {
         "delivered" => Ok(()),
         "slow_consumer" => Err(DeliveryError::SlowConsumer),
         "gone" => Err(DeliveryError::Gone),
-        _ => Err(DeliveryError::Unreachable),
-    }
+        "unreachable" => Err(DeliveryError::Unreachable),
+        other => return Err(BusError::Malformed(format!("delivery outcome {other}"))),
+    })
+}
+
+/// An error code from its wire form.
+fn parse_code(text: &str) -> Result<ErrorCode, BusError> {
+    ErrorCode::parse(text).ok_or_else(|| BusError::Malformed(format!("error code {text}")))
 }
 
 #[cfg(test)]

@@ -246,7 +246,39 @@ fn outcomes_round_trip() {
         Err(DeliveryError::Gone),
         Err(DeliveryError::Unreachable),
     ] {
-        assert_eq!(decode_outcome(encode_outcome(outcome)), outcome);
+        assert_eq!(
+            decode_outcome(encode_outcome(outcome)).expect("known"),
+            outcome
+        );
+    }
+}
+
+/// An unknown role, code or outcome in a frame is an error (the frame is
+/// dropped and counted), never read as some default.
+#[test]
+fn unknown_values_in_frames_are_errors() {
+    assert!(decode_outcome("lost in space").is_err());
+    for frame in [
+        r#"{"t":"kill","uid":"u","role":"web","session":"00000000000000aa","code":"NOT_A_CODE"}"#,
+        r#"{"t":"kill","uid":"u","role":"phone","session":"00000000000000aa"}"#,
+        r#"{"t":"take","reply_node":"n","token":1,"subject":"s","role_limit":"phone"}"#,
+        r#"{"t":"adopted","session":"00000000000000aa","outcome":"maybe"}"#,
+        r#"{"t":"reply","token":1,"outcome":"teleported"}"#,
+        r#"{"t":"reply","token":1}"#,
+        r#"{"t":"reply","token":1,"outcome":"refused","code":"NOT_A_CODE"}"#,
+    ] {
+        assert!(Frame::decode(frame.as_bytes()).is_err(), "{frame}");
+    }
+    // The same frames with known values are read.
+    for frame in [
+        r#"{"t":"kill","uid":"u","role":"web","session":"00000000000000aa","code":"KICKED"}"#,
+        r#"{"t":"kill","uid":"u","role":"web","session":"00000000000000aa"}"#,
+        r#"{"t":"take","reply_node":"n","token":1,"subject":"s","role_limit":"app"}"#,
+        r#"{"t":"adopted","session":"00000000000000aa","outcome":"lost"}"#,
+        r#"{"t":"reply","token":1,"outcome":"gone"}"#,
+        r#"{"t":"reply","token":1,"outcome":"refused","code":"RESUME_FAILED"}"#,
+    ] {
+        assert!(Frame::decode(frame.as_bytes()).is_ok(), "{frame}");
     }
 }
 

@@ -28,6 +28,9 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+use super::Inner;
+use crate::core::{RegistryError, Role, Uid};
+
 /// Binds (uid, role) to a session. KEYS: uid hash. ARGV: role, peer
 /// role, `<node>/<session>`, own node, prefix, uid.
 /// Returns `{previous holder or "", peer or "", epoch, peer away (0/1),
@@ -71,3 +74,62 @@ pub(crate) static SET_AWAY: LazyLock<Script> =
 /// `{0, 0}` when a newer registration took the role meanwhile.
 pub(crate) static MIGRATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("migrate.lua")));
+
+// One typed function per script whose call was written more than once.
+impl Inner {
+    /// [`RELEASE`]: frees (uid, role) if exactly `holder` still holds it;
+    /// with `tell_peer`, the script sends the peer `byebye` on its node's
+    /// channel. Returns the peer's holder (`""` when none) when freed,
+    /// `None` when the binding was not `holder`'s.
+    pub(super) async fn release(
+        &self,
+        uid: &Uid,
+        role: Role,
+        holder: &str,
+        tell_peer: bool,
+    ) -> Result<Option<String>, RegistryError> {
+        let mut connection = self.connection();
+        let prefix = if tell_peer {
+            self.keys.prefix.as_str()
+        } else {
+            ""
+        };
+        let (status, peer): (i64, String) = self
+            .call(
+                RELEASE
+                    .key(self.keys.uid(uid))
+                    .arg(role.as_str())
+                    .arg(role.peer().as_str())
+                    .arg(holder)
+                    .arg(prefix)
+                    .arg(uid.as_str())
+                    .invoke_async(&mut connection),
+            )
+            .await?;
+        Ok((status == 1).then_some(peer))
+    }
+
+    /// [`REBIND`]: re-asserts `holder`'s binding of (uid, role) at `epoch`.
+    /// `Err(other holder)` when another session took it meanwhile.
+    pub(super) async fn rebind(
+        &self,
+        uid: &Uid,
+        role: Role,
+        holder: &str,
+        epoch: u64,
+    ) -> Result<Result<(), String>, RegistryError> {
+        let mut connection = self.connection();
+        let (status, other): (i64, String) = self
+            .call(
+                REBIND
+                    .key(self.keys.uid(uid))
+                    .arg(role.as_str())
+                    .arg(role.peer().as_str())
+                    .arg(holder)
+                    .arg(epoch)
+                    .invoke_async(&mut connection),
+            )
+            .await?;
+        Ok(if status == 1 { Ok(()) } else { Err(other) })
+    }
+}
