@@ -44,8 +44,8 @@ use tracing::info;
 use crate::core::admin::{NodeAnswers, NodeQuery};
 use crate::core::handover::{ANNOUNCE_WAIT_TURN, ANNOUNCE_WAIT_TURNS};
 use crate::core::{
-    Bound, ErrorCode, Identity, Peer, Registry, RegistryCensus, RegistryError, Rejection, Role,
-    RouteError, SessionExport, SessionExporter, SessionHandle, SessionId, Uid,
+    Bound, ErrorCode, Identity, NodeLink, Peer, Registry, RegistryCensus, RegistryError, Rejection,
+    Role, RouteError, SessionExport, SessionExporter, SessionHandle, SessionId, Uid,
 };
 use crate::sync::lock;
 use bus::{Answer, Frame};
@@ -353,10 +353,6 @@ impl Registry for RedisRegistry {
         self.inner.local.census()
     }
 
-    fn node_name(&self) -> Option<&str> {
-        Some(&self.inner.node)
-    }
-
     fn each_local_session(&self, visit: &mut dyn FnMut(&Uid, Role, &Arc<SessionHandle>)) {
         self.inner.local.each(visit);
     }
@@ -365,12 +361,19 @@ impl Registry for RedisRegistry {
         self.inner.local.get(uid, role, None)
     }
 
-    async fn ask_other_nodes(&self, query: &NodeQuery) -> Result<NodeAnswers, RegistryError> {
-        self.inner.ask_other_nodes(query).await
-    }
-
     fn is_available(&self) -> bool {
         self.inner.available()
+    }
+}
+
+#[async_trait]
+impl NodeLink for RedisRegistry {
+    fn node_name(&self) -> &str {
+        &self.inner.node
+    }
+
+    async fn ask_other_nodes(&self, query: &NodeQuery) -> Result<NodeAnswers, RegistryError> {
+        self.inner.ask_other_nodes(query).await
     }
 
     async fn set_away(&self, uid: &Uid, role: Role, session: SessionId, away: bool) {
@@ -391,8 +394,8 @@ impl Registry for RedisRegistry {
             .await;
     }
 
-    fn resume_token_tag(&self) -> Option<&str> {
-        Some(&self.inner.token_tag)
+    fn resume_token_tag(&self) -> &str {
+        &self.inner.token_tag
     }
 
     fn set_exporter(&self, exporter: std::sync::Weak<dyn SessionExporter>) {

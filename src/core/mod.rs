@@ -48,8 +48,8 @@ pub use identity::Identity;
 pub use limits::RateLimit;
 pub use payload::{JsonPayload, NativePayload};
 pub use registry::{
-    Bound, InMemoryRegistry, Peer, Registry, RegistryCensus, RegistryError, RemoteSession,
-    RouteError,
+    Bound, InMemoryRegistry, NodeLink, Peer, Registry, RegistryCensus, RegistryError,
+    RemoteSession, RouteError,
 };
 pub use session::{
     Delivery, DeliveryError, DoorKind, LastWords, Opening, ResumeLimits, SessionHandle, SessionId,

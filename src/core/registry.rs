@@ -219,27 +219,32 @@ pub trait Registry: Send + Sync + 'static {
         true
     }
 
-    /// Called once when the gateway has closed its sessions: a shared
-    /// registry stops its background work and leaves the cluster.
-    async fn leave(&self) {}
+    /// Visits every session this node holds a binding for.
+    fn each_local_session(&self, visit: &mut dyn FnMut(&Uid, Role, &Arc<SessionHandle>));
+
+    /// The session this node holds for (uid, role), if any.
+    fn local_session(&self, uid: &Uid, role: Role) -> Option<Arc<SessionHandle>>;
+}
+
+/// What a registry shared by several nodes adds to [`Registry`]: this
+/// node's place among the others. The hub holds one only when the
+/// registry is shared (`None`: one node, nothing to ask or tell).
+#[async_trait]
+pub trait NodeLink: Send + Sync + 'static {
+    /// This node's name.
+    fn node_name(&self) -> &str;
+
+    /// What resume tokens issued on this node start with, so that another
+    /// node knows whom to ask.
+    fn resume_token_tag(&self) -> &str;
+
+    /// Gives the link the hub's exporter, to answer other nodes' requests
+    /// for this node's sessions.
+    fn set_exporter(&self, exporter: std::sync::Weak<dyn SessionExporter>);
 
     /// Records that the session holding (uid, role) went away (`true`) or
     /// came back (`false`), for peers on other nodes to see.
-    async fn set_away(&self, uid: &Uid, role: Role, session: SessionId, away: bool) {
-        let _ = (uid, role, session, away);
-    }
-
-    /// What resume tokens issued on this node start with, so that another
-    /// node knows whom to ask (`None`: one node, tokens are opaque).
-    fn resume_token_tag(&self) -> Option<&str> {
-        None
-    }
-
-    /// Gives a shared registry the hub's exporter, to answer other nodes'
-    /// requests for this node's sessions.
-    fn set_exporter(&self, exporter: std::sync::Weak<dyn SessionExporter>) {
-        let _ = exporter;
-    }
+    async fn set_away(&self, uid: &Uid, role: Role, session: SessionId, away: bool);
 
     /// Asks the node that issued `token` for its session. `Ok(None)`: the
     /// token is not another node's (unknown here).
@@ -248,29 +253,7 @@ pub trait Registry: Send + Sync + 'static {
         token: &str,
         last_seq: u64,
         identity: Option<&Identity>,
-    ) -> Result<Option<SessionExport>, Rejection> {
-        let _ = (token, last_seq, identity);
-        Ok(None)
-    }
-
-    /// This node's name in a shared registry (`None`: one node).
-    fn node_name(&self) -> Option<&str> {
-        None
-    }
-
-    /// Visits every session this node holds a binding for.
-    fn each_local_session(&self, visit: &mut dyn FnMut(&Uid, Role, &Arc<SessionHandle>));
-
-    /// The session this node holds for (uid, role), if any.
-    fn local_session(&self, uid: &Uid, role: Role) -> Option<Arc<SessionHandle>>;
-
-    /// Asks every other live node the admin API's `query` (each answers
-    /// with [`SessionExporter::answer`]); a node that does not answer in
-    /// time is listed with `None`. One node: nobody else to ask.
-    async fn ask_other_nodes(&self, query: &NodeQuery) -> Result<NodeAnswers, RegistryError> {
-        let _ = query;
-        Ok(Vec::new())
-    }
+    ) -> Result<Option<SessionExport>, Rejection>;
 
     /// Moves the binding of (uid, role) from the node that issued `token`
     /// (where `session` was held) to `session` here, unless a newer
@@ -281,10 +264,16 @@ pub trait Registry: Send + Sync + 'static {
         role: Role,
         token: &str,
         session: &Arc<SessionHandle>,
-    ) -> Result<bool, RegistryError> {
-        let _ = (uid, role, token, session);
-        Ok(false)
-    }
+    ) -> Result<bool, RegistryError>;
+
+    /// Asks every other live node the admin API's `query` (each answers
+    /// with [`SessionExporter::answer`]); a node that does not answer in
+    /// time is listed with `None`.
+    async fn ask_other_nodes(&self, query: &NodeQuery) -> Result<NodeAnswers, RegistryError>;
+
+    /// Called once when the gateway has closed its sessions: stops the
+    /// link's background work and leaves the cluster.
+    async fn leave(&self);
 }
 
 /// Maps keyed by uid, spread over mutex-guarded shards (16) by the uid's

@@ -25,7 +25,9 @@ use tracing::{info, warn};
 
 use crate::auth::{AuthPolicy, AuthSettings, ClaimRules};
 use crate::cluster::{ClusterConfig, RedisRegistry, RedisTarget};
-use crate::core::{Hub, HubConfig, IcePolicy, InMemoryRegistry, RateLimit, Registry, ResumeLimits};
+use crate::core::{
+    Hub, HubConfig, IcePolicy, InMemoryRegistry, NodeLink, RateLimit, Registry, ResumeLimits,
+};
 use crate::hooks::{WebhookConfig, Webhooks};
 use crate::server::config::Config;
 use crate::server::listener::tls_acceptor;
@@ -48,7 +50,7 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway with the embedded in-memory registry.
     pub fn new(config: Config) -> anyhow::Result<Gateway> {
-        Gateway::with_registry(config, Arc::new(InMemoryRegistry::new()))
+        Gateway::with_registry(config, Arc::new(InMemoryRegistry::new()), None)
     }
 
     /// A gateway over the registry the configuration asks for: Redis with
@@ -68,14 +70,21 @@ impl Gateway {
                     node_ttl: config.node_ttl,
                 })
                 .await?;
-                Gateway::with_registry(config, Arc::new(registry))
+                let registry = Arc::new(registry);
+                let link: Arc<dyn NodeLink> = Arc::clone(&registry) as Arc<dyn NodeLink>;
+                Gateway::with_registry(config, registry, Some(link))
             }
             None => Gateway::new(config),
         }
     }
 
-    /// A gateway over the given registry.
-    pub fn with_registry(config: Config, registry: Arc<dyn Registry>) -> anyhow::Result<Gateway> {
+    /// A gateway over the given registry (and its link to the other nodes,
+    /// when it is shared).
+    pub fn with_registry(
+        config: Config,
+        registry: Arc<dyn Registry>,
+        link: Option<Arc<dyn NodeLink>>,
+    ) -> anyhow::Result<Gateway> {
         // Install the metrics recorder before anything records.
         if telemetry::metrics::handle().is_none() {
             warn!("another metrics recorder is installed; /metrics will be empty");
@@ -125,7 +134,7 @@ impl Gateway {
                 config.webhook_max_attempts,
                 config.webhook_queue,
             ),
-            registry.node_name().unwrap_or("local"),
+            link.as_ref().map_or("local", |link| link.node_name()),
         )?
         .map(|webhooks| {
             info!(
@@ -141,6 +150,7 @@ impl Gateway {
         };
         let hub = Hub::new(
             registry,
+            link,
             HubConfig {
                 outbox_capacity: config.outbox_capacity,
                 outbox_max_bytes: config.outbox_max_bytes,

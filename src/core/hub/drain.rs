@@ -31,15 +31,16 @@ impl Hub {
     /// Whether this node can drain by hand-over: another node can take its
     /// sessions (a shared registry) and sessions can be resumed.
     pub fn can_drain(&self) -> bool {
-        self.shared.registry.resume_token_tag().is_some() && self.shared.config.resume.enabled()
+        self.shared.link.is_some() && self.shared.config.resume.enabled()
     }
 
     /// Whether another live node answers, to take this node's sessions
     /// (without one a drain would only make the sessions wait).
     pub async fn another_node_answers(&self) -> bool {
-        match self
-            .shared
-            .registry
+        let Some(link) = &self.shared.link else {
+            return false;
+        };
+        match link
             .ask_other_nodes(&crate::core::admin::NodeQuery::Stats)
             .await
         {

@@ -27,7 +27,7 @@ use super::hooks::{HookEvent, HookKind, HookSink};
 use super::ice::{IceGrant, IcePolicy};
 use super::kill::ShutdownSignal;
 use super::limits::{RateLimit, TokenBucket};
-use super::registry::{Registry, RegistryCensus};
+use super::registry::{NodeLink, Registry, RegistryCensus};
 use super::session::{
     Attachment, DoorKind, Opening, Phase, ResumeLimits, SessionHandle, SessionLink,
 };
@@ -105,6 +105,8 @@ impl Census {
 
 struct Shared {
     registry: Arc<dyn Registry>,
+    /// This node among the others, when the registry is shared.
+    link: Option<Arc<dyn NodeLink>>,
     config: HubConfig,
     shutdown: ShutdownSignal,
     counts: SessionCounts,
@@ -169,29 +171,43 @@ impl Shared {
 }
 
 impl Hub {
-    /// A hub over `registry`.
-    pub fn new(registry: Arc<dyn Registry>, config: HubConfig) -> Hub {
-        let registry_node = registry.node_name().map(str::to_owned);
+    /// A hub over `registry`, and `link` when the registry is shared with
+    /// other nodes.
+    pub fn new(
+        registry: Arc<dyn Registry>,
+        link: Option<Arc<dyn NodeLink>>,
+        config: HubConfig,
+    ) -> Hub {
+        let node = link.as_ref().map_or("local", |link| link.node_name());
+        let node = Arc::from(node);
         let hub = Hub {
             shared: Arc::new(Shared {
                 registry,
+                link,
                 config,
                 shutdown: ShutdownSignal::default(),
                 counts: SessionCounts::default(),
                 resume_tokens: Mutex::new(HashMap::new()),
                 activity: Arc::default(),
-                node: Arc::from(registry_node.as_deref().unwrap_or("local")),
+                node,
                 draining: std::sync::atomic::AtomicBool::new(false),
                 stop_requested: CancellationToken::new(),
             }),
         };
-        let exporter: Weak<dyn SessionExporter> = Arc::downgrade(&hub.shared) as Weak<Shared>;
-        hub.shared.registry.set_exporter(exporter);
+        if let Some(link) = &hub.shared.link {
+            let exporter: Weak<dyn SessionExporter> = Arc::downgrade(&hub.shared) as Weak<Shared>;
+            link.set_exporter(exporter);
+        }
         hub
     }
 
     fn new_resume_token(&self) -> Arc<str> {
-        resume::new_resume_token(self.shared.registry.resume_token_tag())
+        resume::new_resume_token(
+            self.shared
+                .link
+                .as_ref()
+                .map(|link| link.resume_token_tag()),
+        )
     }
 
     /// A fresh ICE server list for a session of `uid` (`None` when none are
@@ -297,7 +313,9 @@ impl Hub {
 
     /// Lets the registry leave the cluster (after the sessions closed).
     pub async fn leave(&self) {
-        self.shared.registry.leave().await;
+        if let Some(link) = &self.shared.link {
+            link.leave().await;
+        }
     }
 
     /// Resolves once [`Hub::shutdown`] is called.
@@ -373,10 +391,9 @@ impl Hub {
         self.shared.counts.went_away();
         metrics::disconnected("away");
         info!(session = %handle.id(), %uid, %role, door = attachment.door().as_str(), window_secs = limits.window.as_secs(), "away");
-        self.shared
-            .registry
-            .set_away(&uid, role, handle.id(), true)
-            .await;
+        if let Some(link) = &self.shared.link {
+            link.set_away(&uid, role, handle.id(), true).await;
+        }
         let peer = self
             .shared
             .registry

@@ -208,11 +208,15 @@ impl Session {
             .get(token)
             .and_then(Weak::upgrade);
         let Some(target) = local else {
-            let registry = &self.hub.shared.registry;
-            return match registry
-                .take_session(token, last_seq, self.identity.as_ref())
-                .await?
-            {
+            // Another node's token, if there are other nodes.
+            let export = match &self.hub.shared.link {
+                Some(link) => {
+                    link.take_session(token, last_seq, self.identity.as_ref())
+                        .await?
+                }
+                None => None,
+            };
+            return match export {
                 Some(export) => self.adopt(export, token).await,
                 None => Err(failed(
                     "unknown_token",
@@ -283,12 +287,8 @@ impl Session {
         metrics::resumed(replayed);
         let door = self.attachment.door().as_str();
         info!(session = %self.id(), %uid, %role, door, replayed, was_away, "resumed");
-        if was_away {
-            self.hub
-                .shared
-                .registry
-                .set_away(&uid, role, self.id(), false)
-                .await;
+        if was_away && let Some(link) = &self.hub.shared.link {
+            link.set_away(&uid, role, self.id(), false).await;
         }
         if was_away {
             announce_back(&self.hub, &uid, role, self.id(), self.attachment.door()).await;
@@ -351,7 +351,11 @@ impl Session {
         // This connection's provisional session is consumed; the adopted
         // one is open here now (and no longer on the other node).
         self.handle = Arc::clone(&handle);
-        let adopted = shared.registry.adopt(&uid, role, token, &handle).await;
+        // Only another node's export gets here, so there is a link.
+        let adopted = match &shared.link {
+            Some(link) => link.adopt(&uid, role, token, &handle).await,
+            None => Ok(false),
+        };
         let door = self.attachment.door().as_str();
         match adopted {
             Ok(true) => {}

@@ -21,6 +21,7 @@ fn hub() -> Hub {
 fn hub_with_ice(ice: Option<Arc<IcePolicy>>) -> Hub {
     Hub::new(
         Arc::new(InMemoryRegistry::new()),
+        None,
         HubConfig {
             outbox_capacity: 64,
             outbox_max_bytes: 1 << 20,
