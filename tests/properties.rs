@@ -6,7 +6,6 @@ use prost::Message as _;
 use serde_json::{Value, json};
 use signalgate::core::payload::{MAX_PAYLOAD_DEPTH, ScanError, json_value_depth, scan_json};
 use signalgate::core::{Command, JsonPayload, Relay};
-use signalgate::doors::grpc::decode_event;
 use signalgate::proto::encoded::EncodedValue;
 use signalgate::proto::json::{
     json_text_to_value, json_to_value, value_to_json, value_to_raw_json,
@@ -14,6 +13,7 @@ use signalgate::proto::json::{
 use signalgate::proto::server as wire;
 use signalgate::proto::v1 as pb;
 use signalgate::protocol::envelope::{decode_frame, encode_event};
+use signalgate::protocol::grpc::decode_event;
 
 /// `data` as compact or pretty-printed JSON text.
 fn json_text(data: &Value, pretty: bool) -> String {

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
-use signalgate::doors::grpc::decode_event;
+use signalgate::protocol::grpc::decode_event;
 use signalgate::proto::server::ClientEvent;
 
 fuzz_target!(|data: &[u8]| {

@@ -111,6 +111,26 @@ impl Event {
         }
     }
 
+    /// Whether the event takes a sequence number (and so is kept for a
+    /// resume and handed over with its session): every event but the
+    /// greetings of a connection and the drain's `reconnect`.
+    pub const fn is_sequenced(&self) -> bool {
+        match self {
+            Event::Welcome { .. } | Event::Resumed { .. } | Event::Reconnect { .. } => false,
+            Event::PeerAway
+            | Event::PeerBack
+            | Event::Registered { .. }
+            | Event::IceServers(_)
+            | Event::SyncFrom
+            | Event::Relayed(_)
+            | Event::IpAddrs(_)
+            | Event::ByeBye
+            | Event::Notice(_)
+            | Event::Ack { .. }
+            | Event::Error { .. } => true,
+        }
+    }
+
     /// The protocol name of the event, as JSON doors spell it.
     pub fn name(&self) -> &'static str {
         match self {

@@ -5,7 +5,10 @@
 //!
 //! - [`envelope`]: `{"event": NAME, "data": ANY, "id": N}` ⇄ core requests
 //!   and events.
+//! - [`grpc`]: the gRPC door's `ClientEvent` / `ServerEvent` ⇄ core
+//!   requests and events.
 //! - [`admin`]: the admin API's JSON (HTTP surface and node frames).
 
 pub mod admin;
 pub mod envelope;
+pub mod grpc;

@@ -16,7 +16,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use serde_json::Value;
 
-pub use grpc::GrpcClient;
+pub use grpc::{GrpcClient, server_event_to_envelope};
 pub use socketio::SocketIoClient;
 pub use ws::WsClient;
 

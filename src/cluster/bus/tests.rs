@@ -385,3 +385,116 @@ fn admin_queries_and_answers_round_trip() {
         assert_eq!(back, answer);
     }
 }
+
+/// The position of `event`'s variant among all of them. No wildcard: a new
+/// event does not compile until it is listed here, and then
+/// `every_kept_event_survives_a_hand_over` fails until it has a sample.
+fn variant(event: &Event) -> usize {
+    match event {
+        Event::Welcome { .. } => 0,
+        Event::Resumed { .. } => 1,
+        Event::PeerAway => 2,
+        Event::PeerBack => 3,
+        Event::Registered { .. } => 4,
+        Event::IceServers(_) => 5,
+        Event::SyncFrom => 6,
+        Event::Relayed(_) => 7,
+        Event::IpAddrs(_) => 8,
+        Event::ByeBye => 9,
+        Event::Notice(_) => 10,
+        Event::Reconnect { .. } => 11,
+        Event::Ack { .. } => 12,
+        Event::Error { .. } => 13,
+    }
+}
+
+/// One event of every variant: those a session keeps for a resume cross
+/// to another node in a hand-over and come back equal; the others
+/// (a connection's greetings, the drain's `reconnect`) are never kept.
+#[test]
+fn every_kept_event_survives_a_hand_over() {
+    let grant = Arc::new(IceGrant {
+        servers: vec![IceServer {
+            urls: vec!["turn:t:3478".into()],
+            credentials: Some(TurnCredentials {
+                username: "1700000000:hex.612062".into(),
+                credential: "c2VjcmV0".into(),
+            }),
+        }],
+        expire_at: Some(1_700_000_000),
+    });
+    let uid = Uid::new("every").expect("uid");
+    let samples = [
+        Event::Welcome {
+            session_id: SessionId::random(),
+            resume_token: Some(Arc::from("t")),
+        },
+        Event::Resumed {
+            session_id: SessionId::random(),
+            uid: uid.clone(),
+            role: Role::App,
+            resume_token: Arc::from("t"),
+            replayed: 1,
+            ice_servers: None,
+        },
+        Event::PeerAway,
+        Event::PeerBack,
+        Event::Registered {
+            uid,
+            role: Role::App,
+            peer_present: false,
+            ice_servers: Some(Arc::clone(&grant)),
+        },
+        Event::IceServers(grant),
+        Event::SyncFrom,
+        Event::Relayed(Relay::Exception(
+            JsonPayload::from_value(&serde_json::json!("boom")).expect("payload"),
+        )),
+        Event::IpAddrs(vec![Ipv4Addr::new(192, 0, 2, 7)].into()),
+        Event::ByeBye,
+        Event::Notice(JsonPayload::from_value(&serde_json::json!({"n": 1})).expect("payload")),
+        Event::Reconnect {
+            resume_token: Arc::from("t"),
+            after_ms: 10,
+        },
+        Event::Ack { id: 3 },
+        Event::Error {
+            code: ErrorCode::WrongRole,
+            message: Cow::Borrowed("web may not syncto"),
+            id: None,
+        },
+    ];
+    let covered: std::collections::BTreeSet<usize> = samples.iter().map(variant).collect();
+    assert_eq!(covered.len(), 14, "a sample of every variant");
+    let kept: Vec<(u64, Event)> = samples
+        .into_iter()
+        .filter(Event::is_sequenced)
+        .zip(1..)
+        .map(|(event, seq)| (seq, event))
+        .collect();
+    assert_eq!(kept.len(), 11);
+    let export = SessionExport {
+        session_id: SessionId::random(),
+        uid: Uid::new("every").expect("uid"),
+        role: Role::App,
+        last_seq: 11,
+        acknowledged: 0,
+        missed: kept,
+        highest_request_id: 3,
+        was_away: false,
+    };
+    let text = Frame::Reply {
+        token: 1,
+        answer: Answer::Exported(encode_export(&export).expect("encodes")),
+    }
+    .encode()
+    .expect("serializes");
+    let Frame::Reply {
+        answer: Answer::Exported(wire),
+        ..
+    } = Frame::decode(text.as_bytes()).expect("parses")
+    else {
+        panic!("not an exported reply: {text}");
+    };
+    assert_eq!(decode_export(&wire).expect("decodes"), export);
+}

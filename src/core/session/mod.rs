@@ -305,6 +305,7 @@ pub(crate) fn estimated_bytes(event: &Event) -> usize {
             Event::Relayed(relay) => relay.payload_len(),
             Event::Error { message, .. } => message.len(),
             Event::IpAddrs(addresses) => addresses.len() * 16,
+            Event::Notice(data) => data.len(),
             Event::IceServers(grant)
             | Event::Registered {
                 ice_servers: Some(grant),
@@ -314,7 +315,19 @@ pub(crate) fn estimated_bytes(event: &Event) -> usize {
                 ice_servers: Some(grant),
                 ..
             } => grant.text_bytes(),
-            _ => 0,
+            Event::Registered {
+                ice_servers: None, ..
+            }
+            | Event::Resumed {
+                ice_servers: None, ..
+            }
+            | Event::Welcome { .. }
+            | Event::PeerAway
+            | Event::PeerBack
+            | Event::SyncFrom
+            | Event::ByeBye
+            | Event::Reconnect { .. }
+            | Event::Ack { .. } => 0,
         }
 }
 
@@ -447,10 +460,7 @@ impl SessionHandle {
         if matches!(state.phase, Phase::Ended) {
             return Err(DeliveryError::Gone);
         }
-        let sequenced = !matches!(
-            event,
-            Event::Welcome { .. } | Event::Resumed { .. } | Event::Reconnect { .. }
-        );
+        let sequenced = event.is_sequenced();
         let seq = sequenced.then(|| {
             state.last_seq += 1;
             state.last_seq
