@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::Failure;
 use crate::core::admin::{PushOutcome, SessionInfo};
-use crate::core::{ClusterStats, ErrorCode, Hub, JsonPayload, Presence, Rejection};
+use crate::core::{ClusterStats, Hub, JsonPayload, Presence, Rejection};
 use crate::proto::admin as pb;
 use crate::proto::admin::admin_server::{Admin, AdminServer};
 use crate::proto::json::value_to_json;
@@ -39,9 +39,10 @@ pub struct AdminService {
 fn status(failure: impl Into<Failure>) -> Status {
     match failure.into() {
         Failure::Refused(rejection) => {
-            let code = match rejection.code {
-                ErrorCode::MessageTooLarge => tonic::Code::ResourceExhausted,
-                _ => tonic::Code::InvalidArgument,
+            let code = if super::refused_as_too_large(rejection.code) {
+                tonic::Code::ResourceExhausted
+            } else {
+                tonic::Code::InvalidArgument
             };
             Status::new(code, format!("{}: {}", rejection.code, rejection.message))
         }

@@ -65,9 +65,10 @@ fn answer(result: Result<Response<Body>, Failure>) -> Response<Body> {
     match result {
         Ok(response) => response,
         Err(Failure::Refused(rejection)) => {
-            let status = match rejection.code {
-                ErrorCode::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::BAD_REQUEST,
+            let status = if super::refused_as_too_large(rejection.code) {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
             };
             error(status, rejection.code.as_str(), &rejection.message)
         }

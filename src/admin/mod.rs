@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use subtle::ConstantTimeEq;
 
 use crate::core::admin::{DEFAULT_PAGE, MAX_PAGE, SessionFilter};
-use crate::core::{Hub, JsonPayload, RegistryError, Rejection, Role, Uid};
+use crate::core::{ErrorCode, Hub, JsonPayload, RegistryError, Rejection, Role, Uid};
 use crate::protocol::admin::decode_cursor;
 use crate::telemetry::metrics;
 
@@ -206,6 +206,33 @@ impl From<RegistryError> for Failure {
     }
 }
 
+/// Whether a refusal's code means the request was too large (413 /
+/// `RESOURCE_EXHAUSTED`) rather than malformed (400 / `INVALID_ARGUMENT`):
+/// the one place both surfaces read it. Every code is listed, so a new one
+/// does not compile until it is placed.
+pub(crate) const fn refused_as_too_large(code: ErrorCode) -> bool {
+    match code {
+        ErrorCode::MessageTooLarge => true,
+        ErrorCode::BadRequest
+        | ErrorCode::NotRegistered
+        | ErrorCode::AlreadyRegistered
+        | ErrorCode::NoPeer
+        | ErrorCode::Unauthenticated
+        | ErrorCode::Forbidden
+        | ErrorCode::RegisterTimeout
+        | ErrorCode::WrongRole
+        | ErrorCode::Replaced
+        | ErrorCode::SlowConsumer
+        | ErrorCode::ResumeFailed
+        | ErrorCode::RateLimited
+        | ErrorCode::ShuttingDown
+        | ErrorCode::Internal
+        | ErrorCode::Unavailable
+        | ErrorCode::Kicked
+        | ErrorCode::Draining => false,
+    }
+}
+
 /// A uid from the API: non-empty, within the uid rules.
 pub(crate) fn parse_uid(text: &str) -> Result<Uid, Rejection> {
     Uid::new(text)
@@ -262,7 +289,7 @@ pub(crate) fn session_filter(
 pub(crate) fn push_payload(data: JsonPayload, max_bytes: usize) -> Result<JsonPayload, Rejection> {
     if data.len() > max_bytes {
         return Err(Rejection::new(
-            crate::core::ErrorCode::MessageTooLarge,
+            ErrorCode::MessageTooLarge,
             format!("data exceeds the message size limit ({max_bytes} bytes)"),
         ));
     }

@@ -151,7 +151,10 @@ impl AnswerWire {
             AnswerWire::Pushed { outcome } => NodeAnswer::Pushed(match outcome.as_str() {
                 "delivered" => PushOutcome::Delivered,
                 "held" => PushOutcome::Held,
-                _ => PushOutcome::NoSession,
+                "no_session" => PushOutcome::NoSession,
+                other => {
+                    return Err(BusError::Malformed(format!("push outcome {other}")));
+                }
             }),
             AnswerWire::Stats { stats } => NodeAnswer::Stats(stats.try_into().map_err(malformed)?),
         })

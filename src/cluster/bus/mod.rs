@@ -103,7 +103,10 @@ impl Frame {
     pub(crate) fn target(&self) -> Option<&Target> {
         match self {
             Frame::Deliver { to, .. } | Frame::Kill { to, .. } => Some(to),
-            _ => None,
+            Frame::Take { .. }
+            | Frame::Adopted { .. }
+            | Frame::Query { .. }
+            | Frame::Reply { .. } => None,
         }
     }
 

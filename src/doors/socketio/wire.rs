@@ -270,7 +270,19 @@ pub(super) async fn emit(
                 rejection = Rejection::new(*code, message.clone());
                 AckReply::failed(&rejection)
             }
-            _ => AckReply::done(),
+            Event::Welcome { .. }
+            | Event::Resumed { .. }
+            | Event::PeerAway
+            | Event::PeerBack
+            | Event::Registered { .. }
+            | Event::IceServers(_)
+            | Event::SyncFrom
+            | Event::Relayed(_)
+            | Event::IpAddrs(_)
+            | Event::ByeBye
+            | Event::Notice(_)
+            | Event::Reconnect { .. }
+            | Event::Ack { .. } => AckReply::done(),
         };
         // A resumption client learns the answer's sequence number from a
         // second argument, as from any event: its `last_seq` must count

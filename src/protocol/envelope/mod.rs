@@ -505,7 +505,18 @@ pub fn event_request_id(event: &Event) -> Option<RequestId> {
     match event {
         Event::Ack { id } => Some(*id),
         Event::Error { id, .. } => *id,
-        _ => None,
+        Event::Welcome { .. }
+        | Event::Resumed { .. }
+        | Event::PeerAway
+        | Event::PeerBack
+        | Event::Registered { .. }
+        | Event::IceServers(_)
+        | Event::SyncFrom
+        | Event::Relayed(_)
+        | Event::IpAddrs(_)
+        | Event::ByeBye
+        | Event::Notice(_)
+        | Event::Reconnect { .. } => None,
     }
 }
 
