@@ -41,6 +41,24 @@ impl GrpcDoor {
     }
 }
 
+/// What the gRPC door needs from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct GrpcConfig {
+    /// Largest `ClientEvent` accepted, in bytes (larger ends the stream
+    /// with `OUT_OF_RANGE`); a `ServerEvent` may be four times that (a
+    /// relayed payload plus its envelope).
+    pub max_message_bytes: usize,
+}
+
+/// The door's routes: `signalgate.v1.Signaling/*` over `hub`, with the
+/// message size limits.
+pub fn router(hub: Hub, config: &GrpcConfig, auth: AuthPolicy) -> axum::Router {
+    let signaling = pb::signaling_server::SignalingServer::new(GrpcDoor::new(hub, auth))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes.saturating_mul(4));
+    super::grpc_route(axum::Router::new(), signaling)
+}
+
 #[tonic::async_trait]
 impl pb::signaling_server::Signaling for GrpcDoor {
     type ConnectStream = EventStream;

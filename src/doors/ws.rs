@@ -65,10 +65,17 @@ pub struct TokenQuery {
     token: Option<String>,
 }
 
+/// The door's route: `GET /ws` over `hub`.
+pub fn router(hub: Hub, config: WsConfig, auth: AuthPolicy) -> axum::Router {
+    axum::Router::new()
+        .route("/ws", axum::routing::get(upgrade))
+        .with_state(WsDoor::new(hub, config, auth))
+}
+
 /// `GET /ws`: authenticates (`?token=` or `Authorization: Bearer`), then
 /// upgrades and serves one session. A bad token is refused with 401 before
 /// anything enters the registry.
-pub async fn upgrade(
+async fn upgrade(
     State(door): State<WsDoor>,
     Query(query): Query<TokenQuery>,
     headers: HeaderMap,

@@ -14,12 +14,12 @@ use tracing::info;
 use crate::admin::AdminToken;
 use crate::auth::AuthPolicy;
 use crate::core::{Hub, RateLimit};
-use crate::doors::grpc::GrpcDoor;
+use crate::doors::grpc::{self, GrpcConfig, GrpcDoor};
 use crate::doors::grpc_route;
 use crate::doors::origin::{self, OriginPolicy};
 use crate::doors::polling::PollingLimits;
 use crate::doors::socketio::{self, SocketIoConfig};
-use crate::doors::ws::{self, WsConfig, WsDoor};
+use crate::doors::ws::{self, WsConfig};
 use crate::proto::{FILE_DESCRIPTOR_SET, server::signaling_server::SignalingServer};
 use crate::server::config::Config;
 use crate::telemetry;
@@ -35,9 +35,13 @@ pub(super) fn build_router(
     config: &Config,
     auth: &AuthPolicy,
 ) -> anyhow::Result<(Router, Option<Router>)> {
-    let signaling = SignalingServer::new(GrpcDoor::new(hub.clone(), auth.clone()))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes.saturating_mul(4));
+    let grpc_door = grpc::router(
+        hub.clone(),
+        &GrpcConfig {
+            max_message_bytes: config.max_message_bytes,
+        },
+        auth.clone(),
+    );
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // Nothing else changes the status: the service is serving while the process runs.
     tokio::spawn(async move {
@@ -59,7 +63,7 @@ pub(super) fn build_router(
     let reflection_v1 = descriptors().build_v1()?;
     let reflection_v1alpha = descriptors().build_v1alpha()?;
 
-    let ws_door = WsDoor::new(
+    let ws_door = ws::router(
         hub.clone(),
         WsConfig {
             max_message_bytes: config.max_message_bytes,
@@ -104,9 +108,7 @@ pub(super) fn build_router(
         auth.clone(),
     )
     .layer(origins.cors_layer());
-    let browser_doors = Router::new()
-        .route("/ws", get(ws::upgrade))
-        .with_state(ws_door)
+    let browser_doors = ws_door
         .merge(socketio)
         .layer(axum::middleware::from_fn_with_state(
             origins,
@@ -134,7 +136,7 @@ pub(super) fn build_router(
             None => router = router.merge(surface),
         }
     }
-    let router = grpc_route(router, signaling);
+    let router = router.merge(grpc_door);
     let router = grpc_route(router, health);
     let router = grpc_route(router, reflection_v1);
     let router = grpc_route(router, reflection_v1alpha);

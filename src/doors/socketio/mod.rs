@@ -34,7 +34,7 @@ use super::polling::{self, PollingGuard, PollingLimits};
 mod tests;
 mod wire;
 
-use wire::*;
+use wire::{AckReply, PendingAcks, decode_packet, emit, emit_unsequenced, wants_resumption};
 
 /// Packets a session may have waiting for its task before the client is
 /// told to slow down.

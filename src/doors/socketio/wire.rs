@@ -19,7 +19,7 @@ use crate::protocol::envelope::{
     Data, EventData, IceFields, decode_command, event_data, event_request_id,
 };
 
-use super::*;
+use super::query_parameter;
 
 /// What an acknowledgement callback receives.
 #[derive(Serialize)]
