@@ -264,25 +264,15 @@ pub(super) async fn emit(
     if let Some(id) = event_request_id(event)
         && let Some(ack) = acks.callbacks.remove(&id)
     {
+        // Only the events that carry a request id (`event_request_id`, one
+        // exhaustive list) get here: an `error` fails the callback, the
+        // `ack` completes it.
         let rejection;
-        let reply = match event {
-            Event::Error { code, message, .. } => {
-                rejection = Rejection::new(*code, message.clone());
-                AckReply::failed(&rejection)
-            }
-            Event::Welcome { .. }
-            | Event::Resumed { .. }
-            | Event::PeerAway
-            | Event::PeerBack
-            | Event::Registered { .. }
-            | Event::IceServers(_)
-            | Event::SyncFrom
-            | Event::Relayed(_)
-            | Event::IpAddrs(_)
-            | Event::ByeBye
-            | Event::Notice(_)
-            | Event::Reconnect { .. }
-            | Event::Ack { .. } => AckReply::done(),
+        let reply = if let Event::Error { code, message, .. } = event {
+            rejection = Rejection::new(*code, message.clone());
+            AckReply::failed(&rejection)
+        } else {
+            AckReply::done()
         };
         // A resumption client learns the answer's sequence number from a
         // second argument, as from any event: its `last_seq` must count
