@@ -15,18 +15,11 @@ use admin::{AnswerWire, QueryWire};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use std::borrow::Cow;
-use std::net::Ipv4Addr;
-use std::sync::Arc;
-
 use crate::core::admin::{NodeAnswer, NodeQuery};
 use crate::core::{
-    Command, DeliveryError, ErrorCode, Event, Identity, Rejection, Role, SessionExport, SessionId,
-    Uid,
+    DeliveryError, ErrorCode, Event, Identity, Rejection, Role, SessionExport, SessionId, Uid,
 };
-use crate::protocol::envelope::{
-    Data, IceServerJson, decode_command, event_data, event_request_id, ice_grant_from_json,
-};
+use crate::protocol::envelope::{self, event_data, event_request_id};
 
 /// One message between nodes.
 #[derive(Debug)]
@@ -406,85 +399,11 @@ fn parse_role(text: &str) -> Result<Role, BusError> {
         .map_err(|unknown| BusError::Malformed(format!("{unknown}")))
 }
 
-fn data_as<T: serde::de::DeserializeOwned>(data: Option<&RawValue>) -> Result<T, BusError> {
-    let text = data.map_or("null", RawValue::get);
-    serde_json::from_str(text).map_err(|e| BusError::Malformed(e.to_string()))
-}
-
-/// Any event a session may have retained, from its wire form.
+/// A kept event of a handed-over session, from its wire form (the
+/// envelope's own decoding, beside the encoding it inverts).
 fn decode_retained(wire: &EventWire) -> Result<Event, BusError> {
-    #[derive(Deserialize)]
-    struct Registered {
-        uid: String,
-        role: String,
-        #[serde(rename = "peerPresent")]
-        peer_present: bool,
-        #[serde(rename = "iceServers", default)]
-        ice_servers: Option<Vec<IceServerJson>>,
-        #[serde(rename = "iceServersExpireAt", default)]
-        ice_servers_expire_at: Option<u64>,
-    }
-    #[derive(Deserialize)]
-    struct Error {
-        code: String,
-        message: String,
-    }
-    let data = wire.data.as_deref();
-    Ok(match wire.event.as_str() {
-        "registered" => {
-            let registered: Registered = data_as(data)?;
-            Event::Registered {
-                uid: Uid::new(&registered.uid).map_err(|e| BusError::Malformed(e.to_string()))?,
-                role: parse_role(&registered.role)?,
-                peer_present: registered.peer_present,
-                ice_servers: registered.ice_servers.map(|servers| {
-                    Arc::new(ice_grant_from_json(
-                        servers,
-                        registered.ice_servers_expire_at,
-                    ))
-                }),
-            }
-        }
-        "iceservers" => {
-            #[derive(Deserialize)]
-            struct IceServers {
-                #[serde(rename = "iceServers")]
-                ice_servers: Vec<IceServerJson>,
-                #[serde(rename = "iceServersExpireAt", default)]
-                expire_at: Option<u64>,
-            }
-            let list: IceServers = data_as(data)?;
-            Event::IceServers(Arc::new(ice_grant_from_json(
-                list.ice_servers,
-                list.expire_at,
-            )))
-        }
-        "notice" => Event::Notice(
-            crate::core::JsonPayload::from_raw(
-                data.ok_or_else(|| BusError::Malformed("notice without data".into()))?,
-            )
-            .map_err(|e| BusError::Malformed(e.to_string()))?,
-        ),
-        "ipaddr" => {
-            let addresses: Vec<Ipv4Addr> = data_as(data)?;
-            Event::IpAddrs(addresses.into())
-        }
-        "ack" => Event::Ack {
-            id: wire
-                .id
-                .ok_or_else(|| BusError::Malformed("ack without id".into()))?,
-        },
-        "error" => {
-            let error: Error = data_as(data)?;
-            Event::Error {
-                code: ErrorCode::parse(&error.code)
-                    .ok_or_else(|| BusError::Malformed(format!("code {}", error.code)))?,
-                message: Cow::Owned(error.message),
-                id: wire.id,
-            }
-        }
-        name => decode_event(name, data)?,
-    })
+    envelope::decode_event(&wire.event, wire.data.as_deref(), wire.id)
+        .map_err(|error| BusError::Malformed(error.to_string()))
 }
 
 /// A handed-over session from its wire form.
@@ -534,19 +453,24 @@ pub(crate) fn encode_event(event: &Event) -> Result<(String, Option<Box<RawValue
     Ok((event.name().to_owned(), data))
 }
 
-/// The event a `deliver` frame carries.
+/// The event a `deliver` frame carries: one of those addressed to a peer.
 pub(crate) fn decode_event(name: &str, data: Option<&RawValue>) -> Result<Event, BusError> {
-    Ok(match name {
-        "byebye" => Event::ByeBye,
-        "syncfrom" => Event::SyncFrom,
-        "peer_away" => Event::PeerAway,
-        "peer_back" => Event::PeerBack,
-        relayed => match decode_command(relayed, data.map(Data::Raw)) {
-            Ok(Command::Relay(relay)) => Event::Relayed(relay),
-            Ok(_) => return Err(BusError::Malformed(format!("{relayed} is not relayed"))),
-            Err(rejection) => return Err(BusError::Malformed(rejection.to_string())),
-        },
-    })
+    let event = envelope::decode_event(name, data, None)
+        .map_err(|error| BusError::Malformed(error.to_string()))?;
+    match event {
+        Event::Relayed(_) | Event::ByeBye | Event::SyncFrom | Event::PeerAway | Event::PeerBack => {
+            Ok(event)
+        }
+        Event::Welcome { .. }
+        | Event::Resumed { .. }
+        | Event::Registered { .. }
+        | Event::IceServers(_)
+        | Event::IpAddrs(_)
+        | Event::Notice(_)
+        | Event::Reconnect { .. }
+        | Event::Ack { .. }
+        | Event::Error { .. } => Err(BusError::Malformed(format!("{name} is not sent to a peer"))),
+    }
 }
 
 /// The wire form of a delivery outcome.

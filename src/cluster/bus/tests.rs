@@ -1,3 +1,7 @@
+use std::borrow::Cow;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
 use super::*;
 use crate::core::{IceGrant, IceServer, JsonPayload, Relay, TurnCredentials};
 

@@ -11,8 +11,10 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+mod events;
 mod ice;
 
+pub use events::{UnreadableEvent, decode_event};
 pub use ice::{IceFields, IceList, IceServerJson, ice_grant_from_json};
 
 use crate::core::json_text::{JsonScanner, ScannedJson};
