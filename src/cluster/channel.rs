@@ -14,7 +14,7 @@ use redis::PushKind;
 
 use super::bus::{self, Answer, Asker, Frame, Target};
 use super::connection::{Listener, Pushes};
-use super::{COMMAND_TIMEOUT, EARLY_KILL_MEMORY, Inner, RECONNECT_BACKOFF, REPLY_TIMEOUT, lock};
+use super::{EARLY_KILL_MEMORY, Inner, RECONNECT_BACKOFF, lock};
 use crate::core::admin::{NodeAnswers, NodeQuery};
 use crate::core::{
     DeliveryError, Event, RegistryError, RemoteSession, Role, RouteError, SessionId, Uid,
@@ -50,7 +50,7 @@ impl Inner {
                 }
             }
         };
-        let subscription = tokio::time::timeout(COMMAND_TIMEOUT, subscribing)
+        let subscription = tokio::time::timeout(self.command_timeout, subscribing)
             .await
             .map_err(|_| {
                 redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
@@ -308,7 +308,7 @@ impl Inner {
 
     /// Sends the frame `make` builds to `node`, naming this node as the one
     /// to answer with a fresh correlation token, and waits for the answer
-    /// (at most [`REPLY_TIMEOUT`]). The waiter is registered before the
+    /// (at most `--cluster-reply-timeout`). The waiter is registered before the
     /// frame leaves, so a quick answer is not missed, and removed if none
     /// comes.
     pub(super) async fn ask(
@@ -325,7 +325,7 @@ impl Inner {
         });
         let unanswered = match self.publish(node, frame).await {
             Ok(receivers) if receivers > 0 => {
-                match tokio::time::timeout(REPLY_TIMEOUT, answer).await {
+                match tokio::time::timeout(self.reply_timeout, answer).await {
                     Ok(Ok(reply)) => return Ok(reply),
                     _ => Unanswered::NoAnswer,
                 }

@@ -4,13 +4,15 @@
 //! either; what differs is how they connect and how a node's channel is
 //! subscribed and published to (sharded pub/sub on a Redis Cluster).
 
+use std::time::Duration;
+
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, PushInfo, RedisFuture, Value};
 use tokio::sync::mpsc;
 
-use super::{COMMAND_TIMEOUT, ClusterError, RECONNECT_BACKOFF};
+use super::{ClusterError, RECONNECT_BACKOFF};
 use crate::telemetry::metrics;
 
 /// Where the registry lives. Its `Debug` hides any password in the URLs.
@@ -122,15 +124,18 @@ pub(super) struct Connections {
 
 /// Connects to `target`, failing if it does not answer within a few
 /// command timeouts.
-pub(super) async fn connect(target: &RedisTarget) -> Result<Connections, ClusterError> {
+pub(super) async fn connect(
+    target: &RedisTarget,
+    command_timeout: Duration,
+) -> Result<Connections, ClusterError> {
     let attempt = async {
         match target {
             RedisTarget::Single(url) => {
                 let client = redis::Client::open(url.as_str())
                     .map_err(|e| ClusterError::InvalidUrl(e.to_string()))?;
                 let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(COMMAND_TIMEOUT))
-                    .set_response_timeout(Some(COMMAND_TIMEOUT))
+                    .set_connection_timeout(Some(command_timeout))
+                    .set_response_timeout(Some(command_timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(RECONNECT_BACKOFF);
                 let commands = ConnectionManager::new_with_config(client.clone(), config)
@@ -145,8 +150,8 @@ pub(super) async fn connect(target: &RedisTarget) -> Result<Connections, Cluster
             RedisTarget::Cluster(urls) => {
                 let builder = || {
                     ClusterClientBuilder::new(urls.iter().map(String::as_str))
-                        .connection_timeout(COMMAND_TIMEOUT)
-                        .response_timeout(COMMAND_TIMEOUT)
+                        .connection_timeout(command_timeout)
+                        .response_timeout(command_timeout)
                         .retries(2)
                         .min_retry_wait(50)
                         .max_retry_wait(RECONNECT_BACKOFF.as_millis() as u64)
@@ -174,7 +179,7 @@ pub(super) async fn connect(target: &RedisTarget) -> Result<Connections, Cluster
             }
         }
     };
-    tokio::time::timeout(COMMAND_TIMEOUT * 3, attempt)
+    tokio::time::timeout(command_timeout * 3, attempt)
         .await
         .map_err(|_| ClusterError::Unreachable("timed out".into()))?
 }

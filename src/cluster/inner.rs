@@ -11,7 +11,7 @@ use super::bus::Frame;
 use super::channel::RemotePeer;
 use super::connection::Commands;
 use super::keys::{member, split_holder};
-use super::{COMMAND_TIMEOUT, Inner, lock, scripts};
+use super::{Inner, lock, scripts};
 use crate::core::{Peer, RegistryError, Role, RouteError, SessionHandle, SessionId, Uid};
 use crate::telemetry::metrics;
 
@@ -46,7 +46,7 @@ impl Inner {
         &self,
         operation: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, RegistryError> {
-        let failure = match tokio::time::timeout(COMMAND_TIMEOUT, operation).await {
+        let failure = match tokio::time::timeout(self.command_timeout, operation).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => error.to_string(),
             Err(_) => "timed out".to_owned(),

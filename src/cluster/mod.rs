@@ -56,11 +56,6 @@ use handover::Moved;
 use keys::{Keys, member, split_holder};
 use local::LocalTable;
 
-/// How long one Redis command may take before the registry counts Redis as
-/// unreachable.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a relay waits for the peer's node to say it queued the event.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between attempts to reach Redis again.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
 /// Frames held at most per handed-over session while its new node binds it.
@@ -83,6 +78,13 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// Lifetime of this node's heartbeat; it is renewed every third of it.
     pub node_ttl: Duration,
+    /// How long one Redis command may take before it fails (and its
+    /// request is answered `UNAVAILABLE`): `--redis-timeout`.
+    pub command_timeout: Duration,
+    /// How long a cross-node request (a relay's delivery, a hand-over, an
+    /// admin query) waits for the other node's reply:
+    /// `--cluster-reply-timeout`.
+    pub reply_timeout: Duration,
 }
 
 /// Failure to join the cluster at startup.
@@ -104,6 +106,10 @@ struct Inner {
     commands: Commands,
     local: LocalTable,
     node_ttl: Duration,
+    /// The deadline of one Redis command.
+    command_timeout: Duration,
+    /// The deadline of another node's reply.
+    reply_timeout: Duration,
     /// Requests waiting for another node's `reply`, by token.
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     /// What this node's resume tokens start with: `<node>.`.
@@ -159,7 +165,7 @@ impl RedisRegistry {
     /// heartbeat. Fails if Redis cannot be reached now; later outages are
     /// survived (see docs/CLUSTER.md).
     pub async fn connect(config: ClusterConfig) -> Result<RedisRegistry, ClusterError> {
-        let connections = connection::connect(&config.redis).await?;
+        let connections = connection::connect(&config.redis, config.command_timeout).await?;
         let sharded = matches!(connections.commands, Commands::Cluster(_));
         let node = format!("{:016x}", rand::random::<u64>());
         let inner = Arc::new(Inner {
@@ -173,6 +179,8 @@ impl RedisRegistry {
             commands: connections.commands,
             local: LocalTable::new(),
             node_ttl: config.node_ttl.max(Duration::from_millis(300)),
+            command_timeout: config.command_timeout.max(Duration::from_millis(10)),
+            reply_timeout: config.reply_timeout.max(Duration::from_millis(10)),
             pending: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             subscribed: AtomicBool::new(false),

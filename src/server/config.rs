@@ -62,6 +62,10 @@ pub const DEFAULT_PING_TIMEOUT: &str = "20s";
 pub const DEFAULT_REDIS_PREFIX: &str = "signalgate";
 /// Default `--node-ttl`.
 pub const DEFAULT_NODE_TTL: &str = "6s";
+/// Default `--redis-timeout`.
+pub const DEFAULT_REDIS_TIMEOUT: &str = "1s";
+/// Default `--cluster-reply-timeout`.
+pub const DEFAULT_CLUSTER_REPLY_TIMEOUT: &str = "2s";
 /// Default `--turn-ttl`.
 pub const DEFAULT_TURN_TTL: &str = "24h";
 /// Default `--jwt-jwks-refresh`.
@@ -301,6 +305,20 @@ pub struct Config {
     #[arg(long, env = "SIGNALGATE_NODE_TTL", default_value = DEFAULT_NODE_TTL, value_parser = parse_duration)]
     pub node_ttl: Duration,
 
+    /// How long one Redis command may take before it fails and its request
+    /// is answered `UNAVAILABLE` (a failure on one Redis also marks the
+    /// registry unavailable until the heartbeat succeeds). Raise it when
+    /// Redis is far away or starved (a loaded single host, a 100,000-session
+    /// setup), not to hide an outage.
+    #[arg(long, env = "SIGNALGATE_REDIS_TIMEOUT", default_value = DEFAULT_REDIS_TIMEOUT, value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// How long a cross-node request (a relay's delivery, a hand-over, an
+    /// admin query) waits for the other node's reply before it is answered
+    /// `UNAVAILABLE`.
+    #[arg(long, env = "SIGNALGATE_CLUSTER_REPLY_TIMEOUT", default_value = DEFAULT_CLUSTER_REPLY_TIMEOUT, value_parser = parse_duration)]
+    pub cluster_reply_timeout: Duration,
+
     /// ICE server URL handed to every session (`stun:`, `stuns:`, `turn:`,
     /// `turns:`, e.g. `turn:turn.example.com:3478?transport=udp`); repeat
     /// or separate with commas. Default: none (no ICE fields are sent).
@@ -418,6 +436,8 @@ impl Default for Config {
             redis_cluster_nodes: Vec::new(),
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             node_ttl: default_duration(DEFAULT_NODE_TTL),
+            redis_timeout: default_duration(DEFAULT_REDIS_TIMEOUT),
+            cluster_reply_timeout: default_duration(DEFAULT_CLUSTER_REPLY_TIMEOUT),
             ice_servers: Vec::new(),
             turn_secret: None,
             turn_ttl: default_duration(DEFAULT_TURN_TTL),
@@ -469,6 +489,8 @@ mod tests {
             DEFAULT_PING_INTERVAL,
             DEFAULT_PING_TIMEOUT,
             DEFAULT_NODE_TTL,
+            DEFAULT_REDIS_TIMEOUT,
+            DEFAULT_CLUSTER_REPLY_TIMEOUT,
             DEFAULT_TURN_TTL,
             DEFAULT_JWKS_REFRESH,
             DEFAULT_WEBHOOK_TIMEOUT,
@@ -478,6 +500,28 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn the_redis_deadlines_are_flags() {
+        let parsed = Cli::try_parse_from([
+            "signalgate",
+            "--redis-timeout",
+            "5s",
+            "--cluster-reply-timeout",
+            "7500ms",
+        ])
+        .expect("parses");
+        assert_eq!(parsed.config.redis_timeout, Duration::from_secs(5));
+        assert_eq!(
+            parsed.config.cluster_reply_timeout,
+            Duration::from_millis(7500)
+        );
+        assert_eq!(Config::default().redis_timeout, Duration::from_secs(1));
+        assert_eq!(
+            Config::default().cluster_reply_timeout,
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

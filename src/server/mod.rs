@@ -68,6 +68,8 @@ impl Gateway {
                     redis,
                     prefix: config.redis_prefix.clone(),
                     node_ttl: config.node_ttl,
+                    command_timeout: config.redis_timeout,
+                    reply_timeout: config.cluster_reply_timeout,
                 })
                 .await?;
                 let registry = Arc::new(registry);
