@@ -212,20 +212,14 @@ impl Session {
         // From the moment the binding can be seen (in Redis, by a peer's
         // registration on any node) until `registered` and its follow-ups
         // are queued, what others send this session waits behind them.
-        self.handle.hold_deliveries();
+        let _held = self.handle.hold_deliveries();
         let bound = self
             .hub
             .shared
             .registry
             .bind(&uid, role, &self.handle)
-            .await;
-        let bound = match bound {
-            Ok(bound) => bound,
-            Err(error) => {
-                self.handle.release_deliveries();
-                return Err(Rejection::new(ErrorCode::Unavailable, error.to_string()));
-            }
-        };
+            .await
+            .map_err(|e| Rejection::new(ErrorCode::Unavailable, e.to_string()))?;
         {
             let mut state = self.handle.state();
             state.binding = Some((uid.clone(), role));
@@ -288,7 +282,7 @@ impl Session {
                 }
             }
         }
-        self.handle.release_deliveries();
+        // `_held` drops here: what others sent meanwhile follows.
         Ok(())
     }
 

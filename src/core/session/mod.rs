@@ -288,6 +288,16 @@ impl State {
     }
 }
 
+/// Events from others held while a session's registration is answered;
+/// dropping it queues them ([`SessionHandle::hold_deliveries`]).
+pub(crate) struct HeldDeliveries(Arc<SessionHandle>);
+
+impl Drop for HeldDeliveries {
+    fn drop(&mut self) {
+        self.0.release_deliveries();
+    }
+}
+
 /// Holds `event` behind a registration being answered.
 fn hold(held: &mut Vec<Event>, event: Event) -> Result<(), DeliveryError> {
     if held.len() >= MAX_HELD_WHILE_REGISTERING {
@@ -418,15 +428,18 @@ impl SessionHandle {
         self.queue(&mut self.state(), event, true)
     }
 
-    /// From now until [`SessionHandle::release_deliveries`], events from
-    /// others wait (the session's `register` is being answered).
-    pub(crate) fn hold_deliveries(&self) {
+    /// From now until the returned guard is dropped, events from others
+    /// wait (the session's `register` is being answered); then they are
+    /// queued in order. A guard, so that no way out of the registration (an
+    /// error, a cancelled task) leaves them held.
+    pub(crate) fn hold_deliveries(self: &Arc<Self>) -> HeldDeliveries {
         self.state().registering = Some(Box::default());
+        HeldDeliveries(Arc::clone(self))
     }
 
     /// Queues what waited while the registration was answered, in order,
     /// and lets later events through.
-    pub(crate) fn release_deliveries(&self) {
+    fn release_deliveries(&self) {
         let mut state = self.state();
         for event in state
             .registering
