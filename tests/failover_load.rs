@@ -77,6 +77,14 @@ async fn answer(
     }
 }
 
+/// Sends `register` (request id 1) for `uid` as `role_type` (0 web, 1 app).
+async fn send_register(client: &mut Client, uid: &str, role_type: u8) {
+    let register = json!({"uid": uid, "type": role_type});
+    let _ = client
+        .send(&envelope("register", Some(register), Some(1)))
+        .await;
+}
+
 async fn connect(door: Door, address: SocketAddr) -> Option<Client> {
     let mut client = Client::connect_with(door, address, &ConnectOptions::default())
         .await
@@ -96,20 +104,8 @@ async fn pair(nodes: [SocketAddr; 2], uid: String, n: usize) -> Outcome {
         outcome.unanswered.push("connect".into());
         return outcome;
     };
-    let _ = web
-        .send(&envelope(
-            "register",
-            Some(json!({"uid": uid, "type": 0})),
-            Some(1),
-        ))
-        .await;
-    let _ = app
-        .send(&envelope(
-            "register",
-            Some(json!({"uid": uid, "type": 1})),
-            Some(1),
-        ))
-        .await;
+    send_register(&mut web, &uid, 0).await;
+    send_register(&mut app, &uid, 1).await;
     let mut web_seen = Vec::new();
     let mut app_seen = Vec::new();
     let (web_answer, app_answer) = tokio::join!(
@@ -371,24 +367,12 @@ async fn open_pair(nodes: [SocketAddr; 2], uid: &str, n: usize) -> (String, Clie
         .await
         .expect("app connects");
     let mut seen = Vec::new();
-    let _ = web
-        .send(&envelope(
-            "register",
-            Some(json!({"uid": uid, "type": 0})),
-            Some(1),
-        ))
-        .await;
+    send_register(&mut web, uid, 0).await;
     assert!(
         matches!(answer(&mut web, 1, &mut seen).await, Some(Ok(_))),
         "{uid}: web registers"
     );
-    let _ = app
-        .send(&envelope(
-            "register",
-            Some(json!({"uid": uid, "type": 1})),
-            Some(1),
-        ))
-        .await;
+    send_register(&mut app, uid, 1).await;
     seen.clear();
     assert!(
         matches!(answer(&mut app, 1, &mut seen).await, Some(Ok(_))),
