@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio_stream::Stream;
 use tonic::{Code, Status, Streaming};
 
-use super::CLOSE_TIMEOUT;
+use super::close::{CLOSE_TIMEOUT, Transport, close_session};
 use super::{Presented, authenticate};
 use crate::auth::AuthPolicy;
 use crate::core::{
@@ -281,34 +281,64 @@ fn serve(
                 },
             }
         };
-        // The stream writes what is queued and its last words on its own; the
-        // session ends at once (a stuck stream must not delay the peer's news).
-        let _ = ending.send(words);
+        let transport = GrpcTransport {
+            ending: Some(ending),
+            gone,
+            stream_dropped,
+            link,
+        };
+        let last_words = match words {
+            Ending::Violation(event, status) => Some((event, status)),
+            Ending::Quietly => None,
+        };
         // Boxed: the end's futures would otherwise sit in every stream's task
         // for its whole life.
-        Box::pin(finish(session, reason, gone, stream_dropped, link)).await;
+        Box::pin(close_session(session, reason, last_words, transport)).await;
     }
 }
 
-/// Ends `session`, then lets go of the queued events of a response stream
-/// that has not finished in time (its client stopped reading). Its last
-/// words are made when it is next polled, so they are still written if the
-/// client reads again.
-async fn finish(
-    session: Session,
-    reason: EndReason,
-    mut gone: oneshot::Receiver<Infallible>,
+/// The response stream's side of the close sequence. The stream writes
+/// what is queued and the last words itself, as tonic polls it: a killed
+/// session's from its link, a violation's from what it is sent here.
+struct GrpcTransport {
+    ending: Option<oneshot::Sender<Ending>>,
+    gone: oneshot::Receiver<Infallible>,
+    /// Whether `gone` has resolved (a oneshot must not be polled again).
     stream_dropped: bool,
     link: SharedLink,
-) {
-    session.end(reason).await;
-    if !stream_dropped
-        && tokio::time::timeout(CLOSE_TIMEOUT, &mut gone)
-            .await
-            .is_err()
-    {
-        let mut link = lock_link(&link);
-        while link.try_next_event().is_some() {}
+}
+
+impl Transport for GrpcTransport {
+    /// The `error` event and the status the stream ends with.
+    type LastWords = (Event, Status);
+
+    async fn write_last_words(&mut self, (event, status): (Event, Status)) {
+        if let Some(ending) = self.ending.take() {
+            let _ = ending.send(Ending::Violation(event, status));
+        }
+    }
+
+    /// Nothing to read: h2 discards what the client still sends on a
+    /// stream the server has ended.
+    async fn drain_input(&mut self) {}
+
+    /// Tells the stream to finish if it was not told yet, then lets go of
+    /// the queued events of a stream that has not finished in time (its
+    /// client stopped reading). A killed session's last words are made when
+    /// the stream is next polled, so they are still written if the client
+    /// reads again.
+    async fn release(mut self, _reason: EndReason) {
+        if let Some(ending) = self.ending.take() {
+            let _ = ending.send(Ending::Quietly);
+        }
+        if !self.stream_dropped
+            && tokio::time::timeout(CLOSE_TIMEOUT, &mut self.gone)
+                .await
+                .is_err()
+        {
+            let mut link = lock_link(&self.link);
+            while link.try_next_event().is_some() {}
+        }
     }
 }
 

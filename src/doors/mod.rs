@@ -7,14 +7,14 @@
 //! - [`grpc`]: the `signalgate.v1.Signaling/Connect` bidirectional stream (tonic).
 //! - [`socketio`]: Socket.IO 2.x/4.x at `/socket.io/` (socketioxide), the seed's wire shapes.
 //! - [`polling`]: Socket.IO's HTTP-side bounds: handshake rate, long-polling session caps, POST deadline.
+//! - `close`: the one close sequence (end → last words → drain → release)
+//!   behind the `Transport` seam each door implements.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, header};
-use futures_util::{Stream, StreamExt};
 use tower::ServiceExt;
 
 use crate::auth::{AuthError, AuthPolicy, bearer};
@@ -46,41 +46,6 @@ where
         &format!("/{}/{{*method}}", S::NAME),
         service.map_request(|request: Request<Body>| request.map(tonic::body::Body::new)),
     )
-}
-
-/// How long every door gives a session it ends to get its last words out
-/// (docs/PROTOCOL.md: queued events, the farewell, the close).
-pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The one drain after a session's last words, on every door that needs
-/// it: reads and drops what the client still sends until `is_last` says the
-/// client finished (a WebSocket close frame, a Socket.IO disconnect), until
-/// it pauses for `pause` when given, or for [`CLOSE_TIMEOUT`] at most.
-///
-/// Closing a connection with unread input makes the kernel reset it, and a
-/// reset can destroy the last words before the client reads them.
-pub(crate) async fn drain_input<T>(
-    input: impl Stream<Item = T>,
-    pause: Option<Duration>,
-    is_last: impl Fn(&T) -> bool,
-) {
-    let mut input = std::pin::pin!(input);
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        loop {
-            let next = match pause {
-                Some(pause) => match tokio::time::timeout(pause, input.next()).await {
-                    Ok(next) => next,
-                    Err(_) => return,
-                },
-                None => input.next().await,
-            };
-            match next {
-                Some(item) if !is_last(&item) => {}
-                _ => return,
-            }
-        }
-    })
-    .await;
 }
 
 /// The client's address, which the connection layer puts in every
@@ -116,6 +81,7 @@ pub(crate) async fn authenticate(
         .inspect_err(|_| metrics::refused("unauthenticated"))
 }
 
+mod close;
 pub mod grpc;
 pub mod origin;
 pub mod polling;

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 
-use super::CLOSE_TIMEOUT;
-use super::{Presented, authenticate, drain_input};
+use super::close::{CLOSE_TIMEOUT, Transport, close_session, drain_input};
+use super::{Presented, authenticate};
 use crate::auth::AuthPolicy;
 use crate::core::{
     Delivery, DoorKind, EndReason, ErrorCode, Event, Hub, Identity, Opening, Rejection, Request,
@@ -206,47 +206,52 @@ fn serve(mut socket: WebSocket, start: Box<Start>) -> impl Future<Output = ()> +
         let (reason, session, last_words) = pump(&mut socket, session, link, heartbeat).await;
         // Boxed: the close sequence's futures would otherwise sit in every
         // connection's task for its whole life, sized for their largest.
-        Box::pin(close_connection(socket, session, reason, last_words)).await;
+        Box::pin(close_session(
+            session,
+            reason,
+            last_words,
+            WsTransport(socket),
+        ))
+        .await;
     }
 }
 
-/// Ends `session` and closes the connection: the answer to the client's
-/// close frame, or the last words and the closing handshake.
-async fn close_connection(
-    mut socket: WebSocket,
-    session: Session,
-    reason: EndReason,
-    last_words: Vec<Message>,
-) {
-    // Free the role and tell the peer first: a stuck socket must not delay it.
-    session.end(reason).await;
-    if reason == EndReason::ClientClosed {
-        // Send the close frame that answers the client's (queued by tungstenite).
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
-        return;
-    }
-    if !last_words.is_empty() {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            for message in last_words {
-                if socket.feed(message).await.is_err() {
-                    return;
-                }
+/// The WebSocket's side of the close sequence.
+struct WsTransport(WebSocket);
+
+impl Transport for WsTransport {
+    /// The queued events, the farewell or error, and the close frame.
+    type LastWords = Vec<Message>;
+
+    async fn write_last_words(&mut self, words: Vec<Message>) {
+        for message in words {
+            if self.0.feed(message).await.is_err() {
+                return;
             }
-            let _ = socket.flush().await;
-        })
-        .await;
+        }
+        let _ = self.0.flush().await;
+    }
+
+    async fn drain_input(&mut self) {
         // The closing handshake: what the client sends up to its close frame.
         drain_input(
-            &mut socket,
+            &mut self.0,
             None,
             |frame| !matches!(frame, Ok(message) if !matches!(message, Message::Close(_))),
         )
         .await;
     }
+
+    async fn release(mut self, reason: EndReason) {
+        if reason == EndReason::ClientClosed {
+            // Send the close frame that answers the client's (queued by tungstenite).
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.0.flush()).await;
+        }
+    }
 }
 
 /// Runs the session until it ends; returns why, and the frames to send
-/// before the connection closes.
+/// before the connection closes when the server ended it.
 #[allow(
     clippy::manual_async_fn,
     reason = "an async fn keeps its arguments beside the locals moved out of them"
@@ -256,7 +261,7 @@ fn pump<S>(
     mut session: Session,
     mut link: SessionLink,
     heartbeat: Heartbeat,
-) -> impl Future<Output = (EndReason, Session, Vec<Message>)>
+) -> impl Future<Output = (EndReason, Session, Option<Vec<Message>>)>
 where
     S: futures_util::Sink<Message>
         + futures_util::Stream<Item = Result<Message, axum::Error>>
@@ -284,7 +289,7 @@ where
                         last_words.push(Message::Text(encode_event(farewell, None).into()));
                     }
                     last_words.push(close(close_code_for(code), code.as_str()));
-                    return (EndReason::Closed(code), session, last_words);
+                    return (EndReason::Closed(code), session, Some(last_words));
                 }
                 event = link.next_event() => {
                     tokio::select! {
@@ -294,7 +299,7 @@ where
                         () = &mut killed => {}
                         written = write_batch(socket, &mut link, event) => {
                             if written.is_err() {
-                                return (EndReason::ConnectionLost, session, Vec::new());
+                                return (EndReason::ConnectionLost, session, None);
                             }
                         }
                     }
@@ -312,10 +317,10 @@ where
                         match read_frame(frame, &session) {
                             Step::Request(request) => session.handle(request).await,
                             Step::Continue => {}
-                            Step::End(reason) => return (reason, session, Vec::new()),
+                            Step::End(reason) => return (reason, session, None),
                             Step::Violation(violation) => {
                                 let last_words = violation_last_words(&mut link, violation);
-                                return (EndReason::ProtocolViolation(violation.rejection().code), session, last_words);
+                                return (EndReason::ProtocolViolation(violation.rejection().code), session, Some(last_words));
                             }
                         }
                         // Kills and events to write come first, as in the loop.
@@ -330,7 +335,7 @@ where
                 },
                 () = async { if let Some(at) = deadline { tokio::time::sleep_until(at).await } }, if deadline.is_some() => {
                     // The heartbeat failed: the link is dead, an abrupt end.
-                    return (EndReason::ConnectionLost, session, Vec::new());
+                    return (EndReason::ConnectionLost, session, None);
                 }
                 _ = pings.tick() => {
                     if answer_due.is_none() {
@@ -340,7 +345,7 @@ where
                             () = &mut killed => {}
                             sent = socket.send(Message::Ping(Bytes::new())) => {
                                 if sent.is_err() {
-                                    return (EndReason::ConnectionLost, session, Vec::new());
+                                    return (EndReason::ConnectionLost, session, None);
                                 }
                             }
                         }

@@ -19,7 +19,7 @@ use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler};
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide_core::Value as PacketValue;
 
-use super::drain_input;
+use super::close::{Transport, close_session, drain_input};
 use crate::auth::{AuthError, AuthPolicy};
 use crate::core::{
     DoorKind, EndReason, ErrorCode, Event, Hub, Identity, LastWords, Opening, Rejection, Request,
@@ -292,37 +292,83 @@ fn serve(
 ) -> impl Future<Output = ()> + Send {
     async move {
         let (reason, session, last_words) = pump(&socket, session, link, &packets.0).await;
+        let transport = SocketIoTransport {
+            socket,
+            packets,
+            spoke: false,
+            drains: false,
+        };
         // Boxed: the close sequence's futures would otherwise sit in every
         // connection's task for its whole life.
-        Box::pin(close(socket, session, reason, last_words, packets)).await;
+        Box::pin(close_session(session, reason, last_words, transport)).await;
     }
 }
 
-/// Ends `session`, then says the last words and drains the client's input.
-async fn close(
+/// A killed session's last words on this door: the queued events go out
+/// as in the session (answers through their acknowledgement callbacks),
+/// then the farewell, unsequenced.
+struct SocketIoLastWords {
+    words: LastWords,
+    acks: PendingAcks,
+    link: SessionLink,
+    with_seq: bool,
+}
+
+/// The Socket.IO socket's side of the close sequence.
+struct SocketIoTransport {
     socket: SocketRef,
-    session: Session,
-    reason: EndReason,
-    last_words: Option<LastWords>,
     packets: PacketReader,
-) {
-    session.end(reason).await;
-    if let Some(LastWords { code, farewell, .. }) = last_words {
-        if let Some(farewell) = &farewell {
-            let _ = emit_unsequenced(&socket, farewell);
+    /// Whether last words were said: only then does the server disconnect
+    /// the socket (otherwise the client or socketioxide already did).
+    spoke: bool,
+    /// Whether the client's input is drained after the last words.
+    drains: bool,
+}
+
+impl Transport for SocketIoTransport {
+    type LastWords = SocketIoLastWords;
+
+    async fn write_last_words(&mut self, last: SocketIoLastWords) {
+        let SocketIoLastWords {
+            words,
+            mut acks,
+            link,
+            with_seq,
+        } = last;
+        self.spoke = true;
+        for event in &words.queued {
+            if emit(&self.socket, &mut acks, &link, event, with_seq)
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
-        // What the client still sends, until it pauses (not while the
-        // server shuts down: it closes every transport).
-        if code != ErrorCode::ShuttingDown {
-            let inbound = futures_util::stream::unfold(&packets.0, |queue| async move {
-                Some((queue.pop().await, queue))
-            });
-            drain_input(inbound, Some(CLIENT_PAUSE), |inbound| {
-                !matches!(inbound, Inbound::Packet { .. })
-            })
-            .await;
+        if let Some(farewell) = &words.farewell {
+            let _ = emit_unsequenced(&self.socket, farewell);
         }
-        let _ = socket.disconnect();
+        // Not while the server shuts down: it closes every transport.
+        self.drains = words.code != ErrorCode::ShuttingDown;
+    }
+
+    async fn drain_input(&mut self) {
+        if !self.drains {
+            return;
+        }
+        // What the client still sends, until it pauses.
+        let inbound = futures_util::stream::unfold(&self.packets.0, |queue| async move {
+            Some((queue.pop().await, queue))
+        });
+        drain_input(inbound, Some(CLIENT_PAUSE), |inbound| {
+            !matches!(inbound, Inbound::Packet { .. })
+        })
+        .await;
+    }
+
+    async fn release(self, _reason: EndReason) {
+        if self.spoke {
+            let _ = self.socket.disconnect();
+        }
     }
 }
 
@@ -339,7 +385,7 @@ fn pump<'a>(
     mut session: Session,
     mut link: SessionLink,
     packets: &'a PacketQueue,
-) -> impl Future<Output = (EndReason, Session, Option<LastWords>)> + Send + 'a {
+) -> impl Future<Output = (EndReason, Session, Option<SocketIoLastWords>)> + Send + 'a {
     async move {
         let mut acks = PendingAcks::default();
         let with_seq = wants_resumption(socket);
@@ -351,12 +397,8 @@ fn pump<'a>(
                 biased;
                 () = &mut killed => {
                     let words = link.last_words();
-                    for event in &words.queued {
-                        if emit(socket, &mut acks, &link, event, with_seq).await.is_err() {
-                            break;
-                        }
-                    }
-                    return (EndReason::Closed(words.code), session, Some(words));
+                    let reason = EndReason::Closed(words.code);
+                    return (reason, session, Some(SocketIoLastWords { words, acks, link, with_seq }));
                 }
                 event = link.next_event() => {
                     if emit(socket, &mut acks, &link, &event, with_seq).await.is_err() {
