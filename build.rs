@@ -1,12 +1,10 @@
 //! Compiles `proto/` with protox (pure Rust, no system `protoc`) and
-//! generates code twice from the same descriptors:
-//!
-//! - the public types and the tonic client (`crate::proto::v1`), where a
-//!   `google.protobuf.Value` is a `prost_types::Value`;
-//! - the server (`crate::proto::server`), where the same field is a
-//!   `crate::proto::encoded::EncodedValue`: the value's protobuf bytes,
-//!   kept encoded so the gRPC door converts them to and from JSON text
-//!   directly (the wire format is the same).
+//! generates the server (`crate::proto::server`), where a
+//! `google.protobuf.Value` is a `crate::proto::encoded::EncodedValue`: the
+//! value's protobuf bytes, kept encoded so the gRPC door converts them to
+//! and from JSON text directly (the wire format is the same). The public
+//! types and the tonic client come from the `signalgate-proto` crate
+//! (`proto/build.rs`), generated from the same file.
 //!
 //! The admin API (`proto/signalgate/admin/v1`) is generated on its own,
 //! with plain prost types, into `crate::proto::admin`.
@@ -29,15 +27,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("signalgate_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    tonic_prost_build::configure()
-        .build_server(false)
-        // The rpc is called `Connect`; the transport constructor of the same
-        // name would clash with it, so clients connect a `Channel` themselves.
-        .build_transport(false)
-        // prost encoding with small initial buffers: each open stream keeps
-        // one encode and one decode buffer (see src/proto/mod.rs).
-        .codec_path("crate::proto::CompactCodec")
-        .compile_fds(descriptors.clone())?;
     let server_dir = out_dir.join("server");
     fs::create_dir_all(&server_dir)?;
     tonic_prost_build::configure()

@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use signalgate::server::config::parse_duration;
+use humantime::parse_duration;
 
 mod report;
 

@@ -36,7 +36,8 @@ impl fmt::Display for SessionId {
 }
 
 /// The door a connection came through: the one door type of the gateway,
-/// its logs and metrics, and of the Rust client (`signalgate_client::Door`).
+/// its logs and metrics (the Rust client has its own `signalgate_client::Door`
+/// with the same names, so that it does not depend on the gateway).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DoorKind {
     /// The JSON WebSocket at `/ws`.

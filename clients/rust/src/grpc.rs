@@ -12,8 +12,8 @@ use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{ClientError, Closed, ConnectOptions, Incoming, tcp};
-use signalgate::proto::json::{json_to_value, value_to_json};
-use signalgate::proto::v1::{
+use signalgate_proto::json::{json_to_value, value_to_json};
+use signalgate_proto::v1::{
     self as pb, client_event, server_event, signaling_client::SignalingClient,
 };
 

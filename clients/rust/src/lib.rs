@@ -20,8 +20,37 @@ pub use grpc::{GrpcClient, server_event_to_envelope};
 pub use socketio::SocketIoClient;
 pub use ws::WsClient;
 
-/// Which door a client uses: the gateway's own door type.
-pub use signalgate::core::DoorKind as Door;
+/// The door of the gateway a client connects through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Door {
+    /// The JSON WebSocket at `/ws`.
+    Ws,
+    /// The gRPC bidirectional stream `signalgate.v1.Signaling/Connect`.
+    Grpc,
+    /// Socket.IO at `/socket.io/`.
+    SocketIo,
+}
+
+impl Door {
+    /// Every door.
+    pub const ALL: [Door; 3] = [Door::Ws, Door::Grpc, Door::SocketIo];
+
+    /// `"grpc"`, `"ws"` or `"socketio"`: the gateway's own name for the
+    /// door (its metrics, logs and admin API).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Door::Grpc => "grpc",
+            Door::Ws => "ws",
+            Door::SocketIo => "socketio",
+        }
+    }
+}
+
+impl std::fmt::Display for Door {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// How the server ended a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
