@@ -450,6 +450,57 @@ async fn overflow_while_away_tells_the_sender_and_the_resume_fails() {
     gateway.assert_empty().await;
 }
 
+/// A call longer than its buffer (every retained event already sent) still
+/// survives a drop: what the connection was sent makes room for what its
+/// peer says while it is away (found by scripts/chaos: before, the first
+/// message to a dropped session of a long call ended it with
+/// `SLOW_CONSUMER`, and its peer heard `byebye`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_call_survives_a_drop() {
+    let gateway = TestGateway::start_with(Config {
+        resume_buffer_events: 8,
+        ..test_config()
+    })
+    .await;
+    for door in Door::ALL {
+        let (mut web, mut app) = paired(&gateway, "long", Door::Ws, door).await;
+        // Three buffers' worth of events, all read: the app's buffer is
+        // full of events it has.
+        for n in 0..12u64 {
+            web.send("message", Some(json!({"n": n})), Some(n + 1))
+                .await;
+            assert_eq!(web.expect("ack").await, serde_json::Value::Null);
+            assert_eq!(app.expect("message").await, json!({"n": n}));
+        }
+        let (token, last_seq) = (app.resume_token(), app.last_seq);
+        app.abort();
+        web.expect("peer_away").await;
+        // Five more while it is away: taken, not refused.
+        for n in 12..17u64 {
+            web.send("message", Some(json!({"n": n})), Some(n + 1))
+                .await;
+            let answer = web.next_event().await;
+            assert_eq!(answer["event"], "ack", "{answer}");
+        }
+        let mut back = gateway.connect(door).await;
+        back.send(
+            "resume",
+            Some(json!({"token": token, "last_seq": last_seq})),
+            None,
+        )
+        .await;
+        back.expect("resumed").await;
+        for n in 12..17u64 {
+            assert_eq!(back.expect("message").await, json!({"n": n}));
+        }
+        web.expect("peer_back").await;
+        back.close().await;
+        web.expect("byebye").await;
+        web.close().await;
+    }
+    gateway.assert_empty().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_close_is_an_immediate_byebye() {
     let gateway = TestGateway::start().await;

@@ -372,6 +372,7 @@ impl Hub {
                 state.phase = Phase::Away {
                     wake: wake.clone(),
                     generation,
+                    sent_through: state.last_seq,
                 };
                 state.since = std::time::SystemTime::now();
                 state.announcing_away = true;

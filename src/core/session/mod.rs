@@ -213,6 +213,10 @@ pub(crate) enum Phase {
     Away {
         wake: CancellationToken,
         generation: u64,
+        /// The last sequence number sent to the connection that dropped:
+        /// retained events up to it may make room for new ones (as while
+        /// attached); those queued since never do.
+        sent_through: u64,
     },
     /// Over: unbound, peer told.
     Ended,
@@ -491,10 +495,33 @@ impl SessionHandle {
         let retain = sequenced && self.limits.enabled();
         if retain {
             let bytes = estimated_bytes(&delivery.event);
-            let away = matches!(state.phase, Phase::Away { .. });
-            let overflows = state.retained.len() + 1 > self.limits.max_events
-                || state.retained_bytes + bytes > self.limits.max_bytes;
-            if away && overflows {
+            let sent_through = match state.phase {
+                Phase::Away { sent_through, .. } => Some(sent_through),
+                Phase::Open | Phase::Ended => None,
+            };
+            let limits = self.limits;
+            let overflows = |state: &State| {
+                state.retained.len() + 1 > limits.max_events
+                    || state.retained_bytes + bytes > limits.max_bytes
+            };
+            if let Some(sent_through) = sent_through {
+                // Away: what the connection was already sent makes room
+                // first (a resume that needs it fails explicitly, as while
+                // attached); what was queued while away is never dropped.
+                while overflows(state)
+                    && state
+                        .retained
+                        .front()
+                        .and_then(|oldest| oldest.seq)
+                        .is_some_and(|seq| seq <= sent_through)
+                {
+                    if let Some(oldest) = state.retained.pop_front() {
+                        state.retained_bytes -= estimated_bytes(&oldest.event);
+                        state.evicted_through = oldest.seq.unwrap_or(state.evicted_through);
+                    }
+                }
+            }
+            if sent_through.is_some() && overflows(state) {
                 state.last_seq -= 1;
                 if close_on_overflow {
                     Self::end_while_away(state, ErrorCode::SlowConsumer);
