@@ -42,8 +42,8 @@ impl Inner {
                     pubsub.subscribe(&channel).await?;
                     Ok::<_, redis::RedisError>(Subscription::Single(pubsub))
                 }
-                Listener::Cluster(connection) => {
-                    let mut connection = connection.clone();
+                Listener::Cluster(listener) => {
+                    let mut connection = listener.connection();
                     connection.ssubscribe(&channel).await?;
                     connection.subscribe(&channel).await?;
                     Ok(Subscription::Cluster)
@@ -157,6 +157,13 @@ impl Inner {
             }
         };
         metrics::cluster_frame(frame.kind(), "in");
+        if let Some(asker) = frame.asker()
+            && !lock(&self.recent_frames).first_time(asker)
+        {
+            metrics::cluster_frame_duplicate();
+            debug!(node = %asker.node, token = asker.token, "dropped a frame handled before");
+            return;
+        }
         match frame {
             Frame::Reply { token, answer } => {
                 if let Some(waiter) = lock(&self.pending).remove(&token) {
@@ -273,12 +280,27 @@ impl Inner {
         session: SessionId,
         event: Event,
     ) -> Result<(), DeliveryError> {
+        self.try_send_event(node, uid, role, session, event)
+            .await
+            .map_err(|failed| failed.error)
+    }
+
+    /// [`Self::send_event`], telling a failure that certainly delivered
+    /// nothing from one whose frame may still arrive.
+    async fn try_send_event(
+        &self,
+        node: &str,
+        uid: &Uid,
+        role: Role,
+        session: SessionId,
+        event: Event,
+    ) -> Result<(), SendFailed> {
         if !self.available() {
-            return Err(DeliveryError::Unreachable);
+            return Err(SendFailed::nothing_sent(DeliveryError::Unreachable));
         }
         let (name, data) = bus::encode_event(&event).map_err(|error| {
             warn!(%error, "event not sent to a remote peer");
-            DeliveryError::Unreachable
+            SendFailed::nothing_sent(DeliveryError::Unreachable)
         })?;
         let deliver = |asker| Frame::Deliver {
             to: Target {
@@ -294,15 +316,20 @@ impl Inner {
             return match self.publish(node, deliver(None)).await {
                 Ok(receivers) if receivers > 0 => Ok(()),
                 // Nobody listens on the node's channel (it is dead, or cut
-                // off from Redis), or Redis is unreachable.
-                _ => Err(DeliveryError::Unreachable),
+                // off from Redis).
+                Ok(_) => Err(SendFailed::nothing_sent(DeliveryError::Unreachable)),
+                // Redis failed: the command may still have run.
+                Err(_) => Err(SendFailed::may_arrive(DeliveryError::Unreachable)),
             };
         }
         match self.ask(node, |asker| deliver(Some(asker))).await {
-            Ok(Answer::Delivered(outcome)) => outcome,
-            Ok(_) | Err(Unanswered::NobodyListens | Unanswered::NoAnswer) => {
-                Err(DeliveryError::Unreachable)
+            Ok(Answer::Delivered(outcome)) => outcome.map_err(SendFailed::nothing_sent),
+            Ok(_) | Err(Unanswered::NobodyListens) => {
+                Err(SendFailed::nothing_sent(DeliveryError::Unreachable))
             }
+            // No answer in time: the frame may have been (or still be)
+            // delivered, by a late Redis command or a slow node.
+            Err(Unanswered::NoAnswer) => Err(SendFailed::may_arrive(DeliveryError::Unreachable)),
         }
     }
 
@@ -384,6 +411,30 @@ pub(super) enum Unanswered {
     NoAnswer,
 }
 
+/// A send to another node that failed.
+struct SendFailed {
+    error: DeliveryError,
+    /// Whether the frame may still arrive (Redis failed or no answer came
+    /// in time), so that another try could deliver it twice.
+    may_arrive: bool,
+}
+
+impl SendFailed {
+    fn nothing_sent(error: DeliveryError) -> SendFailed {
+        SendFailed {
+            error,
+            may_arrive: false,
+        }
+    }
+
+    fn may_arrive(error: DeliveryError) -> SendFailed {
+        SendFailed {
+            error,
+            may_arrive: true,
+        }
+    }
+}
+
 /// A session on another node.
 pub(super) struct RemotePeer {
     pub(super) inner: Arc<Inner>,
@@ -425,7 +476,7 @@ impl RemoteSession for RemotePeer {
         };
         let outcome = self
             .inner
-            .send_event(
+            .try_send_event(
                 &self.node,
                 &self.uid,
                 self.role,
@@ -433,14 +484,23 @@ impl RemoteSession for RemotePeer {
                 event.clone(),
             )
             .await;
-        if !matches!(
-            outcome,
-            Err(DeliveryError::Gone | DeliveryError::Unreachable)
-        ) {
-            return outcome;
+        match outcome {
+            Ok(()) => return Ok(()),
+            // Another route could deliver it a second time (a Redis command
+            // retried across a failover ran late): never try one.
+            Err(SendFailed {
+                may_arrive: true,
+                error,
+            }) => return Err(error),
+            Err(SendFailed {
+                error: DeliveryError::Gone | DeliveryError::Unreachable,
+                ..
+            }) => {}
+            Err(SendFailed { error, .. }) => return Err(error),
         }
         // The cached route may be stale (the peer was replaced, left, moved
-        // or its node died): forget it and ask Redis once.
+        // or its node died) and nothing was delivered: forget it and ask
+        // Redis once.
         let sender_role = self.role.peer();
         self.inner
             .local

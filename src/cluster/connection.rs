@@ -92,7 +92,51 @@ pub(super) enum Listener {
     /// frames, sent with `SPUBLISH` to its shard only) and `SUBSCRIBE`s it
     /// (the frames the Lua scripts publish, which reach every shard); the
     /// library subscribes again after a failover.
-    Cluster(ClusterConnection),
+    Cluster(ClusterListener),
+}
+
+/// The Redis Cluster listener's connection, which can be built again with
+/// the slot map read afresh (a primary that hangs keeps this node's
+/// subscription even after a replica took over its slots); every
+/// connection it is built as pushes into the same inbox.
+pub(super) struct ClusterListener {
+    connection: std::sync::Mutex<ClusterConnection>,
+    urls: Vec<String>,
+    command_timeout: Duration,
+    inbox: mpsc::Sender<PushInfo>,
+}
+
+impl ClusterListener {
+    async fn connect(
+        urls: &[String],
+        command_timeout: Duration,
+        inbox: mpsc::Sender<PushInfo>,
+    ) -> Result<ClusterConnection, ClusterError> {
+        cluster_builder(urls, command_timeout)
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(PushInbox(inbox))
+            .build()
+            .map_err(|e| ClusterError::InvalidUrl(e.to_string()))?
+            .get_async_connection()
+            .await
+            .map_err(unreachable)
+    }
+
+    /// The connection to subscribe on.
+    pub(super) fn connection(&self) -> ClusterConnection {
+        crate::sync::lock(&self.connection).clone()
+    }
+
+    /// Builds the connection again; the caller subscribes on it.
+    pub(super) async fn rebuild(&self) -> Result<(), ClusterError> {
+        let attempt =
+            ClusterListener::connect(&self.urls, self.command_timeout, self.inbox.clone());
+        let connection = tokio::time::timeout(self.command_timeout * 3, attempt)
+            .await
+            .map_err(|_| ClusterError::Unreachable("timed out".into()))??;
+        *crate::sync::lock(&self.connection) = connection;
+        Ok(())
+    }
 }
 
 /// A node's pushed messages on a Redis Cluster.
@@ -148,29 +192,16 @@ pub(super) async fn connect(
                 })
             }
             RedisTarget::Cluster(urls) => {
-                let builder = || {
-                    ClusterClientBuilder::new(urls.iter().map(String::as_str))
-                        .connection_timeout(command_timeout)
-                        .response_timeout(command_timeout)
-                        .retries(2)
-                        .min_retry_wait(50)
-                        .max_retry_wait(RECONNECT_BACKOFF.as_millis() as u64)
+                let commands = cluster_commands(urls, command_timeout).await?;
+                let (inbox, pushes) = mpsc::channel(PUSH_INBOX);
+                let listener = ClusterListener {
+                    connection: std::sync::Mutex::new(
+                        ClusterListener::connect(urls, command_timeout, inbox.clone()).await?,
+                    ),
+                    urls: urls.clone(),
+                    command_timeout,
+                    inbox,
                 };
-                let commands = builder()
-                    .build()
-                    .map_err(|e| ClusterError::InvalidUrl(e.to_string()))?
-                    .get_async_connection()
-                    .await
-                    .map_err(unreachable)?;
-                let (sender, pushes) = mpsc::channel(PUSH_INBOX);
-                let listener = builder()
-                    .use_protocol(redis::ProtocolVersion::RESP3)
-                    .push_sender(PushInbox(sender))
-                    .build()
-                    .map_err(|e| ClusterError::InvalidUrl(e.to_string()))?
-                    .get_async_connection()
-                    .await
-                    .map_err(unreachable)?;
                 Ok(Connections {
                     commands: Commands::Cluster(commands),
                     listener: Listener::Cluster(listener),
@@ -182,6 +213,53 @@ pub(super) async fn connect(
     tokio::time::timeout(command_timeout * 3, attempt)
         .await
         .map_err(|_| ClusterError::Unreachable("timed out".into()))?
+}
+
+/// How every Redis Cluster connection of a node is built.
+fn cluster_builder(urls: &[String], command_timeout: Duration) -> ClusterClientBuilder {
+    ClusterClientBuilder::new(urls.iter().map(String::as_str))
+        .connection_timeout(command_timeout)
+        .response_timeout(command_timeout)
+        .retries(2)
+        .min_retry_wait(50)
+        .max_retry_wait(RECONNECT_BACKOFF.as_millis() as u64)
+}
+
+/// A Redis Cluster command connection: reads the slot map afresh from
+/// `urls`.
+async fn cluster_commands(
+    urls: &[String],
+    command_timeout: Duration,
+) -> Result<ClusterConnection, ClusterError> {
+    cluster_builder(urls, command_timeout)
+        .build()
+        .map_err(|e| ClusterError::InvalidUrl(e.to_string()))?
+        .get_async_connection()
+        .await
+        .map_err(unreachable)
+}
+
+/// A new command connection to a Redis Cluster, with the slot map read
+/// afresh (None for one Redis, whose connection manager reconnects by
+/// itself). redis-rs retries a command that timed out on the same node and
+/// only reads the slot map again on a redirect or a dropped connection, so
+/// a primary that hangs without closing its connections (paused, or cut
+/// off) keeps every command for its slots there even after a replica took
+/// over; a connection built afresh asks the cluster where the slots are now.
+pub(super) async fn rebuilt_commands(
+    target: &RedisTarget,
+    command_timeout: Duration,
+) -> Option<Result<Commands, ClusterError>> {
+    let RedisTarget::Cluster(urls) = target else {
+        return None;
+    };
+    let attempt = cluster_commands(urls, command_timeout);
+    Some(
+        tokio::time::timeout(command_timeout * 3, attempt)
+            .await
+            .map_err(|_| ClusterError::Unreachable("timed out".into()))
+            .and_then(|built| built.map(Commands::Cluster)),
+    )
 }
 
 fn unreachable(error: redis::RedisError) -> ClusterError {

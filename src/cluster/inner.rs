@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use super::bus::Frame;
 use super::channel::RemotePeer;
-use super::connection::Commands;
+use super::connection::{self, Commands, Listener};
 use super::keys::{member, split_holder};
 use super::{Inner, lock, scripts};
 use crate::core::{Peer, RegistryError, Role, RouteError, SessionHandle, SessionId, Uid};
@@ -25,6 +26,18 @@ impl Drop for BindingInFlight {
     fn drop(&mut self) {
         lock(&self.inner.binding_now).remove(&self.session);
     }
+}
+
+/// How often at most the Redis Cluster connections are rebuilt while
+/// commands fail: a replica's promotion is found within this long (two
+/// rebuilds a second at most, each reading the slot map from one node).
+const REBUILD_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The state of the Redis Cluster connections' rebuilds.
+#[derive(Debug, Default)]
+pub(super) struct Rebuild {
+    last: Option<Instant>,
+    under_way: bool,
 }
 
 impl Inner {
@@ -65,7 +78,58 @@ impl Inner {
     }
 
     pub(super) fn connection(&self) -> Commands {
-        self.commands.clone()
+        lock(&self.commands).clone()
+    }
+
+    /// Builds the Redis Cluster connections again — commands, then the
+    /// listener, subscribed again — with the slot map read afresh (see
+    /// `connection::rebuilt_commands`), at most once per
+    /// [`REBUILD_INTERVAL`] and one rebuild at a time, while commands fail.
+    pub(super) fn rebuild_connections(self: &Arc<Self>) {
+        {
+            let mut rebuild = lock(&self.rebuild);
+            let now = Instant::now();
+            if rebuild.under_way
+                || rebuild
+                    .last
+                    .is_some_and(|last| now.duration_since(last) < REBUILD_INTERVAL)
+            {
+                return;
+            }
+            rebuild.under_way = true;
+            rebuild.last = Some(now);
+        }
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            match connection::rebuilt_commands(&inner.target, inner.command_timeout).await {
+                Some(Ok(commands)) => {
+                    *lock(&inner.commands) = commands;
+                    metrics::redis_connection_rebuilt();
+                    // The subscription to this node's channel may sit on the
+                    // hung primary too: subscribe again through a listener
+                    // that knows where the channel's slot is now.
+                    if let Listener::Cluster(listener) = &inner.listener {
+                        let resubscribed = match listener.rebuild().await {
+                            Ok(()) => inner
+                                .subscribe()
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| e.to_string()),
+                            Err(error) => Err(error.to_string()),
+                        };
+                        if let Err(error) = resubscribed {
+                            debug!(%error, "subscribing again on a rebuilt listener failed");
+                        }
+                    }
+                    info!(node = %inner.node, "rebuilt the Redis Cluster connections: the slot map was read afresh");
+                }
+                Some(Err(error)) => {
+                    debug!(%error, "rebuilding the Redis Cluster connection failed")
+                }
+                None => {}
+            }
+            lock(&inner.rebuild).under_way = false;
+        });
     }
 
     /// This node's registry entry for `session`: `<node>/<session>`.
@@ -197,7 +261,7 @@ impl Inner {
             .encode()
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
         // On a Redis Cluster the frame goes to the channel's shard only.
-        let command = match self.commands {
+        let command = match *lock(&self.commands) {
             Commands::Single(_) => "PUBLISH",
             Commands::Cluster(_) => "SPUBLISH",
         };

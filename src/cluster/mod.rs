@@ -28,6 +28,7 @@ mod inner;
 mod keys;
 mod local;
 mod membership;
+mod recent;
 mod scripts;
 
 use std::collections::HashMap;
@@ -103,7 +104,14 @@ struct Inner {
     keys: Keys,
     /// How this node hears its channel.
     listener: Listener,
-    commands: Commands,
+    /// The command connection, replaced when a Redis Cluster's commands
+    /// keep failing (`inner::rebuild_connections`).
+    commands: Mutex<Commands>,
+    /// Where Redis is, to build the command connection again.
+    target: connection::RedisTarget,
+    /// When the command connection was last rebuilt, and whether a rebuild
+    /// is under way.
+    rebuild: Mutex<inner::Rebuild>,
     local: LocalTable,
     node_ttl: Duration,
     /// The deadline of one Redis command.
@@ -135,6 +143,8 @@ struct Inner {
     /// Redis binding and the replacement raced ahead). Also the lock that
     /// orders a `kill` against a local bind.
     early_kills: Mutex<HashMap<SessionId, (ErrorCode, std::time::Instant)>>,
+    /// Frames already handled, by asker: a retried Redis command's copy is dropped.
+    recent_frames: Mutex<recent::RecentFrames>,
     /// Sessions this node handed to another for a resume: frames still
     /// addressed here are held until the new node has bound the session,
     /// then forwarded there.
@@ -176,7 +186,9 @@ impl RedisRegistry {
                 prefix: config.prefix,
             },
             listener: connections.listener,
-            commands: connections.commands,
+            commands: Mutex::new(connections.commands),
+            target: config.redis.clone(),
+            rebuild: Mutex::new(inner::Rebuild::default()),
             local: LocalTable::new(),
             node_ttl: config.node_ttl.max(Duration::from_millis(300)),
             command_timeout: config.command_timeout.max(Duration::from_millis(10)),
@@ -192,6 +204,7 @@ impl RedisRegistry {
             stop: CancellationToken::new(),
             pending_releases: Mutex::new(Vec::new()),
             early_kills: Mutex::new(HashMap::new()),
+            recent_frames: Mutex::new(recent::RecentFrames::default()),
             moved: Mutex::new(HashMap::new()),
             binding_now: Mutex::new(HashMap::new()),
         });

@@ -44,6 +44,12 @@ pub const CLUSTER_FRAMES_DROPPED: &str = "signalgate_cluster_frames_dropped_tota
 /// Frames from another node this node could not read (an unknown kind,
 /// role, code or outcome: a node of another version, or corruption).
 pub const CLUSTER_FRAMES_MALFORMED: &str = "signalgate_cluster_frames_malformed_total";
+/// Frames from another node dropped because the same frame (same asker and
+/// token) was handled before: a Redis command retried across a failover.
+pub const CLUSTER_FRAMES_DUPLICATE: &str = "signalgate_cluster_frames_duplicate_total";
+/// Times a node built its Redis Cluster command connection again because
+/// commands kept failing (the slot map read afresh).
+pub const REDIS_REBUILDS: &str = "signalgate_redis_connection_rebuilds_total";
 /// Connections refused before a session existed, by reason.
 pub const REFUSED: &str = "signalgate_refused_connections_total";
 /// Connections closed for not making progress, by reason.
@@ -111,6 +117,16 @@ pub fn cluster_frame_dropped() {
 /// A frame from another node that this node could not read.
 pub fn cluster_frame_malformed() {
     counter!(CLUSTER_FRAMES_MALFORMED).increment(1);
+}
+
+/// The Redis Cluster command connection was built again.
+pub fn redis_connection_rebuilt() {
+    counter!(REDIS_REBUILDS).increment(1);
+}
+
+/// A frame from another node handled before, dropped.
+pub fn cluster_frame_duplicate() {
+    counter!(CLUSTER_FRAMES_DUPLICATE).increment(1);
 }
 
 /// The gauges read from the hub at scrape time.

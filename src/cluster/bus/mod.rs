@@ -92,6 +92,16 @@ impl Frame {
         }
     }
 
+    /// The node that wants this frame's outcome, and its token: unique to
+    /// the frame, so a copy of it is recognised.
+    pub(crate) fn asker(&self) -> Option<&Asker> {
+        match self {
+            Frame::Deliver { asker, .. } => asker.as_ref(),
+            Frame::Take { asker, .. } | Frame::Query { asker, .. } => Some(asker),
+            Frame::Kill { .. } | Frame::Adopted { .. } | Frame::Reply { .. } => None,
+        }
+    }
+
     /// The session a `deliver` or `kill` is for.
     pub(crate) fn target(&self) -> Option<&Target> {
         match self {
