@@ -158,7 +158,7 @@ impl Inner {
         };
         metrics::cluster_frame(frame.kind(), "in");
         if let Some(asker) = frame.asker()
-            && !lock(&self.recent_frames).first_time(asker)
+            && !lock(&self.recent_frames).first_time(asker, std::time::Instant::now())
         {
             metrics::cluster_frame_duplicate();
             debug!(node = %asker.node, token = asker.token, "dropped a frame handled before");

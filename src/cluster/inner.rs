@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
@@ -32,13 +32,6 @@ impl Drop for BindingInFlight {
 /// commands fail: a replica's promotion is found within this long (two
 /// rebuilds a second at most, each reading the slot map from one node).
 const REBUILD_INTERVAL: Duration = Duration::from_millis(500);
-
-/// The state of the Redis Cluster connections' rebuilds.
-#[derive(Debug, Default)]
-pub(super) struct Rebuild {
-    last: Option<Instant>,
-    under_way: bool,
-}
 
 impl Inner {
     /// Whether requests may be tried: subscribed to this node's channel,
@@ -70,6 +63,7 @@ impl Inner {
             if !self.shard_trouble.swap(true, Ordering::AcqRel) {
                 warn!(node = %self.node, error = %failure, "a Redis Cluster command failed: requests on that shard fail until it serves again");
             }
+            self.rebuild_wanted.notify_one();
         } else if self.heartbeat_ok.swap(false, Ordering::AcqRel) {
             warn!(node = %self.node, error = %failure, "Redis unreachable: cross-node relays and registrations fail until it returns");
         }
@@ -81,55 +75,47 @@ impl Inner {
         lock(&self.commands).clone()
     }
 
+    /// Rebuilds the Redis Cluster connections each time a command fails,
+    /// at most once per [`REBUILD_INTERVAL`], until the node stops.
+    pub(super) async fn rebuilder(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = self.rebuild_wanted.notified() => {}
+                () = self.stop.cancelled() => return,
+            }
+            self.rebuild_connections().await;
+            tokio::select! {
+                () = tokio::time::sleep(REBUILD_INTERVAL) => {}
+                () = self.stop.cancelled() => return,
+            }
+        }
+    }
+
     /// Builds the Redis Cluster connections again — commands, then the
     /// listener, subscribed again — with the slot map read afresh (see
-    /// `connection::rebuilt_commands`), at most once per
-    /// [`REBUILD_INTERVAL`] and one rebuild at a time, while commands fail.
-    pub(super) fn rebuild_connections(self: &Arc<Self>) {
-        {
-            let mut rebuild = lock(&self.rebuild);
-            let now = Instant::now();
-            if rebuild.under_way
-                || rebuild
-                    .last
-                    .is_some_and(|last| now.duration_since(last) < REBUILD_INTERVAL)
-            {
-                return;
-            }
-            rebuild.under_way = true;
-            rebuild.last = Some(now);
-        }
-        let inner = Arc::clone(self);
-        tokio::spawn(async move {
-            match connection::rebuilt_commands(&inner.target, inner.command_timeout).await {
-                Some(Ok(commands)) => {
-                    *lock(&inner.commands) = commands;
-                    metrics::redis_connection_rebuilt();
-                    // The subscription to this node's channel may sit on the
-                    // hung primary too: subscribe again through a listener
-                    // that knows where the channel's slot is now.
-                    if let Listener::Cluster(listener) = &inner.listener {
-                        let resubscribed = match listener.rebuild().await {
-                            Ok(()) => inner
-                                .subscribe()
-                                .await
-                                .map(|_| ())
-                                .map_err(|e| e.to_string()),
-                            Err(error) => Err(error.to_string()),
-                        };
-                        if let Err(error) = resubscribed {
-                            debug!(%error, "subscribing again on a rebuilt listener failed");
-                        }
+    /// `connection::rebuilt_commands`).
+    async fn rebuild_connections(&self) {
+        match connection::rebuilt_commands(&self.target, self.command_timeout).await {
+            Some(Ok(commands)) => {
+                *lock(&self.commands) = commands;
+                metrics::redis_connection_rebuilt();
+                // The subscription to this node's channel may sit on the
+                // hung primary too: subscribe again through a listener that
+                // knows where the channel's slot is now.
+                if let Listener::Cluster(listener) = &self.listener {
+                    let resubscribed = match listener.rebuild().await {
+                        Ok(()) => self.subscribe().await.map(|_| ()).map_err(|e| e.to_string()),
+                        Err(error) => Err(error.to_string()),
+                    };
+                    if let Err(error) = resubscribed {
+                        debug!(%error, "subscribing again on a rebuilt listener failed");
                     }
-                    info!(node = %inner.node, "rebuilt the Redis Cluster connections: the slot map was read afresh");
                 }
-                Some(Err(error)) => {
-                    debug!(%error, "rebuilding the Redis Cluster connection failed")
-                }
-                None => {}
+                info!(node = %self.node, "rebuilt the Redis Cluster connections: the slot map was read afresh");
             }
-            lock(&inner.rebuild).under_way = false;
-        });
+            Some(Err(error)) => debug!(%error, "rebuilding the Redis Cluster connections failed"),
+            None => {}
+        }
     }
 
     /// This node's registry entry for `session`: `<node>/<session>`.

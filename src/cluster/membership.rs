@@ -50,11 +50,6 @@ impl Inner {
             // A shard that failed since the last beat may have lost writes
             // (a failover drops what its replica had not copied yet).
             let shard_trouble = self.shard_trouble.swap(false, Ordering::AcqRel);
-            if shard_trouble {
-                // Commands failed: the slot map may be stale (a primary
-                // that hangs keeps its slots here after a failover).
-                self.rebuild_connections();
-            }
             let was_ok = self.heartbeat_ok.load(Ordering::Acquire) && !shard_trouble;
             match self.beat().await {
                 Ok(key_was_there) => {

@@ -105,13 +105,13 @@ struct Inner {
     /// How this node hears its channel.
     listener: Listener,
     /// The command connection, replaced when a Redis Cluster's commands
-    /// keep failing (`inner::rebuild_connections`).
+    /// keep failing (`Inner::rebuilder`).
     commands: Mutex<Commands>,
     /// Where Redis is, to build the command connection again.
     target: connection::RedisTarget,
-    /// When the command connection was last rebuilt, and whether a rebuild
-    /// is under way.
-    rebuild: Mutex<inner::Rebuild>,
+    /// Wakes the task that rebuilds the Redis Cluster connections
+    /// (`Inner::rebuilder`): a command failed.
+    rebuild_wanted: Notify,
     local: LocalTable,
     node_ttl: Duration,
     /// The deadline of one Redis command.
@@ -188,7 +188,7 @@ impl RedisRegistry {
             listener: connections.listener,
             commands: Mutex::new(connections.commands),
             target: config.redis.clone(),
-            rebuild: Mutex::new(inner::Rebuild::default()),
+            rebuild_wanted: Notify::new(),
             local: LocalTable::new(),
             node_ttl: config.node_ttl.max(Duration::from_millis(300)),
             command_timeout: config.command_timeout.max(Duration::from_millis(10)),
@@ -219,6 +219,9 @@ impl RedisRegistry {
         inner.heartbeat_ok.store(true, Ordering::Release);
         tokio::spawn(Arc::clone(&inner).listen(Some(pubsub), connections.pushes));
         tokio::spawn(Arc::clone(&inner).heartbeat());
+        if inner.sharded {
+            tokio::spawn(Arc::clone(&inner).rebuilder());
+        }
         tokio::spawn(Arc::clone(&inner).reasserter());
         info!(node = %inner.node, prefix = %inner.keys.prefix, ttl_ms = inner.node_ttl.as_millis() as u64, "joined the cluster over Redis");
         Ok(RedisRegistry { inner })
