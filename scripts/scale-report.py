@@ -1,9 +1,30 @@
-"""Turns one scripts/scale run into a section of docs/scale/report.md."""
+"""Turns one scripts/scale run into a section of docs/scale/<engine>-report.md
+and a line of docs/scale/<engine>-runs.jsonl; with --combine DIR, joins the
+engines run so far into docs/scale/report.md and docs/scale/report.json."""
 import json
 import os
 import re
 import statistics
 import sys
+
+
+def combine(out):
+    engines = [e for e in ("redis", "redis-cluster") if os.path.exists(f"{out}/{e}-runs.jsonl")]
+    runs = []
+    for engine in engines:
+        runs += [json.loads(line) for line in open(f"{out}/{engine}-runs.jsonl")]
+    with open(f"{out}/report.json", "w") as f:
+        json.dump({"runs": runs}, f, indent=2)
+    with open(f"{out}/report.md", "w") as f:
+        f.write("# scripts/scale report\n\n")
+        f.write("The raw figures of every run are in report.json; each engine's section below.\n\n")
+        for engine in engines:
+            f.write(open(f"{out}/{engine}-report.md").read())
+
+
+if sys.argv[1] == "--combine":
+    combine(sys.argv[2])
+    sys.exit(0)
 
 label, work, setup_s, want, have = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 rss_before = [int(x) for x in sys.argv[6].split()]
@@ -11,6 +32,7 @@ rss = [int(x) for x in sys.argv[7].split()]
 cpu_before = [float(x) for x in sys.argv[8].split()]
 cpu_after = [float(x) for x in sys.argv[9].split()]
 t0, t1 = float(sys.argv[10]), float(sys.argv[11])
+engine, runs_file = sys.argv[12], sys.argv[13]
 
 
 def calls(name, only=None):
@@ -46,7 +68,27 @@ redis_bytes = used_memory("memory-after") - used_memory("memory-before")
 lost = sum(run["lost"] for run in runs)
 sent = sum(run["sent"] for run in runs)
 
-print(f"## {label}: {have:,} of {want:,} connections held ({want // 2:,} pairs)\n")
+paired = sum(run["pairs"] for run in runs)
+with open(runs_file, "a") as f:
+    f.write(json.dumps({
+        "label": label, "engine": engine, "nodes": nodes,
+        "sessions": 2 * paired, "pairs": paired, "sessions_wanted": want, "sessions_open": have,
+        "sent": sent, "lost": lost, "setup_s": setup_s,
+        "rss_kib_per_node": rss,
+        "rss_kib_per_connection_median": statistics.median((r - b) / per_node_connections for r, b in zip(rss, rss_before)),
+        "redis_bytes_per_session": redis_bytes / want,
+        "redis_scripts_per_register": setup_scripts / want,
+        "redis_commands_per_register": setup_commands / want,
+        "relays_per_second": relays_per_s,
+        "redis_commands_per_relay": window_commands / max(relays_in_window, 1),
+        "gateway_cpu_us_per_relay": node_cpu * 1e6 / max(relays_in_window, 1),
+        "redis_cpu_us_per_relay": redis_cpu * 1e6 / max(relays_in_window, 1),
+        "rtt_p50_ms": statistics.median(r["rtt_p50_us"] for r in runs) / 1000,
+        "rtt_p99_ms": max(r["rtt_p99_us"] for r in runs) / 1000,
+        "loaders": [{"label": r["label"], "doors": r["doors"], "pairs": r["pairs"], "lost": r["lost"]} for r in runs],
+    }) + "\n")
+
+print(f"### {label}: {2 * paired:,} sessions registered and paired of {want:,} wanted ({paired:,} pairs; {have:,} open)\n")
 print("| measure | value |")
 print("|---|---|")
 print(f"| setup: all sessions registered and paired in | {setup_s} s ({want / max(setup_s, 1):,.0f} sessions/s, all nodes and loaders sharing 2 cores) |")

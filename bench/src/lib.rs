@@ -117,6 +117,11 @@ pub struct BenchArgs {
     /// Connections set up at once.
     #[arg(long, default_value_t = 128)]
     pub connect_concurrency: usize,
+    /// Pairs set up per second at most (0: as fast as the concurrency
+    /// allows). A starved host (many nodes and Redis on 2 cores) keeps up
+    /// with a paced setup where a burst makes Redis miss its deadlines.
+    #[arg(long, default_value_t = 0.0)]
+    pub setup_rate: f64,
     /// A name for this run in the report.
     #[arg(long, default_value = "run")]
     pub label: String,
@@ -348,7 +353,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let pairs: Vec<(Client, Client)> = futures_util::stream::iter(0..args.pairs)
         .map(|index| {
             let args = Arc::clone(&args);
-            async move { set_up_pair(&args, index, run_id).await }
+            async move {
+                if args.setup_rate > 0.0 {
+                    let due = Duration::from_secs_f64(index as f64 / args.setup_rate);
+                    tokio::time::sleep_until((setup_started + due).into()).await;
+                }
+                set_up_pair(&args, index, run_id).await
+            }
         })
         .buffer_unordered(args.connect_concurrency.max(1))
         .collect::<Vec<_>>()
