@@ -14,6 +14,6 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 source "$root/scripts/lib/packages.sh"
 ensure_commands haproxy:haproxy redis-server:redis-server redis-cli:redis-tools
 (cd "$root" && cargo build --quiet -p signalgate-bench --bin signalgate-chaos-load)
-"$root/scripts/chaos" --seed 7 --nodes 3 --pairs 200 --minutes 3 --gap 25 \
+"$root/scripts/chaos" --seed 3 --nodes 3 --pairs 200 --minutes 3 --gap 25 \
   --binary "$binary" --load "$root/target/debug/signalgate-chaos-load" \
   --report "$out/chaos.json" --markdown "$out/chaos.md" --logs "$out/chaos-logs"

@@ -104,7 +104,11 @@ impl Inner {
                 // knows where the channel's slot is now.
                 if let Listener::Cluster(listener) = &self.listener {
                     let resubscribed = match listener.rebuild().await {
-                        Ok(()) => self.subscribe().await.map(|_| ()).map_err(|e| e.to_string()),
+                        Ok(()) => self
+                            .subscribe()
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
                         Err(error) => Err(error.to_string()),
                     };
                     if let Err(error) = resubscribed {
