@@ -95,29 +95,37 @@ impl Inner {
     /// listener, subscribed again — with the slot map read afresh (see
     /// `connection::rebuilt_commands`).
     async fn rebuild_connections(&self) {
-        match connection::rebuilt_commands(&self.target, self.command_timeout).await {
+        // Both at once: each may wait out a connection timeout on the hung
+        // primary while it reads the slot map.
+        let listener = async {
+            match &self.listener {
+                Listener::Cluster(listener) => Some(listener.rebuild().await),
+                Listener::Single(_) => None,
+            }
+        };
+        let (commands, listener) = tokio::join!(
+            connection::rebuilt_commands(&self.target, self.command_timeout),
+            listener
+        );
+        match commands {
             Some(Ok(commands)) => {
                 *lock(&self.commands) = commands;
                 metrics::redis_connection_rebuilt();
-                // The subscription to this node's channel may sit on the
-                // hung primary too: subscribe again through a listener that
-                // knows where the channel's slot is now.
-                if let Listener::Cluster(listener) = &self.listener {
-                    let resubscribed = match listener.rebuild().await {
-                        Ok(()) => self
-                            .subscribe()
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string()),
-                        Err(error) => Err(error.to_string()),
-                    };
-                    if let Err(error) = resubscribed {
-                        debug!(%error, "subscribing again on a rebuilt listener failed");
-                    }
-                }
                 info!(node = %self.node, "rebuilt the Redis Cluster connections: the slot map was read afresh");
             }
             Some(Err(error)) => debug!(%error, "rebuilding the Redis Cluster connections failed"),
+            None => {}
+        }
+        // The subscription to this node's channel may sit on the hung
+        // primary too: subscribe again through the listener that knows
+        // where the channel's slot is now.
+        match listener {
+            Some(Ok(())) => {
+                if let Err(error) = self.subscribe().await {
+                    debug!(%error, "subscribing again on a rebuilt listener failed");
+                }
+            }
+            Some(Err(error)) => debug!(%error, "rebuilding the Redis Cluster listener failed"),
             None => {}
         }
     }
