@@ -154,6 +154,31 @@ async fn wait_for(client: &mut Client, side: &str, name: &str) -> Result<Value, 
     }
 }
 
+/// How long a connection (TCP and the door's handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connects one side, within [`CONNECT_TIMEOUT`]: a connection a node never
+/// answers fails the run, naming the side and the node, instead of holding
+/// a setup slot for ever (docs/CAPACITY.md, attempt 4).
+async fn connect(
+    door: BenchDoor,
+    target: SocketAddr,
+    options: &ConnectOptions,
+    side: &str,
+) -> Result<Client, BenchError> {
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        Client::connect_with(door.into(), target, options),
+    )
+    .await
+    {
+        Ok(client) => Ok(client?),
+        Err(_) => {
+            Err(format!("{side}: connecting to {target} took over {CONNECT_TIMEOUT:?}").into())
+        }
+    }
+}
+
 /// Connects and registers one pair.
 async fn set_up_pair(
     args: &BenchArgs,
@@ -169,10 +194,11 @@ async fn set_up_pair(
         without_abort: true,
         ..ConnectOptions::default()
     };
-    let mut web = Client::connect_with(
-        args.web_door.into(),
+    let mut web = connect(
+        args.web_door,
         args.target,
         &options(args.web_door, 2 * index),
+        "web",
     )
     .await?;
     wait_for(&mut web, "web", "welcome").await?;
@@ -193,10 +219,11 @@ async fn set_up_pair(
     } else {
         wait_for(&mut web, "web", "registered").await?;
     }
-    let mut app = Client::connect_with(
-        args.app_door.into(),
+    let mut app = connect(
+        args.app_door,
         args.app_target.unwrap_or(args.target),
         &options(args.app_door, 2 * index + 1),
+        "app",
     )
     .await?;
     wait_for(&mut app, "app", "welcome").await?;
