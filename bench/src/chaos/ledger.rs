@@ -65,6 +65,11 @@ impl SideRecord {
         });
     }
 
+    /// Counts one failure outside the messages, by its kind.
+    pub fn count(&mut self, kind: String) {
+        *self.other_errors.entry(kind).or_default() += 1;
+    }
+
     /// The server answered message `n`.
     pub fn answer(&mut self, n: u64, outcome: Outcome) {
         if let Some(sent) = n

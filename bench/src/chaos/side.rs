@@ -97,10 +97,7 @@ pub async fn run(spec: SideSpec, clock: Clock, mut control: SideControl) -> Side
                     Ok(Err(error)) => error.to_string().chars().take(60).collect::<String>(),
                     _ => "timed out".to_owned(),
                 };
-                *record
-                    .other_errors
-                    .entry(format!("connect {}: {why}", spec.door))
-                    .or_default() += 1;
+                record.count(format!("connect {}: {why}", spec.door));
                 record.connect_failures += 1;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -204,10 +201,7 @@ async fn resume(
                 // The session is gone (its node was killed, or the window
                 // passed): what it had unanswered is not re-sent.
                 let code = event["data"]["code"].as_str().unwrap_or("?");
-                *record
-                    .other_errors
-                    .entry(format!("resume refused: {code}"))
-                    .or_default() += 1;
+                record.count(format!("resume refused: {code}"));
                 record.sessions_lost.push(clock.now_ms());
                 for n in std::mem::take(&mut held.unacked).into_values() {
                     record.answer(n, Outcome::Unanswered);
@@ -240,10 +234,7 @@ async fn register(
             }
             "error" if event["id"].as_u64() == Some(id) => {
                 let code = event["data"]["code"].as_str().unwrap_or("?");
-                *record
-                    .other_errors
-                    .entry(format!("register refused: {code}"))
-                    .or_default() += 1;
+                record.count(format!("register refused: {code}"));
                 return Err(());
             }
             _ => note_seq(&event, held),
@@ -326,7 +317,7 @@ async fn relay(
                         let code = event["data"]["code"].as_str().unwrap_or("?").to_owned();
                         match event["id"].as_u64().and_then(|id| held.unacked.remove(&id)) {
                             Some(n) => record.answer(n, Outcome::Refused(code)),
-                            None => *record.other_errors.entry(code).or_default() += 1,
+                            None => record.count(code),
                         }
                     }
                     "byebye" if *control.phase.borrow() != Phase::Finish => {

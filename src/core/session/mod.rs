@@ -270,6 +270,17 @@ pub(crate) struct State {
 const MAX_HELD_WHILE_REGISTERING: usize = 64;
 
 impl State {
+    /// Drops the oldest retained event (a resume that needs it then fails
+    /// explicitly); false if none is retained.
+    fn evict_oldest(&mut self) -> bool {
+        let Some(oldest) = self.retained.pop_front() else {
+            return false;
+        };
+        self.retained_bytes -= estimated_bytes(&oldest.event);
+        self.evicted_through = oldest.seq.unwrap_or(self.evicted_through);
+        true
+    }
+
     /// A session's state before anything happened to it.
     fn fresh(attachment: Option<Arc<Attachment>>, resumed: bool) -> State {
         State {
@@ -515,10 +526,7 @@ impl SessionHandle {
                         .and_then(|oldest| oldest.seq)
                         .is_some_and(|seq| seq <= sent_through)
                 {
-                    if let Some(oldest) = state.retained.pop_front() {
-                        state.retained_bytes -= estimated_bytes(&oldest.event);
-                        state.evicted_through = oldest.seq.unwrap_or(state.evicted_through);
-                    }
+                    state.evict_oldest();
                 }
             }
             if sent_through.is_some() && overflows(state) {
@@ -533,11 +541,9 @@ impl SessionHandle {
             while state.retained.len() > self.limits.max_events
                 || state.retained_bytes > self.limits.max_bytes
             {
-                let Some(oldest) = state.retained.pop_front() else {
+                if !state.evict_oldest() {
                     break;
-                };
-                state.retained_bytes -= estimated_bytes(&oldest.event);
-                state.evicted_through = oldest.seq.unwrap_or(state.evicted_through);
+                }
             }
         }
         let Some(attachment) = &state.attachment else {
