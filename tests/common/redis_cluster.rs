@@ -48,19 +48,8 @@ impl RedisCluster {
             node_timeout_ms,
         };
         for _ in 0..6 {
-            let port = free_port();
-            let child = cluster.spawn(port);
-            cluster.members.push(ClusterMember {
-                port,
-                child: Some(child),
-            });
-        }
-        for member in &cluster.members {
-            wait_for(
-                || async { ping(member.port).await },
-                "a cluster node answers",
-            )
-            .await;
+            let member = cluster.spawn_answering().await;
+            cluster.members.push(member);
         }
         let mut create = Command::new(redis_binary("redis-cli", "REDIS_CLI"));
         create.arg("--cluster").arg("create");
@@ -89,6 +78,35 @@ impl RedisCluster {
         )
         .await;
         cluster
+    }
+
+    /// A node on a free port, answering. A port picked free can be taken
+    /// before the node binds it (tests run side by side): a node that
+    /// exits is started again on another port.
+    async fn spawn_answering(&self) -> ClusterMember {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let port = free_cluster_port();
+            let mut child = self.spawn(port);
+            loop {
+                // This node's own answer, not another test's on the port.
+                let info = text_answer(port, &["INFO", "server"]).await;
+                if info.contains(&format!("process_id:{}\r", child.id())) {
+                    return ClusterMember {
+                        port,
+                        child: Some(child),
+                    };
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "timed out: a cluster node answers"
+                );
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 
     fn spawn(&self, port: u16) -> Child {
@@ -221,10 +239,6 @@ async fn connect(port: u16) -> Option<redis::aio::MultiplexedConnection> {
     .ok()
 }
 
-async fn ping(port: u16) -> bool {
-    text_answer(port, &["PING"]).await == "PONG"
-}
-
 /// What the node on `port` answers to a command whose answer is text
 /// (empty if it does not answer).
 async fn text_answer(port: u16, command: &[&str]) -> String {
@@ -320,6 +334,20 @@ pub async fn keys_on(urls: &[String], pattern: &str) -> Vec<String> {
     }
     keys.sort();
     keys
+}
+
+/// A free loopback port for a cluster node: Redis also listens on the port
+/// 10,000 above it (the cluster bus), so that one must be free too, and
+/// the node refuses any port above 55535 (the ephemeral range here reaches
+/// 60999, so about one port in five from the kernel would not start).
+fn free_cluster_port() -> u16 {
+    const HIGHEST: u16 = 65535 - 10000;
+    loop {
+        let port = free_port();
+        if port <= HIGHEST && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `ready` every 50 ms for up to 20 s.
