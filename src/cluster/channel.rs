@@ -484,7 +484,7 @@ impl RemoteSession for RemotePeer {
                 event.clone(),
             )
             .await;
-        match outcome {
+        let nobody_listened = match outcome {
             Ok(()) => return Ok(()),
             // Another route could deliver it a second time (a Redis command
             // retried across a failover ran late): never try one.
@@ -493,19 +493,35 @@ impl RemoteSession for RemotePeer {
                 error,
             }) => return Err(error),
             Err(SendFailed {
-                error: DeliveryError::Gone | DeliveryError::Unreachable,
+                error: DeliveryError::Unreachable,
                 ..
-            }) => {}
+            }) => true,
+            Err(SendFailed {
+                error: DeliveryError::Gone,
+                ..
+            }) => false,
             Err(SendFailed { error, .. }) => return Err(error),
-        }
+        };
         // The cached route may be stale (the peer was replaced, left, moved
-        // or its node died) and nothing was delivered: forget it and ask
-        // Redis once.
+        // or its node died): forget it and ask Redis once.
         let sender_role = self.role.peer();
         self.inner
             .local
             .set_route(&self.uid, sender_role, sender, None);
         match self.inner.lookup_peer(&self.uid, sender_role, sender).await {
+            // The route was not stale and its node seemed not to listen. On a
+            // Redis Cluster that is not proof that nothing was
+            // delivered (SPUBLISH counts only the subscribers on the node
+            // that ran it, while the shard's other nodes deliver it too), so
+            // the same frame is never sent to the same session twice.
+            Ok(_)
+                if nobody_listened
+                    && self.inner.local.route(&self.uid, sender_role, sender)
+                        == Some((self.node.clone(), self.session)) =>
+            {
+                metrics::cluster_resend_withheld();
+                Err(DeliveryError::Unreachable)
+            }
             Ok(peer) => peer.deliver(event).await,
             Err(RouteError::Registry(_)) => Err(DeliveryError::Unreachable),
             Err(RouteError::NoPeer | RouteError::NotOwner) => Err(DeliveryError::Gone),

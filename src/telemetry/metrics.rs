@@ -47,6 +47,9 @@ pub const CLUSTER_FRAMES_MALFORMED: &str = "signalgate_cluster_frames_malformed_
 /// Frames from another node dropped because the same frame (same asker and
 /// token) was handled before: a Redis command retried across a failover.
 pub const CLUSTER_FRAMES_DUPLICATE: &str = "signalgate_cluster_frames_duplicate_total";
+/// Events not sent again after a peer's node seemed not to listen, because
+/// Redis named the same route (the first copy may have arrived).
+pub const CLUSTER_RESENDS_WITHHELD: &str = "signalgate_cluster_resends_withheld_total";
 /// Times a node built its Redis Cluster command connection again because
 /// commands kept failing (the slot map read afresh).
 pub const REDIS_REBUILDS: &str = "signalgate_redis_connection_rebuilds_total";
@@ -127,6 +130,12 @@ pub fn redis_connection_rebuilt() {
 /// A frame from another node handled before, dropped.
 pub fn cluster_frame_duplicate() {
     counter!(CLUSTER_FRAMES_DUPLICATE).increment(1);
+}
+
+/// An event not sent again to a peer whose node seemed not to listen,
+/// because the route Redis gave was the one already tried.
+pub fn cluster_resend_withheld() {
+    counter!(CLUSTER_RESENDS_WITHHELD).increment(1);
 }
 
 /// The gauges read from the hub at scrape time.
