@@ -165,12 +165,12 @@ def target_line(what, goal, value, met):
 HEADLINE = "saturated-each"
 
 
-def round_ratios(door, prefix=HEADLINE):
-    """The seed's CPU per saturated relay over `door`'s, round by round
-    (the k-th run of each label is round k): each pair ran a minute apart,
-    so the ratio is less exposed to the machine's drift than a ratio of
-    medians. Returns (median, lowest, highest) or None."""
-    seed = [r.get("server_cpu_us_per_relay") for r in all_rows if r["label"] == f"{prefix}/seed"]
+def round_ratios(door, prefix=HEADLINE, against="seed"):
+    """The seed's (or `against`'s) CPU per saturated relay over `door`'s,
+    round by round (the k-th run of each label is round k): each pair ran
+    a minute apart, so the ratio is less exposed to the machine's drift
+    than a ratio of medians. Returns (median, lowest, highest) or None."""
+    seed = [r.get("server_cpu_us_per_relay") for r in all_rows if r["label"] == f"{prefix}/{against}"]
     ours = [r.get("server_cpu_us_per_relay") for r in all_rows if r["label"] == f"{prefix}/{door}"]
     ratios = sorted(s / o for s, o in zip(seed, ours) if s and o)
     if not ratios:
@@ -207,6 +207,14 @@ for door, title in (("ws", "WebSocket"), ("grpc", "gRPC"), ("socketio", "Socket.
     floor = by_label.get(f"{HEADLINE}/floor-{door}", {}).get("server_cpu_us_per_relay")
     if ours and floor:
         targets.append(target_line(f"CPU per relay, {title}, vs its own stack (`floor-{door}`)", "≤ 1.3x the floor", f"{ours:.2f} µs vs {floor:.2f} µs: {ours / floor:.2f}x (median rounds)", ours / floor <= 1.3))
+# Issue 35: every door ahead of the PeerJS server too.
+cpu_peerjs = by_label.get(f"{HEADLINE}/peerjs", {}).get("server_cpu_us_per_relay")
+for door, title in (("ws", "WebSocket"), ("grpc", "gRPC"), ("socketio", "Socket.IO")):
+    ours = by_label.get(f"{HEADLINE}/{door}", {}).get("server_cpu_us_per_relay")
+    peer_ratios = round_ratios(door, against="peerjs")
+    if ours and peer_ratios:
+        median, low, high = peer_ratios
+        targets.append(target_line(f"CPU per relay, {title}, vs the PeerJS server", "PeerJS ÷ ours > 1x", f"{ours:.2f} µs vs PeerJS {fmt(cpu_peerjs, 2)} µs (median rounds); PeerJS ÷ ours {median:.1f}x, the median of the rounds ({low:.1f}x–{high:.1f}x)", median > 1))
 for door, title in (("ws", "WebSocket"), ("grpc", "gRPC"), ("socketio", "Socket.IO")):
     rtt = by_label.get(f"rtt20/{door}", {}).get("rtt_p99_us")
     if rtt:
@@ -234,9 +242,16 @@ if biggest_idle:
 # beside it, not counted against it.
 def lost_in(rows_of):
     return sum(row["sent"] - row["received"] for row in rows_of if not row["label"].startswith("idle"))
-lost = lost_in(r for r in all_rows if not r["doors"].startswith("seed"))
-seed_lost = lost_in(r for r in all_rows if r["doors"].startswith("seed"))
-seed_note = f" (the seed reference: {seed_lost:,}, under overload)" if seed_lost else ""
+
+
+def theirs(row):
+    """Rows of the servers compared with, not signalgate's."""
+    return row["doors"].startswith(("seed", "peerjs"))
+
+
+lost = lost_in(r for r in all_rows if not theirs(r))
+seed_lost = lost_in(r for r in all_rows if theirs(r))
+seed_note = f" (the seed reference and the PeerJS server: {seed_lost:,}, under overload)" if seed_lost else ""
 targets.append(target_line("messages lost (signalgate)", "0 in every scenario", f"{lost:,}{seed_note}", lost == 0))
 
 # The kernel's part alone bounds the ratio any user-space work could reach.
@@ -343,7 +358,9 @@ body = f"""# Benchmarks
 
 Reproduce with `scripts/bench` (about twenty minutes; `QUICK=1` for 3 s runs, `ROUNDS=N` for N rounds of the saturated runs).
 It builds the release binary, starts the seed reference server
-(`../shared/reference/seed-server`, Node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}, socket.io 4.8.1) and signalgate
+(`../shared/reference/seed-server`, Node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}, socket.io 4.8.1), the PeerJS
+server (npm `peer` 1.0.2, the signaling server people pick instead of
+writing their own: JSON over WebSocket, `peerjs` rows) and signalgate
 one at a time pinned to core 0 (`taskset -c 0`), drives them with
 `signalgate-bench` pinned to core 1, and renders this page with
 `scripts/bench-report.py` from `docs/bench/results.jsonl`.
@@ -362,7 +379,8 @@ its delay.
 ## Saturated relay, one write per message: 200 pairs, window 4, 200-byte payloads
 
 `signalgate-bench --pairs 200 --window 4 --size 200 --duration 10s --web-door D --app-door D --write-each`
-(seed: `--seed`). Every message the generator sends is its own write —
+(seed: `--seed`; PeerJS: `--peerjs`, each message an `OFFER` to the
+peer). Every message the generator sends is its own write —
 its own WebSocket frame, HTTP/2 DATA frame or Socket.IO packet, in its
 own TCP segment — as a browser or a phone sends one offer, one candidate,
 one message at a time (the gRPC client yields to its connection's task

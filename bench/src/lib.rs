@@ -1,5 +1,6 @@
 //! `signalgate-bench`: a load generator for signalgate (any door, or mixed)
-//! and for the seed reference server (Socket.IO, seed wire).
+//! and for the seed reference server (Socket.IO, seed wire) and the PeerJS
+//! server (npm `peer`, JSON over WebSocket).
 //!
 //! It sets up N pairs (web + app under one uid, timed as sessions per
 //! second), then drives echo round trips: the web side sends `message`s,
@@ -26,7 +27,11 @@ use serde_json::{Value, json};
 
 use humantime::parse_duration;
 
+mod endpoint;
+mod peerjs;
 mod report;
+
+use endpoint::Endpoint;
 
 pub use report::BenchReport;
 use report::{ProcessUsage, cpu_us_per, process_usage};
@@ -108,6 +113,11 @@ pub struct BenchArgs {
     /// `registered` or acks.
     #[arg(long)]
     pub seed: bool,
+    /// The target is a PeerJS server (npm `peer`, started with the key
+    /// `peerjs` at the path `/`): each side connects as its own peer id and
+    /// relays to the other as `OFFER`s; nothing registers.
+    #[arg(long, conflicts_with = "seed")]
+    pub peerjs: bool,
     /// Write every message on its own (one write, so one TCP segment, per
     /// message). By default a client that has received several events at
     /// once answers them all in one write, as tonic's gRPC client always
@@ -140,12 +150,12 @@ fn source(args: &BenchArgs, index: usize) -> Option<IpAddr> {
 type BenchError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The next event, within 30 s; a close or an `error` fails the run.
-async fn next_event(client: &mut Client, side: &str) -> Result<Value, BenchError> {
+async fn next_event(client: &mut Endpoint, side: &str) -> Result<Value, BenchError> {
     let incoming = tokio::time::timeout(Duration::from_secs(30), client.recv()).await??;
     unrefused(incoming, side)
 }
 
-async fn wait_for(client: &mut Client, side: &str, name: &str) -> Result<Value, BenchError> {
+async fn wait_for(client: &mut Endpoint, side: &str, name: &str) -> Result<Value, BenchError> {
     loop {
         let event = next_event(client, side).await?;
         if event["event"] == name {
@@ -165,14 +175,14 @@ async fn connect(
     target: SocketAddr,
     options: &ConnectOptions,
     side: &str,
-) -> Result<Client, BenchError> {
+) -> Result<Endpoint, BenchError> {
     match tokio::time::timeout(
         CONNECT_TIMEOUT,
         Client::connect_with(door.into(), target, options),
     )
     .await
     {
-        Ok(client) => Ok(client?),
+        Ok(client) => Ok(Endpoint::Gateway(client?)),
         Err(_) => {
             Err(format!("{side}: connecting to {target} took over {CONNECT_TIMEOUT:?}").into())
         }
@@ -184,8 +194,11 @@ async fn set_up_pair(
     args: &BenchArgs,
     index: usize,
     run: u64,
-) -> Result<(Client, Client), BenchError> {
+) -> Result<(Endpoint, Endpoint), BenchError> {
     let uid = format!("bench-{run}-{index}");
+    if args.peerjs {
+        return set_up_peerjs_pair(args, index, &uid).await;
+    }
     let options = |door: BenchDoor, n: usize| ConnectOptions {
         source: source(args, n),
         seed_wire: args.seed || door == BenchDoor::Socketio,
@@ -237,6 +250,34 @@ async fn set_up_pair(
     Ok((web, app))
 }
 
+/// Connects one pair to a PeerJS server: the web peer `UID-web` and the
+/// app peer `UID-app`, each within [`CONNECT_TIMEOUT`].
+async fn set_up_peerjs_pair(
+    args: &BenchArgs,
+    index: usize,
+    uid: &str,
+) -> Result<(Endpoint, Endpoint), BenchError> {
+    let (web_id, app_id) = (format!("{uid}-web"), format!("{uid}-app"));
+    let peer = |n: usize, id: String, to: String, target: SocketAddr| async move {
+        let connecting = peerjs::PeerJsClient::connect(target, source(args, n), &id, &to);
+        match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(client) => Ok::<_, BenchError>(Endpoint::PeerJs(client?)),
+            Err(_) => {
+                Err(format!("{id}: connecting to {target} took over {CONNECT_TIMEOUT:?}").into())
+            }
+        }
+    };
+    let web = peer(2 * index, web_id.clone(), app_id.clone(), args.target).await?;
+    let app = peer(
+        2 * index + 1,
+        app_id,
+        web_id,
+        args.app_target.unwrap_or(args.target),
+    )
+    .await?;
+    Ok((web, app))
+}
+
 /// Per-pair results of the load phase.
 struct PairResult {
     sent: u64,
@@ -266,8 +307,8 @@ fn unrefused(incoming: Incoming, side: &str) -> Result<Value, BenchError> {
 
 /// Echo round trips on one pair until `stop`, then drains.
 async fn drive_pair(
-    mut web: Client,
-    mut app: Client,
+    mut web: Endpoint,
+    mut app: Endpoint,
     args: Arc<BenchArgs>,
     epoch: Instant,
     measure_from: Instant,
@@ -377,7 +418,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let before = args.server_pid.and_then(process_usage);
     let args = Arc::new(args);
     let setup_started = Instant::now();
-    let pairs: Vec<(Client, Client)> = futures_util::stream::iter(0..args.pairs)
+    let pairs: Vec<(Endpoint, Endpoint)> = futures_util::stream::iter(0..args.pairs)
         .map(|index| {
             let args = Arc::clone(&args);
             async move {
@@ -398,6 +439,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let after_setup = args.server_pid.and_then(process_usage);
     let doors = if args.seed {
         "seed (socket.io)".to_owned()
+    } else if args.peerjs {
+        "peerjs (websocket)".to_owned()
     } else {
         format!("{:?}/{:?}", args.web_door, args.app_door).to_lowercase()
     };
@@ -486,7 +529,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
 /// candidates each way, as fast as possible; reports the time to finish.
 async fn run_burst(
     args: &BenchArgs,
-    pairs: Vec<(Client, Client)>,
+    pairs: Vec<(Endpoint, Endpoint)>,
     report: &mut BenchReport,
 ) -> anyhow::Result<()> {
     let sdp = "v=0 ".repeat(500);
