@@ -9,8 +9,9 @@
  *   given `after_ms`, reconnects and resumes, so no call drops;
  * - reconnects with exponential backoff; after a drop it **resumes** the
  *   session (nothing lost, nothing twice: missed events are replayed and
- *   unacknowledged requests re-sent), and registers afresh if the resume
- *   is refused;
+ *   unacknowledged requests re-sent), asks again while the answer is
+ *   `UNAVAILABLE`, and registers afresh if the resume is refused
+ *   (`RESUME_FAILED`);
  * - keeps the session's ICE servers (STUN, and TURN with credentials the
  *   gateway minted) in {@link SignalGate#iceServers}, ready for
  *   `new RTCPeerConnection({iceServers: gate.iceServers})`, and renews them
@@ -338,9 +339,13 @@ export class SignalGate {
   async _resumeOrRegister() {
     const { uid, role } = this._registration;
     const fresh = this._welcome;
+    const socket = this._socket;
     if (this._session.token) {
       try {
-        await this._control("resume", { token: this._session.token, last_seq: this._session.lastSeq });
+        await this._askWhileUnavailable(socket, "resume", () => ({
+          token: this._session.token,
+          last_seq: this._session.lastSeq,
+        }));
         // Missed events were replayed before the ack. Re-send every request
         // without an ack; the server recognises those it already applied.
         this._setState("open");
@@ -353,11 +358,35 @@ export class SignalGate {
     // The session is gone: start a new one with the same registration.
     this._session = { id: fresh.id, token: fresh.resumeToken ?? null, lastSeq: 0 };
     try {
-      await this._control("register", { uid, type: role });
+      await this._askWhileUnavailable(socket, "register", () => ({ uid, type: role }));
       this._setState("open");
       this._flushPending();
     } catch (error) {
       this._emit("error", { code: error.code, message: error.message }, {});
+    }
+  }
+
+  /**
+   * Sends a control request on `socket`; while it is answered `UNAVAILABLE`
+   * (on several nodes: the shared registry or the session's node answered
+   * too late, e.g. when many clients come back at once; nothing was
+   * applied) asks again after the reconnect backoff. A resumed session
+   * stays held for its resume window meanwhile (the server answers
+   * `RESUME_FAILED` once it has passed). Gives up, rejecting `CLOSED`, if
+   * the connection changed or the user closed.
+   */
+  async _askWhileUnavailable(socket, event, data) {
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await this._control(event, data());
+      } catch (error) {
+        if (!(error instanceof SignalGateError) || error.code !== "UNAVAILABLE") throw error;
+      }
+      const base = Math.min(this.options.maxDelayMs, this.options.initialDelayMs * 2 ** attempt);
+      await new Promise((resolve) => setTimeout(resolve, base / 2 + Math.random() * (base / 2)));
+      if (this._socket !== socket || this._closedByUser) {
+        throw new SignalGateError("CLOSED", "the connection was lost");
+      }
     }
   }
 

@@ -50,6 +50,9 @@ pub const CLUSTER_FRAMES_DUPLICATE: &str = "signalgate_cluster_frames_duplicate_
 /// Events not sent again after a peer's node seemed not to listen, because
 /// Redis named the same route (the first copy may have arrived).
 pub const CLUSTER_RESENDS_WITHHELD: &str = "signalgate_cluster_resends_withheld_total";
+/// Hand-overs answered a second time with the same export: the first
+/// answer to the taking node came too late, and the client asked again.
+pub const CLUSTER_HANDED_AGAIN: &str = "signalgate_cluster_handovers_repeated_total";
 /// Times a node built its Redis Cluster command connection again because
 /// commands kept failing (the slot map read afresh).
 pub const REDIS_REBUILDS: &str = "signalgate_redis_connection_rebuilds_total";
@@ -136,6 +139,11 @@ pub fn cluster_frame_duplicate() {
 /// because the route Redis gave was the one already tried.
 pub fn cluster_resend_withheld() {
     counter!(CLUSTER_RESENDS_WITHHELD).increment(1);
+}
+
+/// A hand-over answered again with the export its first answer carried.
+pub fn cluster_handed_again() {
+    counter!(CLUSTER_HANDED_AGAIN).increment(1);
 }
 
 /// The gauges read from the hub at scrape time.

@@ -231,3 +231,127 @@ test("a draining node's reconnect: the SDK resumes on another node by itself", a
     redis.kill("SIGKILL");
   }
 });
+
+/** The gateway's `signalgate_errors_total` for `code`, from /metrics. */
+async function errorsSent(port, code) {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  let total = 0;
+  for (const line of text.split("\n")) {
+    if (line.startsWith("signalgate_errors_total{") && line.includes(`code="${code}"`)) {
+      total += Number(line.split(" ").pop());
+    }
+  }
+  return total;
+}
+
+/** A Redis for a test (killed with `redis.kill("SIGKILL")`). */
+async function startRedis() {
+  const port = await freePort();
+  const redis = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  return { redis, url: `redis://127.0.0.1:${port}/` };
+}
+
+/** Waits until the SDK's state is `state` (the ack settles after the event). */
+async function untilState(gate, state) {
+  const deadline = Date.now() + 5_000;
+  while (gate.state !== state) {
+    assert.ok(Date.now() < deadline, `still ${gate.state}, not ${state}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** Waits until `port`'s gateway has sent one more `UNAVAILABLE` than `before`. */
+async function untilUnavailableSent(port, before) {
+  const deadline = Date.now() + 10_000;
+  while ((await errorsSent(port, "UNAVAILABLE")) === before) {
+    assert.ok(Date.now() < deadline, "no request was answered UNAVAILABLE");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+test("a resume answered UNAVAILABLE is asked again: the session comes back once Redis answers", async () => {
+  const { redis, url } = await startRedis();
+  const cluster = ["--redis-url", url, "--redis-timeout", "300ms"];
+  const [portA, portB] = [await freePort(), await freePort()];
+  const nodeA = await startGateway(portA, cluster);
+  const nodeB = await startGateway(portB, cluster);
+  const balancer = await cuttableProxy(portA);
+  try {
+    const web = new SignalGate(`ws://127.0.0.1:${portB}/ws`, fast);
+    const app = new SignalGate(`ws://127.0.0.1:${balancer.port}/ws`, fast);
+    await web.connect();
+    await web.register("sdk-resume-unavailable", "web");
+    await app.connect();
+    await app.register("sdk-resume-unavailable", "app");
+    const sessionBefore = app.sessionId;
+    const refusedBefore = await errorsSent(portB, "UNAVAILABLE");
+    const resumed = nextEvent(app, "resumed", 20_000);
+    const errors = [];
+    app.on("error", (error) => errors.push(error));
+    // Redis stops answering, then the app's network drops and its new
+    // connection lands on node B: taking the session over from node A
+    // needs Redis, so the resume is answered UNAVAILABLE until it is back.
+    redis.kill("SIGSTOP");
+    balancer.retarget(portB);
+    balancer.cut();
+    await untilUnavailableSent(portB, refusedBefore);
+    assert.equal(app.state, "resuming");
+    redis.kill("SIGCONT");
+    await resumed;
+    await untilState(app, "open");
+    assert.equal(app.sessionId, sessionBefore, "the same session came back, now on node B");
+    assert.deepEqual(errors, []);
+    const got = nextEvent(web, "message");
+    await app.message({ after: "unavailable" });
+    assert.deepEqual(await got, { after: "unavailable" });
+    web.close();
+    app.close();
+  } finally {
+    redis.kill("SIGCONT");
+    balancer.close();
+    await killGateway(nodeA);
+    await killGateway(nodeB);
+    redis.kill("SIGKILL");
+  }
+});
+
+test("a fresh register answered UNAVAILABLE is asked again once the session is gone", async () => {
+  const { redis, url } = await startRedis();
+  const port = await freePort();
+  const gateway = await startGateway(port, ["--redis-url", url, "--redis-timeout", "300ms"]);
+  try {
+    const web = new SignalGate(`ws://127.0.0.1:${port}/ws`, fast);
+    const app = new SignalGate(`ws://127.0.0.1:${port}/ws`, fast);
+    await web.connect();
+    await web.register("sdk-register-unavailable", "web");
+    await app.connect();
+    await app.register("sdk-register-unavailable", "app");
+    const sessionBefore = app.sessionId;
+    const refusedBefore = await errorsSent(port, "UNAVAILABLE");
+    const registered = nextEvent(app, "registered", 20_000);
+    const errors = [];
+    app.on("error", (error) => errors.push(error));
+    // The socket closes cleanly under the SDK (as a browser may close it):
+    // the server ends the session, the SDK's resume is refused
+    // (RESUME_FAILED) and its fresh register needs Redis, which is stopped.
+    redis.kill("SIGSTOP");
+    app._socket.close();
+    await untilUnavailableSent(port, refusedBefore);
+    assert.equal(app.state, "resuming");
+    redis.kill("SIGCONT");
+    await registered;
+    await untilState(app, "open");
+    assert.notEqual(app.sessionId, sessionBefore, "a new session");
+    assert.deepEqual(errors, []);
+    const got = nextEvent(web, "message");
+    await app.message({ after: "register" });
+    assert.deepEqual(await got, { after: "register" });
+    web.close();
+    app.close();
+  } finally {
+    redis.kill("SIGCONT");
+    await killGateway(gateway);
+    redis.kill("SIGKILL");
+  }
+});

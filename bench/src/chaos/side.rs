@@ -175,9 +175,16 @@ async fn serve(
     relay(client, spec, clock, control, held, record).await
 }
 
+/// How long a side keeps retrying a resume answered `UNAVAILABLE` (the
+/// gateway's resume window is 30 s).
+const RESUME_RETRY_FOR_MS: u64 = 20_000;
+
 /// `resume {token, last_seq}`: `Ok(true)` when the session came back;
 /// `Ok(false)` when it was refused (counted by code), and the side
-/// registers afresh.
+/// registers afresh. `UNAVAILABLE` (the shared registry or the session's
+/// node did not answer in time) is retried on the same connection after a
+/// backoff, as PROTOCOL.md says and the browser SDK does: the session is
+/// still held for its resume window.
 async fn resume(
     client: &mut Client,
     clock: &Clock,
@@ -185,31 +192,41 @@ async fn resume(
     record: &mut SideRecord,
 ) -> Result<bool, ()> {
     let token = held.token.clone().unwrap_or_default();
-    let id = held.next_id;
-    held.next_id += 1;
-    let data = json!({"token": token, "last_seq": held.last_seq});
-    send(client, "resume", data, id).await?;
+    let first_try_ms = clock.now_ms();
+    let mut backoff = Duration::from_millis(100);
     loop {
-        let event = next(client).await?;
-        match name(&event) {
-            "resumed" => {
-                held.token = event["data"]["resumeToken"].as_str().map(str::to_owned);
-                note_seq(&event, held);
-                return Ok(true);
-            }
-            "error" if event["id"].as_u64() == Some(id) => {
-                // The session is gone (its node was killed, or the window
-                // passed): what it had unanswered is not re-sent.
-                let code = event["data"]["code"].as_str().unwrap_or("?");
-                record.count(format!("resume refused: {code}"));
-                record.sessions_lost.push(clock.now_ms());
-                for n in std::mem::take(&mut held.unacked).into_values() {
-                    record.answer(n, Outcome::Unanswered);
+        let id = held.next_id;
+        held.next_id += 1;
+        let data = json!({"token": token, "last_seq": held.last_seq});
+        send(client, "resume", data, id).await?;
+        let code = loop {
+            let event = next(client).await?;
+            match name(&event) {
+                "resumed" => {
+                    held.token = event["data"]["resumeToken"].as_str().map(str::to_owned);
+                    note_seq(&event, held);
+                    return Ok(true);
                 }
-                return Ok(false);
+                "error" if event["id"].as_u64() == Some(id) => {
+                    break event["data"]["code"].as_str().unwrap_or("?").to_owned();
+                }
+                _ => {}
             }
-            _ => {}
+        };
+        if code == "UNAVAILABLE" && clock.now_ms() - first_try_ms < RESUME_RETRY_FOR_MS {
+            record.count("resume retried: UNAVAILABLE".to_owned());
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
         }
+        // The session is gone (its node was killed, or the window passed):
+        // what it had unanswered is not re-sent.
+        record.count(format!("resume refused: {code}"));
+        record.sessions_lost.push(clock.now_ms());
+        for n in std::mem::take(&mut held.unacked).into_values() {
+            record.answer(n, Outcome::Unanswered);
+        }
+        return Ok(false);
     }
 }
 

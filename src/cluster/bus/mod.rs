@@ -351,7 +351,7 @@ impl TryFrom<Wire> for Frame {
 }
 
 /// A session handed to another node.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct ExportWire {
     session: String,
     uid: String,
@@ -364,7 +364,7 @@ pub(crate) struct ExportWire {
 }
 
 /// One retained event of a handed-over session.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct EventWire {
     seq: u64,
     event: String,
