@@ -69,12 +69,24 @@ lost = sum(run["lost"] for run in runs)
 sent = sum(run["sent"] for run in runs)
 
 paired = sum(run["pairs"] for run in runs)
+# Which doors each node holds: loader i's web sessions are on node i, its
+# app sessions on node i+1 (cross-node) or on node i too (same-node).
+split = 1 if label.startswith("cross") else 0
+node_doors = [set() for _ in range(nodes)]
+for run in runs:
+    index = int(run["label"].rsplit("-", 1)[1])
+    web_door, app_door = run["doors"].split("/")
+    node_doors[index % nodes].add(web_door)
+    node_doors[(index + split) % nodes].add(app_door)
+rss_by_node = [{"node": n, "doors": sorted(node_doors[n]), "kib_per_connection": (r - b) / per_node_connections}
+               for n, (r, b) in enumerate(zip(rss, rss_before))]
 with open(runs_file, "a") as f:
     f.write(json.dumps({
         "label": label, "engine": engine, "nodes": nodes,
         "sessions": 2 * paired, "pairs": paired, "sessions_wanted": want, "sessions_open": have,
         "sent": sent, "lost": lost, "setup_s": setup_s,
         "rss_kib_per_node": rss,
+        "rss_kib_per_connection_by_node": rss_by_node,
         "rss_kib_per_connection_median": statistics.median((r - b) / per_node_connections for r, b in zip(rss, rss_before)),
         "redis_bytes_per_session": redis_bytes / want,
         "redis_scripts_per_register": setup_scripts / want,
@@ -94,6 +106,8 @@ print("|---|---|")
 print(f"| setup: all sessions registered and paired in | {setup_s} s ({want / max(setup_s, 1):,.0f} sessions/s, all nodes and loaders sharing 2 cores) |")
 print(f"| gateway RSS per node after setup (KiB), {per_node_connections:,.0f} connections each | {', '.join(f'{r:,}' for r in rss)} |")
 print(f"| gateway RSS growth per connection (KiB, median over nodes) | {statistics.median((r - b) / per_node_connections for r, b in zip(rss, rss_before)):.1f} |")
+by_node = "; ".join("%.1f (%s)" % (n["kib_per_connection"], "+".join(n["doors"])) for n in rss_by_node)
+print(f"| gateway RSS growth per connection by node (KiB; the doors it holds) | {by_node} |")
 print(f"| Redis memory per session (bytes) | {redis_bytes / want:,.0f} |")
 print(f"| Redis scripts per register (BIND) | {setup_scripts / want:.2f} |")
 print(f"| Redis commands per register, all (incl. the first pairs' relays during setup) | {setup_commands / want:.2f} |")

@@ -305,7 +305,11 @@ fn unrefused(incoming: Incoming, side: &str) -> Result<Value, BenchError> {
     }
 }
 
-/// Echo round trips on one pair until `stop`, then drains.
+/// Echo round trips on one pair until `stop`, then drains. In open loop
+/// the pair's first message goes `phase` (0..1) of its interval after the
+/// start, so that the pairs' sends are spread evenly over the interval
+/// (at 100,000 sessions a pair sends once every 100 s: all sending at once
+/// would be a burst, then silence for the whole measured window).
 async fn drive_pair(
     mut web: Endpoint,
     mut app: Endpoint,
@@ -313,6 +317,7 @@ async fn drive_pair(
     epoch: Instant,
     measure_from: Instant,
     stop: Instant,
+    phase: f64,
 ) -> Result<PairResult, BenchError> {
     let padding = "x".repeat(args.size.saturating_sub(40));
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -326,7 +331,7 @@ async fn drive_pair(
     let interval = args
         .rate
         .map(|rate| Duration::from_secs_f64(args.pairs as f64 / rate.max(0.001)));
-    let mut next_send = Instant::now();
+    let mut next_send = Instant::now() + interval.unwrap_or_default().mul_f64(phase);
     let mut in_flight = 0usize;
     if interval.is_none() {
         for _ in 0..args.window {
@@ -480,7 +485,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let measure_from = epoch + args.warmup;
     let stop = measure_from + args.duration;
     let mut tasks = Vec::with_capacity(pairs.len());
-    for (web, app) in pairs {
+    let count = pairs.len().max(1) as f64;
+    for (index, (web, app)) in pairs.into_iter().enumerate() {
         tasks.push(tokio::spawn(drive_pair(
             web,
             app,
@@ -488,6 +494,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
             epoch,
             measure_from,
             stop,
+            index as f64 / count,
         )));
     }
     let pid = args.server_pid;
