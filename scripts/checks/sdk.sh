@@ -4,7 +4,8 @@
 # resume across a network drop with nothing lost and nothing twice, ICE
 # servers held and renewed before they expire, and a draining node's
 # `reconnect` followed to another node (two nodes on a Redis it starts,
-# behind a stand-in load balancer).
+# behind a stand-in load balancer), and a resume or register answered
+# UNAVAILABLE (Redis paused) asked again until it succeeds.
 set -euo pipefail
 binary=$1
 root="$(cd "$(dirname "$0")/../.." && pwd)"

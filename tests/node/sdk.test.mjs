@@ -1,6 +1,7 @@
 // The browser SDK (clients/web/signalgate.js) in Node's WebSocket: it
-// reconnects and re-registers when the gateway restarts, and resumes
-// (nothing lost, nothing twice) when its network drops.
+// reconnects and re-registers when the gateway restarts, resumes (nothing
+// lost, nothing twice) when its network drops, and asks again when a
+// resume or register is answered UNAVAILABLE.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
@@ -252,6 +253,13 @@ async function startRedis() {
   return { redis, url: `redis://127.0.0.1:${port}/` };
 }
 
+/** `data` sent by `from` reaches `to` as its next message. */
+async function relaysOnce(from, to, data) {
+  const got = nextEvent(to, "message");
+  await from.message(data);
+  assert.deepEqual(await got, data);
+}
+
 /** Waits until the SDK's state is `state` (the ack settles after the event). */
 async function untilState(gate, state) {
   const deadline = Date.now() + 5_000;
@@ -302,9 +310,7 @@ test("a resume answered UNAVAILABLE is asked again: the session comes back once 
     await untilState(app, "open");
     assert.equal(app.sessionId, sessionBefore, "the same session came back, now on node B");
     assert.deepEqual(errors, []);
-    const got = nextEvent(web, "message");
-    await app.message({ after: "unavailable" });
-    assert.deepEqual(await got, { after: "unavailable" });
+    await relaysOnce(app, web, { after: "unavailable" });
     web.close();
     app.close();
   } finally {
@@ -344,9 +350,7 @@ test("a fresh register answered UNAVAILABLE is asked again once the session is g
     await untilState(app, "open");
     assert.notEqual(app.sessionId, sessionBefore, "a new session");
     assert.deepEqual(errors, []);
-    const got = nextEvent(web, "message");
-    await app.message({ after: "register" });
-    assert.deepEqual(await got, { after: "register" });
+    await relaysOnce(app, web, { after: "register" });
     web.close();
     app.close();
   } finally {
