@@ -7,8 +7,11 @@ use signalgate::server::config::{Cli, CliCommand};
 use signalgate::{Gateway, auth, telemetry};
 use tokio::net::TcpListener;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    signalgate::server::runtime::runtime()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None | Some(CliCommand::Serve) => serve(cli.config).await,

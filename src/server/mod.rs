@@ -7,13 +7,15 @@
 //! - `connection`: one connection under hyper, closed when it stops making progress;
 //! - `routes`: every door, the operations endpoints and the admin surface on routers;
 //! - `serve`: the accept loop, then shutdown's steps;
-//! - `net`: the machine's addresses, for `ipaddr`; `web`: the demo page and browser SDK at `/`.
+//! - `net`: the machine's addresses, for `ipaddr`; `web`: the demo page and browser SDK at `/`;
+//! - [`runtime`]: the tokio runtime the binary runs on (a fair run queue under saturation).
 
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod listener;
 pub(crate) mod net;
 mod routes;
+pub mod runtime;
 mod serve;
 pub(crate) mod web;
 
