@@ -52,8 +52,13 @@ type PeerSlot = Arc<OnceLock<EventSender>>;
 /// Sessions waiting for their peer, by uid.
 type Waiting = Arc<Mutex<HashMap<String, (EventSender, PeerSlot)>>>;
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+/// On the gateway's runtime (`signalgate::server::runtime`), so that the
+/// floor schedules its tasks as the door does.
+fn main() -> std::io::Result<()> {
+    signalgate::server::runtime::runtime()?.block_on(run())
+}
+
+async fn run() -> std::io::Result<()> {
     let signaling = SignalingServer::new(Floor::default());
     let router = Router::new().route_service(
         "/signalgate.v1.Signaling/{*method}",
@@ -68,7 +73,7 @@ async fn main() -> std::io::Result<()> {
         .keep_alive_interval(Duration::from_secs(25))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_concurrent_streams(signalgate::server::config::DEFAULT_HTTP2_MAX_STREAMS);
-    floor::serve(floor::address(3191), builder, router).await
+    floor::serve(floor::address(3191), builder, router, floor::serve_one).await
 }
 
 /// The service: one relay per `Connect`.

@@ -46,14 +46,20 @@ enum Inbound {
 /// Sessions waiting for their peer, by uid.
 type Waiting = Arc<Mutex<HashMap<String, UnboundedSender<Inbound>>>>;
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+/// On the gateway's runtime (`signalgate::server::runtime`), so that the
+/// floor schedules its tasks as the door does.
+fn main() -> std::io::Result<()> {
+    signalgate::server::runtime::runtime()?.block_on(run())
+}
+
+async fn run() -> std::io::Result<()> {
     let waiting: Waiting = Arc::default();
     let router = Router::new().route("/ws", get(upgrade)).with_state(waiting);
     floor::serve(
         floor::address(3190),
         Builder::new(TokioExecutor::new()),
         router,
+        floor::serve_one,
     )
     .await
 }

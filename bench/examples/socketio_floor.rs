@@ -49,8 +49,13 @@ type FirstSocket = (Weak<FloorSocket>, Peer);
 /// Sockets waiting for their peer, by uid.
 static WAITING: LazyLock<Mutex<HashMap<String, FirstSocket>>> = LazyLock::new(Mutex::default);
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+/// On the gateway's runtime (`signalgate::server::runtime`), so that the
+/// floor schedules its tasks as the door does.
+fn main() -> std::io::Result<()> {
+    signalgate::server::runtime::runtime()?.block_on(run())
+}
+
+async fn run() -> std::io::Result<()> {
     // signalgate's settings (src/doors/socketio/, src/server/config.rs).
     let (service, io) = SocketIo::builder()
         .ping_interval(Duration::from_secs(25))
@@ -74,6 +79,7 @@ async fn main() -> std::io::Result<()> {
         floor::address(3192),
         Builder::new(TokioExecutor::new()),
         router,
+        floor::serve_one,
     )
     .await
 }

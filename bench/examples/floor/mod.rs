@@ -1,5 +1,5 @@
 //! What the floor examples share (`relay_floor`, `grpc_floor`,
-//! `socketio_floor`): the listening address, the relay counter served at
+//! `grpc_h2_floor`, `socketio_floor`): the listening address, the relay counter served at
 //! `/relayed`, and the gateway's way of serving connections (hyper-util's
 //! connection builder with upgrades, `TCP_NODELAY`, a task per connection).
 
@@ -11,7 +11,7 @@ use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Messages relayed so far, served at `/relayed` so that a profile can be
 /// divided by the relays made while it counted.
@@ -30,13 +30,28 @@ pub fn address(default_port: u16) -> SocketAddr {
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)))
 }
 
+/// Serves one accepted connection with `router` (upgrades allowed) until
+/// it ends: how the gateway serves a connection.
+pub async fn serve_one(stream: TcpStream, builder: Builder<TokioExecutor>, router: Router) {
+    let service = TowerToHyperService::new(router);
+    let _ = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .await;
+}
+
 /// Serves `router`, with `GET /relayed` added, on `address` until
-/// accepting fails.
-pub async fn serve(
+/// accepting fails: each connection in a task of its own running
+/// `connection` (usually [`serve_one`]).
+pub async fn serve<C, F>(
     address: SocketAddr,
     builder: Builder<TokioExecutor>,
     router: Router,
-) -> std::io::Result<()> {
+    connection: C,
+) -> std::io::Result<()>
+where
+    C: Fn(TcpStream, Builder<TokioExecutor>, Router) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind(address).await?;
     let router = router.route(
         "/relayed",
@@ -45,12 +60,6 @@ pub async fn serve(
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
-        let builder = builder.clone();
-        let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            let _ = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::spawn(connection(stream, builder.clone(), router.clone()));
     }
 }
