@@ -209,6 +209,7 @@ async fn nothing_lost_nothing_twice(
     assert_eq!(resumed["id"], session_id, "the same session comes back");
     assert_eq!(resumed["uid"], "phone");
     assert_eq!(resumed["role"], "app");
+    assert_eq!(resumed["polite"], false, "the app side is impolite");
     let next_token = resumed["resumeToken"]
         .as_str()
         .expect("fresh token")

@@ -195,7 +195,8 @@ export class SignalGate {
    * Registers as `role` of `uid`; remembered, and restored after reconnects.
    * @param {string} uid
    * @param {"web"|"app"} role
-   * @returns {Promise<{uid: string, role: string, type: number, peerPresent: boolean}>}
+   * @returns {Promise<{uid: string, role: string, type: number, peerPresent: boolean, polite: boolean}>}
+   *   `polite`: whether this side yields when both offer at once (web: true; docs/PROTOCOL.md, *Negotiation*)
    */
   async register(uid, role) {
     const registered = new Promise((resolve) => {

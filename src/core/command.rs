@@ -47,6 +47,14 @@ impl Role {
         }
     }
 
+    /// Whether this side yields when both sides offer at once (the W3C
+    /// "perfect negotiation" pattern; docs/PROTOCOL.md, *Negotiation*): the
+    /// web side is polite (it rolls its own offer back), the app side is
+    /// impolite (it ignores the colliding offer).
+    pub const fn polite(self) -> bool {
+        matches!(self, Role::Web)
+    }
+
     /// The seed's numeric type: 0 for web, 1 for app.
     pub const fn seed_type(self) -> u8 {
         match self {

@@ -114,6 +114,7 @@ pub fn encode_event(event: &Event, seq: Option<u64>) -> pb::ServerEvent {
             replayed: u64::try_from(*replayed).unwrap_or(u64::MAX),
             ice_servers: ice_list(ice_servers.as_deref()),
             ice_servers_expire_at: expire_at(ice_servers.as_deref()),
+            polite: resumed_role.polite(),
         }),
         Event::PeerAway => Out::PeerAway(pb::PeerAway {}),
         Event::PeerBack => Out::PeerBack(pb::PeerBack {}),
@@ -128,6 +129,7 @@ pub fn encode_event(event: &Event, seq: Option<u64>) -> pb::ServerEvent {
             peer_present: *peer_present,
             ice_servers: ice_list(ice_servers.as_deref()),
             ice_servers_expire_at: expire_at(ice_servers.as_deref()),
+            polite: registered_role.polite(),
         }),
         Event::IceServers(grant) => Out::IceServers(pb::IceServers {
             ice_servers: ice_list(Some(grant)),

@@ -274,7 +274,7 @@ fn event_to_envelope(event: Option<server_event::Event>) -> Value {
             let (role, seed_type) = role_json(r.role);
             let mut data = json!({
                 "id": r.id, "uid": r.uid, "role": role, "type": seed_type,
-                "resumeToken": r.resume_token, "replayed": r.replayed});
+                "resumeToken": r.resume_token, "replayed": r.replayed, "polite": r.polite});
             add_ice_fields(&mut data, &r.ice_servers, r.ice_servers_expire_at);
             json!({"event": "resumed", "data": data})
         }
@@ -283,7 +283,8 @@ fn event_to_envelope(event: Option<server_event::Event>) -> Value {
         E::Registered(r) => {
             let (role, seed_type) = role_json(r.role);
             let mut data = json!({
-                "uid": r.uid, "role": role, "type": seed_type, "peerPresent": r.peer_present});
+                "uid": r.uid, "role": role, "type": seed_type, "peerPresent": r.peer_present,
+                "polite": r.polite});
             add_ice_fields(&mut data, &r.ice_servers, r.ice_servers_expire_at);
             json!({"event": "registered", "data": data})
         }

@@ -294,10 +294,11 @@ pub(super) async fn emit(
         };
     }
     let mut data = event_data(event);
-    if let Some(EventData::Registered { ice, .. }) = &mut data {
+    if let Some(EventData::Registered { ice, polite, .. }) = &mut data {
         // `registered` keeps its seed-era shape on this door: seed clients
-        // see nothing new (docs/PROTOCOL.md, *ICE servers*).
+        // see nothing new (docs/PROTOCOL.md, *ICE servers*, *Negotiation*).
         *ice = IceFields::default();
+        *polite = None;
     }
     match (event, data) {
         // Acks for requests without a callback: nothing to say.

@@ -365,7 +365,7 @@ pub enum EventData<'a> {
         #[serde(rename = "resumeToken", skip_serializing_if = "Option::is_none")]
         resume_token: Option<&'a str>,
     },
-    /// `resumed`: `{"id", "uid", "role", "type", "resumeToken", "replayed"}`.
+    /// `resumed`: `{"id", "uid", "role", "type", "resumeToken", "replayed", "polite"}`.
     Resumed {
         /// The session id.
         id: String,
@@ -381,11 +381,13 @@ pub enum EventData<'a> {
         resume_token: &'a str,
         /// How many missed events follow.
         replayed: usize,
+        /// Whether this side yields when both offer at once.
+        polite: bool,
         /// Its fresh ICE servers, when configured.
         #[serde(flatten)]
         ice: IceFields<'a>,
     },
-    /// `registered`: `{"uid", "role", "type", "peerPresent"}`.
+    /// `registered`: `{"uid", "role", "type", "peerPresent", "polite"}`.
     Registered {
         /// The uid.
         uid: &'a str,
@@ -397,6 +399,10 @@ pub enum EventData<'a> {
         /// Whether the peer is present.
         #[serde(rename = "peerPresent")]
         peer_present: bool,
+        /// Whether this side yields when both offer at once; `None` keeps
+        /// the seed's shape (the Socket.IO door).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        polite: Option<bool>,
         /// Its ICE servers, when configured.
         #[serde(flatten)]
         ice: IceFields<'a>,
@@ -458,6 +464,7 @@ pub fn event_data(event: &Event) -> Option<EventData<'_>> {
             seed_type: role.seed_type(),
             resume_token,
             replayed: *replayed,
+            polite: role.polite(),
             ice: IceFields::of(ice_servers.as_deref()),
         },
         Event::Registered {
@@ -470,6 +477,7 @@ pub fn event_data(event: &Event) -> Option<EventData<'_>> {
             role: role.as_str(),
             seed_type: role.seed_type(),
             peer_present: *peer_present,
+            polite: Some(role.polite()),
             ice: IceFields::of(ice_servers.as_deref()),
         },
         Event::IceServers(grant) => EventData::IceServers(IceFields::of(Some(grant))),
