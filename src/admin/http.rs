@@ -1,5 +1,5 @@
 //! The admin API as HTTP JSON (docs/OPERATIONS.md, *Admin API*): presence,
-//! sessions, kick, push and stats under `/admin/v1/`.
+//! sessions, kick, push, stats and calls under `/admin/v1/`.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -14,6 +14,7 @@ use crate::core::{ErrorCode, Hub, JsonPayload, Rejection};
 use crate::protocol::admin::{
     KickRequest, PresenceJson, PushRequest, SessionJson, SessionsPageJson, StatsJson, encode_cursor,
 };
+use crate::protocol::admin_calls::CallsJson;
 
 #[derive(Clone)]
 struct Api {
@@ -29,6 +30,7 @@ pub(super) fn router(hub: Hub, max_message_bytes: usize) -> Router {
         .route("/admin/v1/kick", post(kick))
         .route("/admin/v1/push", post(push))
         .route("/admin/v1/stats", get(stats))
+        .route("/admin/v1/calls", get(calls))
         .route("/admin/v1/drain", post(drain))
         .with_state(Api {
             hub,
@@ -188,6 +190,31 @@ async fn stats(State(api): State<Api>) -> Response<Body> {
         async {
             let stats = api.hub.stats().await?;
             Ok(json(StatusCode::OK, &StatsJson::from(&stats)))
+        }
+        .await,
+    )
+}
+
+/// The query of `GET /admin/v1/calls`.
+#[derive(Debug, Deserialize)]
+struct CallsQuery {
+    window: Option<String>,
+}
+
+async fn calls(
+    State(api): State<Api>,
+    query: Result<Query<CallsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response<Body> {
+    answer(
+        async {
+            let Query(query) =
+                query.map_err(|rejection| Rejection::bad_request(rejection.body_text()))?;
+            let window = super::calls_window(query.window.as_deref())?;
+            let (summary, silent) = api.hub.calls(window).await?;
+            Ok(json(
+                StatusCode::OK,
+                &CallsJson::new(&summary, window, &silent),
+            ))
         }
         .await,
     )

@@ -10,6 +10,7 @@
 //!   and the router.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -259,6 +260,25 @@ pub(crate) fn kick_reason(reason: Option<&str>) -> Result<Arc<str>, Rejection> {
         )),
         Some(reason) => Ok(Arc::from(reason)),
     }
+}
+
+/// The window of the calls summary when none is asked for.
+pub(crate) const DEFAULT_CALLS_WINDOW: Duration = Duration::from_secs(3600);
+/// The longest window of the calls summary.
+pub(crate) const MAX_CALLS_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// The calls summary's window from the API (`1h`, `15m`; default one
+/// hour): from one second to a day.
+pub(crate) fn calls_window(text: Option<&str>) -> Result<Duration, Rejection> {
+    let Some(text) = text.filter(|text| !text.is_empty()) else {
+        return Ok(DEFAULT_CALLS_WINDOW);
+    };
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|window| (Duration::from_secs(1)..=MAX_CALLS_WINDOW).contains(window))
+        .ok_or_else(|| {
+            Rejection::bad_request("window must be a duration from 1s to 24h, such as 1h or 15m")
+        })
 }
 
 /// A listing's filter from the API's `uid_prefix`, `limit` and `cursor`.

@@ -17,7 +17,8 @@ use super::connection::{Listener, Pushes};
 use super::{EARLY_KILL_MEMORY, Inner, RECONNECT_BACKOFF, lock};
 use crate::core::admin::{NodeAnswers, NodeQuery};
 use crate::core::{
-    DeliveryError, Event, RegistryError, RemoteSession, Role, RouteError, SessionId, Uid,
+    CallReport, DeliveryError, DoorKind, Event, RegistryError, RemoteSession, Role, RouteError,
+    SessionId, Uid,
 };
 use crate::telemetry::metrics;
 
@@ -191,6 +192,13 @@ impl Inner {
                 tokio::spawn(async move {
                     let _ = inner.publish(&asker.node, reply).await;
                 });
+            }
+            Frame::Call { to, door, report } => {
+                // Joined where the web session lives; a report for a web
+                // session that has left since is joined here all the same.
+                if let Some(exporter) = self.exporter.get().and_then(std::sync::Weak::upgrade) {
+                    exporter.join_call(&to.uid, door, report);
+                }
             }
             frame @ Frame::Deliver { .. } => {
                 if let Some(frame) = self.divert_if_moved(frame) {
@@ -465,6 +473,23 @@ impl RemoteSession for RemotePeer {
 
     fn is_away(&self) -> bool {
         self.away
+    }
+
+    async fn join_call(&self, door: DoorKind, report: CallReport) -> Result<(), DeliveryError> {
+        let frame = Frame::Call {
+            to: Target {
+                uid: self.uid.clone(),
+                role: self.role,
+                session: self.session,
+            },
+            door,
+            report,
+        };
+        self.inner
+            .publish(&self.node, frame)
+            .await
+            .map(drop)
+            .map_err(|_| DeliveryError::Unreachable)
     }
 
     async fn deliver(&self, event: Event) -> Result<(), DeliveryError> {

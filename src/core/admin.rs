@@ -6,8 +6,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use super::call_stats::CallSummary;
 use super::command::{Role, Uid};
 use super::error::ErrorCode;
 use super::ids::{DoorKind, SessionId};
@@ -134,6 +135,11 @@ pub enum NodeQuery {
     },
     /// The node's activity.
     Stats,
+    /// The calls the node decided within `window`.
+    Calls {
+        /// How far back.
+        window: Duration,
+    },
 }
 
 /// A node's answer to a [`NodeQuery`].
@@ -147,6 +153,8 @@ pub enum NodeAnswer {
     Pushed(PushOutcome),
     /// Its activity.
     Stats(NodeStats),
+    /// Its calls in the window.
+    Calls(CallSummary),
 }
 
 /// One node's activity.

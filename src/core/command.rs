@@ -5,6 +5,7 @@ use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::{Arc, OnceLock};
 
+use super::call_report::CallReport;
 use super::error::Rejection;
 use super::payload::JsonPayload;
 use crate::telemetry::metrics::Label;
@@ -313,6 +314,8 @@ pub enum Command {
     IpAddr,
     /// Ask for a fresh ICE server list (registered sessions only).
     IceServers,
+    /// Say how a call attempt ended (registered sessions only; not relayed).
+    CallReport(CallReport),
     /// Take over a session whose connection dropped (instead of `register`).
     Resume {
         /// The session's resume token.

@@ -6,10 +6,12 @@
 //! moves the binding; the core decides what is allowed.
 
 use super::admin::{NodeAnswer, NodeQuery};
+use super::call_report::CallReport;
 use super::command::{Role, Uid};
 use super::error::Rejection;
 use super::event::Event;
 use super::identity::Identity;
+use super::ids::DoorKind;
 use super::session::SessionId;
 
 /// How long a resume waits, at most, for a session that is going away
@@ -56,6 +58,10 @@ pub trait SessionExporter: Send + Sync {
 
     /// Answers another node's admin query about this node's sessions.
     fn answer(&self, query: &NodeQuery) -> NodeAnswer;
+
+    /// Joins a `callreport` that the app session of `uid` made on `door`
+    /// on another node: its web session lives here.
+    fn join_call(&self, uid: &Uid, door: DoorKind, report: CallReport);
 
     /// This node freed the binding of `session` (uid, role) of a dead
     /// node; `peer` held the other role. The hub reports the end.

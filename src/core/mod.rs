@@ -17,6 +17,8 @@
 //! - [`hub`]: register / replace / relay / resume / disconnect, the only place the rules live.
 
 pub mod admin;
+pub mod call_report;
+pub mod call_stats;
 pub mod command;
 pub mod disconnect;
 pub mod error;
@@ -34,6 +36,7 @@ pub mod payload;
 pub mod registry;
 pub mod session;
 
+pub use call_report::{CallPath, CallReport, CallReportFields, CallResult, Millis};
 pub use command::{
     Command, FileOffer, Relay, RelayKind, Request, RequestId, Role, Uid, UidDigestHasher, UidMap,
     UnknownRole,

@@ -13,11 +13,13 @@ use async_trait::async_trait;
 use futures_util::future::{BoxFuture, Either};
 
 use super::admin::{NodeAnswers, NodeQuery};
+use super::call_report::CallReport;
 use super::command::{Role, Uid, UidMap};
 use super::error::{ErrorCode, Rejection};
 use super::event::Event;
 use super::handover::{SessionExport, SessionExporter};
 use super::identity::Identity;
+use super::ids::DoorKind;
 use super::session::{DeliveryError, SessionHandle, SessionId};
 use crate::sync::lock;
 
@@ -38,6 +40,12 @@ pub trait RemoteSession: Send + Sync + fmt::Debug {
     /// once that node has queued it (or refused it), so a sender learns
     /// about a slow or vanished peer exactly as it would on one node.
     async fn deliver(&self, event: Event) -> Result<(), DeliveryError>;
+
+    /// Hands the session's node a `callreport` from this session's peer,
+    /// made on `door`, to join there (docs/PROTOCOL.md, *Call outcomes*:
+    /// a call is joined where its web session lives). Returns once Redis
+    /// has taken it; `Unreachable` if it did not.
+    async fn join_call(&self, door: DoorKind, report: CallReport) -> Result<(), DeliveryError>;
 }
 
 /// What [`Peer::offer`] returns: a local peer's answer, ready at once, or
@@ -94,6 +102,20 @@ impl Peer {
         match &self.0 {
             PeerKind::Local(handle) => Either::Left(std::future::ready(handle.offer(event))),
             PeerKind::Remote(session) => Either::Right(session.deliver(event)),
+        }
+    }
+
+    /// Sends a `callreport` this peer's partner made on `door` to the
+    /// peer's node, to be joined there: `None` for a local peer (join it
+    /// here).
+    pub fn forward_call(
+        &self,
+        door: DoorKind,
+        report: CallReport,
+    ) -> Option<BoxFuture<'_, Result<(), DeliveryError>>> {
+        match &self.0 {
+            PeerKind::Local(_) => None,
+            PeerKind::Remote(session) => Some(session.join_call(door, report)),
         }
     }
 

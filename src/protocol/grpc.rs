@@ -3,8 +3,8 @@
 //! door streams them; this module is the one place the two shapes meet.
 
 use crate::core::{
-    Command, Event, FileOffer, IceGrant, JsonPayload, Rejection, Relay, Request, RequestId, Role,
-    Uid,
+    CallReport, CallReportFields, Command, Event, FileOffer, IceGrant, JsonPayload, Millis,
+    Rejection, Relay, Request, RequestId, Role, Uid,
 };
 use crate::proto::encoded::{EncodedValue, PayloadError, ValueError};
 use crate::proto::server::{self as pb, client_event, server_event};
@@ -56,12 +56,31 @@ pub fn decode_event(message: pb::ClientEvent) -> Result<Request, DecodeFailure> 
         }
         client_event::Event::Ipaddr(_) => Command::IpAddr,
         client_event::Event::IceServers(_) => Command::IceServers,
+        client_event::Event::CallReport(report) => {
+            Command::CallReport(call_report(report).map_err(fail)?)
+        }
         client_event::Event::Resume(resume) => Command::Resume {
             token: resume.token,
             last_seq: resume.last_seq,
         },
     };
     Ok(Request::new(id, command))
+}
+
+/// A `CallReport` → the checked report (an empty `path` or `reason` is none).
+fn call_report(report: pb::CallReport) -> Result<CallReport, Rejection> {
+    let millis = |value: Option<i64>| {
+        value.map(|ms| u64::try_from(ms).map_or(Millis::Invalid, Millis::Whole))
+    };
+    let present = |text: String| (!text.is_empty()).then_some(text);
+    CallReport::check(CallReportFields {
+        call: Some(report.call),
+        result: Some(report.result),
+        path: present(report.path),
+        setup_ms: millis(report.setup_ms),
+        duration_ms: millis(report.duration_ms),
+        reason: present(report.reason),
+    })
 }
 
 /// A relayed value: kept in its encoding when a gRPC peer would get the

@@ -7,8 +7,10 @@
 //!   and events.
 //! - [`grpc`]: the gRPC door's `ClientEvent` / `ServerEvent` ⇄ core
 //!   requests and events.
-//! - [`admin`]: the admin API's JSON (HTTP surface and node frames).
+//! - [`admin`]: the admin API's JSON (HTTP surface and node frames);
+//!   [`admin_calls`]: its call outcomes.
 
 pub mod admin;
+pub mod admin_calls;
 pub mod envelope;
 pub mod grpc;

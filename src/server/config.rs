@@ -46,6 +46,8 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 10_000;
 pub const DEFAULT_MAX_UID_BYTES: usize = 128;
 /// How long a connection may stay without registering or resuming.
 pub const DEFAULT_REGISTER_TIMEOUT: &str = "30s";
+/// Default for `--call-join-window`.
+pub const DEFAULT_CALL_JOIN_WINDOW: &str = "60s";
 /// How long a client may take to send HTTP/1 request headers (slowloris),
 /// to begin its first request on a new connection, and to send a Socket.IO
 /// polling POST's body.
@@ -241,6 +243,12 @@ pub struct Config {
     #[arg(long, env = "SIGNALGATE_REGISTER_TIMEOUT", default_value = DEFAULT_REGISTER_TIMEOUT, value_parser = parse_duration)]
     pub register_timeout: Duration,
 
+    /// How long one side's `callreport` waits for the other side's before
+    /// the call is recorded from one side alone (docs/PROTOCOL.md, *Call
+    /// outcomes*).
+    #[arg(long, env = "SIGNALGATE_CALL_JOIN_WINDOW", default_value = DEFAULT_CALL_JOIN_WINDOW, value_parser = parse_duration)]
+    pub call_join_window: Duration,
+
     /// How long a client may take to send HTTP/1 request headers, to begin
     /// its first request (or HTTP/2 stream) on a new connection, and to send
     /// a Socket.IO polling POST's body.
@@ -427,6 +435,7 @@ impl Default for Config {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_uid_bytes: DEFAULT_MAX_UID_BYTES,
             register_timeout: default_duration(DEFAULT_REGISTER_TIMEOUT),
+            call_join_window: default_duration(DEFAULT_CALL_JOIN_WINDOW),
             header_read_timeout: default_duration(DEFAULT_HEADER_READ_TIMEOUT),
             idle_timeout: default_duration(DEFAULT_IDLE_TIMEOUT),
             http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,

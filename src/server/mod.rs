@@ -169,6 +169,7 @@ impl Gateway {
                     burst: config.rate_burst,
                 },
                 register_timeout: config.register_timeout,
+                call_join_window: config.call_join_window,
                 max_uid_bytes: config.max_uid_bytes,
                 ice,
                 hooks: webhooks

@@ -25,6 +25,19 @@ pub const ERRORS: &str = "signalgate_errors_total";
 pub const DISCONNECTS: &str = "signalgate_disconnects_total";
 /// Time from a relay's arrival to the peer's connection taking it for writing.
 pub const RELAY_LATENCY: &str = "signalgate_relay_latency_seconds";
+/// `callreport`s taken, by the reporting side's role and door and its result.
+pub const CALL_REPORTS: &str = "signalgate_call_reports_total";
+/// Calls' outcomes (one per call: both sides' reports joined, or one side's
+/// alone), by result (`connected`, `failed`) and path.
+pub const CALLS: &str = "signalgate_calls_total";
+/// Time from first offer or answer to the outcome, by path.
+pub const CALL_SETUP: &str = "signalgate_call_setup_seconds";
+/// How long calls lasted, from their `closed` reports.
+pub const CALL_DURATION: &str = "signalgate_call_duration_seconds";
+/// Calls waiting for their second report.
+pub const CALLS_WAITING: &str = "signalgate_calls_waiting";
+/// Calls recorded one-sided early because too many were waiting.
+pub const CALLS_WAITING_FULL: &str = "signalgate_calls_waiting_full_total";
 /// Successful resumes.
 pub const RESUMES: &str = "signalgate_resumes_total";
 /// Failed resumes, by reason.
@@ -76,6 +89,12 @@ pub const JWKS_FETCHES: &str = "signalgate_jwks_fetches_total";
 const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
+/// A call's setup: ICE and DTLS take from a few hundred ms to tens of seconds.
+const CALL_SETUP_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0];
+/// A call's length: seconds to hours.
+const CALL_DURATION_BUCKETS: &[f64] = &[
+    1.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
+];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -86,6 +105,13 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(RELAY_LATENCY.to_owned()), LATENCY_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(Matcher::Full(CALL_SETUP.to_owned()), CALL_SETUP_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full(CALL_DURATION.to_owned()),
+                    CALL_DURATION_BUCKETS,
+                )
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();
@@ -247,6 +273,36 @@ pub fn disconnected(reason: &'static str) {
 }
 
 static RELAY_LATENCY_HISTOGRAM: OnceLock<metrics::Histogram> = OnceLock::new();
+
+/// A session reported a call attempt's `result`.
+pub fn call_reported(role: Label, door: Label, result: &'static str) {
+    counter!(CALL_REPORTS, "role" => role.text, "door" => door.text, "result" => result)
+        .increment(1);
+}
+
+/// A call's outcome was decided (`result` `connected` or `failed`; `path`
+/// `none` when no side said), and how long it took to set up.
+pub fn call_decided(result: &'static str, path: &'static str, setup: Option<Duration>) {
+    counter!(CALLS, "result" => result, "path" => path).increment(1);
+    if let Some(setup) = setup {
+        histogram!(CALL_SETUP, "path" => path).record(setup.as_secs_f64());
+    }
+}
+
+/// How many calls wait for their second report.
+pub fn calls_waiting(count: usize) {
+    gauge!(CALLS_WAITING).set(count as f64);
+}
+
+/// The waiting calls were at their bound: the oldest was recorded alone.
+pub fn calls_waiting_full() {
+    counter!(CALLS_WAITING_FULL).increment(1);
+}
+
+/// A call ended after `lasted`.
+pub fn call_ended(lasted: Duration) {
+    histogram!(CALL_DURATION).record(lasted.as_secs_f64());
+}
 
 /// A relayed event waited this long before its connection took it.
 pub fn relay_latency(waited: Duration) {

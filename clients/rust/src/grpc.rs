@@ -189,6 +189,25 @@ pub fn envelope_to_client_event(envelope: &Value) -> Result<pb::ClientEvent, Cli
         }),
         "ipaddr" => E::Ipaddr(pb::IpAddrRequest {}),
         "iceservers" => E::IceServers(pb::IceServersRequest {}),
+        "callreport" => {
+            let text = |name: &str| {
+                data.get(name)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            // int64 fields: a JSON value that is no whole number goes as -1,
+            // which the server refuses as JSON doors refuse the original.
+            let millis = |name: &str| data.get(name).map(|v| v.as_i64().unwrap_or(-1));
+            E::CallReport(pb::CallReport {
+                call: text("call"),
+                result: text("result"),
+                path: text("path"),
+                setup_ms: millis("setupMs"),
+                duration_ms: millis("durationMs"),
+                reason: text("reason"),
+            })
+        }
         "resume" => E::Resume(pb::Resume {
             token: data
                 .get("token")

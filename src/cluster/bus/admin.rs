@@ -9,6 +9,7 @@ use super::{BusError, parse_role};
 use crate::core::admin::{NodeAnswer, NodeQuery, PushOutcome, SessionFilter};
 use crate::core::{JsonPayload, Uid};
 use crate::protocol::admin::{NodeStatsJson, SessionJson};
+use crate::protocol::admin_calls::NodeCallsJson;
 
 /// A [`NodeQuery`] on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -33,6 +34,10 @@ pub(crate) enum QueryWire {
         data: String,
     },
     Stats,
+    /// The window in ms.
+    Calls {
+        window_ms: u64,
+    },
 }
 
 /// A [`NodeAnswer`] on the wire.
@@ -43,6 +48,7 @@ pub(crate) enum AnswerWire {
     Kicked { count: usize },
     Pushed { outcome: String },
     Stats { stats: NodeStatsJson },
+    Calls { calls: NodeCallsJson },
 }
 
 fn malformed(error: impl std::fmt::Display) -> BusError {
@@ -76,6 +82,9 @@ impl QueryWire {
                 data: data.as_str().to_owned(),
             },
             NodeQuery::Stats => QueryWire::Stats,
+            NodeQuery::Calls { window } => QueryWire::Calls {
+                window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            },
         }
     }
 
@@ -114,6 +123,9 @@ impl QueryWire {
                 data: JsonPayload::from_text(data).map_err(malformed)?,
             },
             QueryWire::Stats => NodeQuery::Stats,
+            QueryWire::Calls { window_ms } => NodeQuery::Calls {
+                window: std::time::Duration::from_millis(window_ms),
+            },
         })
     }
 }
@@ -136,6 +148,9 @@ impl AnswerWire {
             NodeAnswer::Stats(stats) => AnswerWire::Stats {
                 stats: NodeStatsJson::from(stats),
             },
+            NodeAnswer::Calls(summary) => AnswerWire::Calls {
+                calls: NodeCallsJson::from(summary),
+            },
         }
     }
 
@@ -157,6 +172,7 @@ impl AnswerWire {
                 }
             }),
             AnswerWire::Stats { stats } => NodeAnswer::Stats(stats.try_into().map_err(malformed)?),
+            AnswerWire::Calls { calls } => NodeAnswer::Calls(calls.try_into().map_err(malformed)?),
         })
     }
 }

@@ -10,14 +10,17 @@
 //! malformed one is refused there) and written from it once on departure.
 
 mod admin;
+mod calls;
 
 use admin::{AnswerWire, QueryWire};
+use calls::CallWire;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::core::admin::{NodeAnswer, NodeQuery};
 use crate::core::{
-    DeliveryError, ErrorCode, Event, Identity, Rejection, Role, SessionExport, SessionId, Uid,
+    CallReport, DeliveryError, DoorKind, ErrorCode, Event, Identity, Rejection, Role,
+    SessionExport, SessionId, Uid,
 };
 use crate::protocol::envelope::{self, event_data, event_request_id};
 
@@ -49,6 +52,13 @@ pub(crate) enum Frame {
     Query { query: NodeQuery, asker: Asker },
     /// The answer to a frame that named an asker.
     Reply { token: u64, answer: Answer },
+    /// A `callreport` from the peer of `to` (an app session on the sending
+    /// node), to be joined here where the web session `to` lives.
+    Call {
+        to: Target,
+        door: DoorKind,
+        report: CallReport,
+    },
 }
 
 /// One session of the receiving node.
@@ -89,6 +99,7 @@ impl Frame {
             Frame::Adopted { .. } => "adopted",
             Frame::Query { .. } => "query",
             Frame::Reply { .. } => "reply",
+            Frame::Call { .. } => "call",
         }
     }
 
@@ -98,7 +109,10 @@ impl Frame {
         match self {
             Frame::Deliver { asker, .. } => asker.as_ref(),
             Frame::Take { asker, .. } | Frame::Query { asker, .. } => Some(asker),
-            Frame::Kill { .. } | Frame::Adopted { .. } | Frame::Reply { .. } => None,
+            Frame::Kill { .. }
+            | Frame::Adopted { .. }
+            | Frame::Reply { .. }
+            | Frame::Call { .. } => None,
         }
     }
 
@@ -109,7 +123,8 @@ impl Frame {
             Frame::Take { .. }
             | Frame::Adopted { .. }
             | Frame::Query { .. }
-            | Frame::Reply { .. } => None,
+            | Frame::Reply { .. }
+            | Frame::Call { .. } => None,
         }
     }
 
@@ -166,6 +181,8 @@ struct Wire {
     query: Option<QueryWire>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     answer: Option<AnswerWire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    call: Option<CallWire>,
 }
 
 impl From<Frame> for Wire {
@@ -228,6 +245,10 @@ impl From<Frame> for Wire {
                 },
                 Some(asker),
             ),
+            Frame::Call { to, door, report } => Wire {
+                call: Some(CallWire::encode(door, &report)),
+                ..target(to)
+            },
             Frame::Adopted { session, bound } => Wire {
                 session: Some(session.to_string()),
                 outcome: Some(if bound { "bound" } else { "lost" }.to_owned()),
@@ -328,6 +349,14 @@ impl TryFrom<Wire> for Frame {
                     other => return Err(BusError::Malformed(format!("adopted outcome {other:?}"))),
                 },
             },
+            "call" => {
+                let (door, report) = wire.call.clone().ok_or_else(|| missing("call"))?.decode()?;
+                Frame::Call {
+                    to: target()?,
+                    door,
+                    report,
+                }
+            }
             "query" => Frame::Query {
                 asker: asker().ok_or_else(|| missing("reply_node and token"))?,
                 query: wire.query.ok_or_else(|| missing("query"))?.decode()?,

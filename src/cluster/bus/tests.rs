@@ -170,6 +170,52 @@ fn frames_the_scripts_publish_are_read() {
 }
 
 #[test]
+fn call_reports_round_trip_and_are_checked_again() {
+    let report = CallReport::check(crate::core::CallReportFields {
+        call: Some("attempt-1".into()),
+        result: Some("failed".into()),
+        setup_ms: Some(crate::core::Millis::Whole(12_000)),
+        reason: Some("ICE failed".into()),
+        ..Default::default()
+    })
+    .expect("valid");
+    let to = Target {
+        role: Role::Web,
+        ..target()
+    };
+    let text = Frame::Call {
+        to: to.clone(),
+        door: DoorKind::Grpc,
+        report: report.clone(),
+    }
+    .encode()
+    .expect("encodes");
+    let Ok(Frame::Call {
+        to: read_to,
+        door,
+        report: read,
+    }) = Frame::decode(text.as_bytes())
+    else {
+        panic!("a call frame: {text}");
+    };
+    assert_eq!((read_to, door, read), (to, DoorKind::Grpc, report));
+    // A report that breaks the rules is refused as malformed, as are an
+    // unknown door and a call frame without its report.
+    let session = SessionId::random();
+    for text in [
+        format!(
+            r#"{{"t":"call","uid":"u","role":"web","session":"{session}","call":{{"door":"ws","call":"c","result":"connected"}}}}"#
+        ),
+        format!(
+            r#"{{"t":"call","uid":"u","role":"web","session":"{session}","call":{{"door":"fax","call":"c","result":"failed"}}}}"#
+        ),
+        format!(r#"{{"t":"call","uid":"u","role":"web","session":"{session}"}}"#),
+    ] {
+        assert!(Frame::decode(text.as_bytes()).is_err(), "{text}");
+    }
+}
+
+#[test]
 fn malformed_frames_are_refused() {
     for text in [
         r#"{"t":"deliver","uid":"u","role":"app"}"#,

@@ -13,6 +13,7 @@ use super::super::admin::{
     DoorCounts, NodeAnswer, NodeAnswers, NodeQuery, NodeStats, PushOutcome, SessionFilter,
     SessionInfo, SessionState,
 };
+use super::super::call_stats::CallSummary;
 use super::super::command::{Role, Uid};
 use super::super::error::ErrorCode;
 use super::super::event::Event;
@@ -170,6 +171,7 @@ impl Shared {
                 NodeAnswer::Pushed(self.push_here(uid, *role, data))
             }
             NodeQuery::Stats => NodeAnswer::Stats(self.stats_here()),
+            NodeQuery::Calls { window } => NodeAnswer::Calls(self.calls_here(*window)),
         }
     }
 }
@@ -309,13 +311,34 @@ impl Hub {
         Ok(ClusterStats { nodes })
     }
 
-    /// Samples the relay and error rates once a second until `stop`.
+    /// The calls every node decided within `window`, merged, and the nodes
+    /// that did not answer in time.
+    pub async fn calls(
+        &self,
+        window: Duration,
+    ) -> Result<(CallSummary, Vec<Arc<str>>), RegistryError> {
+        let mut merged = CallSummary::default();
+        let mut silent = Vec::new();
+        for (node, answer) in self.ask_everyone(&NodeQuery::Calls { window }).await? {
+            match answer {
+                Some(NodeAnswer::Calls(summary)) => merged.merge(summary),
+                _ => silent.push(node),
+            }
+        }
+        Ok((merged, silent))
+    }
+
+    /// Samples the relay and error rates once a second until `stop`, and
+    /// records alone the calls whose second report is overdue.
     pub async fn sample_activity(self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.shared.activity.sample(),
+                _ = tick.tick() => {
+                    self.shared.activity.sample();
+                    self.shared.expire_calls();
+                }
                 () = stop.cancelled() => return,
             }
         }

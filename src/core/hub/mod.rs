@@ -35,6 +35,7 @@ use crate::sync::lock;
 use crate::telemetry::metrics;
 
 mod admin;
+mod calls;
 mod counts;
 mod drain;
 mod relay;
@@ -69,6 +70,8 @@ pub struct HubConfig {
     pub register_timeout: Duration,
     /// Longest uid accepted at `register`, in bytes.
     pub max_uid_bytes: usize,
+    /// How long one side's call report waits for the other's.
+    pub call_join_window: Duration,
     /// The ICE servers handed to sessions (`None`: none configured).
     pub ice: Option<Arc<IcePolicy>>,
     /// Where session and pair events go (`None`: no webhooks).
@@ -122,6 +125,10 @@ struct Shared {
     /// Cancelled when someone asks the gateway to stop (the admin API's
     /// drain); the serve loop then drains and exits as on SIGTERM.
     stop_requested: CancellationToken,
+    /// Call reports waiting for the other side's (`callreport`).
+    calls: Mutex<calls::CallBook>,
+    /// The calls decided lately, for the admin API.
+    call_history: Mutex<calls::CallHistory>,
 }
 
 /// The entry point of the core: a cheap, cloneable handle shared by every door.
@@ -180,6 +187,7 @@ impl Hub {
     ) -> Hub {
         let node = link.as_ref().map_or("local", |link| link.node_name());
         let node = Arc::from(node);
+        let calls = calls::CallBook::new(config.call_join_window);
         let hub = Hub {
             shared: Arc::new(Shared {
                 registry,
@@ -192,6 +200,8 @@ impl Hub {
                 node,
                 draining: std::sync::atomic::AtomicBool::new(false),
                 stop_requested: CancellationToken::new(),
+                calls: Mutex::new(calls),
+                call_history: Mutex::new(calls::CallHistory::default()),
             }),
         };
         if let Some(link) = &hub.shared.link {

@@ -1,5 +1,6 @@
 //! A connection's view of its session: its requests, in order, and what
-//! they do (register, relay, ipaddr, iceservers); `resume` is in `super::resume`.
+//! they do (register, relay, ipaddr, iceservers, callreport); `resume` is
+//! in `super::resume`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Instant;
 
 use tracing::info;
 
+use crate::core::call_report::CallReport;
 use crate::core::command::{Command, Relay, Request, RequestId, Role, Uid};
 use crate::core::error::{EndReason, ErrorCode, Rejection};
 use crate::core::event::Event;
@@ -85,6 +87,7 @@ impl Session {
                     Ok(())
                 }
                 Command::IceServers => self.ice_servers(),
+                Command::CallReport(report) => Box::pin(self.call_report(report)).await,
                 Command::Resume { token, last_seq } => {
                     Box::pin(self.resume(&token, last_seq)).await
                 }
@@ -297,6 +300,39 @@ impl Session {
         })?;
         let grant = self.hub.ice_grant(&uid).unwrap_or_default();
         self.reply(Event::IceServers(grant));
+        Ok(())
+    }
+
+    /// Takes a `callreport` into the join of call outcomes, which happens
+    /// where the pair's web session lives: an app's report goes to the web
+    /// session's node when that is another (and is joined here if it
+    /// cannot get there, or there is no web session). Nothing goes to the
+    /// peer's client.
+    async fn call_report(&self, report: CallReport) -> Result<(), Rejection> {
+        let (uid, role) = self.registration().ok_or_else(|| {
+            Rejection::new(
+                ErrorCode::NotRegistered,
+                "register or resume before reporting a call",
+            )
+        })?;
+        let door = self.attachment.door();
+        metrics::call_reported(role.label(), door.label(), report.result.as_str());
+        if role == Role::App {
+            let registry = &self.hub.shared.registry;
+            let route = match registry.peer_of_now(&uid, role, self.id()) {
+                Some(route) => route,
+                None => registry.peer_of(&uid, role, self.id()).await,
+            };
+            if let Some(forwarded) = route
+                .ok()
+                .as_ref()
+                .and_then(|web| web.forward_call(door, report.clone()))
+                && forwarded.await.is_ok()
+            {
+                return Ok(());
+            }
+        }
+        self.hub.shared.join_call(&uid, role, door, report);
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use base64::Engine as _;
 use tracing::{info, warn};
 
+use crate::core::call_report::CallReport;
 use crate::core::command::{Role, Uid};
 use crate::core::error::{EndReason, ErrorCode, Rejection};
 use crate::core::event::Event;
@@ -121,6 +122,10 @@ fn check_resumable(
 impl SessionExporter for Shared {
     fn answer(&self, query: &NodeQuery) -> NodeAnswer {
         self.answer_here(query)
+    }
+
+    fn join_call(&self, uid: &Uid, door: DoorKind, report: CallReport) {
+        Shared::join_call(self, uid, Role::App, door, report);
     }
 
     fn reaped(&self, uid: &Uid, role: Role, session: SessionId, peer: Option<SessionId>) {

@@ -37,6 +37,7 @@ fn hub_with_ice(ice: Option<Arc<IcePolicy>>) -> Hub {
             },
             register_timeout: Duration::ZERO,
             max_uid_bytes: 128,
+            call_join_window: Duration::from_secs(60),
             ice,
             hooks: None,
         },

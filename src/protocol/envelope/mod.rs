@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+mod calls;
 mod events;
 mod ice;
 
@@ -242,6 +243,7 @@ pub fn decode_command(event: &str, data: Option<Data<'_>>) -> Result<Command, Re
         "ctrlSendSpeed" => Command::Relay(Relay::CtrlSendSpeed(decode_byte_count(data)?)),
         "ipaddr" => Command::IpAddr,
         "iceservers" => Command::IceServers,
+        "callreport" => calls::decode_call_report(data)?,
         "resume" => decode_resume(data)?,
         other => {
             return Err(Rejection::bad_request(format!(
