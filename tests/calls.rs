@@ -7,10 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::admin::{admin, admin_config};
+use common::admin::{ADMIN_TOKEN, admin, admin_config, admin_grpc};
 use common::cluster::Topology;
 use common::{EVENT_TIMEOUT, TestGateway, paired};
 use serde_json::{Value, json};
+use signalgate::proto::admin as pb;
 use signalgate_client::Door;
 
 include!("common/across_doors.rs");
@@ -126,6 +127,42 @@ async fn reports_of_both_sides_join_into_one_call(
             .as_str()
             .is_some_and(|at| at.ends_with('Z'))
     );
+    // gRPC's GetCalls says the same as the HTTP answer.
+    let mut grpc = admin_grpc(nodes[0], Some(ADMIN_TOKEN)).await;
+    let answer = grpc
+        .get_calls(pb::GetCallsRequest {
+            window: "1h".into(),
+        })
+        .await
+        .expect("calls")
+        .into_inner();
+    assert_eq!(
+        (
+            answer.total,
+            answer.connected,
+            answer.failed,
+            answer.window_s
+        ),
+        (2, 1, 1, 3600)
+    );
+    assert_eq!(
+        answer.relay_share,
+        calls["relayShare"].as_f64().expect("share")
+    );
+    assert_eq!(answer.setup_ms_p50, calls["setupMs"]["p50"].as_u64());
+    assert_eq!(answer.recent_failures.len(), 1);
+    assert_eq!(answer.recent_failures[0].reason, "ICE failed");
+    assert_eq!(
+        answer.recent_failures[0].at,
+        failures[0]["at"].as_str().expect("at")
+    );
+    let refused = grpc
+        .get_calls(pb::GetCallsRequest {
+            window: "forever".into(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     // Nothing reached either client.
     web.expect_silence().await;
     app.expect_silence().await;

@@ -322,3 +322,97 @@ async fn a_dead_nodes_sessions_are_reported_once_by_the_reaper() {
     receiver.wait_for(6, WAIT).await;
     survivor.stop().await;
 }
+
+/// Calls' outcomes as signed webhooks, sent by the node where the web
+/// session lives: `call.connected` (both sides joined), `call.failed`
+/// (with the reason), `call.ended` (with the duration), in that order.
+async fn calls_are_reported(topology: Topology, web_door: Door, app_door: Door) {
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    let gateway = topology.start_with(hooked(&receiver)).await;
+    let (mut web, mut app) = paired(&gateway, "kai", web_door, app_door).await;
+    let mut seen = 3; // two session.registered, one pair.started
+    receiver.wait_for(seen, WAIT).await;
+    web.send(
+        "callreport",
+        Some(json!({"call": "k-1", "result": "connected", "path": "host", "setupMs": 700})),
+        Some(1),
+    )
+    .await;
+    web.expect_ack(1).await;
+    app.send(
+        "callreport",
+        Some(json!({"call": "k-1", "result": "connected", "path": "host", "setupMs": 650})),
+        Some(2),
+    )
+    .await;
+    app.expect_ack(2).await;
+    let connected = next(&receiver, &mut seen, "call.connected").await;
+    assert_eq!(connected["uid"], "kai");
+    assert_eq!(connected["call"], "k-1");
+    assert_eq!(connected["path"], "host");
+    assert_eq!(connected["setupMs"], 700);
+    assert_eq!(connected["durationMs"], Value::Null);
+    assert_eq!(connected["one_sided"], false);
+    assert_eq!(connected["web_door"], door_name(web_door));
+    assert_eq!(connected["app_door"], door_name(app_door));
+    app.send(
+        "callreport",
+        Some(json!({"call": "k-2", "result": "failed", "reason": "ICE failed"})),
+        Some(3),
+    )
+    .await;
+    app.expect_ack(3).await;
+    web.send(
+        "callreport",
+        Some(json!({"call": "k-2", "result": "failed", "setupMs": 10000, "reason": "timeout"})),
+        Some(4),
+    )
+    .await;
+    web.expect_ack(4).await;
+    let failed = next(&receiver, &mut seen, "call.failed").await;
+    assert_eq!(failed["call"], "k-2");
+    assert_eq!(
+        failed["reason"], "timeout",
+        "the web side's reason comes first"
+    );
+    app.send(
+        "callreport",
+        Some(json!({"call": "k-1", "result": "closed", "durationMs": 42000})),
+        Some(5),
+    )
+    .await;
+    app.expect_ack(5).await;
+    let ended = next(&receiver, &mut seen, "call.ended").await;
+    assert_eq!(ended["call"], "k-1");
+    assert_eq!(ended["durationMs"], 42000);
+    // Every call hook comes from the web session's node.
+    let nodes: Vec<Value> = [&connected, &failed, &ended]
+        .iter()
+        .map(|hook| hook["node"].clone())
+        .collect();
+    let web_node = receiver
+        .received()
+        .iter()
+        .map(|post| post.json())
+        .find(|hook| hook["type"] == "session.registered" && hook["role"] == "web")
+        .expect("the web's registration")["node"]
+        .clone();
+    assert!(nodes.iter().all(|node| *node == web_node), "{nodes:?}");
+    for post in receiver.received() {
+        verify(SECRET, &post).unwrap_or_else(|e| panic!("{e}: {post:?}"));
+    }
+    web.close().await;
+    app.expect("byebye").await;
+    app.close().await;
+    gateway.assert_empty().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_reported_as_webhooks_on_one_node() {
+    calls_are_reported(Topology::Single, Door::SocketIo, Door::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_reported_as_webhooks_from_the_web_sessions_node() {
+    calls_are_reported(Topology::TwoNodes, Door::Ws, Door::Grpc).await;
+}

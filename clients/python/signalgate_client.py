@@ -40,6 +40,7 @@ class SignalGateError(Exception):
     def __init__(self, code: str, message: str, request_id: int = 0):
         super().__init__(f"{code}: {message}")
         self.code = code
+        self.message = message
         self.request_id = request_id
 
 
@@ -218,6 +219,31 @@ class SignalGateClient:
 
     async def ctrl_send_speed(self, bytes_received: int) -> None:
         await self.request(ctrl_send_speed=pb.CtrlSendSpeed(bytes_received=bytes_received))
+
+    async def call_report(
+        self,
+        call: str,
+        result: str,
+        path: str = "",
+        setup_ms: int | None = None,
+        duration_ms: int | None = None,
+        reason: str = "",
+    ) -> None:
+        """Says how a call attempt ended (docs/PROTOCOL.md, *Call outcomes*).
+
+        `result` is "connected" (then `path` is required: the selected
+        candidate pair's local type, "host", "srflx", "prflx" or "relay"),
+        "failed" (with a `reason`) or "closed" (with `duration_ms`);
+        `setup_ms` is the time from the first offer or answer. Both peers
+        report the same `call` id. Raises `SignalGateError` (BAD_REQUEST
+        naming the field) when a rule is broken.
+        """
+        report = pb.CallReport(call=call, result=result, path=path, reason=reason)
+        if setup_ms is not None:
+            report.setup_ms = setup_ms
+        if duration_ms is not None:
+            report.duration_ms = duration_ms
+        await self.request(call_report=report)
 
     async def resume(self, token: str, last_seq: int) -> dict:
         """Takes over a dropped session on this new stream; returns `resumed`.

@@ -131,6 +131,48 @@ def test_errors_arrive_as_exceptions():
     run(scenario())
 
 
+def test_call_reports_are_acknowledged_checked_and_not_relayed():
+    async def scenario():
+        app = SignalGateClient(TARGET)
+        await app.connect()
+        try:
+            await app.call_report("c-1", "failed", reason="no network")
+        except SignalGateError as error:
+            assert error.code == "NOT_REGISTERED", error
+        else:
+            raise AssertionError("a report before register must fail")
+        web = await WsPeer().open()
+        await web.send("register", {"uid": "py-caller", "type": "web"})
+        await web.expect("registered")
+        await app.register("py-caller", "app")
+        await app.expect("syncfrom")
+        await app.call_report("c-1", "connected", path="relay", setup_ms=950)
+        await app.call_report("c-1", "closed", duration_ms=30_000)
+        await web.send("callreport", {"call": "c-1", "result": "connected", "path": "host"}, 1)
+        ack = await web.next()
+        assert (ack["event"], ack["id"]) == ("ack", 1), ack
+        for bad, field in [
+            (dict(result="connected"), "path"),
+            (dict(result="closed", duration_ms=-1), "durationMs"),
+            (dict(result="closed", reason="hung up"), "reason"),
+        ]:
+            try:
+                await app.call_report("c-2", **bad)
+            except SignalGateError as error:
+                assert error.code == "BAD_REQUEST", error
+                assert error.message.startswith(field), error
+            else:
+                raise AssertionError(f"{bad} must be refused")
+        # Nothing was relayed: the next thing the web side sees is the
+        # app's message.
+        await app.relay("message", "after the reports")
+        assert await web.expect("message") == "after the reports"
+        await app.close()
+        await web.expect("byebye")
+
+    run(scenario())
+
+
 def test_ice_servers_carry_turn_credentials_that_check():
     """The gateway runs with a TURN URL, a STUN URL and a secret
     (scripts/checks/python.sh): `registered` carries the list, the

@@ -15,6 +15,7 @@ use crate::proto::admin as pb;
 use crate::proto::admin::admin_server::{Admin, AdminServer};
 use crate::proto::json::value_to_json;
 use crate::protocol::admin::{StatsJson, encode_cursor, unix_millis};
+use crate::protocol::admin_calls::CallsJson;
 
 /// Shortest interval `WatchStats` accepts.
 const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(200);
@@ -225,6 +226,17 @@ impl Admin for AdminService {
         Ok(Response::new(stats(&found)))
     }
 
+    async fn get_calls(
+        &self,
+        request: Request<pb::GetCallsRequest>,
+    ) -> Result<Response<pb::Calls>, Status> {
+        let window = super::calls_window(Some(&request.into_inner().window)).map_err(status)?;
+        let (summary, silent) = self.hub.calls(window).await.map_err(status)?;
+        Ok(Response::new(calls(CallsJson::new(
+            &summary, window, &silent,
+        ))))
+    }
+
     type WatchStatsStream = StatsStream;
 
     async fn watch_stats(
@@ -248,5 +260,44 @@ impl Admin for AdminService {
         });
         let stream = futures_util::StreamExt::take_until(stream, until);
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The calls summary as gRPC says it, from the HTTP answer's shape (one
+/// rendering of the summary for both surfaces).
+fn calls(json: CallsJson) -> pb::Calls {
+    pb::Calls {
+        window_s: json.window_s,
+        total: json.total as u64,
+        connected: json.connected as u64,
+        failed: json.failed as u64,
+        relay_share: json.relay_share,
+        setup_ms_p50: json.setup_ms.p50,
+        setup_ms_p95: json.setup_ms.p95,
+        by_door_pair: json
+            .by_door_pair
+            .into_iter()
+            .map(|(pair, counts)| {
+                (
+                    pair,
+                    pb::PairCounts {
+                        total: counts.total as u64,
+                        connected: counts.connected as u64,
+                        failed: counts.failed as u64,
+                    },
+                )
+            })
+            .collect(),
+        recent_failures: json
+            .recent_failures
+            .into_iter()
+            .map(|failure| pb::CallFailure {
+                uid: failure.uid,
+                call: failure.call,
+                reason: failure.reason.unwrap_or_default(),
+                at: failure.at,
+            })
+            .collect(),
+        unreachable_nodes: json.unreachable_nodes,
     }
 }

@@ -1,9 +1,11 @@
 //! What the core tells the app's backend about (docs/HOOKS.md): the life of
 //! sessions and pairs, as [`HookEvent`]s handed to a [`HookSink`] at the
-//! moment they happen. The sink (the webhook sender) numbers, signs and
+//! moment they happen, and the calls' outcomes ([`CallRecord`]s). The sink (the webhook sender) numbers, signs and
 //! delivers them; the core only decides what happened, once, for every
 //! door and node.
 
+use super::call_report::CallResult;
+use super::call_stats::CallRecord;
 use super::command::{Role, Uid};
 use super::ids::{DoorKind, SessionId};
 
@@ -22,17 +24,26 @@ pub enum HookKind {
     PairEnded,
     /// A registered session ended.
     SessionEnded,
+    /// A call's outcome was decided: connected.
+    CallConnected,
+    /// A call's outcome was decided: failed.
+    CallFailed,
+    /// A connected call ended (`callreport` `closed`).
+    CallEnded,
 }
 
 impl HookKind {
     /// Every kind, in the order of docs/HOOKS.md.
-    pub const ALL: [HookKind; 6] = [
+    pub const ALL: [HookKind; 9] = [
         HookKind::SessionRegistered,
         HookKind::PairStarted,
         HookKind::PeerAway,
         HookKind::PeerBack,
         HookKind::PairEnded,
         HookKind::SessionEnded,
+        HookKind::CallConnected,
+        HookKind::CallFailed,
+        HookKind::CallEnded,
     ];
 
     /// The wire name, e.g. `pair.started`.
@@ -44,6 +55,18 @@ impl HookKind {
             HookKind::PeerBack => "peer.back",
             HookKind::PairEnded => "pair.ended",
             HookKind::SessionEnded => "session.ended",
+            HookKind::CallConnected => "call.connected",
+            HookKind::CallFailed => "call.failed",
+            HookKind::CallEnded => "call.ended",
+        }
+    }
+
+    /// The kind of hook a decided call makes.
+    pub const fn of_call(result: CallResult) -> HookKind {
+        match result {
+            CallResult::Connected => HookKind::CallConnected,
+            CallResult::Failed => HookKind::CallFailed,
+            CallResult::Closed => HookKind::CallEnded,
         }
     }
 }
@@ -74,4 +97,8 @@ pub struct HookEvent {
 pub trait HookSink: Send + Sync + std::fmt::Debug {
     /// Takes one event, in the order events happen for its uid.
     fn emit(&self, event: HookEvent);
+
+    /// Takes one decided call (`call.connected`, `call.failed` or
+    /// `call.ended`, by its result), in order with its uid's other events.
+    fn emit_call(&self, record: &CallRecord);
 }

@@ -1,5 +1,5 @@
-//! Signed webhooks (docs/HOOKS.md): the core's [`HookEvent`]s, numbered,
-//! signed and POSTed to `--webhook-url`.
+//! Signed webhooks (docs/HOOKS.md): the core's [`HookEvent`]s and decided
+//! calls, numbered, signed and POSTed to `--webhook-url`.
 //!
 //! - Bounded: at most `--webhook-queue` events wait in all (queued or
 //!   being retried, over every lane); past it a new event is dropped,
@@ -28,7 +28,10 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::core::hooks::{HookEvent, HookSink};
+use crate::core::call_report::CallPath;
+use crate::core::call_stats::CallRecord;
+use crate::core::hooks::{HookEvent, HookKind, HookSink};
+use crate::core::{DoorKind, Uid};
 use crate::protocol::admin::rfc3339_millis;
 use crate::telemetry::metrics;
 
@@ -125,6 +128,29 @@ struct Body<'a> {
     epoch: u64,
     at: String,
     reason: Option<&'static str>,
+}
+
+/// The JSON body of a call's webhook (`call.connected`, `call.failed`,
+/// `call.ended`).
+#[derive(Debug, Serialize)]
+struct CallBody<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    uid: &'a str,
+    call: &'a str,
+    path: Option<&'static str>,
+    #[serde(rename = "setupMs")]
+    setup_ms: Option<u64>,
+    #[serde(rename = "durationMs")]
+    duration_ms: Option<u64>,
+    reason: Option<&'a str>,
+    one_sided: bool,
+    web_door: Option<&'static str>,
+    app_door: Option<&'static str>,
+    node: &'a str,
+    epoch: u64,
+    at: String,
 }
 
 /// One event on its way.
@@ -249,10 +275,41 @@ impl HookSink for Webhooks {
             at: rfc3339_millis(SystemTime::now()),
             reason: event.reason,
         };
-        let Ok(body) = serde_json::to_string(&body) else {
+        self.queue(&event.uid, event.kind, id, serde_json::to_string(&body));
+    }
+
+    fn emit_call(&self, record: &CallRecord) {
+        let kind = HookKind::of_call(record.result);
+        let epoch = self.next_epoch();
+        let id = format!("{:032x}", rand::random::<u128>());
+        let body = CallBody {
+            id: id.clone(),
+            kind: kind.as_str(),
+            uid: record.uid.as_str(),
+            call: &record.call,
+            path: record.path.map(CallPath::as_str),
+            setup_ms: record.setup_ms,
+            duration_ms: record.duration_ms,
+            reason: record.reason.as_deref(),
+            one_sided: record.one_sided,
+            web_door: record.doors.0.map(DoorKind::as_str),
+            app_door: record.doors.1.map(DoorKind::as_str),
+            node: &self.node,
+            epoch,
+            at: rfc3339_millis(record.at),
+        };
+        self.queue(&record.uid, kind, id, serde_json::to_string(&body));
+    }
+}
+
+impl Webhooks {
+    /// Queues one event's body on its uid's lane, within the capacity (past
+    /// it the event is dropped and counted).
+    fn queue(&self, uid: &Uid, kind: HookKind, id: String, body: serde_json::Result<String>) {
+        let Ok(body) = body else {
             return;
         };
-        let lane = event.uid.shard_index(self.lanes.len());
+        let lane = uid.shard_index(self.lanes.len());
         let pending = Pending {
             id,
             body,
@@ -284,7 +341,7 @@ impl HookSink for Webhooks {
             metrics::webhook_dropped("queue_full");
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed);
             if dropped.is_power_of_two() || dropped == 0 {
-                warn!(dropped = dropped + 1, kind = event.kind.as_str(), uid = %event.uid, "webhook queue full: event dropped (the receiver is slow or down)");
+                warn!(dropped = dropped + 1, kind = kind.as_str(), %uid, "webhook queue full: event dropped (the receiver is slow or down)");
             }
         }
     }

@@ -229,6 +229,9 @@ impl Shared {
         for record in records {
             history.keep(record);
             metrics_of(record);
+            if let Some(hooks) = &self.config.hooks {
+                hooks.emit_call(record);
+            }
         }
     }
 }
