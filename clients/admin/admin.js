@@ -1,17 +1,20 @@
 // The signalgate admin dashboard: polls GET /admin/v1/stats every second,
 // keeps the last five minutes in memory and draws them as SVG charts (no
 // library, no build step; a chart spans what it has seen, half a minute at
-// least); lists sessions (GET /admin/v1/sessions), shows a
+// least); polls the calls' outcomes (GET /admin/v1/calls) every few
+// seconds; lists sessions (GET /admin/v1/sessions), shows a
 // uid's presence and kicks (POST /admin/v1/kick).
 "use strict";
 
 const HISTORY = 300; // samples (seconds) kept per series
+const CALLS_EVERY = 5; // samples between two calls summaries
 const COLORS = ["#2f6fed", "#1f8a4c", "#d9822b", "#8e44ad", "#c7372f", "#16a2b8", "#6b7385"];
 const TOKEN_KEY = "signalgate.admin.token";
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || "",
-  samples: [], // {t, totals}
+  samples: [], // {t, totals, calls}
+  calls: null, // the latest GET /admin/v1/calls answer
   timer: null,
   lastStats: null,
   search: "",
@@ -52,6 +55,7 @@ function signIn(token) {
     record(stats);
     if (!state.timer) state.timer = setInterval(poll, 1000);
     refreshSessions();
+    refreshCalls();
   });
 }
 
@@ -69,6 +73,7 @@ async function poll() {
   try {
     record(await api("GET", "/admin/v1/stats"));
     if (state.samples.length % 2 === 0) refreshSessions();
+    if (state.samples.length % CALLS_EVERY === 0) refreshCalls();
   } catch (error) {
     if (error.status === 401) signOut("The token was refused.");
     else $("status").textContent = "gateway unreachable: " + error.message;
@@ -77,7 +82,7 @@ async function poll() {
 
 function record(stats) {
   state.lastStats = stats;
-  state.samples.push({ t: Date.now(), totals: stats.totals });
+  state.samples.push({ t: Date.now(), totals: stats.totals, calls: state.calls });
   if (state.samples.length > HISTORY) state.samples.shift();
   const t = stats.totals;
   $("status").textContent = `${t.nodes_up} node${t.nodes_up === 1 ? "" : "s"} up` +
@@ -143,14 +148,15 @@ function ago(seconds) {
   return seconds < 120 ? `-${seconds} s` : `-${Math.round(seconds / 60)} min`;
 }
 
-// One chart: series = [{name, values: [number]}], the newest at the right.
+// One chart: series = [{name, values: [number]}], the newest at the right
+// (a series may be shorter than the samples: it starts when its data did).
 function chart(svgId, legendId, series) {
   const svg = $(svgId);
   const width = svg.clientWidth || 420, height = svg.clientHeight || 160;
   const left = 34, right = 6, top = 6, bottom = 16;
-  const n = state.samples.length, slots = span();
+  const slots = span();
   const max = Math.max(1, ...series.flatMap((s) => s.values));
-  const x = (i) => left + ((slots - n + i) / (slots - 1)) * (width - left - right);
+  const x = (i, n) => left + ((slots - n + i) / (slots - 1)) * (width - left - right);
   const y = (v) => top + (1 - v / max) * (height - top - bottom);
   let out = "";
   for (const f of [0, 0.5, 1]) {
@@ -162,7 +168,7 @@ function chart(svgId, legendId, series) {
   out += `<text x="${width - right}" y="${height - 3}" text-anchor="end">now</text>`;
   series.forEach((s, k) => {
     if (!s.values.length) return;
-    const points = s.values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+    const points = s.values.map((v, i) => `${x(i, s.values.length).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
     out += `<polyline fill="none" stroke="${COLORS[k % COLORS.length]}" stroke-width="1.6" points="${points}"/>`;
   });
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
@@ -192,6 +198,64 @@ function drawCharts() {
   chart("chart-errors", "legend-errors", codes.length
     ? codes.map((code) => ({ name: code, values: pick((t) => t.errors_per_s[code] || 0) }))
     : [{ name: "none", values: pick(() => 0) }]);
+  drawCallCharts();
+}
+
+async function refreshCalls() {
+  try {
+    state.calls = await api("GET", "/admin/v1/calls?window=1h");
+    drawCalls(state.calls);
+  } catch (error) {
+    $("call-status").textContent = "calls unavailable: " + error.message;
+  }
+}
+
+const percent = (part, whole) => (whole ? (100 * part) / whole : 0);
+
+function drawCalls(calls) {
+  const ms = (value) => (value === null || value === undefined ? "—" : `${value} ms`);
+  const kpis = [
+    ["calls", calls.total],
+    ["connected", calls.total ? `${fmt(percent(calls.connected, calls.total))}%` : "—"],
+    ["failed", calls.failed],
+    ["via TURN relay", calls.total ? `${fmt(100 * calls.relayShare)}%` : "—"],
+    ["connect p50", ms(calls.setupMs.p50)], ["connect p95", ms(calls.setupMs.p95)],
+  ];
+  $("call-kpis").replaceChildren(...kpis.map(([label, value]) => {
+    const div = document.createElement("div");
+    div.className = "kpi";
+    const b = document.createElement("b");
+    b.textContent = typeof value === "number" ? fmt(value) : value;
+    const span = document.createElement("span");
+    span.textContent = label;
+    div.append(b, span);
+    return div;
+  }));
+  const body = $("call-failures").tBodies[0];
+  body.replaceChildren();
+  for (const failure of calls.recentFailures) {
+    const row = body.insertRow();
+    cell(row, new Date(failure.at).toLocaleTimeString());
+    cell(row, failure.uid); cell(row, failure.call); cell(row, failure.reason || "—");
+  }
+  const pairs = Object.entries(calls.byDoorPair).map(([pair, c]) => `${pair} ${c.connected}/${c.total}`);
+  $("call-status").textContent = (calls.recentFailures.length ? "" : "no failed calls in the window. ") +
+    (pairs.length ? `connected by door pair (web/app): ${pairs.join(", ")}` : "no calls reported yet");
+  drawCallCharts();
+}
+
+function drawCallCharts() {
+  // From the first summary on: no line is drawn for the time before it.
+  const calls = state.samples.map((s) => s.calls).filter(Boolean);
+  const pick = (f) => calls.map(f);
+  chart("chart-calls", "legend-calls", [
+    { name: "connected %", values: pick((c) => percent(c.connected, c.total)) },
+    { name: "relay %", values: pick((c) => 100 * c.relayShare) },
+  ]);
+  chart("chart-setup", "legend-setup", [
+    { name: "p50", values: pick((c) => c.setupMs.p50 || 0) },
+    { name: "p95", values: pick((c) => c.setupMs.p95 || 0) },
+  ]);
 }
 
 async function refreshSessions() {

@@ -15,7 +15,10 @@
  * - keeps the session's ICE servers (STUN, and TURN with credentials the
  *   gateway minted) in {@link SignalGate#iceServers}, ready for
  *   `new RTCPeerConnection({iceServers: gate.iceServers})`, and renews them
- *   (`iceservers`) before they expire.
+ *   (`iceservers`) before they expire;
+ * - reports how each call turns out (`callreport`: connected and by which
+ *   path, failed and why, how long it lasted) from the `RTCPeerConnection`
+ *   itself ({@link SignalGate#watchCall}).
  *
  * @example
  *   import { SignalGate } from "./signalgate.js";
@@ -246,6 +249,81 @@ export class SignalGate {
   ctrlSendSpeed(bytes) { return this.request("ctrlSendSpeed", bytes); }
   /** Asks for the server's addresses (they arrive as an `ipaddr` event). */
   ipaddr() { return this.request("ipaddr"); }
+  /**
+   * Says how a call attempt ended (`callreport`, docs/PROTOCOL.md *Call
+   * outcomes*); {@link SignalGate#watchCall} sends these by itself.
+   * @param {{call: string, result: "connected"|"failed"|"closed", path?: string,
+   *   setupMs?: number, durationMs?: number, reason?: string}} report
+   */
+  callReport(report) { return this.request("callreport", report); }
+
+  /**
+   * Reports how the call on `pc` turns out, by itself, from the peer
+   * connection: call it when the call's first offer or answer is made, with
+   * the call id both peers use (the offerer picks it and sends it with its
+   * offer). It reports `connected` once `pc` connects, with the selected
+   * candidate pair's local candidate type as `path` (from `getStats()`)
+   * and the setup time; `failed` when `pc` fails or has not connected
+   * within `failureTimeoutMs`; and, through the returned `end()` (call it
+   * when the call hangs up, or the peer leaves), `closed` with the call's
+   * duration — or `failed` ("ended before connecting") if it never
+   * connected. Reports never throw into the call: one that is refused or
+   * lost is dropped.
+   * @param {RTCPeerConnection} pc
+   * @param {{call: string, failureTimeoutMs?: number}} options
+   * @returns {{outcome: Promise<object|null>, end: () => Promise<void>}}
+   *   `outcome`: the report sent for the call's outcome (null if none was)
+   */
+  watchCall(pc, { call, failureTimeoutMs = 30_000 }) {
+    const startedAt = performance.now();
+    let connectedAt = null;
+    let decided = false;
+    let ended = false;
+    let settle;
+    const outcome = new Promise((resolve) => { settle = resolve; });
+    const send = (report) => this.callReport({ call, ...report }).catch(() => {});
+    const decide = async (report) => {
+      if (decided) return;
+      decided = true;
+      clearTimeout(timer);
+      pc.removeEventListener("connectionstatechange", onChange);
+      settle(report);
+      if (report) await send(report);
+    };
+    const onChange = () => {
+      const setupMs = Math.round(performance.now() - startedAt);
+      if (pc.connectionState === "connected" && connectedAt === null) {
+        connectedAt = performance.now();
+        // A path the stats cannot name is not guessed: no report then.
+        selectedPair(pc).then((pair) => decide(pair ? { result: "connected", path: pair.local, setupMs } : null));
+      } else if (pc.connectionState === "failed") {
+        decide({ result: "failed", setupMs, reason: "the peer connection failed (ICE)" });
+      }
+    };
+    pc.addEventListener("connectionstatechange", onChange);
+    const timer = setTimeout(() => decide({
+      result: "failed",
+      setupMs: Math.round(performance.now() - startedAt),
+      reason: `not connected within ${failureTimeoutMs} ms`,
+    }), failureTimeoutMs);
+    return {
+      outcome,
+      end: async () => {
+        if (ended) return;
+        ended = true;
+        if (connectedAt === null) {
+          await decide({
+            result: "failed",
+            setupMs: Math.round(performance.now() - startedAt),
+            reason: "ended before connecting",
+          });
+          return;
+        }
+        await outcome;
+        await send({ result: "closed", durationMs: Math.round(performance.now() - connectedAt) });
+      },
+    };
+  }
 
   /** Ends the session cleanly (the peer gets `byebye`) and stops reconnecting. */
   close() {
@@ -483,4 +561,29 @@ export class SignalGate {
       }
     }
   }
+}
+
+/**
+ * The candidate types of the selected candidate pair on `pc` (`host`,
+ * `srflx`, `prflx` or `relay` at each end), from `getStats()`, or null when
+ * the stats do not name them yet (asked a few times, 100 ms apart).
+ * @param {RTCPeerConnection} pc
+ * @returns {Promise<{local: string, remote: string}|null>}
+ */
+export async function selectedPair(pc) {
+  const known = ["host", "srflx", "prflx", "relay"];
+  for (let attempt = 0; attempt < 5; attempt += 1) {
+    const stats = await pc.getStats();
+    let pairId = null;
+    stats.forEach((report) => {
+      if (report.type === "transport" && report.selectedCandidatePairId) pairId = report.selectedCandidatePairId;
+    });
+    const pair = pairId ? stats.get(pairId)
+      : [...stats.values()].find((r) => r.type === "candidate-pair" && r.nominated && r.state === "succeeded");
+    const local = pair && stats.get(pair.localCandidateId)?.candidateType;
+    const remote = pair && stats.get(pair.remoteCandidateId)?.candidateType;
+    if (known.includes(local) && known.includes(remote)) return { local, remote };
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return null;
 }

@@ -5,7 +5,10 @@
 # started by turn.test.mjs on loopback) two relay-only pages move a file
 # through it, while a gateway with the wrong TURN secret gets no call.
 # The admin dashboard at /admin/ shows live numbers under load and kicks a
-# session. Screenshots go to the output dir.
+# session. Calls the demo pages make are reported by the SDK from their peer
+# connections and recorded (metrics, admin API, the dashboard's Calls panel,
+# webhooks): connected on host, on the relay, failed with the wrong secret.
+# Screenshots go to the output dir.
 set -euo pipefail
 binary=$1
 out=$2
@@ -19,4 +22,4 @@ python_client_setup "$root"
 cd "$root/tests/node"
 npm ci --no-audit --no-fund --loglevel=error
 SIGNALGATE_BIN="$binary" TEST_OUTPUT_DIR="$out" PYTHON_CLIENT_DIR="$root/clients/python" \
-  node --test --test-reporter=spec --test-timeout=120000 browser.test.mjs turn.test.mjs admin.test.mjs
+  node --test --test-reporter=spec --test-timeout=120000 browser.test.mjs turn.test.mjs admin.test.mjs calls.test.mjs

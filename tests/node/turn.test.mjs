@@ -18,6 +18,7 @@ import { freePort, startGateway, killGateway } from "./gateway.mjs";
 
 const OUTPUT = process.env.TEST_OUTPUT_DIR ?? path.resolve("test-output");
 const TURN_SECRET = `turn-test-${randomBytes(8).toString("hex")}`;
+const ADMIN_TOKEN = "turn-test-admin-token";
 
 let turn;
 let turnPort;
@@ -78,12 +79,26 @@ async function gatewayWithSecret(secret) {
   const port = await freePort();
   const child = await startGateway(port, [
     "--ice-server", `turn:127.0.0.1:${turnPort}?transport=udp`,
-    "--turn-secret", secret, "--turn-ttl", "10m",
+    "--turn-secret", secret, "--turn-ttl", "10m", "--admin-token", ADMIN_TOKEN,
   ]);
   return { port, child };
 }
 
-const relayPage = (port, role, uid) => demoPage(browser, port, role, uid, "&relay=1");
+const relayPage = (port, role, uid) => demoPage(browser, port, role, uid, "&relay=1&callTimeout=5000");
+
+/** The gateway's call outcomes (GET /admin/v1/calls) once `done` holds them. */
+async function calls(port, done, what) {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const response = await fetch(`http://127.0.0.1:${port}/admin/v1/calls`, {
+      headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    const answer = await response.json();
+    if (done(answer)) return answer;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(answer)}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
 
 /** Waits on the demo's state; a timeout shows coturn's last words too. */
 const waitFor = (page, predicate, what, timeout) =>
@@ -121,6 +136,13 @@ test("relay only: a file crosses the TURN server intact", async () => {
     const user = `hex.${Buffer.from(uid, "utf8").toString("hex")}`;
     assert.match(turnLog, new RegExp(`user <\\d+:${user}>: incoming packet ALLOCATE processed, success`),
       "coturn logged the uid's allocation");
+    // Both pages reported the call connected through the relay.
+    for (const page of [app, web]) {
+      const state = await waitFor(page, (s) => s.callReport, "the page's call report");
+      assert.deepEqual([state.callReport.result, state.callReport.path], ["connected", "relay"]);
+    }
+    const recorded = await calls(port, (c) => c.total === 1, "the relayed call's record");
+    assert.equal(recorded.relayShare, 1, JSON.stringify(recorded));
     await app.screenshot({ path: path.join(OUTPUT, "turn-app.png") });
     await web.screenshot({ path: path.join(OUTPUT, "turn-web.png") });
     await app.close();
@@ -148,6 +170,17 @@ test("with the wrong secret coturn refuses the credentials and no call connects"
     assert.match(turnLog, new RegExp(`user <\\d+:${uid}>: incoming packet message processed, error 401`),
       "coturn answered 401 to the wrong credentials");
     assert.doesNotMatch(turnLog, new RegExp(`user <\\d+:${uid}>: incoming packet ALLOCATE processed, success`));
+    // The SDK gave up after its timeout (or on ICE failing first) and said
+    // why; the gateway recorded one failed call.
+    for (const page of [app, web]) {
+      const state = await waitFor(page, (s) => s.callReport, "the page's failure report");
+      assert.equal(state.callReport.result, "failed", JSON.stringify(state.callReport));
+      assert.ok(state.callReport.reason.length > 0);
+    }
+    const recorded = await calls(port, (c) => c.failed === 1, "the failed call's record");
+    assert.equal(recorded.total, 1, JSON.stringify(recorded));
+    assert.equal(recorded.recentFailures[0].uid, uid);
+    assert.ok(recorded.recentFailures[0].reason.length > 0, JSON.stringify(recorded));
     await app.screenshot({ path: path.join(OUTPUT, "turn-wrong-secret-app.png") });
     await app.close();
     await web.close();

@@ -1,7 +1,7 @@
 // The signalgate demo: two devices pair under one code, open a WebRTC data
 // channel through signalgate, and send files paced by the receiver, with
 // the seed's flow (transfile announces, ctrlSendSpeed reports progress).
-import { SignalGate } from "/signalgate.js";
+import { SignalGate, selectedPair } from "/signalgate.js";
 
 const CHUNK_BYTES = 16 * 1024;
 const WINDOW_BYTES = 256 * 1024; // sent but not yet confirmed by the receiver
@@ -18,6 +18,9 @@ const demo = {
   // candidates are allowed (`?relay=1`), the local candidate types
   // gathered, and the types of the pair the call uses.
   iceServers: 0, relayOnly: params.get("relay") === "1", gathered: [], selectedPair: null,
+  // The call's outcome as the page reported it (`callreport`), and whether
+  // its end was reported.
+  callReport: null, callEnded: false,
   log: [],
 };
 window.signalgateDemo = demo;
@@ -75,6 +78,10 @@ async function run(role, uid) {
   let sending = null;
   let receiving = null;
   let earlyChunks = [];
+  // The current call's reporter (SignalGate#watchCall); `?callTimeout=ms`
+  // sets how long a call may take to connect before it is reported failed.
+  let watcher = null;
+  const callTimeoutMs = Number(params.get("callTimeout")) || 30_000;
 
   gate.on("state", (state) => {
     const level = state === "open" ? "ok" : state === "closed" ? "bad" : "warn";
@@ -121,7 +128,23 @@ async function run(role, uid) {
     };
   }
 
+  // Reports the call by itself from the peer connection; both pages use the
+  // id the offerer picked.
+  function watch(call) {
+    watcher = gate.watchCall(pc, { call, failureTimeoutMs: callTimeoutMs });
+    demo.callReport = null;
+    demo.callEnded = false;
+    watcher.outcome.then((report) => {
+      demo.callReport = report;
+      if (report?.result === "failed") log(`call failed: ${report.reason}`);
+    });
+  }
+
   function closeCall() {
+    if (watcher) {
+      watcher.end().then(() => { demo.callEnded = true; });
+      watcher = null;
+    }
     channel?.close();
     pc?.close();
     channel = null;
@@ -138,9 +161,11 @@ async function run(role, uid) {
     newPeerConnection();
     setStatus("channel", "negotiating", "warn");
     setupChannel(pc.createDataChannel("files", { ordered: true }));
+    const call = crypto.randomUUID();
+    watch(call);
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
-    await gate.message({ type: "offer", sdp: offer.sdp });
+    await gate.message({ type: "offer", sdp: offer.sdp, call });
   }
 
   async function onSignal(data) {
@@ -152,6 +177,7 @@ async function run(role, uid) {
         // `syncfrom` when the pair forms).
         setStatus("peer", "present", "ok");
         setStatus("channel", "negotiating", "warn");
+        watch(typeof data.call === "string" ? data.call : crypto.randomUUID());
         await pc.setRemoteDescription({ type: "offer", sdp: data.sdp });
         const answer = await pc.createAnswer();
         await pc.setLocalDescription(answer);
@@ -182,17 +208,9 @@ async function run(role, uid) {
   // Which path the call took: the candidate types of the selected pair
   // (`relay` = through the TURN server), from getStats().
   async function reportPath() {
-    const stats = await pc.getStats();
-    let pairId = null;
-    stats.forEach((report) => {
-      if (report.type === "transport" && report.selectedCandidatePairId) pairId = report.selectedCandidatePairId;
-    });
-    const pair = pairId ? stats.get(pairId)
-      : [...stats.values()].find((r) => r.type === "candidate-pair" && r.nominated && r.state === "succeeded");
+    const pair = pc && await selectedPair(pc);
     if (!pair) return;
-    const local = stats.get(pair.localCandidateId);
-    const remote = stats.get(pair.remoteCandidateId);
-    demo.selectedPair = { local: local?.candidateType, remote: remote?.candidateType };
+    demo.selectedPair = pair;
     const via = demo.selectedPair.local === "relay" || demo.selectedPair.remote === "relay" ? "through the TURN relay" : "directly";
     log(`connected ${via} (${demo.selectedPair.local} ↔ ${demo.selectedPair.remote})`);
   }
