@@ -16,6 +16,8 @@
  *   gateway minted) in {@link SignalGate#iceServers}, ready for
  *   `new RTCPeerConnection({iceServers: gate.iceServers})`, and renews them
  *   (`iceservers`) before they expire;
+ * - negotiates a peer connection by "perfect negotiation", the side that
+ *   yields in a glare decided by the server ({@link SignalGate#negotiate});
  * - reports how each call turns out (`callreport`: connected and by which
  *   path, failed and why, how long it lasted) from the `RTCPeerConnection`
  *   itself ({@link SignalGate#watchCall}).
@@ -120,6 +122,8 @@ export class SignalGate {
     /** The latest ICE server list and when its credentials expire. */
     this._ice = { servers: [], expireAt: null, receivedAt: 0 };
     this._iceTimer = null;
+    /** Whether this side yields in a glare (`registered`/`resumed`'s `polite`). */
+    this._polite = undefined;
   }
 
   /**
@@ -249,6 +253,82 @@ export class SignalGate {
   ctrlSendSpeed(bytes) { return this.request("ctrlSendSpeed", bytes); }
   /** Asks for the server's addresses (they arrive as an `ipaddr` event). */
   ipaddr() { return this.request("ipaddr"); }
+  /**
+   * Negotiates `pc` with the peer by the W3C "perfect negotiation" pattern
+   * over `message` (docs/PROTOCOL.md, *Negotiation*): every
+   * `negotiationneeded` makes an offer, every ICE candidate is sent, and
+   * when both sides offer at once the polite side (web, as `registered`
+   * says) rolls its offer back and answers, while the impolite side (app)
+   * ignores the colliding offer. Its messages are `{negotiation:
+   * {description}}` and `{negotiation: {candidate}}`; other messages pass
+   * by untouched. Listeners are added, none of `pc`'s handlers replaced.
+   * @param {RTCPeerConnection} pc
+   * @param {{polite?: boolean}} [options] `polite`: defaults to what
+   *   `registered`/`resumed` said, else to the role (web is polite)
+   * @returns {{stop: () => void, collisions: number}} `collisions`: offers
+   *   that crossed (counted on both sides); `stop()` removes the listeners
+   */
+  negotiate(pc, options = {}) {
+    const polite = options.polite ?? this._polite ?? this._registration?.role === "web";
+    const handle = { collisions: 0, stop: () => {} };
+    let makingOffer = false;
+    let ignoreOffer = false;
+    let settingRemoteAnswer = false;
+    const send = (negotiation) => this.message({ negotiation }).catch(() => {});
+    const onNegotiationNeeded = async () => {
+      try {
+        makingOffer = true;
+        await pc.setLocalDescription();
+        await send({ description: pc.localDescription.toJSON() });
+      } catch (error) {
+        console.error("signalgate: making an offer failed", error);
+      } finally {
+        makingOffer = false;
+      }
+    };
+    const onCandidate = ({ candidate }) => {
+      if (candidate) send({ candidate: candidate.toJSON() });
+    };
+    const off = this.on("message", async (data) => {
+      const negotiation = data?.negotiation;
+      if (!negotiation) return;
+      const { description, candidate } = negotiation;
+      try {
+        if (description) {
+          const readyForOffer = !makingOffer && (pc.signalingState === "stable" || settingRemoteAnswer);
+          const collision = description.type === "offer" && !readyForOffer;
+          if (collision) handle.collisions += 1;
+          ignoreOffer = !polite && collision;
+          if (ignoreOffer) return;
+          settingRemoteAnswer = description.type === "answer";
+          await pc.setRemoteDescription(description); // rolls a polite side's own offer back
+          settingRemoteAnswer = false;
+          if (description.type === "offer") {
+            await pc.setLocalDescription();
+            await send({ description: pc.localDescription.toJSON() });
+          }
+        } else if (candidate) {
+          try {
+            await pc.addIceCandidate(candidate);
+          } catch (error) {
+            // Candidates of an offer this side ignored do not fit.
+            if (!ignoreOffer) throw error;
+          }
+        }
+      } catch (error) {
+        console.error("signalgate: negotiation failed", error);
+      }
+    });
+    pc.addEventListener("negotiationneeded", onNegotiationNeeded);
+    pc.addEventListener("icecandidate", onCandidate);
+    handle.stop = () => {
+      off();
+      pc.removeEventListener("negotiationneeded", onNegotiationNeeded);
+      pc.removeEventListener("icecandidate", onCandidate);
+    };
+    return handle;
+  }
+
   /**
    * Says how a call attempt ended (`callreport`, docs/PROTOCOL.md *Call
    * outcomes*); {@link SignalGate#watchCall} sends these by itself.
@@ -386,9 +466,13 @@ export class SignalGate {
       case "resumed":
         this._session.token = data.resumeToken;
         this._session.id = data.id;
+        this._takePolite(data);
         this._takeIceServers(data);
         break;
       case "registered":
+        this._takePolite(data);
+        this._takeIceServers(data);
+        break;
       case "iceservers":
         this._takeIceServers(data);
         break;
@@ -524,6 +608,11 @@ export class SignalGate {
     }
     this._attempt += 1;
     this._retryTimer = setTimeout(() => this._open(), delay);
+  }
+
+  /** Keeps whether this side is polite in a glare, as the server said it. */
+  _takePolite(data) {
+    if (typeof data?.polite === "boolean") this._polite = data.polite;
   }
 
   /** Keeps a list from `registered`, `resumed` or `iceservers`; schedules its renewal. */

@@ -8,6 +8,8 @@
 # session. Calls the demo pages make are reported by the SDK from their peer
 # connections and recorded (metrics, admin API, the dashboard's Calls panel,
 # webhooks): connected on host, on the relay, failed with the wrong secret.
+# Two pages renegotiate at the same instant 20 times with the SDK's perfect
+# negotiation, the web side yielding.
 # Screenshots go to the output dir.
 set -euo pipefail
 binary=$1
@@ -22,4 +24,4 @@ python_client_setup "$root"
 cd "$root/tests/node"
 npm ci --no-audit --no-fund --loglevel=error
 SIGNALGATE_BIN="$binary" TEST_OUTPUT_DIR="$out" PYTHON_CLIENT_DIR="$root/clients/python" \
-  node --test --test-reporter=spec --test-timeout=120000 browser.test.mjs turn.test.mjs admin.test.mjs calls.test.mjs
+  node --test --test-reporter=spec --test-timeout=120000 browser.test.mjs turn.test.mjs admin.test.mjs calls.test.mjs glare.test.mjs

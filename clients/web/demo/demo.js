@@ -73,8 +73,8 @@ async function run(role, uid) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const gate = new SignalGate(`${scheme}://${location.host}/ws`, { token: params.get("token") ?? undefined });
   let pc = null;
+  let negotiation = null;
   let channel = null;
-  let pendingCandidates = [];
   let sending = null;
   let receiving = null;
   let earlyChunks = [];
@@ -108,6 +108,9 @@ async function run(role, uid) {
   log(`registered as ${role}`);
 
   // --- WebRTC ----------------------------------------------------------
+  // Offers, answers and candidates go by the SDK's perfect negotiation
+  // (gate.negotiate): whichever side changes the connection offers, and if
+  // both do at once the web side yields, as `registered` says.
   function newPeerConnection() {
     // The gateway's STUN/TURN servers; `?relay=1` allows only TURN-relayed
     // paths, to see a call go through the relay.
@@ -116,12 +119,10 @@ async function run(role, uid) {
       iceServers: gate.iceServers,
       iceTransportPolicy: demo.relayOnly ? "relay" : "all",
     });
-    pendingCandidates = [];
-    pc.onicecandidate = (event) => {
-      if (!event.candidate) return;
-      demo.gathered.push(event.candidate.type);
-      gate.message({ type: "candidate", candidate: event.candidate.toJSON() }).catch(() => {});
-    };
+    negotiation = gate.negotiate(pc);
+    pc.addEventListener("icecandidate", (event) => {
+      if (event.candidate) demo.gathered.push(event.candidate.type);
+    });
     pc.ondatachannel = (event) => setupChannel(event.channel);
     pc.onconnectionstatechange = () => {
       if (pc?.connectionState === "failed") setStatus("channel", "failed", "bad");
@@ -145,53 +146,42 @@ async function run(role, uid) {
       watcher.end().then(() => { demo.callEnded = true; });
       watcher = null;
     }
+    negotiation?.stop();
     channel?.close();
     pc?.close();
+    negotiation = null;
     channel = null;
     pc = null;
     setStatus("channel", "closed", "");
     $("send-file").disabled = true;
   }
 
-  // "negotiating" is shown before any await: the channel can open while
-  // the offer or answer is still on its way, and its "open" must not be
+  // The app starts a call: it names it (`{type: "call", call}`, so both
+  // pages report it under one id), then its data channel makes the first
+  // offer. "negotiating" is shown before any await: the channel can open
+  // while the answer is still on its way, and its "open" must not be
   // overwritten afterwards.
   async function startCall() {
     closeCall();
+    const call = crypto.randomUUID();
+    await gate.message({ type: "call", call });
     newPeerConnection();
     setStatus("channel", "negotiating", "warn");
-    setupChannel(pc.createDataChannel("files", { ordered: true }));
-    const call = crypto.randomUUID();
     watch(call);
-    const offer = await pc.createOffer();
-    await pc.setLocalDescription(offer);
-    await gate.message({ type: "offer", sdp: offer.sdp, call });
+    setupChannel(pc.createDataChannel("files", { ordered: true }));
   }
 
   async function onSignal(data) {
+    if (data?.negotiation) return; // gate.negotiate's own
     switch (data?.type) {
-      case "offer": {
+      case "call":
+        // The peer starts a call (only the app is sent `syncfrom` when the
+        // pair forms): a new connection to negotiate on.
         closeCall();
         newPeerConnection();
-        // An offer comes from a peer that is there (only the app is sent
-        // `syncfrom` when the pair forms).
         setStatus("peer", "present", "ok");
         setStatus("channel", "negotiating", "warn");
         watch(typeof data.call === "string" ? data.call : crypto.randomUUID());
-        await pc.setRemoteDescription({ type: "offer", sdp: data.sdp });
-        const answer = await pc.createAnswer();
-        await pc.setLocalDescription(answer);
-        await gate.message({ type: "answer", sdp: answer.sdp });
-        await flushCandidates();
-        break;
-      }
-      case "answer":
-        await pc?.setRemoteDescription({ type: "answer", sdp: data.sdp });
-        await flushCandidates();
-        break;
-      case "candidate":
-        if (pc?.remoteDescription) await pc.addIceCandidate(data.candidate);
-        else pendingCandidates.push(data.candidate);
         break;
       case "chat":
         log(data.text, "peer");
@@ -199,10 +189,6 @@ async function run(role, uid) {
       default:
         log(`message: ${JSON.stringify(data)}`, "peer");
     }
-  }
-
-  async function flushCandidates() {
-    for (const candidate of pendingCandidates.splice(0)) await pc.addIceCandidate(candidate);
   }
 
   // Which path the call took: the candidate types of the selected pair
