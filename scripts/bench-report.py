@@ -186,6 +186,8 @@ def ratio_text(ratios):
 ratio_rounds = [r for r in all_rows if r["label"] == f"{HEADLINE}/seed"]
 cpu_ws = by_label.get(f"{HEADLINE}/ws", {}).get("server_cpu_us_per_relay")
 cpu_seed = by_label.get(f"{HEADLINE}/seed", {}).get("server_cpu_us_per_relay")
+syscalls_path = os.path.join(out_dir, "syscalls.jsonl")
+syscall_rows = [json.loads(line) for line in open(syscalls_path) if line.strip()] if os.path.exists(syscalls_path) else []
 targets = ["| target | goal | measured | |", "|---|---|---|---|"]
 def floor_text(door):
     """The same ratio for the door's stack relaying and nothing else."""
@@ -215,6 +217,22 @@ for door, title in (("ws", "WebSocket"), ("grpc", "gRPC"), ("socketio", "Socket.
     if ours and peer_ratios:
         median, low, high = peer_ratios
         targets.append(target_line(f"CPU per relay, {title}, vs the PeerJS server", "PeerJS ÷ ours > 1x", f"{ours:.2f} µs vs PeerJS {fmt(cpu_peerjs, 2)} µs (median rounds); PeerJS ÷ ours {median:.1f}x, the median of the rounds ({low:.1f}x–{high:.1f}x)", median > 1))
+# Issue 35: the native door no costlier than the browser door, fair tails.
+ws_over_grpc = round_ratios("grpc", against="ws")
+if ws_over_grpc:
+    median, low, high = ws_over_grpc
+    targets.append(target_line("CPU per relay, gRPC vs WebSocket, one write per message, window 4",
+                               "gRPC ≤ WebSocket", f"{fmt(by_label.get(f'{HEADLINE}/grpc', {}).get('server_cpu_us_per_relay'), 2)} µs vs {fmt(cpu_ws, 2)} µs (median rounds); WebSocket ÷ gRPC {median:.2f}x, the median of the rounds ({low:.2f}x–{high:.2f}x)", median >= 1))
+calls_of = {row["label"].split("/", 1)[1]: row["calls_per_relay"] for row in syscall_rows if row.get("calls_per_relay")}
+if "grpc" in calls_of and "ws" in calls_of:
+    targets.append(target_line("system calls per relay, gRPC vs WebSocket (strace, window 4)", "≤ WebSocket + 0.1",
+                               f"{calls_of['grpc']:.2f} vs {calls_of['ws']:.2f}", calls_of["grpc"] <= calls_of["ws"] + 0.1))
+for door, title in (("ws", "WebSocket"), ("grpc", "gRPC"), ("socketio", "Socket.IO")):
+    tails = [r["rtt_p99_us"] / r["rtt_p50_us"] for r in all_rows
+             if r["label"] == f"{HEADLINE}/{door}" and r.get("rtt_p50_us")]
+    if tails:
+        targets.append(target_line(f"round-trip tail at saturation, {title} (200 pairs, window 4, one write per message)",
+                                   "p99 ≤ 3x p50", f"p99 ÷ p50 {min(tails):.2f}x–{max(tails):.2f}x over {len(tails)} rounds", max(tails) <= 3))
 for door, title in (("ws", "WebSocket"), ("grpc", "gRPC"), ("socketio", "Socket.IO")):
     rtt = by_label.get(f"rtt20/{door}", {}).get("rtt_p99_us")
     if rtt:
@@ -314,8 +332,6 @@ figure to compare builds by; they leave out the kernel's part.
 else:
     instructions_section = ""
 
-syscalls_path = os.path.join(out_dir, "syscalls.jsonl")
-syscall_rows = [json.loads(line) for line in open(syscalls_path) if line.strip()] if os.path.exists(syscalls_path) else []
 if syscall_rows:
     groups = (
         ("reads", ("read", "recvfrom", "recvmsg", "readv")),
