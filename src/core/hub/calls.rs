@@ -125,6 +125,13 @@ impl CallBook {
             metrics::calls_waiting_full();
             decided.extend(self.expire_oldest());
         }
+        if self.order.len() >= 2 * MAX_WAITING_CALLS {
+            // Joined calls leave `order` lazily (when expiry reaches them);
+            // at a high call rate that could outgrow the bound: drop them.
+            let waiting = &self.waiting;
+            self.order
+                .retain(|(key, since)| waiting.get(key).is_some_and(|w| w.since == *since));
+        }
         let key = (uid.clone(), Arc::clone(&report.call));
         let waiting = self.waiting.entry(key.clone()).or_insert_with(|| {
             self.order.push_back((key.clone(), now));

@@ -186,3 +186,33 @@ fn the_waiting_calls_are_bounded() {
     assert_eq!(&*records[0].call, "c0");
     assert_eq!(book.waiting(), MAX_WAITING_CALLS);
 }
+
+#[test]
+fn joined_calls_do_not_grow_the_expiry_queue_past_its_bound() {
+    let mut book = CallBook::new(WINDOW);
+    let now = Instant::now();
+    for n in 0..3 * MAX_WAITING_CALLS {
+        let call = format!("c{n}");
+        book.report(
+            &uid(),
+            Role::Web,
+            DoorKind::Ws,
+            connected(&call, "host", 1),
+            now,
+        );
+        let records = book.report(
+            &uid(),
+            Role::App,
+            DoorKind::Ws,
+            connected(&call, "host", 1),
+            now,
+        );
+        assert_eq!(records.len(), 1);
+    }
+    assert_eq!(book.waiting(), 0);
+    assert!(
+        book.order.len() <= 2 * MAX_WAITING_CALLS,
+        "{}",
+        book.order.len()
+    );
+}
