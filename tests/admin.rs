@@ -17,14 +17,6 @@ include!("common/across_doors.rs");
 
 across_doors!(presence_push_and_kick);
 
-fn door_name(door: Door) -> &'static str {
-    match door {
-        Door::Ws => "ws",
-        Door::Grpc => "grpc",
-        Door::SocketIo => "socketio",
-    }
-}
-
 /// Presence, push (online and away), listing and kick, asked of the first
 /// node (with two nodes the app session lives on the second).
 async fn presence_push_and_kick(topology: Topology, web_door: Door, app_door: Door) {
@@ -40,7 +32,7 @@ async fn presence_push_and_kick(topology: Topology, web_door: Door, app_door: Do
     for (role, door) in [("web", web_door), ("app", app_door)] {
         let held = &presence[role];
         assert_eq!(held["state"], "online", "{presence}");
-        assert_eq!(held["door"], door_name(door), "{presence}");
+        assert_eq!(held["door"], door.as_str(), "{presence}");
         assert!(held["session"].as_str().is_some_and(|s| !s.is_empty()));
         let since = held["since"].as_str().expect("since");
         assert!(

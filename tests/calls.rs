@@ -18,14 +18,6 @@ include!("common/across_doors.rs");
 
 across_doors!(reports_of_both_sides_join_into_one_call);
 
-fn door_name(door: Door) -> &'static str {
-    match door {
-        Door::Ws => "ws",
-        Door::Grpc => "grpc",
-        Door::SocketIo => "socketio",
-    }
-}
-
 /// `GET /admin/v1/calls` on `address` until `done` holds (the app's report
 /// may still be on its way to the web session's node), within the event
 /// timeout.
@@ -71,7 +63,7 @@ async fn reports_of_both_sides_join_into_one_call(
     )
     .await;
     app.expect_ack(2).await;
-    let pair = format!("{}/{}", door_name(web_door), door_name(app_door));
+    let pair = format!("{}/{}", web_door.as_str(), app_door.as_str());
     for address in &nodes {
         let calls = calls_until(*address, |calls| calls["total"] == 1).await;
         assert_eq!(calls["connected"], 1, "{calls}");

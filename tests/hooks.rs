@@ -28,14 +28,6 @@ fn hooked(receiver: &Receiver) -> signalgate::Config {
     }
 }
 
-fn door_name(door: Door) -> &'static str {
-    match door {
-        Door::Ws => "ws",
-        Door::Grpc => "grpc",
-        Door::SocketIo => "socketio",
-    }
-}
-
 /// Waits for the next accepted event, which must be `kind`; returns it.
 async fn next(receiver: &Receiver, seen: &mut usize, kind: &str) -> Value {
     let events = receiver.wait_for(*seen + 1, WAIT).await;
@@ -59,7 +51,7 @@ async fn a_pair_lifecycle_is_reported_in_order(topology: Topology, web_door: Doo
     assert_eq!(registered["role"], "web");
     assert_eq!(registered["session"], web_session);
     assert_eq!(registered["peer_session"], Value::Null);
-    assert_eq!(registered["door"], door_name(web_door));
+    assert_eq!(registered["door"], web_door.as_str());
     assert_eq!(registered["reason"], Value::Null);
     assert!(registered["node"].as_str().is_some_and(|n| !n.is_empty()));
     let at = registered["at"].as_str().expect("at");
@@ -75,7 +67,7 @@ async fn a_pair_lifecycle_is_reported_in_order(topology: Topology, web_door: Doo
     let started = next(&receiver, &mut seen, "pair.started").await;
     assert_eq!(started["session"], app_session);
     assert_eq!(started["peer_session"], web_session);
-    assert_eq!(started["door"], door_name(app_door));
+    assert_eq!(started["door"], app_door.as_str());
 
     // The app's network drops; it comes back (with two nodes, on the
     // other node).
@@ -98,7 +90,7 @@ async fn a_pair_lifecycle_is_reported_in_order(topology: Topology, web_door: Doo
     web.expect("peer_back").await;
     let back = next(&receiver, &mut seen, "peer.back").await;
     assert_eq!(back["session"], app_session);
-    assert_eq!(back["door"], door_name(app_door));
+    assert_eq!(back["door"], app_door.as_str());
 
     web.close().await;
     app.expect("byebye").await;
@@ -353,8 +345,8 @@ async fn calls_are_reported(topology: Topology, web_door: Door, app_door: Door) 
     assert_eq!(connected["setupMs"], 700);
     assert_eq!(connected["durationMs"], Value::Null);
     assert_eq!(connected["one_sided"], false);
-    assert_eq!(connected["web_door"], door_name(web_door));
-    assert_eq!(connected["app_door"], door_name(app_door));
+    assert_eq!(connected["web_door"], web_door.as_str());
+    assert_eq!(connected["app_door"], app_door.as_str());
     app.send(
         "callreport",
         Some(json!({"call": "k-2", "result": "failed", "reason": "ICE failed"})),
