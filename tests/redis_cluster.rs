@@ -239,3 +239,93 @@ async fn a_primary_failing_over_loses_nothing_and_needs_no_restart() {
     )
     .await;
 }
+
+/// A node whose channel is on a primary that hangs (paused: it keeps its
+/// connections and answers nothing) hears the other nodes again once a
+/// replica took over, while the hung primary still sleeps: its probe finds
+/// nobody subscribed on the new primary, and it subscribes there. The
+/// receiving node is chosen so that none of the keys it reads or writes
+/// (its heartbeat, the node set, its sessions index, the pair's uid, the
+/// sender's heartbeat that it reads to reap dead nodes) is on that shard:
+/// no command of its own fails, so only the probe can tell it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_channel_is_on_a_hung_primary_hears_again_before_it_wakes() {
+    let mut redis = RedisCluster::start().await;
+    let config = signalgate::Config {
+        redis_cluster_nodes: redis.urls(),
+        node_ttl: Duration::from_secs(6),
+        ..test_config()
+    };
+    let sender = TestGateway::start_with(config.clone()).await;
+    let sender_node = {
+        let mut probe = sender.connect(Door::Ws).await;
+        probe.register("hung-sender", "web").await;
+        let node = probe
+            .resume_token()
+            .split_once('.')
+            .map(|(node, _)| node.to_owned())
+            .expect("a token naming its node");
+        probe.close().await;
+        node
+    };
+    let mut found = None;
+    for attempt in 0..40 {
+        let receiver = TestGateway::start_with(config.clone()).await;
+        let uid = format!("hung-{attempt}");
+        let mut app = receiver.connect(Door::Ws).await;
+        app.register(&uid, "app").await;
+        let node = app
+            .resume_token()
+            .split_once('.')
+            .map(|(node, _)| node.to_owned())
+            .expect("a token naming its node");
+        let channel_primary = redis.primary_of(&format!("signalgate:node:{node}")).await;
+        let mut own_keys = Vec::new();
+        for key in [
+            format!("signalgate:node:{node}:alive"),
+            format!("signalgate:node:{node}:sessions"),
+            "signalgate:nodes".to_owned(),
+            format!("signalgate:uid:{uid}"),
+            // Read by the receiver when it looks for dead nodes to reap.
+            format!("signalgate:node:{sender_node}:alive"),
+        ] {
+            own_keys.push(redis.primary_of(&key).await);
+        }
+        if own_keys.contains(&channel_primary) {
+            app.close().await;
+            receiver.stop().await;
+            continue;
+        }
+        found = Some((receiver, app, uid, channel_primary));
+        break;
+    }
+    let (receiver, mut app, uid, victim) = found.expect("a node with its channel alone on a shard");
+    let mut web = sender.connect(Door::Ws).await;
+    web.register(&uid, "web").await;
+    app.expect("syncfrom").await;
+    let mut pair = Pair {
+        uid,
+        web,
+        app,
+        sent: Vec::new(),
+        acked: Vec::new(),
+    };
+    assert_eq!(pair.relay(1).await, Answer::Ack);
+
+    redis.hang_and_fail_over(victim).await;
+    // Still asleep: only the receiving node's probe can move its
+    // subscription to the promoted replica.
+    pair.relay_until_acked(2).await;
+    // A relay refused while the primary hung may still arrive when it
+    // wakes (its `SPUBLISH` waited in the primary's input): `UNAVAILABLE`
+    // says it may have. Woken before the check, so it counts as sent.
+    redis.wake(victim);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    pair.check().await;
+
+    pair.web.close().await;
+    pair.app.expect("byebye").await;
+    pair.app.close().await;
+    sender.assert_empty().await;
+    receiver.assert_empty().await;
+}

@@ -11,9 +11,10 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use redis::PushKind;
+use redis::cluster_async::ClusterConnection;
 
 use super::bus::{self, Answer, Asker, Frame, Target};
-use super::connection::{Listener, Pushes};
+use super::connection::{ClusterListener, Listener, Pushes};
 use super::{EARLY_KILL_MEMORY, Inner, RECONNECT_BACKOFF, lock};
 use crate::core::admin::{NodeAnswers, NodeQuery};
 use crate::core::{
@@ -44,9 +45,7 @@ impl Inner {
                     Ok::<_, redis::RedisError>(Subscription::Single(pubsub))
                 }
                 Listener::Cluster(listener) => {
-                    let mut connection = listener.connection();
-                    connection.ssubscribe(&channel).await?;
-                    connection.subscribe(&channel).await?;
+                    subscribe_cluster(&mut listener.connection(), &channel).await?;
                     Ok(Subscription::Cluster)
                 }
             }
@@ -58,6 +57,29 @@ impl Inner {
             })??;
         self.subscribed.store(true, Ordering::Release);
         Ok(subscription)
+    }
+
+    /// Subscribes a Redis Cluster listener built afresh to this node's
+    /// channel, then puts it in place of the current one: frames keep
+    /// arriving on the old one until the new one hears them too (a frame
+    /// heard on both is dropped the second time when it names an asker).
+    pub(super) async fn resubscribe_rebuilt(
+        &self,
+        listener: &ClusterListener,
+        mut connection: ClusterConnection,
+    ) -> redis::RedisResult<()> {
+        let channel = self.keys.channel(&self.node);
+        tokio::time::timeout(
+            self.command_timeout,
+            subscribe_cluster(&mut connection, &channel),
+        )
+        .await
+        .map_err(|_| {
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+        })??;
+        listener.replace(connection);
+        self.subscribed.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Receives frames for this node; subscribes again after Redis comes
@@ -178,6 +200,9 @@ impl Inner {
                 asker,
             } => self.hand_over(&resume_token, last_seq, identity.as_ref(), asker),
             Frame::Adopted { session, bound } => self.adopted(session, bound),
+            // This node's own check of its subscription: that it arrived is
+            // all (the publisher reads the subscriber count).
+            Frame::Probe => {}
             Frame::Query { query, asker } => {
                 // A node that is stopping answers nothing: the asker lists
                 // it as unreachable.
@@ -552,6 +577,16 @@ impl RemoteSession for RemotePeer {
             Err(RouteError::NoPeer | RouteError::NotOwner) => Err(DeliveryError::Gone),
         }
     }
+}
+
+/// `SSUBSCRIBE`s this node's channel (relay frames, published to its shard)
+/// and `SUBSCRIBE`s it (the frames the Lua scripts publish) on `connection`.
+async fn subscribe_cluster(
+    connection: &mut ClusterConnection,
+    channel: &str,
+) -> redis::RedisResult<()> {
+    connection.ssubscribe(channel).await?;
+    connection.subscribe(channel).await
 }
 
 /// How listening to the node's channel ended.

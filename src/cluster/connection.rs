@@ -127,15 +127,20 @@ impl ClusterListener {
         crate::sync::lock(&self.connection).clone()
     }
 
-    /// Builds the connection again; the caller subscribes on it.
-    pub(super) async fn rebuild(&self) -> Result<(), ClusterError> {
+    /// A new connection with the slot map read afresh, pushing into the same
+    /// inbox; the caller subscribes on it, then [`Self::replace`]s the old
+    /// one with it (which keeps hearing until then).
+    pub(super) async fn rebuild(&self) -> Result<ClusterConnection, ClusterError> {
         let attempt =
             ClusterListener::connect(&self.urls, self.command_timeout, self.inbox.clone());
-        let connection = tokio::time::timeout(self.command_timeout * 3, attempt)
+        tokio::time::timeout(self.command_timeout * 3, attempt)
             .await
-            .map_err(|_| ClusterError::Unreachable("timed out".into()))??;
+            .map_err(|_| ClusterError::Unreachable("timed out".into()))?
+    }
+
+    /// Puts `connection` in place of the current one (which closes).
+    pub(super) fn replace(&self, connection: ClusterConnection) {
         *crate::sync::lock(&self.connection) = connection;
-        Ok(())
     }
 }
 
@@ -215,10 +220,22 @@ pub(super) async fn connect(
         .map_err(|_| ClusterError::Unreachable("timed out".into()))?
 }
 
+/// How long a Redis Cluster node has to accept a connection and answer its
+/// handshake: a quarter of `--redis-timeout` (250 ms by default), at least
+/// 50 ms. redis-rs waits for every seed node, and for every node in the
+/// slot map, before a connection is ready, so a primary that hangs (paused,
+/// or cut off without a reset) holds each rebuild of the connections for
+/// this long; a failover is found about that much sooner. Connecting takes
+/// a round trip or two (three or four with TLS), well within this on a
+/// network where Redis answers commands within `--redis-timeout`.
+fn cluster_connect_timeout(command_timeout: Duration) -> Duration {
+    (command_timeout / 4).max(Duration::from_millis(50))
+}
+
 /// How every Redis Cluster connection of a node is built.
 fn cluster_builder(urls: &[String], command_timeout: Duration) -> ClusterClientBuilder {
     ClusterClientBuilder::new(urls.iter().map(String::as_str))
-        .connection_timeout(command_timeout)
+        .connection_timeout(cluster_connect_timeout(command_timeout))
         .response_timeout(command_timeout)
         .retries(2)
         .min_retry_wait(50)

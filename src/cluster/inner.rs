@@ -28,10 +28,17 @@ impl Drop for BindingInFlight {
     }
 }
 
-/// How often at most the Redis Cluster connections are rebuilt while
-/// commands fail: a replica's promotion is found within this long (two
-/// rebuilds a second at most, each reading the slot map from one node).
-const REBUILD_INTERVAL: Duration = Duration::from_millis(500);
+/// The pause between two rebuilds of the Redis Cluster connections while
+/// commands fail: a replica's promotion is found within this long plus one
+/// rebuild (five rebuilds a second at most, each reading the slot map from
+/// one node and connecting to the shards). Until then every command for the
+/// failed shard waits out `--redis-timeout` on the old primary.
+const REBUILD_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How often a node on a Redis Cluster checks that its own subscription is
+/// on the primary that now serves its channel's slot (see
+/// [`Inner::prober`]): one `SPUBLISH` of a few bytes each time.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 impl Inner {
     /// Whether requests may be tried: subscribed to this node's channel,
@@ -63,6 +70,7 @@ impl Inner {
             if !self.shard_trouble.swap(true, Ordering::AcqRel) {
                 warn!(node = %self.node, error = %failure, "a Redis Cluster command failed: requests on that shard fail until it serves again");
             }
+            self.commands_stale.store(true, Ordering::Release);
             self.rebuild_wanted.notify_one();
         } else if self.heartbeat_ok.swap(false, Ordering::AcqRel) {
             warn!(node = %self.node, error = %failure, "Redis unreachable: cross-node relays and registrations fail until it returns");
@@ -75,8 +83,9 @@ impl Inner {
         lock(&self.commands).clone()
     }
 
-    /// Rebuilds the Redis Cluster connections each time a command fails,
-    /// at most once per [`REBUILD_INTERVAL`], until the node stops.
+    /// Rebuilds the Redis Cluster command connection each time a command
+    /// fails, and the listener each time this node's probe goes unheard, at
+    /// most once per [`REBUILD_INTERVAL`], until the node stops.
     pub(super) async fn rebuilder(self: Arc<Self>) {
         loop {
             tokio::select! {
@@ -91,41 +100,93 @@ impl Inner {
         }
     }
 
-    /// Builds the Redis Cluster connections again — commands, then the
-    /// listener, subscribed again — with the slot map read afresh (see
-    /// `connection::rebuilt_commands`).
+    /// Checks, every [`PROBE_INTERVAL`], that this node still hears its
+    /// channel on a Redis Cluster: `SPUBLISH`es a probe to it, which counts
+    /// the subscribers on the primary that serves the channel's slot now.
+    /// None there means this node's `SSUBSCRIBE` sits on a primary that
+    /// hung and was replaced (a paused one keeps its connections, so the
+    /// library never hears of it): the listener is rebuilt and the channel
+    /// subscribed again. Without the probe a node whose own commands all go
+    /// to other shards would hear nothing from the other nodes until the
+    /// hung primary woke up. A probe that fails means the channel's own
+    /// shard is failing: the command connection is rebuilt, as for any
+    /// failed command (see [`Inner::call`]), and the listener too, which
+    /// is most likely on that shard as well.
+    pub(super) async fn prober(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(PROBE_INTERVAL) => {}
+                () = self.stop.cancelled() => return,
+            }
+            if !self.subscribed.load(Ordering::Acquire) {
+                continue;
+            }
+            match self.publish(&self.node, Frame::Probe).await {
+                Ok(0) => {
+                    metrics::cluster_probe_unheard();
+                    info!(node = %self.node, "this node's channel has no subscriber on its primary: subscribing again");
+                }
+                Ok(_) => continue,
+                // The channel's own shard is failing: the listener is likely
+                // on it too (`call` has the command connection rebuilt).
+                Err(_) => {}
+            }
+            self.listener_stale.store(true, Ordering::Release);
+            self.rebuild_wanted.notify_one();
+        }
+    }
+
+    /// Builds again what is stale: the command connection (a command
+    /// failed) with the slot map read afresh (see
+    /// `connection::rebuilt_commands`), and the listener (the probe went
+    /// unheard), subscribed again through a connection that knows where the
+    /// channel's slot is now. A listener that still hears is left alone:
+    /// replacing it would lose what is published meanwhile.
     async fn rebuild_connections(&self) {
+        let commands_stale = self.commands_stale.swap(false, Ordering::AcqRel);
+        let listener_stale = self.listener_stale.swap(false, Ordering::AcqRel);
         // Both at once: each may wait out a connection timeout on the hung
         // primary while it reads the slot map.
         let listener = async {
             match &self.listener {
-                Listener::Cluster(listener) => Some(listener.rebuild().await),
-                Listener::Single(_) => None,
+                Listener::Cluster(listener) if listener_stale => {
+                    Some(match listener.rebuild().await {
+                        Ok(connection) => self
+                            .resubscribe_rebuilt(listener, connection)
+                            .await
+                            .map_err(|error| error.to_string()),
+                        Err(error) => Err(error.to_string()),
+                    })
+                }
+                _ => None,
             }
         };
-        let (commands, listener) = tokio::join!(
-            connection::rebuilt_commands(&self.target, self.command_timeout),
-            listener
-        );
+        let commands = async {
+            if commands_stale {
+                connection::rebuilt_commands(&self.target, self.command_timeout).await
+            } else {
+                None
+            }
+        };
+        let (commands, listener) = tokio::join!(commands, listener);
         match commands {
             Some(Ok(commands)) => {
                 *lock(&self.commands) = commands;
                 metrics::redis_connection_rebuilt();
-                info!(node = %self.node, "rebuilt the Redis Cluster connections: the slot map was read afresh");
+                info!(node = %self.node, "rebuilt the Redis Cluster command connection: the slot map was read afresh");
             }
             Some(Err(error)) => debug!(%error, "rebuilding the Redis Cluster connections failed"),
             None => {}
         }
-        // The subscription to this node's channel may sit on the hung
-        // primary too: subscribe again through the listener that knows
-        // where the channel's slot is now.
         match listener {
             Some(Ok(())) => {
-                if let Err(error) = self.subscribe().await {
-                    debug!(%error, "subscribing again on a rebuilt listener failed");
-                }
+                info!(node = %self.node, "subscribed again on a rebuilt Redis Cluster listener");
             }
-            Some(Err(error)) => debug!(%error, "rebuilding the Redis Cluster listener failed"),
+            Some(Err(error)) => {
+                debug!(%error, "rebuilding the Redis Cluster listener failed; trying again");
+                self.listener_stale.store(true, Ordering::Release);
+                self.rebuild_wanted.notify_one();
+            }
             None => {}
         }
     }

@@ -110,8 +110,16 @@ struct Inner {
     /// Where Redis is, to build the command connection again.
     target: connection::RedisTarget,
     /// Wakes the task that rebuilds the Redis Cluster connections
-    /// (`Inner::rebuilder`): a command failed.
+    /// (`Inner::rebuilder`): a command failed, or this node's probe found
+    /// nobody listening on its channel.
     rebuild_wanted: Notify,
+    /// A command failed since the last rebuild: build the command
+    /// connection again.
+    commands_stale: AtomicBool,
+    /// This node's probe went unheard since the last rebuild: build the
+    /// listener again and subscribe (only then: frames published while a
+    /// listener is being replaced are lost).
+    listener_stale: AtomicBool,
     local: LocalTable,
     node_ttl: Duration,
     /// The deadline of one Redis command.
@@ -189,6 +197,8 @@ impl RedisRegistry {
             commands: Mutex::new(connections.commands),
             target: config.redis.clone(),
             rebuild_wanted: Notify::new(),
+            commands_stale: AtomicBool::new(false),
+            listener_stale: AtomicBool::new(false),
             local: LocalTable::new(),
             node_ttl: config.node_ttl.max(Duration::from_millis(300)),
             command_timeout: config.command_timeout.max(Duration::from_millis(10)),
@@ -221,6 +231,7 @@ impl RedisRegistry {
         tokio::spawn(Arc::clone(&inner).heartbeat());
         if inner.sharded {
             tokio::spawn(Arc::clone(&inner).rebuilder());
+            tokio::spawn(Arc::clone(&inner).prober());
         }
         tokio::spawn(Arc::clone(&inner).reasserter());
         info!(node = %inner.node, prefix = %inner.keys.prefix, ttl_ms = inner.node_ttl.as_millis() as u64, "joined the cluster over Redis");

@@ -69,6 +69,9 @@ pub const CLUSTER_HANDED_AGAIN: &str = "signalgate_cluster_handovers_repeated_to
 /// Times a node built its Redis Cluster command connection again because
 /// commands kept failing (the slot map read afresh).
 pub const REDIS_REBUILDS: &str = "signalgate_redis_connection_rebuilds_total";
+/// Probes a node published to its own channel on a Redis Cluster that no
+/// subscriber heard: its subscription sat on a primary that was replaced.
+pub const CLUSTER_PROBES_UNHEARD: &str = "signalgate_cluster_probes_unheard_total";
 /// Connections refused before a session existed, by reason.
 pub const REFUSED: &str = "signalgate_refused_connections_total";
 /// Connections closed for not making progress, by reason.
@@ -154,6 +157,11 @@ pub fn cluster_frame_malformed() {
 /// The Redis Cluster command connection was built again.
 pub fn redis_connection_rebuilt() {
     counter!(REDIS_REBUILDS).increment(1);
+}
+
+/// A node's probe of its own channel found no subscriber.
+pub fn cluster_probe_unheard() {
+    counter!(CLUSTER_PROBES_UNHEARD).increment(1);
 }
 
 /// A frame from another node handled before, dropped.

@@ -200,17 +200,51 @@ impl RedisCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.wait_for_takeover_from(port).await;
+    }
+
+    /// `SIGSTOP`s the node on `port` (it keeps its connections open and
+    /// answers nothing: a primary that hangs); waits until its replica has
+    /// taken over and every slot is served again. [`Self::wake`] resumes it.
+    pub async fn hang_and_fail_over(&mut self, port: u16) {
+        self.signal(port, "-STOP");
+        self.wait_for_takeover_from(port).await;
+    }
+
+    /// `SIGCONT`s the node on `port`.
+    pub fn wake(&mut self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        let member = self
+            .members
+            .iter()
+            .find(|member| member.port == port)
+            .expect("a member on that port");
+        let pid = member.child.as_ref().expect("a running member").id();
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// Waits until the other nodes see every slot served and the node on
+    /// `port` serving none.
+    async fn wait_for_takeover_from(&self, port: u16) {
         let ports: Vec<u16> = self
             .members
             .iter()
-            .filter(|member| member.child.is_some())
+            .filter(|member| member.child.is_some() && member.port != port)
             .map(|member| member.port)
             .collect();
         let taken_over =
             |live| async move { cluster_ok(live).await && !primaries(live).await.contains(&port) };
         wait_for(
             || every_node(&ports, taken_over),
-            "the replica takes over (the killed node serves no slot, cluster_state:ok)",
+            "the replica takes over (the failed node serves no slot, cluster_state:ok)",
         )
         .await;
     }

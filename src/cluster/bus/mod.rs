@@ -59,6 +59,9 @@ pub(crate) enum Frame {
         door: DoorKind,
         report: CallReport,
     },
+    /// A node's check of its own subscription on a Redis Cluster (see
+    /// `Inner::prober`): published to its own channel, ignored on arrival.
+    Probe,
 }
 
 /// One session of the receiving node.
@@ -100,6 +103,7 @@ impl Frame {
             Frame::Query { .. } => "query",
             Frame::Reply { .. } => "reply",
             Frame::Call { .. } => "call",
+            Frame::Probe => "probe",
         }
     }
 
@@ -112,7 +116,8 @@ impl Frame {
             Frame::Kill { .. }
             | Frame::Adopted { .. }
             | Frame::Reply { .. }
-            | Frame::Call { .. } => None,
+            | Frame::Call { .. }
+            | Frame::Probe => None,
         }
     }
 
@@ -124,7 +129,8 @@ impl Frame {
             | Frame::Adopted { .. }
             | Frame::Query { .. }
             | Frame::Reply { .. }
-            | Frame::Call { .. } => None,
+            | Frame::Call { .. }
+            | Frame::Probe => None,
         }
     }
 
@@ -249,6 +255,7 @@ impl From<Frame> for Wire {
                 call: Some(CallWire::encode(door, &report)),
                 ..target(to)
             },
+            Frame::Probe => Wire::default(),
             Frame::Adopted { session, bound } => Wire {
                 session: Some(session.to_string()),
                 outcome: Some(if bound { "bound" } else { "lost" }.to_owned()),
@@ -357,6 +364,7 @@ impl TryFrom<Wire> for Frame {
                     report,
                 }
             }
+            "probe" => Frame::Probe,
             "query" => Frame::Query {
                 asker: asker().ok_or_else(|| missing("reply_node and token"))?,
                 query: wire.query.ok_or_else(|| missing("query"))?.decode()?,

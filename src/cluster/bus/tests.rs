@@ -548,3 +548,10 @@ fn every_kept_event_survives_a_hand_over() {
     };
     assert_eq!(decode_export(&wire).expect("decodes"), export);
 }
+
+#[test]
+fn probes_round_trip_without_fields() {
+    let text = Frame::Probe.encode().expect("serializes");
+    assert_eq!(text, r#"{"t":"probe"}"#);
+    assert!(matches!(Frame::decode(text.as_bytes()), Ok(Frame::Probe)));
+}
