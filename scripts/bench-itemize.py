@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""One line of docs/bench/itemized.jsonl: where one relay's server cost goes,
-for one target, one write per message and one message in flight per pair.
+"""One line of docs/bench/itemized.jsonl (itemized-window4.jsonl with four
+messages in flight per pair): where one relay's server cost goes, for one
+target, one write per message.
 
     bench-itemize.py TARGET COUNTERS_JSON PERF_DATA CALLGRIND_OUT
 
