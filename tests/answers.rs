@@ -164,11 +164,16 @@ async fn run_case(gateway: &TestGateway, door: Door, requests: Vec<(Ask, IdChoic
                         !(model.registered && decodes),
                         "a registered session did not resume: {what}"
                     );
-                    // A fresh, unregistered session on the new connection.
+                    // A fresh, unregistered session on the new connection,
+                    // which has seen the failed `resume`'s id: once it is
+                    // resumed itself, that id counts as seen too.
                     model = Model {
                         registered: false,
                         resumed: false,
-                        highest: 0,
+                        highest: match id_choice {
+                            IdChoice::Small(id) if decodes => id,
+                            _ => 0,
+                        },
                         token: client.resume_token(),
                     };
                 }
@@ -345,5 +350,31 @@ fn every_request_is_answered_exactly_once_on_every_door() {
     if let Err(failure) = outcome {
         panic!("{failure}");
     }
+    runtime.block_on(gateway.assert_empty());
+}
+
+/// A case the property test once found (shrunk): a `resume` that fails
+/// leaves a fresh session that has seen its id, so after that session is
+/// itself resumed, a request reusing the id is a re-send (`ack` only).
+#[test]
+fn a_failed_resume_s_id_counts_as_seen_once_resumed() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let gateway = runtime.block_on(TestGateway::start_with(signalgate::Config {
+        resume_window: std::time::Duration::from_secs(2),
+        ..common::test_config()
+    }));
+    let requests = vec![
+        (Ask::Register, IdChoice::Zero),
+        (Ask::DropAndResume, IdChoice::Small(1)),
+        (Ask::Register, IdChoice::None),
+        (Ask::Register, IdChoice::None),
+        (Ask::DropAndResume, IdChoice::None),
+        (Ask::Register, IdChoice::Small(1)),
+    ];
+    runtime.block_on(run_case(&gateway, Door::Ws, requests));
     runtime.block_on(gateway.assert_empty());
 }
