@@ -321,19 +321,25 @@ async fn read_until_sentinel(client: &mut TestClient, sentinel: u64) -> Vec<Valu
     }
 }
 
-#[test]
-fn every_request_is_answered_exactly_once_on_every_door() {
+/// A runtime for the cases and a gateway on it. A short resume window:
+/// sessions a case leaves away (a resume refused for its id 0) are gone by
+/// the final check.
+fn runtime_and_gateway() -> (tokio::runtime::Runtime, TestGateway) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    // A short resume window: sessions a case leaves away (a resume refused
-    // for its id 0) are gone by the final check.
     let gateway = runtime.block_on(TestGateway::start_with(signalgate::Config {
         resume_window: std::time::Duration::from_secs(2),
         ..common::test_config()
     }));
+    (runtime, gateway)
+}
+
+#[test]
+fn every_request_is_answered_exactly_once_on_every_door() {
+    let (runtime, gateway) = runtime_and_gateway();
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 96,
         failure_persistence: None,
@@ -358,15 +364,7 @@ fn every_request_is_answered_exactly_once_on_every_door() {
 /// itself resumed, a request reusing the id is a re-send (`ack` only).
 #[test]
 fn a_failed_resume_s_id_counts_as_seen_once_resumed() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let gateway = runtime.block_on(TestGateway::start_with(signalgate::Config {
-        resume_window: std::time::Duration::from_secs(2),
-        ..common::test_config()
-    }));
+    let (runtime, gateway) = runtime_and_gateway();
     let requests = vec![
         (Ask::Register, IdChoice::Zero),
         (Ask::DropAndResume, IdChoice::Small(1)),
