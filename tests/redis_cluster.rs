@@ -240,6 +240,15 @@ async fn a_primary_failing_over_loses_nothing_and_needs_no_restart() {
     .await;
 }
 
+/// The node holding `client`'s session: its resume token is `<node>.…`.
+fn node_of(client: &TestClient) -> String {
+    client
+        .resume_token()
+        .split_once('.')
+        .map(|(node, _)| node.to_owned())
+        .expect("a token naming its node")
+}
+
 /// A node whose channel is on a primary that hangs (paused: it keeps its
 /// connections and answers nothing) hears the other nodes again once a
 /// replica took over, while the hung primary still sleeps: its probe finds
@@ -260,11 +269,7 @@ async fn a_node_whose_channel_is_on_a_hung_primary_hears_again_before_it_wakes()
     let sender_node = {
         let mut probe = sender.connect(Door::Ws).await;
         probe.register("hung-sender", "web").await;
-        let node = probe
-            .resume_token()
-            .split_once('.')
-            .map(|(node, _)| node.to_owned())
-            .expect("a token naming its node");
+        let node = node_of(&probe);
         probe.close().await;
         node
     };
@@ -274,11 +279,7 @@ async fn a_node_whose_channel_is_on_a_hung_primary_hears_again_before_it_wakes()
         let uid = format!("hung-{attempt}");
         let mut app = receiver.connect(Door::Ws).await;
         app.register(&uid, "app").await;
-        let node = app
-            .resume_token()
-            .split_once('.')
-            .map(|(node, _)| node.to_owned())
-            .expect("a token naming its node");
+        let node = node_of(&app);
         let channel_primary = redis.primary_of(&format!("signalgate:node:{node}")).await;
         let mut own_keys = Vec::new();
         for key in [
