@@ -330,3 +330,97 @@ async fn a_node_whose_channel_is_on_a_hung_primary_hears_again_before_it_wakes()
     sender.assert_empty().await;
     receiver.assert_empty().await;
 }
+
+/// A killed primary that comes back rejoins as a replica, and redis-rs
+/// subscribes the node's channel on it again, beside the promoted
+/// primary where it subscribed after the failover. A sharded channel's
+/// messages reach its subscribers on every node of the shard, so the
+/// gateway heard every frame twice: copies of frames with an asker were
+/// dropped (`signalgate_cluster_frames_duplicate_total`, 212,891 in one
+/// ten-minute chaos run), and the others (`syncfrom`, `peeraway`,
+/// `byebye` for a session on this node) reached the client twice. The
+/// node's probe hears itself twice, and the node subscribes afresh: one
+/// subscription, on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_subscribed_again_on_a_restarted_primary_subscribes_afresh() {
+    let mut redis = RedisCluster::start().await;
+    let config = signalgate::Config {
+        redis_cluster_nodes: redis.urls(),
+        ..test_config()
+    };
+    let gateway = TestGateway::start_with(config).await;
+    let mut client = gateway.connect(Door::Ws).await;
+    client.register("doubled", "web").await;
+    let channel = format!("signalgate:node:{}", node_of(&client));
+    // redis-rs subscribes on the restarted node in about four cycles of
+    // five here (0.1–1 s after the restart): up to three cycles, until
+    // one does.
+    let mut doubled_cycles = 0;
+    for _ in 0..3 {
+        let victim = redis.primary_of(&channel).await;
+        redis.kill_and_fail_over(victim).await;
+        let promoted = redis.primary_of(&channel).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while redis.shard_subscribers(promoted, &channel).await != 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the node subscribed on the promoted primary"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        redis.restart(victim).await;
+        let seen = one_subscription_on_the_primary(&redis, &channel, victim, promoted).await;
+        println!("subscribers (restarted replica, primary) every 100 ms: {seen:?}");
+        if seen.iter().any(|&(on_replica, _)| on_replica > 0) {
+            doubled_cycles += 1;
+            break;
+        }
+    }
+    let metrics = common::http_get(&gateway, "/metrics").await;
+    let doubled = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("signalgate_cluster_subscriptions_doubled_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        doubled >= f64::from(doubled_cycles),
+        "a doubled subscription mended is counted: {metrics}"
+    );
+
+    client.close().await;
+    gateway.assert_empty().await;
+}
+
+/// Waits until `channel` has one subscriber, on `primary`, and none on
+/// `replica`, for four seconds in a row (at most 20 s); returns the
+/// counts (replica, primary) seen every 100 ms.
+async fn one_subscription_on_the_primary(
+    redis: &RedisCluster,
+    channel: &str,
+    replica: u16,
+    primary: u16,
+) -> Vec<(i64, i64)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut steady_since = None;
+    let mut seen = Vec::new();
+    loop {
+        let counts = (
+            redis.shard_subscribers(replica, channel).await,
+            redis.shard_subscribers(primary, channel).await,
+        );
+        seen.push(counts);
+        let now = tokio::time::Instant::now();
+        if counts == (0, 1) {
+            if now.duration_since(*steady_since.get_or_insert(now)) >= Duration::from_secs(4) {
+                return seen;
+            }
+        } else {
+            steady_since = None;
+        }
+        assert!(
+            now < deadline,
+            "subscribers (on the restarted replica, on the primary) every 100 ms: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -200,9 +200,17 @@ impl Inner {
                 asker,
             } => self.hand_over(&resume_token, last_seq, identity.as_ref(), asker),
             Frame::Adopted { session, bound } => self.adopted(session, bound),
-            // This node's own check of its subscription: that it arrived is
-            // all (the publisher reads the subscriber count).
-            Frame::Probe => {}
+            // This node's own check of its subscription (the publisher
+            // reads the subscriber count): heard twice, it is subscribed
+            // twice (`echo`), and subscribes afresh.
+            Frame::Probe { token } => {
+                if lock(&self.probe_echoes).heard(token) {
+                    metrics::cluster_subscription_doubled();
+                    info!(node = %self.node, "this node hears its channel twice: subscribing afresh");
+                    self.listener_stale.store(true, Ordering::Release);
+                    self.rebuild_wanted.notify_one();
+                }
+            }
             Frame::Query { query, asker } => {
                 // A node that is stopping answers nothing: the asker lists
                 // it as unreachable.

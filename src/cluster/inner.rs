@@ -101,8 +101,10 @@ impl Inner {
     }
 
     /// Checks, every [`PROBE_INTERVAL`], that this node still hears its
-    /// channel on a Redis Cluster: `SPUBLISH`es a probe to it, which counts
-    /// the subscribers on the primary that serves the channel's slot now.
+    /// channel on a Redis Cluster, and only once: `SPUBLISH`es a probe to
+    /// it, which counts the subscribers on the primary that serves the
+    /// channel's slot now (a probe heard twice is the listener's concern:
+    /// see `echo`).
     /// None there means this node's `SSUBSCRIBE` sits on a primary that
     /// hung and was replaced (a paused one keeps its connections, so the
     /// library never hears of it): the listener is rebuilt and the channel
@@ -121,7 +123,8 @@ impl Inner {
             if !self.subscribed.load(Ordering::Acquire) {
                 continue;
             }
-            match self.publish(&self.node, Frame::Probe).await {
+            let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+            match self.publish(&self.node, Frame::Probe { token }).await {
                 Ok(0) => {
                     metrics::cluster_probe_unheard();
                     info!(node = %self.node, "this node's channel has no subscriber on its primary: subscribing again");

@@ -23,6 +23,7 @@
 mod bus;
 mod channel;
 mod connection;
+mod echo;
 mod handover;
 mod inner;
 mod keys;
@@ -153,6 +154,8 @@ struct Inner {
     early_kills: Mutex<HashMap<SessionId, (ErrorCode, std::time::Instant)>>,
     /// Frames already handled, by asker: a retried Redis command's copy is dropped.
     recent_frames: Mutex<recent::RecentFrames>,
+    /// This node's probes as it heard them: twice means subscribed twice.
+    probe_echoes: Mutex<echo::ProbeEchoes>,
     /// Sessions this node handed to another for a resume: frames still
     /// addressed here are held until the new node has bound the session,
     /// then forwarded there.
@@ -215,6 +218,7 @@ impl RedisRegistry {
             pending_releases: Mutex::new(Vec::new()),
             early_kills: Mutex::new(HashMap::new()),
             recent_frames: Mutex::new(recent::RecentFrames::default()),
+            probe_echoes: Mutex::new(echo::ProbeEchoes::default()),
             moved: Mutex::new(HashMap::new()),
             binding_now: Mutex::new(HashMap::new()),
         });

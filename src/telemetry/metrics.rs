@@ -72,6 +72,9 @@ pub const REDIS_REBUILDS: &str = "signalgate_redis_connection_rebuilds_total";
 /// Probes a node published to its own channel on a Redis Cluster that no
 /// subscriber heard: its subscription sat on a primary that was replaced.
 pub const CLUSTER_PROBES_UNHEARD: &str = "signalgate_cluster_probes_unheard_total";
+/// Times a node heard its own probes twice on a Redis Cluster (subscribed
+/// to its channel on two nodes of the shard) and subscribed afresh.
+pub const CLUSTER_SUBSCRIPTIONS_DOUBLED: &str = "signalgate_cluster_subscriptions_doubled_total";
 /// Connections refused before a session existed, by reason.
 pub const REFUSED: &str = "signalgate_refused_connections_total";
 /// Connections closed for not making progress, by reason.
@@ -162,6 +165,11 @@ pub fn redis_connection_rebuilt() {
 /// A node's probe of its own channel found no subscriber.
 pub fn cluster_probe_unheard() {
     counter!(CLUSTER_PROBES_UNHEARD).increment(1);
+}
+
+/// This node found itself subscribed to its channel twice.
+pub fn cluster_subscription_doubled() {
+    counter!(CLUSTER_SUBSCRIPTIONS_DOUBLED).increment(1);
 }
 
 /// A frame from another node handled before, dropped.

@@ -147,9 +147,15 @@ impl RedisCluster {
         keys_on(&self.urls(), pattern).await
     }
 
-    /// The port of the primary serving `key`'s hash slot.
+    /// The port of the primary serving `key`'s hash slot (asked of the
+    /// first node still running).
     pub async fn primary_of(&self, key: &str) -> u16 {
-        let port = self.members[0].port;
+        let port = self
+            .members
+            .iter()
+            .find(|member| member.child.is_some())
+            .expect("a running member")
+            .port;
         let mut connection = connect(port).await.expect("a cluster node");
         let slot: u16 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
@@ -214,6 +220,43 @@ impl RedisCluster {
     /// `SIGCONT`s the node on `port`.
     pub fn wake(&mut self, port: u16) {
         self.signal(port, "-CONT");
+    }
+
+    /// Starts the node killed on `port` again, with its cluster file: it
+    /// rejoins as a replica of the primary that took over. Waits until it
+    /// has synced.
+    pub async fn restart(&mut self, port: u16) {
+        let child = self.spawn(port);
+        let member = self
+            .members
+            .iter_mut()
+            .find(|member| member.port == port)
+            .expect("a member on that port");
+        assert!(member.child.is_none(), "restart only a killed node");
+        member.child = Some(child);
+        let rejoined = |port| async move {
+            let info = text_answer(port, &["INFO", "replication"]).await;
+            info.contains("role:slave") && info.contains("master_link_status:up")
+        };
+        wait_for(|| rejoined(port), "the restarted node is a replica in sync").await;
+    }
+
+    /// How many clients on the node on `port` subscribe to the sharded
+    /// channel `channel` (`PUBSUB SHARDNUMSUB`; 0 if it does not answer).
+    pub async fn shard_subscribers(&self, port: u16, channel: &str) -> i64 {
+        let Some(mut connection) = connect(port).await else {
+            return 0;
+        };
+        let answer: Vec<redis::Value> = redis::cmd("PUBSUB")
+            .arg("SHARDNUMSUB")
+            .arg(channel)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_default();
+        match answer.get(1) {
+            Some(redis::Value::Int(count)) => *count,
+            _ => 0,
+        }
     }
 
     fn signal(&self, port: u16, signal: &str) {

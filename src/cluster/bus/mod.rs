@@ -60,8 +60,9 @@ pub(crate) enum Frame {
         report: CallReport,
     },
     /// A node's check of its own subscription on a Redis Cluster (see
-    /// `Inner::prober`): published to its own channel, ignored on arrival.
-    Probe,
+    /// `Inner::prober`): published to its own channel, with a token unique
+    /// to the probe, so that a probe heard twice is recognised.
+    Probe { token: u64 },
 }
 
 /// One session of the receiving node.
@@ -103,7 +104,7 @@ impl Frame {
             Frame::Query { .. } => "query",
             Frame::Reply { .. } => "reply",
             Frame::Call { .. } => "call",
-            Frame::Probe => "probe",
+            Frame::Probe { .. } => "probe",
         }
     }
 
@@ -117,7 +118,7 @@ impl Frame {
             | Frame::Adopted { .. }
             | Frame::Reply { .. }
             | Frame::Call { .. }
-            | Frame::Probe => None,
+            | Frame::Probe { .. } => None,
         }
     }
 
@@ -130,7 +131,7 @@ impl Frame {
             | Frame::Query { .. }
             | Frame::Reply { .. }
             | Frame::Call { .. }
-            | Frame::Probe => None,
+            | Frame::Probe { .. } => None,
         }
     }
 
@@ -255,7 +256,10 @@ impl From<Frame> for Wire {
                 call: Some(CallWire::encode(door, &report)),
                 ..target(to)
             },
-            Frame::Probe => Wire::default(),
+            Frame::Probe { token } => Wire {
+                token: Some(token),
+                ..Wire::default()
+            },
             Frame::Adopted { session, bound } => Wire {
                 session: Some(session.to_string()),
                 outcome: Some(if bound { "bound" } else { "lost" }.to_owned()),
@@ -364,7 +368,9 @@ impl TryFrom<Wire> for Frame {
                     report,
                 }
             }
-            "probe" => Frame::Probe,
+            "probe" => Frame::Probe {
+                token: wire.token.ok_or_else(|| missing("token"))?,
+            },
             "query" => Frame::Query {
                 asker: asker().ok_or_else(|| missing("reply_node and token"))?,
                 query: wire.query.ok_or_else(|| missing("query"))?.decode()?,

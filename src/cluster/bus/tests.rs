@@ -550,8 +550,12 @@ fn every_kept_event_survives_a_hand_over() {
 }
 
 #[test]
-fn probes_round_trip_without_fields() {
-    let text = Frame::Probe.encode().expect("serializes");
-    assert_eq!(text, r#"{"t":"probe"}"#);
-    assert!(matches!(Frame::decode(text.as_bytes()), Ok(Frame::Probe)));
+fn probes_round_trip_with_their_token() {
+    let text = Frame::Probe { token: 7 }.encode().expect("serializes");
+    assert_eq!(text, r#"{"t":"probe","token":7}"#);
+    assert!(matches!(
+        Frame::decode(text.as_bytes()),
+        Ok(Frame::Probe { token: 7 })
+    ));
+    assert!(Frame::decode(br#"{"t":"probe"}"#).is_err());
 }
